@@ -1,0 +1,60 @@
+"""The paper's setting: InFlow trained on CIFAR-10, evaluated against SVHN, CelebA, MNIST, Fashion-MNIST.
+
+Optimiser as in the original: Adam(lr 1e-4, betas (0.8, 0.99), eps 1e-8) with L2 weight decay 2e-5
+added to the gradient (PyTorch's `Adam(weight_decay=...)`, not AdamW).
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # inflow_jax.model.InFlow(**config.model)
+  config.model = ml_collections.ConfigDict(dict(
+      num_blocks=2,          # attention-gated coupling blocks, each followed by a fixed permutation
+      width=256,             # hidden channels of the conv3x3-ReLU-conv3x3 subnets
+      clamp=2.0,             # soft clamp s = clamp * 0.636 * atan(raw)
+      permutation_seed=0,    # seed of the fixed channel permutations
+      glow=False,            # beyond the paper: ActNorm + invertible 1x1 conv before each coupling
+      num_scales=1,          # beyond the paper: > 1 gives a multi-scale (squeeze + split) flow
+      paper_compat=False,    # True: the original's log-det (not multiplied by the attention)
+  ))
+
+  config.data = ml_collections.ConfigDict(dict(
+      train='cifar10', train_split='train',
+      test='cifar10', test_split='test',
+      ood=('svhn_cropped', 'celeb_a', 'mnist', 'fashion_mnist'),
+      data_dir=ml_collections.config_dict.placeholder(str),
+      image_size=32,
+      max_eval_images=ml_collections.config_dict.placeholder(int),
+  ))
+
+  config.train = ml_collections.ConfigDict(dict(
+      num_steps=200 * 100,   # 200 epochs x 100 steps
+      batch_size=250,
+      learning_rate=1e-4,
+      b1=0.8, b2=0.99, eps=1e-8,
+      weight_decay=2e-5,     # L2 added to the gradient (coupled), as torch.optim.Adam
+      log_every=100,
+      checkpoint_every=1000,
+      keep_checkpoints=3,
+      distributed=False,     # True: jax.distributed.initialize() before anything else
+  ))
+
+  config.attention = ml_collections.ConfigDict(dict(
+      n_reference=5000,
+      n_permutations=100,
+      level=0.05,
+      sigma=ml_collections.config_dict.placeholder(float),   # None: median heuristic
+      encoder_seed=0,
+      encoder_path=ml_collections.config_dict.placeholder(str),  # original encoder .npz
+  ))
+
+  config.eval = ml_collections.ConfigDict(dict(
+      batch_size=250,
+      protocols=('paper', 'strict', 'mixed'),
+      mixed_rhos=(0.1, 0.25, 0.5, 1.0),
+      mixed_batch_sizes=(10, 25, 50, 100, 250),
+  ))
+  return config
