@@ -1,0 +1,145 @@
+"""L-infinity adversarial attacks (FGSM, PGD) generic over a differentiable objective.
+
+The attacker MAXIMISES `loss_fn(x, *loss_args)` (a scalar, or a (B,) vector whose sum is maximised)
+over images `x'` with `||x' - x||_inf <= epsilon` and `x'` in [0, 1]:
+
+  FGSM:  x' = clip_[0,1](x + epsilon * sign(grad_x L(x)))
+  PGD:   x_0 = clip_[0,1](x + U(-epsilon, epsilon))            (random start; else x_0 = x)
+         x_{t+1} = clip_[0,1](clip_[x-eps, x+eps](x_t + step_size * sign(grad_x L(x_t))))
+
+`loss_args` is an explicit pytree (model variables, labels, ...) passed through `jax.jit` as traced
+values, so one compiled attack serves every batch of the same shape; `loss_fn` itself is static
+(define it once at module level or once per target, not per call, or it recompiles).
+
+Targets (objectives to maximise) live in `inflow_jax.adversarial_targets`.
+"""
+import functools
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from inflow_jax.checks import check_images
+
+LossFn = Callable[..., jax.Array]
+
+
+def _objective(loss_fn: LossFn, x: jax.Array, loss_args) -> jax.Array:
+  """Sum of `loss_fn(x, *loss_args)`: per-image losses (B,) are maximised independently."""
+  value = loss_fn(x, *loss_args)
+  if value.ndim not in (0, 1):
+    raise ValueError(f"loss_fn must return a scalar or a (B,) vector, got shape {value.shape}")
+  return jnp.sum(value)
+
+
+def _check_attack(x, epsilon: float, step_size: Optional[float] = None,
+                  num_steps: Optional[int] = None):
+  check_images(x, name="x", value_range=(0.0, 1.0))
+  epsilon = float(epsilon)
+  if not epsilon >= 0.0:  # also rejects NaN
+    raise ValueError(f"epsilon must be >= 0 (an L-infinity radius in [0, 1] pixel units), got {epsilon}")
+  if step_size is not None and not float(step_size) > 0.0:
+    raise ValueError(f"step_size must be > 0, got {step_size}")
+  if num_steps is not None:
+    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 1:
+      raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn",))
+def _fgsm(loss_fn: LossFn, x, epsilon, loss_args):
+  grad = jax.grad(lambda u: _objective(loss_fn, u, loss_args))(x)
+  return jnp.clip(x + epsilon * jnp.sign(grad), 0.0, 1.0)
+
+
+def fgsm(loss_fn: LossFn, x: jax.Array, epsilon: float, *, loss_args: tuple = ()) -> jax.Array:
+  """Fast gradient sign method: one step of size `epsilon` along sign(grad L), clipped to [0, 1].
+
+  Args:
+    loss_fn: `loss_fn(x, *loss_args)` -> scalar or (B,), differentiable in `x`; maximised.
+    x: (B, H, W, C) float images in [0, 1].
+    epsilon: L-infinity radius, >= 0.
+    loss_args: extra (traced) arguments of `loss_fn`.
+
+  Returns:
+    (B, H, W, C) float32 adversarial images with ||x' - x||_inf <= epsilon, in [0, 1].
+  """
+  _check_attack(x, epsilon)
+  x = jnp.asarray(x, jnp.float32)
+  return _fgsm(loss_fn, x, jnp.float32(epsilon), tuple(loss_args))
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "random_start"))
+def _pgd(loss_fn: LossFn, x, epsilon, step_size, num_steps, key, loss_args, random_start):
+  low = jnp.clip(x - epsilon, 0.0, 1.0)
+  high = jnp.clip(x + epsilon, 0.0, 1.0)
+  if random_start:
+    x_adv = jnp.clip(x + jax.random.uniform(key, x.shape, x.dtype, -epsilon, epsilon), low, high)
+  else:
+    x_adv = x
+  grad_fn = jax.grad(lambda u: _objective(loss_fn, u, loss_args))
+
+  def step(_, x_adv):
+    return jnp.clip(x_adv + step_size * jnp.sign(grad_fn(x_adv)), low, high)
+
+  return jax.lax.fori_loop(0, num_steps, step, x_adv)
+
+
+def pgd(
+    loss_fn: LossFn,
+    x: jax.Array,
+    epsilon: float,
+    *,
+    step_size: float,
+    num_steps: int,
+    key: Optional[jax.Array] = None,
+    random_start: bool = True,
+    loss_args: tuple = (),
+) -> jax.Array:
+  """Projected gradient (sign) ascent in the L-infinity ball of radius `epsilon` (Madry et al. 2018).
+
+  Args:
+    loss_fn: `loss_fn(x, *loss_args)` -> scalar or (B,), differentiable in `x`; maximised.
+    x: (B, H, W, C) float images in [0, 1].
+    epsilon: L-infinity radius, >= 0.
+    step_size: the sign-gradient step, > 0 (2.5 * epsilon / num_steps is the usual choice).
+    num_steps: number of ascent steps, >= 1.
+    key: PRNG key of the uniform random start; required when `random_start`.
+    random_start: start from a uniform point in the ball instead of `x`.
+    loss_args: extra (traced) arguments of `loss_fn`.
+
+  Returns:
+    (B, H, W, C) float32 adversarial images with ||x' - x||_inf <= epsilon, in [0, 1].
+  """
+  _check_attack(x, epsilon, step_size, num_steps)
+  if random_start and key is None:
+    raise ValueError("pgd with random_start=True needs an explicit PRNG key (key=jax.random.key(...))")
+  if key is None:
+    key = jax.random.key(0)  # unused: no random start
+  x = jnp.asarray(x, jnp.float32)
+  return _pgd(loss_fn, x, jnp.float32(epsilon), jnp.float32(step_size), jnp.int32(num_steps), key,
+              tuple(loss_args), bool(random_start))
+
+
+def default_step_size(epsilon: float, num_steps: int) -> float:
+  """The usual PGD step, 2.5 * epsilon / num_steps (enough to cross the ball and come back)."""
+  return 2.5 * float(epsilon) / int(num_steps)
+
+
+def attack_in_batches(attack: Callable[..., jax.Array], x, batch_size: int, *,
+                      key: Optional[jax.Array] = None, **kwargs) -> jax.Array:
+  """Applies `attack(x_batch, **kwargs)` to consecutive batches of `x`, one key per batch.
+
+  `kwargs` may contain `per_batch`: a dict of arrays with leading axis B, sliced like `x` and passed
+  to `attack` as keyword arguments (e.g. labels). Returns the concatenated adversarial images.
+  """
+  per_batch = kwargs.pop("per_batch", {})
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  outputs = []
+  for index, start in enumerate(range(0, len(x), batch_size)):
+    stop = start + batch_size
+    extra = {name: value[start:stop] for name, value in per_batch.items()}
+    if key is not None:
+      extra["key"] = jax.random.fold_in(key, index)
+    outputs.append(attack(x[start:stop], **kwargs, **extra))
+  return jnp.concatenate(outputs, axis=0)
