@@ -1,0 +1,133 @@
+"""The baselines InFlow is compared with: the typicality test and the input-complexity score.
+
+The third baseline, the plain flow likelihood, is `scoring.make_score_fn(..., convention='nll')` with
+a = 1 everywhere.
+
+- **Typicality test** (Nalisnick et al. 2019, "Detecting out-of-distribution inputs to deep generative
+  models using typicality"): a batch of M images is atypical when its mean negative log-likelihood is far
+  from the model's entropy estimate,
+  `eps_hat = | mean_{x in batch} NLL(x) - H_hat |`,  flagged when `eps_hat > eps_M`,
+  with `H_hat` the mean NLL of held-out in-distribution images and `eps_M` the (1 - level) quantile of
+  `eps_hat` over `n_bootstrap` batches of M images drawn with replacement from those held-out images.
+- **Input complexity** (Serra et al. 2020, "Input complexity and out-of-distribution detection with
+  likelihood-based generative models"): `S(x) = NLL(x) - L(x)` in bits per dimension, where `L(x)` is
+  the length of the losslessly compressed image (PNG, PIL `compress_level=9`) in bits per dimension.
+  Higher S means more OOD.
+"""
+import dataclasses
+import io
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from inflow_jax.checks import check_images
+
+
+def _check_nll(nll, name: str) -> np.ndarray:
+  nll = np.asarray(nll, dtype=np.float64)
+  if nll.ndim != 1 or nll.size == 0:
+    raise ValueError(f"{name} must be a non-empty 1-D array of per-image NLLs, got shape {nll.shape}")
+  if not np.all(np.isfinite(nll)):
+    raise ValueError(f"{name} contains NaN or infinite values")
+  return nll
+
+
+@dataclasses.dataclass(frozen=True)
+class TypicalityState:
+  """entropy: H_hat; thresholds: {batch size M: eps_M}; level: the test's false-alarm level."""
+  entropy: float
+  thresholds: Dict[int, float]
+  level: float
+
+
+def fit_typicality(
+    nll_heldout,
+    batch_sizes: Sequence[int],
+    *,
+    level: float = 0.05,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> TypicalityState:
+  """Entropy estimate and bootstrap thresholds eps_M from held-out in-distribution NLLs.
+
+  Args:
+    nll_heldout: (N,) NLLs (any consistent unit, e.g. bits/dim) of in-distribution images that are not
+      in the test set.
+    batch_sizes: the batch sizes M the test will be used at.
+    level: false-alarm level; eps_M is the (1 - level) quantile of the bootstrapped eps_hat.
+    n_bootstrap: number of bootstrap batches per batch size.
+    seed: seed of the bootstrap draws.
+  """
+  nll = _check_nll(nll_heldout, "nll_heldout")
+  if not 0 < level < 1:
+    raise ValueError(f"level must lie in (0, 1), got {level}")
+  if n_bootstrap < 1:
+    raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
+  entropy = float(nll.mean())
+  rng = np.random.default_rng(seed)
+  thresholds = {}
+  for m in batch_sizes:
+    m = int(m)
+    if m < 1:
+      raise ValueError(f"batch sizes must be >= 1, got {m}")
+    draws = rng.integers(0, nll.size, size=(n_bootstrap, m))
+    eps = np.abs(nll[draws].mean(axis=1) - entropy)
+    thresholds[m] = float(np.quantile(eps, 1.0 - level))
+  return TypicalityState(entropy=entropy, thresholds=thresholds, level=float(level))
+
+
+def typicality_statistic(state: TypicalityState, nll_batch) -> float:
+  """eps_hat = |mean(nll_batch) - H_hat|."""
+  nll = _check_nll(nll_batch, "nll_batch")
+  return float(abs(nll.mean() - state.entropy))
+
+
+def typicality_test(state: TypicalityState, nll_batch) -> bool:
+  """True (flagged as OOD) when eps_hat exceeds the bootstrap threshold for this batch size."""
+  nll = _check_nll(nll_batch, "nll_batch")
+  if nll.size not in state.thresholds:
+    raise ValueError(
+        f"no typicality threshold for batch size {nll.size}; fitted sizes: {sorted(state.thresholds)}")
+  return typicality_statistic(state, nll) > state.thresholds[nll.size]
+
+
+def to_uint8(x) -> np.ndarray:
+  """Float NHWC images in [0, 1] -> uint8 `round(255 x)` (exact for images that came from uint8)."""
+  x = check_images(np.asarray(x), name="x", value_range=(0.0, 1.0))
+  return np.round(np.asarray(x, dtype=np.float64) * 255.0).astype(np.uint8)
+
+
+def png_bits_per_dim(x, compress_level: int = 9) -> np.ndarray:
+  """(N,) length of each image's PNG file (PIL, `compress_level`) in bits per dimension, 8 |png| / (HWC).
+
+  Args:
+    x: float NHWC images in [0, 1] with 1 or 3 channels; stored as 8-bit grayscale / RGB PNGs.
+  """
+  images = to_uint8(x)
+  channels = images.shape[-1]
+  if channels not in (1, 3):
+    raise ValueError(f"PNG compression needs 1 or 3 channels, got shape {images.shape}")
+  dims = int(np.prod(images.shape[1:]))
+  lengths = np.empty(images.shape[0])
+  for i, image in enumerate(images):
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if channels == 1 else image).save(
+        buffer, format="PNG", compress_level=compress_level)
+    lengths[i] = 8.0 * buffer.getbuffer().nbytes / dims
+  return lengths
+
+
+def input_complexity_score(nll_bpd, x, *, png_bpd: Optional[np.ndarray] = None) -> np.ndarray:
+  """S(x) = NLL(x) - L(x), both in bits per dimension; higher = more OOD.
+
+  Args:
+    nll_bpd: (N,) the flow's NLL in bits/dim (`convention='nll'`, a = 1).
+    x: the (N, H, W, C) images, float in [0, 1].
+    png_bpd: precomputed `png_bits_per_dim(x)`, to skip recompressing.
+  """
+  nll = _check_nll(nll_bpd, "nll_bpd")
+  complexity = png_bits_per_dim(x) if png_bpd is None else _check_nll(png_bpd, "png_bpd")
+  if complexity.shape != nll.shape:
+    raise ValueError(f"nll_bpd has shape {nll.shape} but the images give {complexity.shape}")
+  return nll - complexity
