@@ -1,0 +1,57 @@
+"""The untrained encoder: import of the original's PyTorch weights, seeded init, chunking."""
+import numpy as np
+import pytest
+
+from conftest import shared_file
+from inflow_jax.encoder import load_reference_encoder, make_encoder, params_from_torch
+
+
+def _nhwc(uint8_nchw):
+  return uint8_nchw.transpose(0, 2, 3, 1).astype(np.float32) / 255.0
+
+
+def test_reference_encoder_matches_pytorch_embeddings():
+  encoder = load_reference_encoder(shared_file("fixtures/uae_encoder_torch_seed0.npz"))
+  data = np.load(shared_file("fixtures/mmd_reference_public.npz"))
+  for images, expected in (("x_ref_nchw_uint8", "emb_ref"), ("x_same_nchw_uint8", "emb_same")):
+    emb = np.asarray(encoder(_nhwc(data[images])))
+    np.testing.assert_allclose(emb, data[expected], atol=1e-4, rtol=0)
+
+
+def test_import_rejects_wrong_state_dict():
+  with pytest.raises(KeyError, match="7.weight"):
+    params_from_torch({"0.weight": np.zeros((64, 3, 4, 4)), "0.bias": np.zeros(64)})
+  state = {f"{i}.{p}": np.zeros(1) for i in (0, 2, 4, 7) for p in ("weight", "bias")}
+  state["0.weight"] = np.zeros((64, 1, 4, 4))
+  with pytest.raises(ValueError, match="0.weight"):
+    params_from_torch(state)
+
+
+def test_seeded_init_is_reproducible_and_pytorch_like():
+  a, b, c = make_encoder(seed=0), make_encoder(seed=0), make_encoder(seed=1)
+  x = np.random.default_rng(0).uniform(size=(5, 32, 32, 3)).astype(np.float32)
+  np.testing.assert_array_equal(a(x), b(x))
+  assert not np.allclose(a(x), c(x))
+  assert a(x).shape == (5, 32)
+  for name, fan_in in (("conv0", 48), ("conv1", 1024), ("conv2", 2048), ("dense", 2048)):
+    for leaf in a.params[name].values():
+      bound = 1.0 / np.sqrt(fan_in)
+      assert np.abs(leaf).max() <= bound
+      assert np.abs(leaf).max() > 0.9 * bound   # uniform over the whole interval, not a narrower one
+
+
+def test_chunked_embedding_equals_one_batch():
+  encoder = make_encoder(seed=3)
+  chunked = encoder.replace(chunk_size=4)
+  x = np.random.default_rng(1).uniform(size=(11, 32, 32, 3)).astype(np.float32)   # 2 full chunks + a remainder
+  np.testing.assert_allclose(chunked(x), encoder(x), atol=1e-6)
+
+
+def test_encoder_rejects_bad_images():
+  encoder = make_encoder(seed=0)
+  with pytest.raises(ValueError, match="32x32"):
+    encoder(np.zeros((2, 28, 28, 3), np.float32))
+  with pytest.raises(ValueError, match="NaN"):
+    encoder(np.full((2, 32, 32, 3), np.nan, np.float32))
+  with pytest.raises(TypeError, match="255"):
+    encoder(np.zeros((2, 32, 32, 3), np.uint8))
