@@ -31,7 +31,6 @@ from typing import Iterator, Optional, Tuple, Union
 
 import jax
 import numpy as np
-from PIL import Image
 
 from inflow_jax import image_files
 from inflow_jax import offline_data
@@ -156,6 +155,8 @@ def preprocess(images: np.ndarray, image_size: int = 32,
   corner (round((H - c) / 2), round((W - c) / 2)) as torchvision's CenterCrop; C = 1 is repeated to 3.
   """
   images = check_uint8_images(images)
+  if not isinstance(image_size, (int, np.integer)) or image_size < 1:
+    raise ValueError(f'image_size must be a positive integer, got {image_size!r}')
   if center_crop is not None:
     height, width = images.shape[1:3]
     if not 0 < center_crop <= min(height, width):
@@ -163,11 +164,7 @@ def preprocess(images: np.ndarray, image_size: int = 32,
     top, left = int(round((height - center_crop) / 2.0)), int(round((width - center_crop) / 2.0))
     images = images[:, top:top + center_crop, left:left + center_crop]
   if images.shape[1:3] != (image_size, image_size):
-    gray = images.shape[-1] == 1
-    images = np.stack([
-        np.asarray(Image.fromarray(image[..., 0] if gray else image).resize(
-            (image_size, image_size), Image.BILINEAR)).reshape(image_size, image_size, -1)
-        for image in images])
+    images = image_files.resize_bilinear(images, image_size)
   x = images.astype(np.float32) * np.float32(1.0 / 255.0)
   if x.shape[-1] == 1:
     x = np.repeat(x, 3, axis=-1)
@@ -225,6 +222,8 @@ def batches(images: np.ndarray, batch_size: int, *, seed: int, shuffle: bool = T
     raise ValueError('pad=True pads the last partial batch: pass drop_remainder=False with it')
   if np.asarray(images).dtype == np.uint8:
     images = check_uint8_images(images)
+    if image_size is None and images.shape[1] != images.shape[2]:
+      raise ValueError(f'images of shape {images.shape} are not square: pass image_size')
     size = image_size or images.shape[1]
     convert = lambda batch: preprocess(batch, size)
   else:
@@ -250,8 +249,6 @@ def batches(images: np.ndarray, batch_size: int, *, seed: int, shuffle: bool = T
     shard = process_shard(order, process_index, process_count)
     for b in range(num_batches):
       indices = shard[b * batch_size:(b + 1) * batch_size]
-      if shuffle:
-        indices = np.sort(indices)   # sequential memory access; the batch's set is unchanged
       x = convert(images[indices])
       if not pad:
         yield x

@@ -1,4 +1,4 @@
-"""The user's own images: `.npz` / `.npy` arrays and folders of PNG/JPEG files.
+"""The user's own images: `.npz` / `.npy` arrays and folders of PNG/JPEG files; PIL resizing.
 
 Every reader returns `(images, labels)`: uint8 NHWC images (C = 1 or 3) in the files' own size and
 int64 labels or None. Unreadable files, wrong shapes and empty folders raise errors naming the path.
@@ -11,6 +11,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
+
+
+def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
+  """uint8 (N, H, W, C in {1, 3}) -> uint8 (N, size, size, C): PIL `Image.resize(BILINEAR)` per image."""
+  gray = images.shape[-1] == 1
+  return np.stack([
+      np.asarray(Image.fromarray(image[..., 0] if gray else image).resize(
+          (size, size), Image.BILINEAR)).reshape(size, size, images.shape[-1])
+      for image in images])
 
 
 def _existing(path: str) -> pathlib.Path:

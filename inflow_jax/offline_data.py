@@ -18,7 +18,8 @@ import zlib
 from typing import Optional, Tuple
 
 import numpy as np
-from PIL import Image
+
+from inflow_jax.image_files import resize_bilinear
 
 IMAGE_SIZE = 32
 DIGITS_TRAIN_SIZE = 1400
@@ -34,20 +35,14 @@ def _rng(name: str, split: str) -> np.random.Generator:
   return np.random.default_rng([zlib.crc32(name.encode()), SPLITS.index(split)])
 
 
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-  """PIL bilinear resize of uint8 (N, H, W) or (N, H, W, 3) images to (N, size, size[, 3])."""
-  return np.stack([
-      np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR)) for image in images])
-
-
 def _digits(split: str) -> Tuple[np.ndarray, np.ndarray]:
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
   digits = load_digits()
   order = np.random.default_rng(0).permutation(len(digits.target))
   order = order[:DIGITS_TRAIN_SIZE] if split == 'train' else order[DIGITS_TRAIN_SIZE:]
   small = np.round(digits.images[order] * (255.0 / 16.0)).astype(np.uint8)   # (N, 8, 8)
-  large = _resize(small, IMAGE_SIZE)                                          # (N, 32, 32)
-  images = np.repeat(large[..., None], 3, axis=-1)
+  large = resize_bilinear(small[..., None], IMAGE_SIZE)                       # (N, 32, 32, 1)
+  images = np.repeat(large, 3, axis=-1)
   return images, digits.target[order].astype(np.int64)
 
 
@@ -61,8 +56,7 @@ def _photo_patches(rng: np.random.Generator, count: int) -> np.ndarray:
     top = int(rng.integers(photo.shape[0] - side + 1))
     left = int(rng.integers(photo.shape[1] - side + 1))
     patches.append(photo[top:top + side, left:left + side])
-  return np.stack([
-      np.asarray(Image.fromarray(p).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)) for p in patches])
+  return np.concatenate([resize_bilinear(patch[None], IMAGE_SIZE) for patch in patches])
 
 
 def load_offline(name: str, split: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:

@@ -55,8 +55,9 @@ def _read_tfrecord(builder, split, image_key, label_key, tfds):
   except ImportError as error:
     raise ImportError(
         f'tfds dataset {builder.name!r} is stored as {builder.info.file_format.value}: reading it '
-        "needs TensorFlow (pip install 'inflow_jax[tfds-build]'), or prepare it with "
-        '--file_format=array_record, which is read without TensorFlow') from error
+        "needs TensorFlow (pip install 'inflow_jax[tfds-build]'); array_record datasets are read "
+        'without it: prepare with `tfds build --file_format=array_record` or convert with '
+        '`tfds convert_format --out_file_format=array_record`') from error
   keys = (image_key,) + ((label_key,) if label_key else ())
   dataset = builder.as_dataset(split=split, shuffle_files=False)
   dataset = dataset.map(lambda example: {key: example[key] for key in keys}).batch(_CHUNK)

@@ -118,6 +118,8 @@ def test_preprocess_rejects_bad_images():
     data.preprocess(np.zeros((2, 32, 32, 4), np.uint8))
   with pytest.raises(ValueError, match='center_crop'):
     data.preprocess(np.zeros((2, 32, 32, 3), np.uint8), center_crop=140)
+  with pytest.raises(ValueError, match='image_size'):
+    data.preprocess(np.zeros((2, 32, 32, 3), np.uint8), image_size=0)
 
 
 # ----------------------------------------------------------------------------- user files
@@ -272,6 +274,8 @@ def test_batches_errors():
     next(data.batches(x + 1, 4, seed=0))
   with pytest.raises(ValueError, match='process_index'):
     next(data.batches(x, 2, seed=0, process_index=2, process_count=2))
+  with pytest.raises(ValueError, match='square'):
+    next(data.batches(_random_images((4, 8, 6, 3)), 2, seed=0))
 
 
 # ----------------------------------------------------------------------------- shared data
@@ -354,10 +358,14 @@ def test_tfds_array_record_reads_without_tensorflow(tiny_tfds, tmp_path):
   """load_split in a Python whose site-packages lacks TensorFlow (the others linked in)."""
   site = tmp_path / 'site-packages'
   site.mkdir()
-  for entry in pathlib.Path(sysconfig.get_paths()['purelib']).iterdir():
-    if not re.match(r'(tensorflow|tf_keras|keras)($|[-_.])', entry.name) or entry.name.startswith(
-        ('tensorflow_datasets', 'tensorflow_metadata')):
-      (site / entry.name).symlink_to(entry)
+  package_dirs = [sysconfig.get_paths()[key] for key in ('purelib', 'platlib')] + [
+      p for p in sys.path if p.endswith(('site-packages', 'dist-packages'))]
+  for package_dir in dict.fromkeys(pathlib.Path(p) for p in package_dirs if pathlib.Path(p).is_dir()):
+    for entry in package_dir.iterdir():
+      keep = not re.match(r'(tensorflow|tf_keras|keras)($|[-_.])', entry.name) or entry.name.startswith(
+          ('tensorflow_datasets', 'tensorflow_metadata'))
+      if keep and not (site / entry.name).exists():
+        (site / entry.name).symlink_to(entry)
   script = (
       f'import sys; sys.path[:0] = [{str(REPO)!r}, {str(site)!r}]\n'
       'import importlib.util; assert importlib.util.find_spec("tensorflow") is None\n'
