@@ -36,6 +36,7 @@ from inflow_jax import image_files
 from inflow_jax import offline_data
 from inflow_jax import tfds_source
 from inflow_jax.checks import check_images
+from inflow_jax.image_files import check_uint8_images
 
 Labels = Optional[np.ndarray]
 FILE_PREFIXES = ('npz', 'npy', 'folder')
@@ -101,20 +102,6 @@ def _split_base(split: str) -> str:
     raise ValueError(
         f'split {split!r} is not "SPLIT" or "SPLIT[start:stop]" (only tfds datasets accept more)')
   return match.group(1)
-
-
-def check_uint8_images(images, *, name: str = 'images') -> np.ndarray:
-  """Checks uint8 NHWC images with 1 or 3 channels and at least one image; returns a numpy array."""
-  images = np.asarray(images)
-  if images.ndim != 4 or images.shape[-1] not in (1, 3):
-    raise ValueError(
-        f'{name} must have shape (N, H, W, C) with C = 1 or 3 (NHWC), got shape {images.shape}; '
-        'add a channel axis to grayscale (N, H, W) arrays with x[..., None]')
-  if images.dtype != np.uint8:
-    raise TypeError(f'{name} must be uint8 in 0..255, got dtype {images.dtype}')
-  if not len(images) or not images.shape[1] or not images.shape[2]:
-    raise ValueError(f'{name} must hold at least one non-empty image, got shape {images.shape}')
-  return images
 
 
 def load_split(name: str, split: str, data_dir: Optional[str] = None, *,

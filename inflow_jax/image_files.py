@@ -29,23 +29,33 @@ def _existing(path: str) -> pathlib.Path:
   return resolved
 
 
-def as_uint8_images(array: np.ndarray, where: str) -> np.ndarray:
-  """uint8 NHWC as is; other integers in 0..255 cast; floats in [0, 1] -> round(255 x)."""
-  array = np.asarray(array)
-  if array.ndim != 4 or array.shape[-1] not in (1, 3):
+def check_uint8_images(images, *, name: str = 'images') -> np.ndarray:
+  """Checks uint8 NHWC images with 1 or 3 channels and at least one image; returns a numpy array."""
+  images = np.asarray(images)
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
     raise ValueError(
-        f'{where}: images must have shape (N, H, W, C) with C = 1 or 3 (NHWC), got shape '
-        f'{array.shape}; save grayscale (N, H, W) arrays with a channel axis: x[..., None]')
-  if array.dtype == np.uint8:
-    return array
-  if np.issubdtype(array.dtype, np.integer) and array.size and 0 <= array.min() and array.max() <= 255:
-    return array.astype(np.uint8)
-  if np.issubdtype(array.dtype, np.floating) and array.size and np.all(np.isfinite(array)) and (
-      0 <= array.min() and array.max() <= 1):
-    return np.round(array * 255).astype(np.uint8)
-  raise ValueError(f'{where}: images must be uint8, integers in 0..255 or floats in [0, 1]; got '
-                   f'dtype {array.dtype}' + (f' with values in [{array.min()}, {array.max()}]'
-                                             if array.size and array.dtype != object else ''))
+        f'{name} must have shape (N, H, W, C) with C = 1 or 3 (NHWC), got shape {images.shape}; '
+        'add a channel axis to grayscale (N, H, W) arrays with x[..., None]')
+  if images.dtype != np.uint8:
+    raise TypeError(f'{name} must be uint8 in 0..255, got dtype {images.dtype}')
+  if not len(images) or not images.shape[1] or not images.shape[2]:
+    raise ValueError(f'{name} must hold at least one non-empty image, got shape {images.shape}')
+  return images
+
+
+def as_uint8_images(array: np.ndarray, where: str) -> np.ndarray:
+  """uint8 NHWC as is; other integers in 0..255 cast; floats in [0, 1] -> round(255 x); checked."""
+  array = np.asarray(array)
+  if array.dtype != np.uint8 and array.size and array.dtype != object:
+    low, high = array.min(), array.max()
+    if np.issubdtype(array.dtype, np.integer) and 0 <= low and high <= 255:
+      array = array.astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating) and 0 <= low and high <= 1:   # False for NaN
+      array = np.round(array * 255).astype(np.uint8)
+    else:
+      raise ValueError(f'{where}: images must be uint8, integers in 0..255 or floats in [0, 1]; '
+                       f'got dtype {array.dtype} with values in [{low}, {high}]')
+  return check_uint8_images(array, name=where)
 
 
 def as_labels(array: np.ndarray, count: int, where: str) -> np.ndarray:
