@@ -323,9 +323,28 @@ def tiny_examples(image_shape, split):
   return _random_images((count,) + image_shape, seed=len(split)), np.arange(count) % 3
 
 
+def _tiny_mnist_class(tfds):
+  """tfds's own MNIST builder with its real features, generating tiny_examples instead of downloading."""
+  from tensorflow_datasets.image_classification import mnist  # pylint: disable=g-import-not-at-top
+
+  class TinyMnist(mnist.MNIST, skip_registration=True):
+    name = 'mnist'
+
+    def _split_generators(self, dl_manager):
+      return {split: self._generate_tiny(split) for split in ('train', 'test')}
+
+    def _generate_tiny(self, split):
+      images, labels = tiny_examples((28, 28, 1), split)
+      for i, (image, label) in enumerate(zip(images, labels)):
+        yield i, {'image': image, 'label': label}
+
+  return TinyMnist
+
+
 @pytest.fixture(scope='module')
 def tiny_tfds(tmp_path_factory):
-  """A data_dir holding `inflow_tiny_rgb` (array_record) and `inflow_tiny_gray` (tfrecord)."""
+  """A data_dir holding `inflow_tiny_rgb` (array_record), `inflow_tiny_gray` (tfrecord) and a tiny
+  `mnist` (array_record, read back by tfds's registered MNIST builder)."""
   pytest.importorskip('tensorflow', reason='building a tfds dataset needs TensorFlow (the tfds-build extra)')
   tfds = pytest.importorskip('tensorflow_datasets')
   data_dir = tmp_path_factory.mktemp('tfds')
@@ -333,6 +352,7 @@ def tiny_tfds(tmp_path_factory):
                                    ((10, 10, 1), 'inflow_tiny_gray', 'tfrecord')):
     builder = _tiny_builder_class(tfds, shape, name)(data_dir=str(data_dir), file_format=file_format)
     builder.download_and_prepare()
+  _tiny_mnist_class(tfds)(data_dir=str(data_dir), file_format='array_record').download_and_prepare()
   return str(data_dir)
 
 
@@ -341,7 +361,8 @@ def _sorted_by_content(images, labels):
   return images[order], labels[order]
 
 
-@pytest.mark.parametrize('name, shape', [('inflow_tiny_rgb', (8, 8, 3)), ('inflow_tiny_gray', (10, 10, 1))])
+@pytest.mark.parametrize('name, shape', [
+    ('inflow_tiny_rgb', (8, 8, 3)), ('inflow_tiny_gray', (10, 10, 1)), ('mnist', (28, 28, 1))])
 def test_tfds_dataset_built_locally_reads_back(tiny_tfds, name, shape):
   for split in ('train', 'test'):
     images, labels = data.load_split(name, split, data_dir=tiny_tfds)
@@ -351,6 +372,8 @@ def test_tfds_dataset_built_locally_reads_back(tiny_tfds, name, shape):
   head, _ = data.load_split(f'tfds:{name}', 'train[:2]+test[:1]', data_dir=tiny_tfds)
   assert head.shape == (3,) + shape
   x, _ = data.load_images(name, 'test', data_dir=tiny_tfds)
+  raw, _ = data.load_split(name, 'test', data_dir=tiny_tfds)
+  np.testing.assert_array_equal(x, data.preprocess(raw, 32))
   assert x.shape == (4, 32, 32, 3) and x.dtype == np.float32
 
 
