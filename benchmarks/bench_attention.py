@@ -1,0 +1,95 @@
+"""Speed and memory of the attention's MMD test (fit once, then one test per batch).
+
+  python benchmarks/bench_attention.py --n-ref 5000 --batch-size 250 --n-permutations 100 --json
+
+Reference and test images are CIFAR-10 from ../shared/data when it holds enough images, otherwise
+(e.g. --n-ref 50000) uniform random images: speed and memory do not depend on the pixel values.
+`mmd_test_ms` is the median over --repeats calls after a warm-up call, embedding the batch included;
+`embed_ms` and `test_embedded_ms` split it. The machine's load average is printed with the result:
+other processes on a shared machine slow every figure down.
+"""
+import argparse
+import json
+import os
+import pathlib
+import resource
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from inflow_jax.attention import fit_mmd, mmd_test, mmd_test_embedded  # noqa: E402
+from inflow_jax.encoder import make_encoder  # noqa: E402
+
+SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED",
+                                     pathlib.Path(__file__).resolve().parents[2] / "shared"))
+
+
+def load_images(n: int, batch_size: int, seed: int):
+  """(reference, batch, source): CIFAR-10 train/test if available and large enough, else uniform."""
+  train, test = SHARED / "data/cifar10_train_10k.npz", SHARED / "data/cifar10_test_5k.npz"
+  if train.exists() and test.exists() and n <= 10_000:
+    reference = np.load(train)["x"][:n].astype(np.float32) / 255.0
+    batch = np.load(test)["x"][:batch_size].astype(np.float32) / 255.0
+    return reference, batch, "cifar10"
+  rng = np.random.default_rng(seed)
+  return (rng.uniform(size=(n, 32, 32, 3)).astype(np.float32),
+          rng.uniform(size=(batch_size, 32, 32, 3)).astype(np.float32), "uniform")
+
+
+def median_ms(fn, repeats: int) -> float:
+  jax.block_until_ready(fn(0))   # warm-up (compilation)
+  times = []
+  for i in range(1, repeats + 1):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(i))
+    times.append(time.perf_counter() - start)
+  return 1e3 * float(np.median(times))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--n-ref", type=int, default=5000)
+  parser.add_argument("--batch-size", type=int, default=250)
+  parser.add_argument("--n-permutations", type=int, default=100)
+  parser.add_argument("--repeats", type=int, default=20)
+  parser.add_argument("--encoder-seed", type=int, default=0)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--json", action="store_true", help="print one JSON line")
+  args = parser.parse_args()
+
+  reference, batch, source = load_images(args.n_ref, args.batch_size, args.seed)
+  encoder = make_encoder(seed=args.encoder_seed)
+  jax.block_until_ready(encoder(reference[:2]))   # compile the encoder outside the fit timing
+  start = time.perf_counter()
+  state = fit_mmd(reference, encoder, n_permutations=args.n_permutations)
+  jax.block_until_ready(state)
+  fit_s = time.perf_counter() - start
+
+  key = jax.random.PRNGKey(args.seed)
+  emb = encoder(batch)
+  test_ms = median_ms(lambda i: mmd_test(state, batch, jax.random.fold_in(key, i)), args.repeats)
+  embed_ms = median_ms(lambda i: encoder(batch), args.repeats)
+  test_embedded_ms = median_ms(
+      lambda i: mmd_test_embedded(state, emb, jax.random.fold_in(key, i)), args.repeats)
+  result = dict(
+      n_ref=args.n_ref, batch_size=args.batch_size, n_permutations=args.n_permutations,
+      images=source, mmd_test_ms=round(test_ms, 2), embed_ms=round(embed_ms, 2),
+      test_embedded_ms=round(test_embedded_ms, 2), fit_s=round(fit_s, 3),
+      state_bytes=state.nbytes,
+      state_bytes_without_encoder=state.nbytes - sum(
+          np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(state.embed)),
+      peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      load_avg=[round(v, 2) for v in os.getloadavg()], cpu_count=os.cpu_count(),
+      backend=jax.default_backend())
+  if args.json:
+    print(json.dumps(result))
+  else:
+    for name, value in result.items():
+      print(f"{name:>28}: {value}")
+
+
+if __name__ == "__main__":
+  main()

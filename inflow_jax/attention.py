@@ -1,0 +1,408 @@
+"""The attention: a kernel-MMD two-sample permutation test between a batch and reference images.
+
+InFlow's attention (alibi-detect 0.13 `MMDDrift`, reproduced exactly): embed the n reference images and
+the m test images with the untrained encoder (`inflow_jax.encoder`), pool them, z = [ref; x] (N = n + m),
+and with the Gaussian RBF kernel (averaged over bandwidths when several are given)
+
+  K_ij = mean_s exp(-|z_i - z_j|^2 / (2 sigma_s^2)),   K0 = K with its diagonal set to 0,
+
+test with the unbiased statistic
+
+  MMD^2 = sum(K0_xx) / (n (n-1)) + sum(K0_yy) / (m (m-1)) - 2 sum(K_xy) / (n m).
+
+Its null distribution comes from `n_permutations` random re-splits of the pooled points into n "reference"
+and m "test" points. The attention is 1 (trust the flow) when p_value >= level, else 0.
+
+Efficiency (exactly the same arithmetic identity, not an approximation): with T = 1'K0 1 and row sums
+r = K0 1 of the pooled matrix, a split whose test part is the index set S has
+
+  S_yy = sum K0[S, S],  S_xy = sum_{i in S} r_i - S_yy,  S_xx = T - 2 sum_{i in S} r_i + S_yy,
+
+so a permutation costs the m x m kernel among the chosen points plus a gather of r. The reference part of
+r and T is computed once at fit (O(n^2), in blocks); a test adds K(ref, x) and K(x, x) (O(n m)). The fitted
+state holds no n x n matrix: O(n d) floats. All sums use the kernel minus a constant c (its value at the
+median distance): MMD^2 is unchanged, since c/(n(n-1)) n(n-1) + c - 2c = 0, while float32 sums of values
+centred near zero keep MMD^2 accurate to ~1e-8 at n = 5000.
+"""
+import functools
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple, Union
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inflow_jax.checks import check_images
+
+Array = jax.Array
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_BLOCK_ENTRIES = 1 << 22   # kernel entries per block at fit (16 MiB of float32)
+_PERMUTATION_ENTRIES = 1 << 24   # kernel entries per vectorised chunk of permutations (64 MiB)
+
+
+@flax.struct.dataclass
+class MMDState:
+  """A fitted MMD test: reference embeddings and what every test reuses. A pytree.
+
+  Attributes:
+    embed: the encoder (an `Embedder` pytree, or any callable wrapped in `jax.tree_util.Partial`).
+    reference: (n, d) reference embeddings minus `center`.
+    center: (d,) mean reference embedding (distances are translation invariant; centring helps float32).
+    sigma: (S,) kernel bandwidths; the kernel averages over them.
+    kernel_offset: c, subtracted from every kernel entry in sums (see the module docstring).
+    reference_row_sums: (n,) sum_{j != i} (K(ref_i, ref_j) - c).
+    reference_total: sum of `reference_row_sums` (accumulated in float64).
+    n_permutations, level: the permutation test's size and significance level (static).
+    image_shape: (H, W, C) of the reference images (static), to reject other shapes.
+  """
+  embed: Callable[[Array], Array]
+  reference: Array
+  center: Array
+  sigma: Array
+  kernel_offset: Array
+  reference_row_sums: Array
+  reference_total: Array
+  n_permutations: int = flax.struct.field(pytree_node=False, default=100)
+  level: float = flax.struct.field(pytree_node=False, default=0.05)
+  image_shape: Tuple[int, int, int] = flax.struct.field(pytree_node=False, default=(32, 32, 3))
+
+  @property
+  def n_reference(self) -> int:
+    return self.reference.shape[0]
+
+  @property
+  def nbytes(self) -> int:
+    """Bytes of all arrays in the state (reference statistics and encoder parameters)."""
+    return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(self)))
+
+
+class MMDResult(NamedTuple):
+  """The outcome of one test; scalars (or, from `gate_stream`, one entry per image)."""
+  p_value: Array     # (1 + #{permuted >= observed}) / (1 + n_permutations)
+  mmd2: Array        # the observed unbiased MMD^2
+  threshold: Array   # the permuted MMD^2 at `level`: sorted descending, entry int(level * P)
+  attention: Array   # 1.0 if p_value >= level else 0.0
+
+
+def sq_distances(a: Array, b: Array) -> Array:
+  """|a_i - b_j|^2 = |a_i|^2 + |b_j|^2 - 2 a_i.b_j, clipped at 0. a (..., p, d), b (..., q, d)."""
+  cross = jnp.einsum("...id,...jd->...ij", a, b, precision=_HIGHEST)
+  a2 = jnp.sum(a * a, axis=-1)[..., :, None]
+  b2 = jnp.sum(b * b, axis=-1)[..., None, :]
+  return jnp.maximum(a2 + b2 - 2.0 * cross, 0.0)
+
+
+def gaussian_kernel(d2: Array, sigma: Array) -> Array:
+  """K = mean_s exp(-d2 / (2 sigma_s^2)) (alibi-detect's GaussianRBF); sigma has shape (S,)."""
+  scale = 1.0 / (2.0 * sigma * sigma)
+  if sigma.shape[0] == 1:
+    return jnp.exp(-d2 * scale[0])
+  return jnp.mean(jnp.exp(-d2[..., None] * scale), axis=-1)
+
+
+def median_sq_distance(emb: np.ndarray) -> float:
+  """alibi-detect's median of pairwise squared distances, diagonal excluded.
+
+  alibi sorts all n^2 distances (the n zero diagonal entries first, each pair twice) and takes index
+  n + (n^2 - n) // 2 - 1, which is the lower median of the n (n - 1) / 2 distinct pairs.
+  """
+  emb = np.asarray(emb, np.float64)
+  n = emb.shape[0]
+  norms = np.sum(emb * emb, axis=1)
+  pairs = []
+  for start in range(0, n - 1, 1024):
+    rows = emb[start:start + 1024]
+    d2 = norms[start:start + 1024, None] + norms[None, :] - 2.0 * rows @ emb.T
+    for k in range(rows.shape[0]):   # strictly upper triangle of the block
+      pairs.append(d2[k, start + k + 1:].astype(np.float32))
+  pairs = np.concatenate(pairs)
+  kth = (pairs.size - 1) // 2
+  return float(max(np.partition(pairs, kth)[kth], 0.0))
+
+
+@functools.partial(jax.jit, static_argnames=("block",))
+def _centered_row_sums(reference: Array, sigma: Array, offset: Array, block: int) -> Array:
+  """r_i = sum_{j != i} (K(ref_i, ref_j) - c), computed `block` rows at a time."""
+  n, d = reference.shape
+  n_blocks = -(-n // block)
+  rows = jnp.pad(reference, ((0, n_blocks * block - n), (0, 0))).reshape(n_blocks, block, d)
+  starts = jnp.arange(n_blocks) * block
+
+  def one_block(args):
+    start, row_block = args
+    k = gaussian_kernel(sq_distances(row_block, reference), sigma) - offset
+    own = (start + jnp.arange(block))[:, None] == jnp.arange(n)[None, :]
+    return jnp.sum(jnp.where(own, 0.0, k), axis=1)
+
+  return jax.lax.map(one_block, (starts, rows)).reshape(-1)[:n]
+
+
+def _as_pytree_callable(embed: Callable[[Array], Array]) -> Callable[[Array], Array]:
+  """`embed` itself if it is a pytree of arrays (an `Embedder`), else wrapped in `Partial`."""
+  if not callable(embed):
+    raise TypeError(f"embed must be callable, got {type(embed).__name__}")
+  leaves = jax.tree_util.tree_leaves(embed)
+  if leaves and all(hasattr(leaf, "shape") for leaf in leaves):
+    return embed
+  return jax.tree_util.Partial(embed)
+
+
+def fit_mmd(x_ref: Array, embed: Callable[[Array], Array], n_permutations: int = 100,
+            level: float = 0.05, sigma: Union[None, float, Sequence[float]] = None, *,
+            median_max_points: int = 5000) -> MMDState:
+  """Embeds the reference images once and precomputes what every test reuses.
+
+  Args:
+    x_ref: (n, H, W, C) float reference images in [0, 1].
+    embed: images -> (n, d) embeddings, e.g. `inflow_jax.encoder.make_encoder(seed)` or
+      `load_reference_encoder(path)`; any other callable is wrapped in `jax.tree_util.Partial`.
+    n_permutations: P, the number of random re-splits in each test.
+    level: the significance level; attention = 0 when p_value < level.
+    sigma: kernel bandwidth(s). None: the median heuristic sigma = sqrt(median_ij |z_i - z_j|^2 / 2)
+      over reference pairs (alibi's lower median, see `median_sq_distance`), on the first
+      `median_max_points` reference embeddings (exact for n <= median_max_points).
+    median_max_points: cap on the points of the median heuristic (its cost is quadratic).
+  Returns:
+    an `MMDState` pytree. Its memory is O(n d): see `MMDState.nbytes`.
+  """
+  check_images(x_ref, name="x_ref", min_batch=2, value_range=(0.0, 1.0))
+  embed = _as_pytree_callable(embed)
+  emb = np.asarray(embed(x_ref), np.float32)
+  if emb.ndim != 2 or emb.shape[0] != x_ref.shape[0]:
+    raise ValueError(f"embed must map (n, H, W, C) images to (n, d), got {emb.shape} for n = "
+                     f"{x_ref.shape[0]}")
+  return fit_mmd_embedded(emb, embed, n_permutations, level, sigma, median_max_points=median_max_points,
+                          image_shape=tuple(int(s) for s in x_ref.shape[1:]))
+
+
+def fit_mmd_embedded(emb_ref: Array, embed: Optional[Callable[[Array], Array]] = None,
+                     n_permutations: int = 100, level: float = 0.05,
+                     sigma: Union[None, float, Sequence[float]] = None, *, median_max_points: int = 5000,
+                     image_shape: Tuple[int, int, int] = (32, 32, 3)) -> MMDState:
+  """`fit_mmd` from reference embeddings emb_ref (n, d). With embed=None only `mmd_test_embedded`
+  works on the state; image_shape is the (H, W, C) that `mmd_test` will accept."""
+  emb = np.asarray(emb_ref, np.float32)
+  if emb.ndim != 2 or emb.shape[0] < 2:
+    raise ValueError(f"emb_ref must have shape (n, d) with n >= 2, got {emb.shape}")
+  if not np.all(np.isfinite(emb)):
+    raise ValueError("the reference embeddings contain NaN or infinite values")
+  if int(n_permutations) < 1:
+    raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
+  if not 0.0 < float(level) < 1.0:
+    raise ValueError(f"level must lie in (0, 1), got {level}")
+  center = emb.mean(axis=0, dtype=np.float64)
+  reference = (emb - center).astype(np.float32)
+  median_d2 = median_sq_distance(reference[:median_max_points])
+  if sigma is None:
+    if median_d2 <= 0.0:
+      raise ValueError("the median heuristic gave sigma = 0: the reference embeddings are (mostly) "
+                       "identical; pass sigma explicitly")
+    sigma = np.sqrt(0.5 * median_d2)
+  sigma = np.atleast_1d(np.asarray(sigma, np.float32))
+  if sigma.ndim != 1 or sigma.size == 0 or not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
+    raise ValueError(f"sigma must be a positive number or a list of them, got {sigma}")
+  offset = np.mean(np.exp(-median_d2 / (2.0 * sigma.astype(np.float64) ** 2)))
+  n = reference.shape[0]
+  block = int(min(n, max(8, _BLOCK_ENTRIES // n)))
+  row_sums = _centered_row_sums(jnp.asarray(reference), jnp.asarray(sigma), jnp.float32(offset), block)
+  total = np.sum(np.asarray(row_sums), dtype=np.float64)
+  return MMDState(
+      embed=None if embed is None else _as_pytree_callable(embed), reference=jnp.asarray(reference),
+      center=jnp.asarray(center, jnp.float32), sigma=jnp.asarray(sigma),
+      kernel_offset=jnp.float32(offset), reference_row_sums=row_sums,
+      reference_total=jnp.float32(total), n_permutations=int(n_permutations), level=float(level),
+      image_shape=tuple(int(s) for s in image_shape))
+
+
+def _mmd2_from_sums(total, subset_row_sum, subset_sum, n: int, m: int):
+  """MMD^2 of a split from T, sum_{i in S} r_i and S_yy (the identity of the module docstring)."""
+  s_xy = subset_row_sum - subset_sum
+  s_xx = total - 2.0 * subset_row_sum + subset_sum
+  return s_xx / (n * (n - 1)) + subset_sum / (m * (m - 1)) - 2.0 * s_xy / (n * m)
+
+
+def _subset_sums(pooled: Array, row_sums: Array, subsets: Array, sigma: Array, offset: Array):
+  """For index sets (P, m): sum_{i in S} r_i and sum_{i != j in S} (K_ij - c), vectorised over P."""
+  points = pooled[subsets]                                   # (P, m, d)
+  k = gaussian_kernel(sq_distances(points, points), sigma) - offset
+  m = subsets.shape[-1]
+  k = jnp.where(jnp.eye(m, dtype=bool), 0.0, k)
+  return jnp.sum(row_sums[subsets], axis=-1), jnp.sum(k, axis=(-2, -1))
+
+
+def _random_subsets(key: Array, n_permutations: int, n_total: int, m: int) -> Array:
+  """(P, m) indices: the m "test" points of P uniform random permutations of n_total points.
+
+  The m largest of n_total iid uniforms are a uniformly random m-subset (order is irrelevant).
+  """
+  u = jax.random.uniform(key, (n_permutations, n_total))
+  return jax.lax.top_k(u, m)[1]
+
+
+@jax.jit
+def _test_embedded(state: MMDState, emb: Array, key: Array) -> MMDResult:
+  n, m = state.reference.shape[0], emb.shape[0]
+  sigma, offset = state.sigma, state.kernel_offset
+  y = emb.astype(jnp.float32) - state.center
+  k_rx = gaussian_kernel(sq_distances(state.reference, y), sigma) - offset          # (n, m)
+  k_xx = gaussian_kernel(sq_distances(y, y), sigma) - offset
+  k_xx = jnp.where(jnp.eye(m, dtype=bool), 0.0, k_xx)                                 # (m, m)
+  row_sums = jnp.concatenate([state.reference_row_sums + jnp.sum(k_rx, axis=1),
+                              jnp.sum(k_rx, axis=0) + jnp.sum(k_xx, axis=1)])        # (N,)
+  sum_xx = jnp.sum(k_xx)
+  total = state.reference_total + 2.0 * jnp.sum(k_rx) + sum_xx
+  mmd2 = _mmd2_from_sums(total, jnp.sum(row_sums[n:]), sum_xx, n, m)
+
+  pooled = jnp.concatenate([state.reference, y])
+  n_perm = state.n_permutations
+  subsets = _random_subsets(key, n_perm, n + m, m)
+  chunk = max(1, _PERMUTATION_ENTRIES // (m * m))
+  if n_perm <= chunk:
+    subset_row_sum, subset_sum = _subset_sums(pooled, row_sums, subsets, sigma, offset)
+  else:  # bounded memory: `chunk` permutations at a time
+    subset_row_sum, subset_sum = jax.lax.map(
+        lambda s: _subset_sums(pooled, row_sums, s[None], sigma, offset), subsets, batch_size=chunk)
+    subset_row_sum, subset_sum = subset_row_sum[:, 0], subset_sum[:, 0]
+  permuted = _mmd2_from_sums(total, subset_row_sum, subset_sum, n, m)
+
+  p_value = (1.0 + jnp.sum(permuted >= mmd2)) / (1.0 + n_perm)
+  threshold = jnp.sort(permuted)[::-1][int(state.level * n_perm)]
+  attention = (p_value >= state.level).astype(jnp.float32)
+  return MMDResult(p_value=p_value, mmd2=mmd2, threshold=threshold, attention=attention)
+
+
+def _check_batch_size(state: MMDState, m: int, name: str):
+  if m < 2:
+    raise ValueError(f"{name} must hold at least 2 samples for the unbiased MMD^2, got {m}")
+  if m > state.n_reference:
+    raise ValueError(f"{name} holds {m} samples, more than the {state.n_reference} reference samples; "
+                     "fit with a larger reference set or test smaller batches")
+
+
+def _check_has_encoder(state: MMDState):
+  if state.embed is None:
+    raise ValueError("this state was fitted from embeddings without an encoder (fit_mmd_embedded with "
+                     "embed=None): test embeddings with mmd_test_embedded, or pass embed")
+
+
+def mmd_test_embedded(state: MMDState, emb: Array, key: Array) -> MMDResult:
+  """`mmd_test` on already embedded samples emb (m, d) (jitted)."""
+  shape = tuple(getattr(emb, "shape", ()))
+  d = state.reference.shape[1]
+  if len(shape) != 2 or shape[1] != d:
+    raise ValueError(f"emb must have shape (m, {d}) like the reference embeddings, got {shape}")
+  _check_batch_size(state, shape[0], "emb")
+  if not isinstance(emb, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(emb))):
+    raise ValueError("emb contains NaN or infinite values")
+  return _test_embedded(state, emb, key)
+
+
+@jax.jit
+def _test_images(state: MMDState, x: Array, key: Array) -> MMDResult:
+  return _test_embedded(state, state.embed(x), key)
+
+
+def mmd_test(state: MMDState, x: Array, key: Array) -> MMDResult:
+  """Tests whether the images x come from the reference distribution (jitted; embeds x inside).
+
+  Args:
+    state: from `fit_mmd`.
+    x: (m, H, W, C) float images in [0, 1], 2 <= m <= n_reference, same H, W, C as the reference.
+    key: PRNG key of the P random permutations.
+  Returns:
+    `MMDResult`: mmd2, the unbiased MMD^2 (diagonal excluded, as alibi-detect); p_value =
+    (1 + #{permuted MMD^2 >= mmd2}) / (1 + P), a valid p-value (P(p <= u) <= u under the null;
+    alibi-detect reports #{...} / P, without the +1); threshold, the permuted MMD^2 sorted descending
+    at index int(level * P); attention = 1.0 if p_value >= level else 0.0.
+  """
+  _check_has_encoder(state)
+  check_images(x, name="x", spatial=state.image_shape[:2], channels=state.image_shape[2],
+               value_range=(0.0, 1.0))
+  _check_batch_size(state, x.shape[0], "x")
+  return _test_images(state, x, key)
+
+
+class StreamResult(NamedTuple):
+  """Per arriving image t: the test of images t-window+1 .. t, once `ready` (t >= window - 1)."""
+  p_value: Array     # (T,); 1.0 while not ready
+  mmd2: Array        # (T,); NaN while not ready
+  threshold: Array   # (T,); NaN while not ready
+  attention: Array   # (T,); `warmup_attention` while not ready
+  ready: Array       # (T,) bool: a full window was tested
+
+
+@functools.partial(jax.jit, static_argnames=("window",))
+def _gate_windows(state: MMDState, emb: Array, key: Array, window: int) -> MMDResult:
+  ends = jnp.arange(window - 1, emb.shape[0])
+
+  def one_window(end):
+    rows = jax.lax.dynamic_slice_in_dim(emb, end - window + 1, window)
+    return _test_embedded(state, rows, jax.random.fold_in(key, end))
+
+  return jax.lax.map(one_window, ends)
+
+
+def gate_stream(state: MMDState, images: Array, window: int, key: Array, *,
+                warmup_attention: float = 1.0) -> StreamResult:
+  """The attention for images arriving one at a time: image t is gated by the MMD test of the last
+  `window` images (t - window + 1 .. t) against the reference; the test of window ending at t uses the
+  key `fold_in(key, t)`. The first window - 1 images get `warmup_attention` and `ready = False`.
+
+  Beyond the paper: a deployed detector needs no hand-made batches. A shift is flagged once enough of
+  the window is shifted; after it ends, the attention recovers within about `window` images.
+
+  Args:
+    state: from `fit_mmd`.
+    images: (T, H, W, C) float images in [0, 1], in arrival order.
+    window: the number of most recent images tested, 2 <= window <= n_reference.
+    key: PRNG key.
+  """
+  _check_has_encoder(state)
+  check_images(images, name="images", spatial=state.image_shape[:2], channels=state.image_shape[2],
+               value_range=(0.0, 1.0))
+  _check_batch_size(state, int(window), "window")
+  n_images, warmup = images.shape[0], min(int(window) - 1, images.shape[0])
+  fill = lambda value: jnp.full((warmup,), value, jnp.float32)
+  if n_images < window:
+    tested = MMDResult(*(jnp.zeros((0,), jnp.float32),) * 4)
+  else:
+    tested = _gate_windows(state, state.embed(images), key, int(window))
+  return StreamResult(
+      p_value=jnp.concatenate([fill(1.0), tested.p_value]),
+      mmd2=jnp.concatenate([fill(jnp.nan), tested.mmd2]),
+      threshold=jnp.concatenate([fill(jnp.nan), tested.threshold]),
+      attention=jnp.concatenate([fill(warmup_attention), tested.attention]),
+      ready=jnp.arange(n_images) >= window - 1)
+
+
+class StreamingGate:
+  """Live version of `gate_stream`: `result = gate.update(image)` for each arriving (H, W, C) image.
+
+  Holds the embeddings of the last `window` images; results equal `gate_stream`'s for the same key.
+  Before the window fills, `update` returns p_value 1, NaN statistics and `warmup_attention`.
+  """
+
+  def __init__(self, state: MMDState, window: int, key: Array, *, warmup_attention: float = 1.0):
+    _check_has_encoder(state)
+    _check_batch_size(state, int(window), "window")
+    self.state, self.window, self.key = state, int(window), key
+    self.warmup_attention = float(warmup_attention)
+    self.count = 0
+    self._buffer = []
+
+  @property
+  def ready(self) -> bool:
+    return self.count >= self.window
+
+  def update(self, image: Array) -> MMDResult:
+    image = jnp.asarray(image)
+    check_images(image[None], name="image", spatial=self.state.image_shape[:2],
+                 channels=self.state.image_shape[2], value_range=(0.0, 1.0))
+    self._buffer = (self._buffer + [self.state.embed(image[None])[0]])[-self.window:]
+    self.count += 1
+    if not self.ready:
+      nan = jnp.float32(jnp.nan)
+      return MMDResult(jnp.float32(1.0), nan, nan, jnp.float32(self.warmup_attention))
+    key = jax.random.fold_in(self.key, self.count - 1)
+    return _test_embedded(self.state, jnp.stack(self._buffer), key)

@@ -1,0 +1,193 @@
+"""The MMD permutation test: alibi-detect parity, brute-force float64 truth, calibration, bad input."""
+import jax
+import numpy as np
+import pytest
+import scipy.stats
+
+from conftest import shared_file
+from inflow_jax import attention
+from inflow_jax.attention import (StreamingGate, fit_mmd, fit_mmd_embedded, gate_stream,
+                                  median_sq_distance, mmd_test, mmd_test_embedded)
+from inflow_jax.encoder import load_reference_encoder, make_encoder
+
+
+def _nhwc(uint8_nchw):
+  return uint8_nchw.transpose(0, 2, 3, 1).astype(np.float32) / 255.0
+
+
+def _flatten(x):
+  """An identity 'encoder' for tests: (n, 1, 1, d) images -> (n, d)."""
+  return x.reshape(x.shape[0], -1)
+
+
+def _vectors(rng, n, d=6, shift=0.0):
+  return np.clip(0.5 + shift + 0.1 * rng.standard_normal((n, 1, 1, d)), 0, 1).astype(np.float32)
+
+
+def _mmd2_float64(kernel, n, m):
+  """alibi-detect's unbiased MMD^2 on a pooled kernel matrix [ref; test], diagonal zeroed."""
+  kernel = kernel.copy()
+  np.fill_diagonal(kernel, 0.0)
+  return (kernel[:n, :n].sum() / (n * (n - 1)) + kernel[n:, n:].sum() / (m * (m - 1))
+          - 2.0 * kernel[n:, :n].mean())
+
+
+def _kernel_float64(z, sigmas):
+  d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+  return np.mean([np.exp(-d2 / (2.0 * s * s)) for s in sigmas], axis=0)
+
+
+@pytest.mark.shared
+def test_parity_with_alibi_detect_fixture():
+  data = np.load(shared_file("fixtures/mmd_reference_public.npz"))
+  encoder = load_reference_encoder(shared_file("fixtures/uae_encoder_torch_seed0.npz"))
+  n_permutations = int(data["n_permutations"])
+  state = fit_mmd(_nhwc(data["x_ref_nchw_uint8"]), encoder, n_permutations=n_permutations)
+  np.testing.assert_allclose(state.reference + state.center, data["emb_ref"], atol=1e-4, rtol=0)
+  assert abs(float(state.sigma[0]) / float(data["sigma"][0]) - 1.0) < 1e-5
+  for i, name in enumerate(("same", "shifted", "small_same")):
+    result = mmd_test(state, _nhwc(data[f"x_{name}_nchw_uint8"]), jax.random.PRNGKey(i))
+    assert abs(float(result.mmd2) - float(data[f"{name}_mmd2"])) < 1e-6, name
+    assert abs(float(result.p_value) - float(data[f"{name}_p_val"])) < 0.03, name
+    # the 5% threshold is a Monte-Carlo quantile too: agreement within its sampling spread
+    assert abs(float(result.threshold) / float(data[f"{name}_threshold"]) - 1.0) < 0.15, name
+    assert float(result.attention) == (0.0 if name == "shifted" else 1.0), name
+
+
+@pytest.mark.parametrize("sigma", [None, (0.05, 0.2)])
+def test_statistic_p_value_threshold_match_float64_brute_force(sigma):
+  rng = np.random.default_rng(0)
+  n, m, n_permutations, level = 200, 20, 50, 0.1
+  x_ref, x = _vectors(rng, n), _vectors(rng, m, shift=0.03)
+  state = fit_mmd(x_ref, _flatten, n_permutations=n_permutations, level=level, sigma=sigma)
+  key = jax.random.PRNGKey(7)
+  result = mmd_test_embedded(state, _flatten(x), key)
+
+  pooled = np.concatenate([_flatten(x_ref), _flatten(x)]).astype(np.float64)
+  if sigma is None:   # the median heuristic, from every distinct pair, lower median
+    d2 = ((pooled[:n, None] - pooled[None, :n]) ** 2).sum(-1)[np.triu_indices(n, 1)]
+    sigmas = [np.sqrt(0.5 * np.sort(d2)[(d2.size - 1) // 2])]
+  else:
+    sigmas = list(sigma)
+  np.testing.assert_allclose(state.sigma, sigmas, rtol=1e-5)
+  kernel = _kernel_float64(pooled, sigmas)
+  observed = _mmd2_float64(kernel, n, m)
+  assert abs(float(result.mmd2) - observed) < 1e-6
+  # the same random splits, each statistic recomputed from the full permuted kernel matrix
+  subsets = np.asarray(attention._random_subsets(key, n_permutations, n + m, m))
+  permuted = []
+  for test_part in subsets:
+    order = np.concatenate([np.setdiff1d(np.arange(n + m), test_part), test_part])
+    permuted.append(_mmd2_float64(kernel[np.ix_(order, order)], n, m))
+  permuted = np.array(permuted)
+  expected_p = (1 + np.sum(permuted >= observed)) / (1 + n_permutations)
+  assert float(result.p_value) == pytest.approx(expected_p, abs=1e-6)
+  expected_threshold = np.sort(permuted)[::-1][int(level * n_permutations)]
+  assert abs(float(result.threshold) - expected_threshold) < 1e-6
+  assert float(result.attention) == float(expected_p >= level)
+
+
+def test_median_heuristic_uses_alibi_lower_median():
+  emb = np.random.default_rng(1).standard_normal((41, 5))
+  d2 = ((emb[:, None] - emb[None]) ** 2).sum(-1)
+  full_sorted = np.sort(d2.ravel())   # alibi: all n^2 entries, the diagonal zeros first
+  n = emb.shape[0]
+  assert median_sq_distance(emb) == pytest.approx(full_sorted[n + (n * n - n) // 2 - 1], rel=1e-6)
+
+
+def test_state_holds_no_quadratic_matrix():
+  n, d = 600, 6
+  state = fit_mmd(_vectors(np.random.default_rng(2), n, d), _flatten)
+  assert max(np.size(leaf) for leaf in jax.tree_util.tree_leaves(state)) == n * d
+  assert state.nbytes < 4 * (n * d + 3 * n)
+
+
+def test_p_values_uniform_under_the_null_and_shift_detected():
+  """Synthetic null: p-values (randomised within their 1/(P+1) grid cell) are uniform."""
+  rng = np.random.default_rng(3)
+  state = fit_mmd(_vectors(rng, 200), _flatten, n_permutations=50)
+  keys = jax.random.split(jax.random.PRNGKey(0), 60)
+  p_null = np.array([float(mmd_test_embedded(state, _flatten(_vectors(rng, 20)), k).p_value)
+                     for k in keys])
+  randomised = p_null - rng.uniform(size=p_null.size) / (1 + state.n_permutations)
+  assert scipy.stats.kstest(randomised, "uniform").pvalue > 0.01
+  assert 0.0 <= np.mean(p_null < 0.05) <= 0.15
+  shifted = mmd_test_embedded(state, _flatten(_vectors(rng, 20, shift=0.15)), keys[0])
+  assert float(shifted.p_value) == pytest.approx(1 / 51) and float(shifted.attention) == 0.0
+
+
+@pytest.mark.shared
+def test_calibration_on_cifar10_and_svhn_short():
+  """Short version of benchmarks/calibration_attention.py: CIFAR-10 train reference (500, redrawn for
+  each trial so that trials are independent) against CIFAR-10 test batches of 50: p-values uniform;
+  SVHN batches of 50 always flagged."""
+  def embedded(name, count):
+    images = np.load(shared_file(f"data/{name}"))["x"][:count].astype(np.float32) / 255.0
+    return np.asarray(encoder(images))
+
+  encoder = make_encoder(seed=0)
+  train, test = embedded("cifar10_train_10k.npz", 800), embedded("cifar10_test_5k.npz", 800)
+  svhn = embedded("svhn_test_5k.npz", 200)
+  rng = np.random.default_rng(0)
+  keys = jax.random.split(jax.random.PRNGKey(1), 40)
+  p_values, svhn_attention = [], []
+  for i, key in enumerate(keys):
+    state = fit_mmd_embedded(train[rng.choice(800, 500, replace=False)], encoder, n_permutations=100)
+    p_values.append(float(mmd_test_embedded(state, test[rng.choice(800, 50, replace=False)], key).p_value))
+    if i < 4:
+      svhn_attention.append(float(mmd_test_embedded(state, svhn[50 * i:50 * (i + 1)], key).attention))
+  p_values = np.array(p_values)
+  randomised = p_values - rng.uniform(size=p_values.size) / 101
+  assert np.mean(p_values < 0.05) <= 0.15
+  assert scipy.stats.kstest(randomised, "uniform").pvalue > 0.01
+  assert svhn_attention == [0.0] * 4
+
+
+def test_stream_gate_windows_flag_a_shift_and_match_the_live_gate():
+  rng = np.random.default_rng(4)
+  state = fit_mmd(_vectors(rng, 200), _flatten, n_permutations=100, level=0.01)
+  window = 20
+  stream = np.concatenate([_vectors(rng, 30), _vectors(rng, 30, shift=0.15)])
+  key = jax.random.PRNGKey(5)
+  result = gate_stream(state, stream, window, key)
+  assert result.ready.tolist() == [t >= window - 1 for t in range(60)]
+  assert np.all(result.attention[:window - 1] == 1.0) and np.all(np.isnan(result.mmd2[:window - 1]))
+  assert np.all(result.attention[window - 1:30] == 1.0)   # in-distribution windows pass at 1%
+  assert np.all(result.attention[30 + window - 1:] == 0.0)   # fully shifted windows are flagged
+  # one window equals a plain test of those images with the key fold_in(key, t)
+  t = 41
+  single = mmd_test_embedded(state, _flatten(stream[t - window + 1:t + 1]), jax.random.fold_in(key, t))
+  assert float(single.p_value) == float(result.p_value[t])
+  np.testing.assert_allclose(float(single.mmd2), float(result.mmd2[t]), atol=1e-7)
+  live = StreamingGate(state, window, key)
+  for t in range(window + 2):
+    step = live.update(stream[t])
+    assert float(step.p_value) == float(result.p_value[t])
+    assert float(step.attention) == float(result.attention[t])
+  assert live.ready
+
+
+def test_bad_input_raises_clear_errors():
+  rng = np.random.default_rng(5)
+  state = fit_mmd(_vectors(rng, 20), _flatten, n_permutations=10)
+  key = jax.random.PRNGKey(0)
+  with pytest.raises(ValueError, match="at least 2"):
+    mmd_test(state, _vectors(rng, 1), key)
+  with pytest.raises(ValueError, match="more than the 20 reference"):
+    mmd_test(state, _vectors(rng, 21), key)
+  with pytest.raises(ValueError, match="channels"):
+    mmd_test(state, np.zeros((5, 1, 1, 3), np.float32), key)
+  with pytest.raises(ValueError, match="NaN"):
+    mmd_test(state, np.full((5, 1, 1, 6), np.nan, np.float32), key)
+  with pytest.raises(ValueError, match=r"\[0.0, 1.0\]"):
+    mmd_test(state, np.full((5, 1, 1, 6), 2.0, np.float32), key)
+  with pytest.raises(ValueError, match="shape"):
+    mmd_test_embedded(state, np.zeros((5, 4), np.float32), key)
+  with pytest.raises(ValueError, match="at least 2"):
+    fit_mmd(_vectors(rng, 1), _flatten)
+  with pytest.raises(ValueError, match="sigma"):
+    fit_mmd(_vectors(rng, 10), _flatten, sigma=-1.0)
+  with pytest.raises(ValueError, match="level"):
+    fit_mmd(_vectors(rng, 10), _flatten, level=1.5)
+  with pytest.raises(ValueError, match="window"):
+    gate_stream(state, _vectors(rng, 30), 50, key)
