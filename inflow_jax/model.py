@@ -1,0 +1,141 @@
+"""The InFlow model: attention-gated coupling blocks, each followed by a fixed channel permutation.
+
+Paper architecture (num_scales=1, glow=False), as the original code:
+
+    z = perm_{K-1}(block_{K-1}( ... perm_0(block_0(x)) ... )),   log_det = sum of the blocks' log-dets
+
+with `AttentionCoupling` blocks (see `inflow_jax.flows.coupling` for the equations). x and z are NHWC
+of the same shape; log_det is log|det dz/dx| per image:
+* exact (paper_compat=False): a * sum over blocks of (sum s1 + sum s2); at a = 0 the flow is the fixed
+  channel permutation perm_{K-1} o ... o perm_0 (the permutations are not gated, as in the original)
+  with log_det 0.
+* paper_compat=True: the original's sum of (sum s1 + sum s2), not multiplied by a.
+
+Beyond the paper:
+* glow=True: an `ActNorm` and an `InvertibleConv1x1` before each coupling, both gated by a (at a = 0
+  they are the identity with log-det 0; their log-det is always the exact gated one, also with
+  paper_compat). ActNorm's data-dependent initialisation happens in `model.init(key, x, attention)`
+  from the batch `x` given there.
+* num_scales=L > 1: a multi-scale flow. Level l = 0..L-1 squeezes (2x2 space-to-depth), applies
+  num_blocks (glow) blocks and, except at the last level, factors out the first half of the channels.
+  z re-assembles the factored parts (merge + unsqueeze in reverse order), so z has x's shape and the
+  standard-normal prior applies to all of it. H and W must be divisible by 2^L.
+
+Permutations: block k (counted over all levels) uses `permutations[k]` when given, else
+`numpy.random.RandomState(permutation_seed + k).permutation(C_level)` (seed 0 = the original's).
+"""
+from typing import Optional, Tuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from inflow_jax.checks import check_attention, check_images
+from inflow_jax.flows import (ActNorm, AttentionCoupling, InvertibleConv1x1, Permutation, merge,
+                              split, squeeze, unsqueeze)
+
+
+class InFlow(nn.Module):
+  """`z, log_det = model.apply(variables, x, attention)`; `x = model.apply(..., z, a, method=InFlow.inverse)`.
+
+  Parameters: `coupling_{k}/subnet_{s1,t1,s2,t2}/{kernel_0, bias_0, kernel_1, bias_1}` (HWIO kernels,
+  torch's `module_list.{2k}.subnet_*.{0,2}.{weight,bias}`), plus `actnorm_{k}` and `invconv_{k}` when
+  glow=True.
+  """
+  num_blocks: int = 2
+  width: int = 256
+  clamp: float = 2.0
+  permutation_seed: int = 0
+  glow: bool = False
+  num_scales: int = 1
+  paper_compat: bool = False
+  permutations: Optional[Tuple[Tuple[int, ...], ...]] = None
+  condition_channels: int = 3
+
+  def setup(self):
+    total = self.num_blocks * self.num_scales
+    if self.num_blocks < 1 or self.num_scales < 1:
+      raise ValueError(f"num_blocks and num_scales must be >= 1, got {self.num_blocks}, {self.num_scales}")
+    if self.permutations is not None and len(self.permutations) != total:
+      raise ValueError(f"permutations must hold {total} permutations (one per block), "
+                       f"got {len(self.permutations)}")
+    self.coupling = [AttentionCoupling(self.width, self.clamp, self.condition_channels,
+                                       self.paper_compat) for _ in range(total)]
+    self.permutation = [
+        Permutation(seed=self.permutation_seed + k,
+                    perm=None if self.permutations is None else tuple(self.permutations[k]))
+        for k in range(total)]
+    if self.glow:
+      self.actnorm = [ActNorm() for _ in range(total)]
+      self.invconv = [InvertibleConv1x1() for _ in range(total)]
+
+  def _channels(self) -> Optional[int]:
+    """The image channel count the parameters were built for (None before init)."""
+    if self.is_initializing() or "params" not in self.variables:
+      return None
+    first = self.variables["params"]["coupling_0"]
+    level0 = first["subnet_s2"]["kernel_1"].shape[-1] + first["subnet_s1"]["kernel_1"].shape[-1]
+    return level0 // 4 ** (self.num_scales > 1)
+
+  def _check(self, x, attention, name):
+    check_images(x, name=name, channels=self._channels())
+    check_attention(attention, x.shape[0])
+    if self.num_scales > 1:
+      factor = 2 ** self.num_scales
+      if x.shape[1] % factor or x.shape[2] % factor:
+        raise ValueError(f"{name} height and width must be divisible by 2^num_scales = {factor} "
+                         f"for num_scales={self.num_scales}, got shape {tuple(x.shape)}")
+
+  def _level_layers(self, level: int):
+    """The layers of one level in forward order."""
+    layers = []
+    for k in range(level * self.num_blocks, (level + 1) * self.num_blocks):
+      if self.glow:
+        layers += [self.actnorm[k], self.invconv[k]]
+      layers += [self.coupling[k], self.permutation[k]]
+    return layers
+
+  def __call__(self, x: jnp.ndarray, attention) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """x (B, H, W, C) float -> (z (B, H, W, C), log|det dz/dx| (B,)); attention: scalar or (B,)."""
+    self._check(x, attention, "x")
+    multi = self.num_scales > 1
+    h, log_det, factored = x, jnp.zeros(x.shape[:1], x.dtype), []
+    for level in range(self.num_scales):
+      if multi:
+        h, _ = squeeze(h)
+      for layer in self._level_layers(level):
+        h, layer_log_det = layer(h, attention)
+        log_det = log_det + layer_log_det
+      if level < self.num_scales - 1:
+        part, h = split(h)
+        factored.append(part)
+    for level in reversed(range(self.num_scales)):
+      if level < self.num_scales - 1:
+        h = merge(factored[level], h)
+      if multi:
+        h, _ = unsqueeze(h)
+    return h, log_det
+
+  def inverse(self, z: jnp.ndarray, attention) -> jnp.ndarray:
+    """z (B, H, W, C) -> x with model(x, attention)[0] == z."""
+    return self.inverse_and_log_det(z, attention)[0]
+
+  def inverse_and_log_det(self, z: jnp.ndarray, attention) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """z -> (x, log|det dx/dz|) = (x, -log_det of the forward pass at x)."""
+    self._check(z, attention, "z")
+    multi = self.num_scales > 1
+    h, log_det, factored = z, jnp.zeros(z.shape[:1], z.dtype), []
+    for level in range(self.num_scales):
+      if multi:
+        h, _ = squeeze(h)
+      if level < self.num_scales - 1:
+        part, h = split(h)
+        factored.append(part)
+    for level in reversed(range(self.num_scales)):
+      if level < self.num_scales - 1:
+        h = merge(factored[level], h)
+      for layer in reversed(self._level_layers(level)):
+        h, layer_log_det = layer.inverse(h, attention)
+        log_det = log_det + layer_log_det
+      if multi:
+        h, _ = unsqueeze(h)
+    return h, log_det

@@ -1,0 +1,214 @@
+"""Flow layers against independent truth: lax.conv subnets, autodiff Jacobians, exact inverses."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inflow_jax.flows import (ActNorm, AttentionCoupling, InvertibleConv1x1, Permutation, squeeze,
+                              unsqueeze)
+from inflow_jax.flows.coupling import CLAMP_SLOPE
+from inflow_jax.flows.subnet import fused_subnets
+
+ATTENTIONS = [0.0, 0.5, 1.0, "per_sample"]
+
+
+def attention_value(kind, batch):
+  """A scalar attention, or distinct per-image values in (0, 1] for kind 'per_sample'."""
+  if kind == "per_sample":
+    return jnp.linspace(0.25, 1.0, batch)
+  return kind
+
+
+def to_x64(tree):
+  return jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float64), tree)
+
+
+def assert_jacobian_log_det(jac, batch, log_det, atol=1e-5):
+  """jac: the (B*D, B*D) Jacobian of a flattened batch map. Checks log_det[b] == slogdet of image b's
+  block, and that images do not interact (off-diagonal blocks are zero)."""
+  jac = np.asarray(jac).reshape(batch, jac.shape[0] // batch, batch, -1)
+  for b in range(batch):
+    sign, value = np.linalg.slogdet(jac[b, :, b, :])
+    assert sign != 0
+    np.testing.assert_allclose(log_det[b], value, atol=atol, rtol=1e-7)
+    others = np.delete(jac[b], b, axis=1)
+    assert np.abs(others).max(initial=0.0) == 0.0
+
+
+def reference_subnet(u, a, weights):
+  """conv3x3 - ReLU - conv3x3 on concat([u, a * ones(m)]) with lax.conv (zero padding 1)."""
+  kernel_0, bias_0, kernel_1, bias_1 = weights
+  m = kernel_0.shape[2] - u.shape[-1]
+  cond = jnp.broadcast_to(jnp.reshape(a, (-1, 1, 1, 1)), u.shape[:3] + (m,)).astype(u.dtype)
+  conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
+                           padding=((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                           precision=jax.lax.Precision.HIGHEST)
+  hidden = jax.nn.relu(conv(jnp.concatenate([u, cond], -1), kernel_0) + bias_0)
+  return conv(hidden, kernel_1) + bias_1
+
+
+def reference_coupling(params, x, a, clamp=2.0):
+  """The coupling equations of inflow_jax.flows.coupling written with `reference_subnet`."""
+  net = lambda name, u: reference_subnet(u, a, tuple(params[name][k] for k in
+                                                     ("kernel_0", "bias_0", "kernel_1", "bias_1")))
+  f = lambda u: clamp * CLAMP_SLOPE * jnp.arctan(u)
+  ab = jnp.reshape(a, (-1, 1, 1, 1))
+  x1, x2 = x[..., :x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+  s2 = f(net("subnet_s2", x2))
+  y1 = jnp.exp(ab * s2) * x1 + ab * net("subnet_t2", x2)
+  s1 = f(net("subnet_s1", y1))
+  y2 = jnp.exp(ab * s1) * x2 + ab * net("subnet_t1", y1)
+  return jnp.concatenate([y1, y2], -1), jnp.reshape(a, (-1,)) * (s1.sum((1, 2, 3)) + s2.sum((1, 2, 3)))
+
+
+def random_images(seed, shape, dtype=jnp.float32):
+  """Uniform [0, 1) test inputs (numpy: drawing 4-d shapes with jax.random compiles slowly)."""
+  return jnp.asarray(np.random.default_rng(seed).uniform(size=shape), dtype)
+
+
+def init_coupling(x, width=8, **kwargs):
+  layer = AttentionCoupling(width=width, **kwargs)
+  # Larger last-layer weights than torch's init, so that s and t are far from 0 and the test bites.
+  scale = lambda variables: jax.tree_util.tree_map_with_path(
+      lambda path, p: 4 * p if "kernel_1" in jax.tree_util.keystr(path) else p, variables)
+  return layer, jax.jit(lambda key: scale(layer.init(key, x, 1.0)))(jax.random.PRNGKey(1))
+
+
+def test_fused_subnets_equal_convolution():
+  x = random_images(0, (2, 5, 6, 3))
+  rng = np.random.default_rng(3)
+  weights = lambda: tuple(jnp.asarray(rng.normal(size=shape), jnp.float32)
+                          for shape in ((3, 3, 5, 8), (8,), (3, 3, 8, 1), (1,)))
+  ws, wt = weights(), weights()
+
+  @jax.jit
+  def both(a):
+    fused = fused_subnets(x[..., 1:], a, ws, wt)
+    return fused, (reference_subnet(x[..., 1:], a, ws), reference_subnet(x[..., 1:], a, wt))
+
+  for a in (jnp.float32(0.7), jnp.array([0.3, 0.9]).reshape(2, 1, 1, 1)):
+    (s, t), (s_ref, t_ref) = both(a)
+    np.testing.assert_allclose(s, s_ref, atol=2e-4, rtol=1e-5)
+    np.testing.assert_allclose(t, t_ref, atol=2e-4, rtol=1e-5)
+
+
+def test_coupling_matches_reference_in_value_and_gradient():
+  with jax.enable_x64(True):
+    x = random_images(0, (2, 4, 5, 3), jnp.float64)
+    layer, variables = init_coupling(x)
+    params = to_x64(variables)["params"]
+    loss = lambda fn: lambda p: jnp.sum(fn(p)[0] ** 2) - jnp.sum(fn(p)[1])
+
+    @jax.jit
+    def outputs(a):
+      ours = lambda p: layer.apply({"params": p}, x, a)
+      ref = lambda p: reference_coupling(p, x, a)
+      return (ours(params), jax.grad(loss(ours))(params)), (ref(params), jax.grad(loss(ref))(params))
+
+    for attention in ATTENTIONS:
+      ours, ref = outputs(jnp.asarray(attention_value(attention, 2), jnp.float64))
+      jax.tree_util.tree_map(lambda o, r: np.testing.assert_allclose(o, r, atol=1e-9), ours, ref)
+
+
+def layer_cases(x):
+  """(name, layer, variables) for every flow layer with parameters initialised on x."""
+  key = jax.random.PRNGKey(2)
+  coupling, coupling_vars = init_coupling(x)
+  actnorm = ActNorm()
+  invconv = InvertibleConv1x1()
+  return {
+      "coupling": (coupling, coupling_vars),
+      "coupling_paper": (AttentionCoupling(width=8, paper_compat=True), coupling_vars),
+      "permutation": (Permutation(seed=5), {}),
+      "actnorm": (actnorm, jax.jit(actnorm.init)(key, x * 3 + 1, 1.0)),
+      "invconv": (invconv, jax.jit(invconv.init)(key, x, 1.0)),
+  }
+
+
+def round_trip(layer, variables, x, a):
+  """(y, log_det, inverse(y), inverse log_det), jitted by the callers."""
+  y, log_det = layer.apply(variables, x, a)
+  x_back, inverse_log_det = layer.apply(variables, y, a, method=layer.inverse)
+  return y, log_det, x_back, inverse_log_det
+
+
+@pytest.mark.parametrize("name", ["coupling", "coupling_paper", "permutation", "actnorm", "invconv"])
+def test_layers_invert_and_log_det_is_jacobian(name):
+  x = random_images(4, (2, 4, 4, 3)) * 2 - 0.5
+  layer, variables = layer_cases(x)[name]
+  trip = jax.jit(functools.partial(round_trip, layer))
+  for attention in ATTENTIONS:
+    a = jnp.asarray(attention_value(attention, 2), jnp.float32)
+    y, log_det, x_back, inverse_log_det = trip(variables, x, a)
+    np.testing.assert_allclose(x_back, x, atol=1e-5, err_msg=f"{name} a={attention}")
+    np.testing.assert_allclose(inverse_log_det, -log_det, rtol=1e-6, atol=1e-5)
+    assert log_det.shape == (2,)
+  if name == "coupling_paper":
+    return  # its log-det is the original's, not the Jacobian's (see test_paper_compat_...)
+  with jax.enable_x64(True):
+    x64, vars64 = jnp.asarray(x, jnp.float64), to_x64(variables)
+    jacobian_case = jax.jit(lambda a: (
+        layer.apply(vars64, x64, a)[1],
+        jax.jacfwd(lambda flat: layer.apply(vars64, flat.reshape(x.shape), a)[0].reshape(-1))(
+            x64.reshape(-1))))
+    for attention in ATTENTIONS:
+      log_det, jac = jacobian_case(jnp.asarray(attention_value(attention, 2), jnp.float64))
+      assert_jacobian_log_det(jac, x.shape[0], log_det)
+
+
+def test_gated_layers_are_identity_at_zero_attention():
+  x = random_images(5, (2, 4, 4, 3))
+  for name, (layer, variables) in layer_cases(x).items():
+    if name in ("permutation", "coupling_paper"):
+      continue
+    y, log_det = jax.jit(layer.apply)(variables, x, 0.0)
+    np.testing.assert_array_equal(y, x, err_msg=name)
+    np.testing.assert_array_equal(log_det, 0.0, err_msg=name)
+
+
+def test_paper_compat_log_det_is_not_gated():
+  x = random_images(6, (2, 4, 4, 3))
+  layer, variables = init_coupling(x)
+  paper_layer = AttentionCoupling(width=8, paper_compat=True)
+  (y, exact), (y_paper, paper) = jax.jit(lambda v: (layer.apply(v, x, 0.5), paper_layer.apply(v, x, 0.5)))(
+      variables)
+  np.testing.assert_allclose(paper, exact / 0.5, rtol=1e-6)
+  np.testing.assert_array_equal(y_paper, y)
+
+
+def test_actnorm_data_dependent_init_normalises_the_batch():
+  x = random_images(7, (8, 4, 4, 3)) * jnp.array([1.0, 5.0, 0.1]) + jnp.array([0.0, -2.0, 3.0])
+  layer = ActNorm()
+  variables = jax.jit(layer.init)(jax.random.PRNGKey(0), x, 1.0)
+  y, _ = jax.jit(layer.apply)(variables, x, 1.0)
+  np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0.0, atol=1e-4)
+  np.testing.assert_allclose(y.std(axis=(0, 1, 2)), 1.0, atol=1e-4)
+
+
+def test_invconv_starts_orthogonal():
+  basis = jnp.eye(6).reshape(1, 1, 6, 6)   # one image of 6 pixels; pixel j holds e_j
+  layer = InvertibleConv1x1()
+  variables = jax.jit(layer.init)(jax.random.PRNGKey(0), basis, 1.0)
+  columns, _ = jax.jit(layer.apply)(variables, basis, 1.0)
+  w = columns[0, 0].T  # pixel j of y is W e_j, column j of W
+  np.testing.assert_allclose(w @ w.T, np.eye(6), atol=1e-5)
+  assert not np.allclose(w, np.eye(6))
+
+
+def test_squeeze_is_a_permutation_of_pixels_and_inverts():
+  x = random_images(9, (2, 4, 6, 3))
+  y, log_det = squeeze(x)
+  assert y.shape == (2, 2, 3, 12)
+  np.testing.assert_array_equal(np.sort(y.reshape(-1)), np.sort(x.reshape(-1)))
+  np.testing.assert_array_equal(y[:, 1, 2, 3:6], x[:, 2, 5, :])   # (p, q) = (0, 1) of pixel (1, 2)
+  np.testing.assert_array_equal(unsqueeze(y)[0], x)
+  np.testing.assert_array_equal(log_det, 0.0)
+  with pytest.raises(ValueError, match="even"):
+    squeeze(x[:, :3])
+
+
+def test_coupling_needs_two_channels():
+  with pytest.raises(ValueError, match="at least 2 channels"):
+    AttentionCoupling(width=8).init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 1)), 1.0)
