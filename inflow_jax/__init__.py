@@ -2,5 +2,18 @@
 
 Public API (each name lives in the module of its concept):
   data: load_split, preprocess, load_images, batches (input pipelines; dataset names documented there)
+  encoder: make_encoder, load_reference_encoder (the untrained random conv encoder of the attention)
+  attention: fit_mmd, mmd_test, mmd_test_embedded, gate_stream, StreamingGate (MMD permutation test)
+  scoring: make_score_fn, score_batches (per-image OOD scores, 'paper' and 'nll' conventions)
+  metrics: auroc, aupr_in, aupr_out, fpr_at_95_tpr, ood_metrics (OOD positive, higher = more OOD)
+  evaluate: evaluate_ood, format_table (paper / strict / mixed protocols and the baselines)
+  detector: InFlowDetector (fit / score / predict / save / load)
 """
+from inflow_jax.attention import (StreamingGate, fit_mmd, fit_mmd_embedded, gate_stream, mmd_test,
+                                  mmd_test_embedded)
 from inflow_jax.data import batches, load_images, load_split, preprocess
+from inflow_jax.detector import InFlowDetector
+from inflow_jax.encoder import load_reference_encoder, make_encoder
+from inflow_jax.evaluate import evaluate_ood, format_table
+from inflow_jax.metrics import aupr_in, aupr_out, auroc, fpr_at_95_tpr, ood_metrics
+from inflow_jax.scoring import make_score_fn, score_batches
