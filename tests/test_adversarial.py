@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inflow_jax import adversarial
+from inflow_jax import adversarial, attention, data, encoder, scoring
+from inflow_jax.model import InFlow
 
 EPS = 8 / 255
 
@@ -118,3 +119,46 @@ def test_bad_inputs_raise():
     adversarial.fgsm(linear_loss, _images()[0], EPS, loss_args=(w,))
   with pytest.raises(ValueError, match="scalar or a"):
     adversarial.fgsm(lambda u: u, _images(), EPS)
+
+
+# ---- the detector objectives (adaptive attacks) ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits_and_noise():
+  x_ref, _ = data.load_images("digits", "train", max_images=120)
+  x_noise, _ = data.load_images("uniform_noise", "test", max_images=16)
+  return x_ref, x_noise
+
+
+def test_batch_mmd2_is_the_tests_statistic_and_the_attack_lowers_it(digits_and_noise):
+  x_ref, x_noise = digits_and_noise
+  state = attention.fit_mmd(x_ref, encoder.make_encoder(0), n_permutations=50)
+  key = jax.random.key(0)
+  before = attention.mmd_test(state, x_noise, key)
+  np.testing.assert_allclose(adversarial.batch_mmd2(state, x_noise), before.mmd2, rtol=1e-4, atol=1e-7)
+  assert float(before.attention) == 0.0   # noise is flagged
+  x_adv = adversarial.pgd(adversarial.LowerMMD(), x_noise, EPS, step_size=EPS / 4, num_steps=8,
+                          key=jax.random.key(1), loss_args=(state,))
+  after = attention.mmd_test(state, np.asarray(x_adv), key)
+  assert np.max(np.abs(np.asarray(x_adv) - x_noise)) <= EPS + 1e-6
+  assert float(after.mmd2) < 0.5 * float(before.mmd2)
+  assert float(after.attention) == 1.0    # the attacked batch passes as in-distribution
+
+
+def test_likelihood_attack_raises_the_flow_log_likelihood(digits_and_noise):
+  _, x_noise = digits_and_noise
+  model = InFlow(num_blocks=1, width=8)
+  # random weights drawn by numpy: a non-trivial flow without compiling model.init
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x_noise[:2], 1.0)
+  rng = np.random.default_rng(0)
+  variables = jax.tree_util.tree_map(
+      lambda s: jnp.asarray(rng.normal(0.0, 0.1, s.shape), s.dtype), shapes)
+  nll_fn = scoring.make_score_fn(model, variables, "nll")
+  objective = adversarial.LowerScore(nll_fn)
+  x_adv = adversarial.pgd(objective, x_noise, EPS, step_size=EPS / 2, num_steps=3,
+                          key=jax.random.key(2))
+  # an equally large perturbation in a random sign direction, for comparison
+  signs = np.sign(np.random.default_rng(3).normal(size=x_noise.shape)).astype(np.float32)
+  x_random = np.clip(x_noise + EPS * signs, 0, 1)
+  nll_before, nll_after, nll_random = (float(np.mean(nll_fn(x, 1.0))) for x in (x_noise, x_adv, x_random))
+  assert nll_after < nll_before and nll_after < nll_random

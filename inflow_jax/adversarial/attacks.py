@@ -11,10 +11,10 @@ over images `x'` with `||x' - x||_inf <= epsilon` and `x'` in [0, 1]:
 values, so one compiled attack serves every batch of the same shape; `loss_fn` itself is static
 (define it once at module level or once per target, not per call, or it recompiles).
 
-Targets (objectives to maximise) live in `inflow_jax.adversarial_targets`.
+Objectives: `inflow_jax.adversarial.objectives` (the detector) and `inflow_jax.classifier.ClassifierLoss`.
 """
 import functools
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -124,22 +124,3 @@ def default_step_size(epsilon: float, num_steps: int) -> float:
   """The usual PGD step, 2.5 * epsilon / num_steps (enough to cross the ball and come back)."""
   return 2.5 * float(epsilon) / int(num_steps)
 
-
-def attack_in_batches(attack: Callable[..., jax.Array], x, batch_size: int, *,
-                      key: Optional[jax.Array] = None, **kwargs) -> jax.Array:
-  """Applies `attack(x_batch, **kwargs)` to consecutive batches of `x`, one key per batch.
-
-  `kwargs` may contain `per_batch`: a dict of arrays with leading axis B, sliced like `x` and passed
-  to `attack` as keyword arguments (e.g. labels). Returns the concatenated adversarial images.
-  """
-  per_batch = kwargs.pop("per_batch", {})
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  outputs = []
-  for index, start in enumerate(range(0, len(x), batch_size)):
-    stop = start + batch_size
-    extra = {name: value[start:stop] for name, value in per_batch.items()}
-    if key is not None:
-      extra["key"] = jax.random.fold_in(key, index)
-    outputs.append(attack(x[start:stop], **kwargs, **extra))
-  return jnp.concatenate(outputs, axis=0)

@@ -1,0 +1,226 @@
+"""Adversarial sets, and how well InFlow (and the baselines) detect them.
+
+Every set is float32 images in [0, 1] with ||x' - x||_inf <= epsilon (pixel units of [0, 1]):
+
+* `{in_name}_pgd{k}`: in-distribution test images perturbed by untargeted PGD against the classifier
+  (maximising its cross-entropy) at epsilon = k/255: the classic "adversarial OOD" set.
+* `{ood}_adaptive_llh`: OOD images perturbed by PGD to RAISE the flow log-likelihood at a = 1
+  (`LowerScore` of the 'nll' score): an attacker who knows the flow.
+* `{ood}_adaptive_mmd`: OOD images perturbed to LOWER the attention test's MMD^2, batch by batch over
+  exactly the batches the evaluation tests (`scoring.batch_starts`): an attacker who knows the test.
+
+`evaluate_adversarial` scores these sets as OOD sets with `inflow_jax.evaluate.evaluate_ood` (paper and
+strict protocols and the baselines) and adds the classifier's accuracy under attack and the adaptive
+attacks' effect on their own objectives (before/after).
+"""
+from typing import Dict, Mapping, Optional, Tuple
+
+import jax
+import ml_collections
+import numpy as np
+
+from inflow_jax import classifier as classifier_lib
+from inflow_jax.adversarial.attacks import default_step_size, fgsm, pgd
+from inflow_jax.adversarial.objectives import LowerMMD, LowerScore
+from inflow_jax.attention import mmd_test
+from inflow_jax.evaluate import evaluate_ood
+from inflow_jax.scoring import batch_starts, make_score_fn
+
+ADAPTIVE_TARGETS = ("log_likelihood", "mmd")
+
+
+def _step_size(attack_config, epsilon: float) -> float:
+  if attack_config.get("step_size") is not None:
+    return float(attack_config.step_size)
+  return default_step_size(epsilon, attack_config.num_steps)
+
+
+def _in_batches(fn, n: int, batch_size: int) -> np.ndarray:
+  """np.concatenate([fn(i, start, stop) for consecutive batches]) of at most batch_size images."""
+  return np.concatenate([np.asarray(fn(i, start, min(start + batch_size, n)))
+                         for i, start in enumerate(range(0, n, batch_size))])
+
+
+def eps_name(epsilon: float) -> str:
+  """'8' for 8/255, '0.5' for 0.5/255: the set-name suffix of an epsilon."""
+  return f"{epsilon * 255:.3g}"
+
+
+def attack_classifier(model: classifier_lib.Classifier, variables, x, y, attack_config, key,
+                      *, name: str = "in") -> Tuple[Dict[str, np.ndarray], Dict]:
+  """PGD (and, for the accuracy table, FGSM) against the classifier at every `attack_config.epsilons`.
+
+  Returns:
+    ({f"{name}_pgd{k}": (N, H, W, C) float32}, accuracy table {"clean": a, "fgsm": {k: a},
+    "pgd": {k: a}, "n_images": N}), k = epsilon * 255 as text.
+  """
+  y = np.asarray(y)
+  loss = classifier_lib.ClassifierLoss(model)
+  batch = int(attack_config.batch_size)
+  sets, table = {}, {"n_images": int(len(x)), "fgsm": {}, "pgd": {},
+                     "clean": classifier_lib.accuracy(model, variables, x, y)}
+  for e, epsilon in enumerate(attack_config.epsilons):
+    k = eps_name(epsilon)
+    x_pgd = _in_batches(lambda i, a, b: pgd(
+        loss, x[a:b], epsilon, step_size=_step_size(attack_config, epsilon),
+        num_steps=attack_config.num_steps, random_start=attack_config.random_start,
+        key=jax.random.fold_in(jax.random.fold_in(key, e), i), loss_args=(variables, y[a:b])),
+        len(x), batch)
+    x_fgsm = _in_batches(lambda i, a, b: fgsm(loss, x[a:b], epsilon, loss_args=(variables, y[a:b])),
+                         len(x), batch)
+    table["pgd"][k] = classifier_lib.accuracy(model, variables, x_pgd, y)
+    table["fgsm"][k] = classifier_lib.accuracy(model, variables, x_fgsm, y)
+    sets[f"{name}_pgd{k}"] = x_pgd
+  return sets, table
+
+
+def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarray], attack_config,
+                    batch_size: int, key) -> Tuple[Dict[str, np.ndarray], Dict]:
+  """The adaptive attacks of `attack_config.adaptive_targets` on each OOD set, at `adaptive_epsilon`.
+
+  Args:
+    model, variables: the InFlow flow.
+    mmd_state: the fitted attention test.
+    ood_sets: {name: (N, H, W, C) float32 in [0, 1]}.
+    attack_config: `num_steps`, `step_size`, `random_start`, `adaptive_epsilon`, `adaptive_targets`.
+    batch_size: the evaluation's test batch size (the MMD attack perturbs exactly these batches).
+    key: PRNG key of the random starts and of the before/after attention tests.
+  Returns:
+    ({f"{name}_adaptive_{llh|mmd}": images}, summary {set: {"nll_bpd": [before, after] (mean NLL
+    bits/dim at a = 1; lower = more likely), "mmd2": [before, after] (mean over test batches),
+    "batches_flagged": [before, after], "n_batches": n}}).
+  """
+  targets = tuple(attack_config.adaptive_targets)
+  unknown = set(targets) - set(ADAPTIVE_TARGETS)
+  if unknown:
+    raise ValueError(f"adaptive_targets must be a subset of {ADAPTIVE_TARGETS}, got {targets}")
+  epsilon = float(attack_config.adaptive_epsilon)
+  step_size = _step_size(attack_config, epsilon)
+  nll_fn = make_score_fn(model, variables, "nll")
+  raise_likelihood = LowerScore(nll_fn)
+  lower_mmd = LowerMMD()
+  batch_memory = int(attack_config.batch_size)
+
+  def describe(x, test_key):
+    starts = batch_starts(len(x), batch_size)
+    tests = [mmd_test(mmd_state, x[a:b], jax.random.fold_in(test_key, i))
+             for i, (a, b) in enumerate(zip(starts[:-1], starts[1:]))]
+    nll = _in_batches(lambda i, a, b: nll_fn(x[a:b], 1.0), len(x), batch_memory)
+    return (float(nll.mean()), float(np.mean([float(t.mmd2) for t in tests])),
+            int(sum(float(t.attention) == 0.0 for t in tests)), len(tests))
+
+  sets, summary = {}, {}
+  for s, (name, x) in enumerate(ood_sets.items()):
+    set_key = jax.random.fold_in(key, s)
+    test_key = jax.random.fold_in(set_key, 99)  # the same tests before and after
+    before = describe(x, test_key)
+    for t, target in enumerate(targets):
+      attack_key = jax.random.fold_in(set_key, t)
+      if target == "log_likelihood":
+        x_adv = _in_batches(lambda i, a, b: pgd(
+            raise_likelihood, x[a:b], epsilon, step_size=step_size, num_steps=attack_config.num_steps,
+            random_start=attack_config.random_start, key=jax.random.fold_in(attack_key, i)),
+            len(x), batch_memory)
+        adv_name = f"{name}_adaptive_llh"
+      else:
+        starts = batch_starts(len(x), batch_size)
+        x_adv = np.concatenate([np.asarray(pgd(
+            lower_mmd, x[a:b], epsilon, step_size=step_size, num_steps=attack_config.num_steps,
+            random_start=attack_config.random_start, key=jax.random.fold_in(attack_key, i),
+            loss_args=(mmd_state,))) for i, (a, b) in enumerate(zip(starts[:-1], starts[1:]))])
+        adv_name = f"{name}_adaptive_mmd"
+      after = describe(x_adv, test_key)
+      sets[adv_name] = x_adv
+      summary[adv_name] = {"target": target, "epsilon": epsilon, "n_batches": before[3],
+                           "nll_bpd": [before[0], after[0]], "mmd2": [before[1], after[1]],
+                           "batches_flagged": [before[2], after[2]]}
+  return sets, summary
+
+
+def evaluate_adversarial(
+    config: ml_collections.ConfigDict,
+    *,
+    model,
+    variables,
+    mmd_state,
+    x_test: np.ndarray,
+    ood_sets: Mapping[str, np.ndarray],
+    x_heldout: np.ndarray,
+    key: jax.Array,
+    classifier: Optional[Tuple[classifier_lib.Classifier, object]] = None,
+    x_train: Optional[np.ndarray] = None,
+    y_train: Optional[np.ndarray] = None,
+    y_test: Optional[np.ndarray] = None,
+    in_name: str = "in",
+) -> Dict:
+  """Builds the adversarial sets and scores them with `evaluate_ood` (paper, strict, baselines).
+
+  Args:
+    config: a run config with `adversarial` (`configs/digits_classifier.py`: `seed`, `model`, `train`,
+      `attack`) and `eval.batch_size`.
+    model, variables, mmd_state: the InFlow flow and its fitted attention test.
+    x_test: (N, H, W, C) in-distribution test images; the clean in-distribution side of every metric.
+    ood_sets: the (clean) OOD sets the adaptive attacks start from; those named in
+      `attack.adaptive_ood` (None: all) are attacked.
+    x_heldout: held-out in-distribution images for the typicality baseline.
+    key: PRNG key of the attacks and tests.
+    classifier: (Classifier, variables) already trained; else one is trained on (x_train, y_train) with
+      `config.adversarial`. Without labels (y_test None) the classifier attack is skipped.
+    in_name: prefix of the classifier-attack set names.
+  Returns:
+    `evaluate_ood`'s table over the adversarial sets, plus "classifier" (accuracy under attack, or None)
+    and "adaptive" (before/after of each adaptive attack), JSON-serialisable.
+  """
+  adv = config.adversarial
+  attack = adv.attack
+  if attack.get("max_images") is not None:
+    x_test = x_test[:attack.max_images]
+    y_test = None if y_test is None else y_test[:attack.max_images]
+  sets, classifier_table = {}, None
+  if y_test is not None:
+    if classifier is None:
+      if x_train is None or y_train is None:
+        raise ValueError("evaluate_adversarial needs a trained classifier or (x_train, y_train)")
+      classifier_model = classifier_lib.Classifier(**adv.model)
+      classifier = (classifier_model, classifier_lib.train_classifier(
+          classifier_model, x_train, y_train, adv).variables)
+    sets, classifier_table = attack_classifier(
+        *classifier, x_test, y_test, attack, jax.random.fold_in(key, 0), name=in_name)
+  names = attack.get("adaptive_ood") or tuple(ood_sets)
+  missing = [n for n in names if n not in ood_sets]
+  if missing:
+    raise ValueError(f"attack.adaptive_ood names {missing}, not among the OOD sets {sorted(ood_sets)}")
+  adaptive_sets, adaptive_table = attack_detector(
+      model, variables, mmd_state, {n: ood_sets[n] for n in names}, attack, config.eval.batch_size,
+      jax.random.fold_in(key, 1))
+  sets.update(adaptive_sets)
+  table = evaluate_ood(model, variables, mmd_state, x_test, sets, key=jax.random.fold_in(key, 2),
+                       batch_size=config.eval.batch_size, protocols=("paper", "strict"),
+                       baselines=True, x_heldout=x_heldout, seed=config.seed)
+  table["classifier"] = classifier_table
+  table["adaptive"] = adaptive_table
+  return table
+
+
+def format_adversarial_table(table: Mapping) -> str:
+  """Markdown: the classifier's accuracy under attack and the adaptive attacks' before/after.
+
+  (The detection metrics of the adversarial sets are `inflow_jax.evaluate.format_table(table)`.)
+  """
+  lines = []
+  acc = table.get("classifier")
+  if acc:
+    lines += [f"Classifier accuracy on {acc['n_images']} in-distribution test images (clean "
+              f"{acc['clean']:.3f}):", "", "| epsilon | FGSM | PGD |", "| --- | --- | --- |"]
+    lines += [f"| {k}/255 | {acc['fgsm'][k]:.3f} | {acc['pgd'][k]:.3f} |" for k in acc["pgd"]]
+    lines.append("")
+  lines += ["Adaptive attacks (before -> after): mean NLL bits/dim at a = 1 (lower = more likely), "
+            "mean MMD^2 of the test batches, batches flagged by the attention test:", "",
+            "| set | target | epsilon | NLL bits/dim | MMD^2 | batches flagged |",
+            "| --- | --- | --- | --- | --- | --- |"]
+  for name, row in table["adaptive"].items():
+    lines.append(
+        f"| {name} | {row['target']} | {eps_name(row['epsilon'])}/255 | {row['nll_bpd'][0]:.4f} -> "
+        f"{row['nll_bpd'][1]:.4f} | {row['mmd2'][0]:.4g} -> {row['mmd2'][1]:.4g} | "
+        f"{row['batches_flagged'][0]} -> {row['batches_flagged'][1]} / {row['n_batches']} |")
+  return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Objectives of the adaptive attacks on the InFlow detector, each maximised by `attacks.pgd`:
+
+  `LowerScore(score_fn)`:  -score(x) per image; with `scoring.make_score_fn(..., 'nll')` at a = 1 this is
+                           the flow log-likelihood (bits/dim, up to a constant), so PGD raises log p(x).
+  `LowerMMD()`:            -MMD^2(x, reference) of the whole batch, `loss_args=(mmd_state,)`: the batch
+                           moves towards passing the attention test (a = 1).
+"""
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from inflow_jax.attention import MMDState, gaussian_kernel, sq_distances
+
+
+@dataclasses.dataclass(frozen=True)
+class LowerScore:
+  """Objective -score_fn(x, attention) (B,): the attack lowers a detector's OOD score.
+
+  `score_fn` comes from `inflow_jax.scoring.make_score_fn` (traceable; higher = more OOD). With the
+  'nll' convention and attention 1 the objective is log p(x) / (D log 2) + const: the log-likelihood
+  of the ordinary (a = 1) flow. Hashable by the identity of `score_fn`: build one per scored model.
+  """
+  score_fn: Callable[..., jax.Array]
+  attention: float = 1.0
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return -self.score_fn(x, self.attention)
+
+
+def batch_mmd2(state: MMDState, x: jax.Array) -> jax.Array:
+  """The attention test's unbiased MMD^2 between the images x (m, H, W, C) and the fitted reference.
+
+  With e = embed(x) - center, K the state's Gaussian kernel and c its offset (which cancels):
+
+    MMD^2 = sum_{i != j}(K(r_i, r_j) - c) / (n (n-1)) + sum_{i != j}(K(e_i, e_j) - c) / (m (m-1))
+            - 2 sum_{i, j}(K(r_i, e_j) - c) / (n m),
+
+  the first sum being `state.reference_total`. Differentiable in x; equals `mmd_test(state, x).mmd2`.
+  """
+  n, m = state.reference.shape[0], x.shape[0]
+  emb = state.embed(x).astype(jnp.float32) - state.center
+  k_rx = gaussian_kernel(sq_distances(state.reference, emb), state.sigma) - state.kernel_offset
+  k_xx = gaussian_kernel(sq_distances(emb, emb), state.sigma) - state.kernel_offset
+  k_xx = jnp.where(jnp.eye(m, dtype=bool), 0.0, k_xx)
+  return (state.reference_total / (n * (n - 1)) + jnp.sum(k_xx) / (m * (m - 1))
+          - 2.0 * jnp.sum(k_rx) / (n * m))
+
+
+@dataclasses.dataclass(frozen=True)
+class LowerMMD:
+  """Objective -MMD^2(x, reference) (a scalar over the batch): `loss_args=(mmd_state,)`.
+
+  The attention's test rejects (a = 0) when MMD^2 is large; lowering it makes an OOD batch pass as
+  in-distribution, so the flow scores it with a = 1.
+  """
+
+  def __call__(self, x: jax.Array, state: MMDState) -> jax.Array:
+    return -batch_mmd2(state, x)
