@@ -1,0 +1,171 @@
+"""`InFlowDetector`: the user-facing OOD detector, in the spirit of PyOD and alibi-detect.
+
+    detector = InFlowDetector(model, variables).fit(x_ref)
+    scores = detector.score(x)        # (N,), higher = more OOD
+    labels = detector.predict(x)      # (N,), 1 = OOD
+    detector.save(directory); detector = InFlowDetector.load(directory)
+
+`fit` fits the attention (the MMD test's reference embeddings, `inflow_jax.attention.fit_mmd`) on x_ref
+and sets the decision threshold to the (1 - false_positive_rate) quantile of the scores of in-distribution
+images with a = 1 (x_threshold, default x_ref), so that about `false_positive_rate` of in-distribution
+images are flagged when their batch passes the test; an image of a batch the test flags is scored with
+a = 0 and, with the paper's score, lands far above the threshold. Given training data it first trains
+the flow (`inflow_jax.train.train_on_batches`).
+
+`score(x)` tests x in batches of `batch_size` (or all of x as one batch when smaller; >= 2 images), see
+`inflow_jax.scoring.score_batches`.
+"""
+import dataclasses
+import itertools
+import json
+import pathlib
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from inflow_jax.attention import MMDState, fit_mmd
+from inflow_jax.checks import check_images
+from inflow_jax.encoder import Embedder, make_encoder
+from inflow_jax.model import InFlow
+from inflow_jax.scoring import CONVENTIONS, make_score_fn, score_batches
+
+_SETTINGS = ("n_permutations", "level", "batch_size", "convention", "false_positive_rate", "seed")
+_MMD_ARRAYS = ("reference", "center", "sigma", "kernel_offset", "reference_row_sums", "reference_total")
+
+
+def _model_config(model: InFlow) -> Dict[str, Any]:
+  return {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+          if f.name not in ("parent", "name")}
+
+
+def _tuples(value):
+  """JSON lists back to (nested) tuples, as linen module attributes need hashable values."""
+  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+class InFlowDetector:
+  """An InFlow flow plus its attention test and a decision threshold.
+
+  Args:
+    model, variables: the InFlow flow and its variables.
+    encoder: the attention's image encoder (an `inflow_jax.encoder.Embedder`); default
+      `make_encoder(seed)`.
+    n_permutations, level: the attention test's permutations and significance level.
+    batch_size: images per tested batch in `score`/`predict`.
+    convention: the score, 'paper' (default) or 'nll' (see `inflow_jax.scoring`).
+    false_positive_rate: the fraction of in-distribution images (of passed batches) above the threshold.
+    seed: seed of the encoder (when not given) and of the permutation tests.
+  """
+
+  def __init__(self, model: InFlow, variables, *, encoder: Optional[Embedder] = None,
+               n_permutations: int = 100, level: float = 0.05, batch_size: int = 250,
+               convention: str = "paper", false_positive_rate: float = 0.05, seed: int = 0):
+    if convention not in CONVENTIONS:
+      raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if not 0.0 < false_positive_rate < 1.0:
+      raise ValueError(f"false_positive_rate must lie in (0, 1), got {false_positive_rate}")
+    if batch_size < 2:
+      raise ValueError(f"batch_size must be >= 2 (the attention test needs 2 images), got {batch_size}")
+    self.model, self.variables = model, variables
+    self.encoder = make_encoder(seed) if encoder is None else encoder
+    self.n_permutations, self.level, self.batch_size = int(n_permutations), float(level), int(batch_size)
+    self.convention, self.false_positive_rate, self.seed = convention, float(false_positive_rate), int(seed)
+    self.mmd_state_: Optional[MMDState] = None
+    self.threshold_: Optional[float] = None
+    self._score_fn = make_score_fn(model, variables, convention)
+
+  def fit(self, x_ref, *, x_threshold=None, x_train=None, config=None) -> "InFlowDetector":
+    """Fits the attention reference (and threshold); optionally trains the flow on x_train first.
+
+    Args:
+      x_ref: (n, 32, 32, 3) float32 in-distribution reference images in [0, 1].
+      x_threshold: in-distribution images whose a = 1 scores set the threshold (default x_ref).
+      x_train: optional training images: the flow is trained on them with `config.train`
+        (`config.train.num_steps` steps of `config.train.batch_size`) before the rest of the fit.
+      config: a full config (e.g. `configs/cifar10.py`), needed with x_train.
+    """
+    check_images(x_ref, name="x_ref", min_batch=2, value_range=(0.0, 1.0))
+    if x_train is not None:
+      if config is None:
+        raise ValueError("training the flow (x_train given) needs config (with a `train` sub-config)")
+      from inflow_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+      check_images(x_train, name="x_train", value_range=(0.0, 1.0))
+      batches = itertools.islice(
+          train_lib.local_batches(np.asarray(x_train, np.float32), batch_size=config.train.batch_size,
+                                  seed=self.seed), config.train.num_steps)
+      self.variables, self.train_losses_ = train_lib.train_on_batches(
+          self.model, self.variables, batches, config)
+      self._score_fn = make_score_fn(self.model, self.variables, self.convention)
+    self.mmd_state_ = fit_mmd(x_ref, self.encoder, self.n_permutations, self.level)
+    x_threshold = x_ref if x_threshold is None else x_threshold
+    check_images(x_threshold, name="x_threshold", value_range=(0.0, 1.0))
+    scores = score_batches(self._score_fn, None, np.asarray(x_threshold, np.float32),
+                           min(self.batch_size, len(x_threshold)), attention=1.0).scores
+    self.threshold_ = float(np.quantile(scores, 1.0 - self.false_positive_rate))
+    return self
+
+  def _check_fitted(self):
+    if self.mmd_state_ is None:
+      raise RuntimeError("the detector is not fitted: call fit(x_ref) (or load a saved one) first")
+
+  def score(self, x, key: Optional[jax.Array] = None) -> np.ndarray:
+    """(N,) scores, higher = more OOD; x (N, 32, 32, 3) float32 in [0, 1], N >= 2."""
+    self._check_fitted()
+    check_images(x, name="x", min_batch=2, value_range=(0.0, 1.0))
+    key = jax.random.PRNGKey(self.seed) if key is None else key
+    return score_batches(self._score_fn, self.mmd_state_, np.asarray(x, np.float32),
+                         min(self.batch_size, len(x)), key).scores
+
+  def predict(self, x, key: Optional[jax.Array] = None) -> np.ndarray:
+    """(N,) int labels: 1 = OOD (score above the fitted threshold), 0 = in-distribution."""
+    return (self.score(x, key) > self.threshold_).astype(np.int64)
+
+  # Persistence: <dir>/config.json (model config, settings, threshold, static MMD fields) and
+  # <dir>/arrays (orbax: flow variables, encoder parameters, MMD reference statistics).
+  def save(self, directory) -> pathlib.Path:
+    """Writes the detector to `directory` (created; must not exist yet)."""
+    self._check_fitted()
+    if not isinstance(self.encoder, Embedder):
+      raise TypeError("only detectors with an inflow_jax.encoder.Embedder encoder can be saved")
+    directory = pathlib.Path(directory).resolve()
+    if directory.exists():
+      raise FileExistsError(f"{directory} exists; save into a new directory")
+    state = self.mmd_state_
+    arrays = {"variables": self.variables, "encoder": self.encoder.params,
+              "mmd": {k: getattr(state, k) for k in _MMD_ARRAYS}}
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(directory / "arrays", jax.tree.map(jnp.asarray, arrays))
+    meta = {"model": _model_config(self.model),
+            "settings": {k: getattr(self, k) for k in _SETTINGS},
+            "threshold": self.threshold_,
+            "encoder": {"features": list(self.encoder.features),
+                        "embedding_dim": self.encoder.embedding_dim,
+                        "chunk_size": self.encoder.chunk_size},
+            "mmd": {"image_shape": list(state.image_shape)}}
+    (directory / "config.json").write_text(json.dumps(meta, indent=2))
+    return directory
+
+  @classmethod
+  def load(cls, directory) -> "InFlowDetector":
+    """Reads a detector written by `save`."""
+    directory = pathlib.Path(directory).resolve()
+    if not (directory / "config.json").is_file() or not (directory / "arrays").is_dir():
+      raise FileNotFoundError(f"{directory} does not hold a saved InFlowDetector "
+                              "(config.json and arrays/ expected)")
+    meta = json.loads((directory / "config.json").read_text())
+    with ocp.StandardCheckpointer() as checkpointer:
+      arrays = checkpointer.restore(directory / "arrays")
+    model = InFlow(**{k: _tuples(v) for k, v in meta["model"].items()})
+    encoder = Embedder(params=arrays["encoder"], features=tuple(meta["encoder"]["features"]),
+                       embedding_dim=meta["encoder"]["embedding_dim"],
+                       chunk_size=meta["encoder"]["chunk_size"])
+    detector = cls(model, arrays["variables"], encoder=encoder, **meta["settings"])
+    detector.mmd_state_ = MMDState(
+        embed=encoder, **{k: jnp.asarray(arrays["mmd"][k]) for k in _MMD_ARRAYS},
+        n_permutations=detector.n_permutations, level=detector.level,
+        image_shape=tuple(meta["mmd"]["image_shape"]))
+    detector.threshold_ = meta["threshold"]
+    return detector

@@ -1,0 +1,61 @@
+"""InFlowDetector: fit / score / predict behaviour, save-load round trip, errors."""
+import jax
+import numpy as np
+import pytest
+
+from inflow_jax import InFlowDetector, data
+from inflow_jax.model import InFlow
+from inflow_jax.scoring import make_score_fn
+
+
+@pytest.fixture(scope="module")
+def fitted():
+  digits = data.load_images("digits", "train")[0]
+  model = InFlow(num_blocks=2, width=8, permutation_seed=3)
+  variables = model.init(jax.random.PRNGKey(0), digits[:2], 1.0)
+  detector = InFlowDetector(model, variables, n_permutations=50, batch_size=20, false_positive_rate=0.1)
+  return detector.fit(digits[:300], x_threshold=digits[300:500]), digits[500:540]
+
+
+def test_threshold_score_predict(fitted):
+  detector, x_in = fitted
+  x_ood = data.load_images("uniform_noise", "test", max_images=40)[0]
+  # The threshold is the 90% quantile of the a = 1 scores of the threshold images.
+  digits = data.load_images("digits", "train")[0]
+  direct = make_score_fn(detector.model, detector.variables, "paper")(digits[300:500], 1.0)
+  assert detector.threshold_ == pytest.approx(float(np.quantile(np.asarray(direct), 0.9)), rel=1e-6)
+  labels_ood = detector.predict(x_ood)
+  assert labels_ood.dtype == np.int64 and np.all(labels_ood == 1)   # noise batches are flagged (a = 0)
+  assert detector.predict(x_in).mean() < 0.5
+  scores = detector.score(x_ood)
+  np.testing.assert_array_equal(scores, detector.score(x_ood))      # same default key: deterministic
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+  detector, x_in = fitted
+  path = detector.save(tmp_path / "det")
+  loaded = InFlowDetector.load(path)
+  assert loaded.model == detector.model and loaded.threshold_ == detector.threshold_
+  assert loaded.model.permutation_seed == 3 and loaded.batch_size == 20
+  np.testing.assert_array_equal(loaded.score(x_in), detector.score(x_in))
+  with pytest.raises(FileExistsError):
+    detector.save(path)
+  with pytest.raises(FileNotFoundError, match="does not hold"):
+    InFlowDetector.load(tmp_path)
+
+
+def test_errors(fitted):
+  detector, x_in = fitted
+  unfitted = InFlowDetector(detector.model, detector.variables)
+  with pytest.raises(RuntimeError, match="not fitted"):
+    unfitted.score(x_in)
+  with pytest.raises(ValueError, match="at least 2"):
+    detector.score(x_in[:1])
+  with pytest.raises(ValueError, match="NaN"):
+    bad = x_in.copy()
+    bad[0, 0, 0, 0] = np.nan
+    detector.predict(bad)
+  with pytest.raises(ValueError, match="convention"):
+    InFlowDetector(detector.model, detector.variables, convention="logp")
+  with pytest.raises(ValueError, match="config"):
+    unfitted.fit(x_in, x_train=x_in)
