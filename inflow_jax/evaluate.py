@@ -28,15 +28,9 @@ from inflow_jax import plots
 from inflow_jax.attention import mmd_test
 from inflow_jax.checks import check_images
 from inflow_jax.metrics import ood_metrics
-from inflow_jax.scoring import batch_starts, make_score_fn, score_batches
+from inflow_jax.scoring import attention_tests, batch_starts, make_scores_fn
 
 PROTOCOLS = ("paper", "strict", "mixed")
-
-
-def _scores_at_one(score_fn, x, batch_size: int) -> np.ndarray:
-  """score_fn(x, a = 1) over x in chunks of batch_size."""
-  return np.concatenate([np.asarray(score_fn(x[i:i + batch_size], 1.0))
-                         for i in range(0, x.shape[0], batch_size)])
 
 
 def _batch_sizes_used(n: int, batch_size: int) -> set:
@@ -160,59 +154,69 @@ def evaluate_ood(
 
   x_in = np.asarray(x_in, np.float32)
   ood_sets = {k: np.asarray(v, np.float32) for k, v in ood_sets.items()}
-  paper_fn = make_score_fn(model, variables, "paper")
+  scores_fn = make_scores_fn(model, variables)   # 'paper' and 'nll' from one pass of the flow
   level = float(mmd_state.level)
   table = {"settings": {
       "batch_size": int(batch_size), "level": level, "n_permutations": int(mmd_state.n_permutations),
       "n_reference": int(mmd_state.n_reference), "protocols": list(protocols), "seed": int(seed)}}
-  figure_scores = {"paper": {}, "strict": {}}
+
+  def at_one(x):
+    """{'paper', 'nll'}: per-image scores with a = 1."""
+    parts = [scores_fn(x[i:i + batch_size], 1.0) for i in range(0, x.shape[0], batch_size)]
+    return {c: np.concatenate([np.asarray(p[c]) for p in parts]) for c in ("paper", "nll")}
+
+  def through_test(x, paper_at_one, set_key):
+    """Paper scores with each batch's tested a (= `score_batches`; passed batches reuse the a = 1
+    scores, flagged ones are rescored with a = 0), and the batches' starts, p-values and flags."""
+    starts, p_values, flagged = attention_tests(mmd_state, x, batch_size, set_key)
+    scores = paper_at_one.copy()
+    for i in np.flatnonzero(flagged):
+      scores[starts[i]:starts[i + 1]] = np.asarray(scores_fn(x[starts[i]:starts[i + 1]], 0.0)["paper"])
+    return scores, starts, p_values, flagged
 
   # In-distribution: one test per batch; 'paper' scores with a = 1, 'strict' with the test's a.
-  strict_in = score_batches(paper_fn, mmd_state, x_in, batch_size, jax.random.fold_in(key, 0))
-  paper_in = score_batches(paper_fn, None, x_in, batch_size, attention=1.0)
+  one_in = at_one(x_in)
+  strict_in, starts_in, p_in, flagged_in = through_test(x_in, one_in["paper"], jax.random.fold_in(key, 0))
   table["in_distribution"] = {
-      "n_images": int(x_in.shape[0]), "n_batches": strict_in.n_batches,
-      "batches_flagged": int(strict_in.flagged.sum()), "p_values": strict_in.p_values.tolist()}
-  figure_scores["paper"]["in"] = paper_in.scores
-  figure_scores["strict"]["in"] = strict_in.scores
+      "n_images": int(x_in.shape[0]), "n_batches": int(flagged_in.size),
+      "batches_flagged": int(flagged_in.sum()), "p_values": p_in.tolist()}
+  figure_scores = {"paper": {"in": one_in["paper"]}, "strict": {"in": strict_in}}
+  one_out = {name: at_one(x) for name, x in ood_sets.items()}
 
   if needs_typicality:
-    nll_fn = make_score_fn(model, variables, "nll")
-    nll_in = _scores_at_one(nll_fn, x_in, batch_size)
-    nll_out = {k: _scores_at_one(nll_fn, v, batch_size) for k, v in ood_sets.items()}
+    nll_in = one_in["nll"]
+    nll_out = {name: one["nll"] for name, one in one_out.items()}
     sizes = set(int(m) for m in mixed_batch_sizes) if "mixed" in protocols else set()
     for x in [x_in, *ood_sets.values()]:
       sizes |= _batch_sizes_used(x.shape[0], batch_size)
     typicality = baselines_lib.fit_typicality(
-        _scores_at_one(nll_fn, np.asarray(x_heldout, np.float32), batch_size), sorted(sizes),
+        at_one(np.asarray(x_heldout, np.float32))["nll"], sorted(sizes),
         level=level, n_bootstrap=n_bootstrap, seed=seed)
     table["settings"]["typicality_entropy_bpd"] = typicality.entropy
     table["settings"]["n_heldout"] = int(x_heldout.shape[0])
   if baselines:
     table["in_distribution"]["typicality_batches_flagged"] = int(
-        _typicality_flags(typicality, nll_in, strict_in.batch_starts).sum())
-    paper_a1_in = paper_in.scores
+        _typicality_flags(typicality, nll_in, starts_in).sum())
     png_in = baselines_lib.png_bits_per_dim(x_in)
     figure_scores.update({"likelihood": {"in": nll_in}, "input_complexity": {"in": nll_in - png_in}})
 
   table["ood"] = {}
   for s, (name, x_out) in enumerate(ood_sets.items()):
-    out = score_batches(paper_fn, mmd_state, x_out, batch_size, jax.random.fold_in(key, 1 + s))
-    row = {"n_images": int(x_out.shape[0]), "n_batches": out.n_batches,
-           "batches_flagged": int(out.flagged.sum()), "p_values": out.p_values.tolist()}
+    scores_out, starts, p_values, flagged = through_test(
+        x_out, one_out[name]["paper"], jax.random.fold_in(key, 1 + s))
+    row = {"n_images": int(x_out.shape[0]), "n_batches": int(flagged.size),
+           "batches_flagged": int(flagged.sum()), "p_values": p_values.tolist()}
     if "paper" in protocols:
-      row["paper"] = ood_metrics(paper_in.scores, out.scores)
+      row["paper"] = ood_metrics(one_in["paper"], scores_out)
     if "strict" in protocols:
-      row["strict"] = ood_metrics(strict_in.scores, out.scores)
-    figure_scores["paper"][name] = figure_scores["strict"][name] = out.scores
+      row["strict"] = ood_metrics(strict_in, scores_out)
+    figure_scores["paper"][name] = figure_scores["strict"][name] = scores_out
     if baselines:
-      paper_a1_out = _scores_at_one(paper_fn, x_out, batch_size)
       ic_out = nll_out[name] - baselines_lib.png_bits_per_dim(x_out)
       row["likelihood"] = ood_metrics(nll_in, nll_out[name])
-      row["paper_score_a1"] = ood_metrics(paper_a1_in, paper_a1_out)
+      row["paper_score_a1"] = ood_metrics(one_in["paper"], one_out[name]["paper"])
       row["input_complexity"] = ood_metrics(nll_in - png_in, ic_out)
-      row["typicality_batches_flagged"] = int(
-          _typicality_flags(typicality, nll_out[name], out.batch_starts).sum())
+      row["typicality_batches_flagged"] = int(_typicality_flags(typicality, nll_out[name], starts).sum())
       figure_scores["likelihood"][name] = nll_out[name]
       figure_scores["input_complexity"][name] = ic_out
     table["ood"][name] = row

@@ -19,7 +19,7 @@ whatever the given model's flag), and D = H*W*C:
   Monte-Carlo sample of the variational bound E_u[-log p(x + u)] + D log 255 >= -log P(k).
 """
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,40 @@ def gaussian_log_prob(z: jax.Array, variance: float) -> jax.Array:
   return -0.5 * squared / variance - 0.5 * dims * jnp.log(2.0 * jnp.pi * variance)
 
 
+def make_scores_fn(model, variables, conventions: Sequence[str] = CONVENTIONS) -> ScoreFn:
+  """Like `make_score_fn`, but returns {convention: (B,) scores} for several conventions from ONE
+  pass of the flow: `scores_fn(x, attention=1.0, key=None) -> dict` (key: 'nll' dequantization)."""
+  conventions = tuple(conventions)
+  if not conventions or any(c not in CONVENTIONS for c in conventions):
+    raise ValueError(f"conventions must be a non-empty subset of {CONVENTIONS}, got {conventions!r}")
+  exact_model = model.clone(paper_compat=False) if getattr(model, "paper_compat", False) else model
+
+  @jax.jit
+  def _scores(variables, x, attention, key):
+    if key is not None:
+      x = x + (jax.random.uniform(key, x.shape, x.dtype) - 0.5) / 255.0
+    z, log_det = exact_model.apply(variables, x, attention)
+    dims = np.prod(x.shape[1:])
+    out = {}
+    if "paper" in conventions:
+      out["paper"] = gaussian_log_prob(z, PAPER_PRIOR_VARIANCE) - log_det
+    if "nll" in conventions:
+      nll_nats = -gaussian_log_prob(z, 1.0) - log_det + dims * np.log(255.0)
+      out["nll"] = nll_nats / (dims * np.log(2.0))
+    return out
+
+  def scores_fn(x, attention=1.0, key=None) -> Dict[str, jax.Array]:
+    check_images(x, name="x", value_range=(0.0, 1.0))
+    attention = jnp.broadcast_to(
+        jnp.asarray(check_attention(attention, x.shape[0]), jnp.float32), (x.shape[0],))
+    if key is not None and "nll" not in conventions:
+      raise ValueError("key (dequantization noise) applies to convention='nll' only")
+    return _scores(variables, jnp.asarray(x, jnp.float32), attention, key)
+
+  scores_fn.conventions = conventions
+  return scores_fn
+
+
 def make_score_fn(model, variables, convention: str = "paper") -> ScoreFn:
   """`score_fn(x, attention, key=None) -> (B,)`, jitted, higher = more OOD (see the module docstring).
 
@@ -54,26 +88,10 @@ def make_score_fn(model, variables, convention: str = "paper") -> ScoreFn:
   """
   if convention not in CONVENTIONS:
     raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-  exact_model = model.clone(paper_compat=False) if getattr(model, "paper_compat", False) else model
-
-  @jax.jit
-  def _score(variables, x, attention, key):
-    if key is not None:
-      x = x + (jax.random.uniform(key, x.shape, x.dtype) - 0.5) / 255.0
-    z, log_det = exact_model.apply(variables, x, attention)
-    if convention == "paper":
-      return gaussian_log_prob(z, PAPER_PRIOR_VARIANCE) - log_det
-    dims = np.prod(x.shape[1:])
-    nll_nats = -gaussian_log_prob(z, 1.0) - log_det + dims * np.log(255.0)
-    return nll_nats / (dims * np.log(2.0))
+  scores_fn = make_scores_fn(model, variables, (convention,))
 
   def score_fn(x, attention=1.0, key=None) -> jax.Array:
-    check_images(x, name="x", value_range=(0.0, 1.0))
-    attention = jnp.broadcast_to(
-        jnp.asarray(check_attention(attention, x.shape[0]), jnp.float32), (x.shape[0],))
-    if key is not None and convention != "nll":
-      raise ValueError("key (dequantization noise) applies to convention='nll' only")
-    return _score(variables, jnp.asarray(x, jnp.float32), attention, key)
+    return scores_fn(x, attention, key)[convention]
 
   score_fn.convention = convention
   return score_fn
@@ -116,6 +134,25 @@ def batch_starts(n: int, batch_size: int) -> np.ndarray:
   return np.asarray(starts + [n])
 
 
+def attention_tests(mmd_state, x, batch_size: int, key: jax.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The attention test on each batch of x: (batch_starts (n_batches + 1,), p_values, flagged).
+
+  Batch i is `x[starts[i]:starts[i+1]]` (see `batch_starts`), tested with key `fold_in(key, i)`;
+  flagged[i] = attention 0 = p_values[i] < level (`inflow_jax.attention.mmd_test`).
+  """
+  from inflow_jax.attention import mmd_test  # pylint: disable=g-import-not-at-top
+  if key is None:
+    raise ValueError("the attention test needs a PRNG key for its permutations")
+  check_images(x, name="x", value_range=(0.0, 1.0))
+  starts = batch_starts(x.shape[0], batch_size)
+  p_values = np.empty(starts.size - 1)
+  flagged = np.zeros(starts.size - 1, bool)
+  for i in range(starts.size - 1):
+    result = mmd_test(mmd_state, x[starts[i]:starts[i + 1]], jax.random.fold_in(key, i))
+    p_values[i], flagged[i] = float(result.p_value), float(result.attention) == 0.0
+  return starts, p_values, flagged
+
+
 def score_batches(score_fn: ScoreFn, mmd_state, x, batch_size: int, key: Optional[jax.Array] = None,
                   attention=None) -> BatchScores:
   """Runs the attention test on each batch of `x` and scores the batch with the resulting a.
@@ -135,25 +172,16 @@ def score_batches(score_fn: ScoreFn, mmd_state, x, batch_size: int, key: Optiona
       one per image. The test still runs (and reports p-values/flags) when mmd_state is given.
   """
   check_images(x, name="x", value_range=(0.0, 1.0))
-  starts = batch_starts(x.shape[0], batch_size)
-  n, n_batches = x.shape[0], starts.size - 1
-  sizes = np.diff(starts)
-  batch_index = np.repeat(np.arange(n_batches), sizes)
   if mmd_state is None and attention is None:
     raise ValueError("score_batches needs mmd_state (to test each batch) or an explicit attention")
-  if mmd_state is not None and key is None:
-    raise ValueError("score_batches needs a PRNG key for the attention test's permutations")
-
-  p_values = np.full(n_batches, np.nan)
-  flagged = np.zeros(n_batches, bool)
-  per_image = np.ones(n, np.float32)
-  if mmd_state is not None:
-    from inflow_jax.attention import mmd_test  # pylint: disable=g-import-not-at-top
-    for i in range(n_batches):
-      result = mmd_test(mmd_state, x[starts[i]:starts[i + 1]], jax.random.fold_in(key, i))
-      p_values[i] = float(result.p_value)
-      per_image[starts[i]:starts[i + 1]] = float(result.attention)
-      flagged[i] = float(result.attention) == 0.0
+  if mmd_state is None:
+    starts = batch_starts(x.shape[0], batch_size)
+    p_values, flagged = np.full(starts.size - 1, np.nan), np.zeros(starts.size - 1, bool)
+  else:
+    starts, p_values, flagged = attention_tests(mmd_state, x, batch_size, key)
+  n, n_batches = x.shape[0], starts.size - 1
+  batch_index = np.repeat(np.arange(n_batches), np.diff(starts))
+  per_image = np.where(flagged, 0.0, 1.0).astype(np.float32)[batch_index]
   if attention is not None:
     override = np.asarray(attention, np.float32)
     if override.ndim == 0:
