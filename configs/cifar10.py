@@ -9,6 +9,9 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # A pretrained original (PyTorch) state dict .npz/.pt: when set, run.py loads it with
+  # convert.load_reference_checkpoint and does not train.
+  config.checkpoint_path = ml_collections.config_dict.placeholder(str)
 
   # inflow_jax.model.InFlow(**config.model)
   config.model = ml_collections.ConfigDict(dict(
@@ -36,10 +39,15 @@ def get_config() -> ml_collections.ConfigDict:
       learning_rate=1e-4,
       b1=0.8, b2=0.99, eps=1e-8,
       weight_decay=2e-5,     # L2 added to the gradient (coupled), as torch.optim.Adam
+      loss='paper',          # 'paper': mean(0.5 |z|^2 - log_det) / 3 (the original); 'per_dim': / (H*W*C)
       log_every=100,
       checkpoint_every=1000,
       keep_checkpoints=3,
       distributed=False,     # True: jax.distributed.initialize() before anything else
+      # jax.distributed.initialize arguments; None: detected from the cluster environment.
+      coordinator_address=ml_collections.config_dict.placeholder(str),
+      num_processes=ml_collections.config_dict.placeholder(int),
+      process_id=ml_collections.config_dict.placeholder(int),
   ))
 
   config.attention = ml_collections.ConfigDict(dict(

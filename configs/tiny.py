@@ -1,0 +1,20 @@
+"""A seconds-long run for tests: a narrow flow on 256 offline digits, a small evaluation."""
+import os
+import sys
+
+import ml_collections
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cifar10  # pylint: disable=g-import-not-at-top,wrong-import-position  (the schema)
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = cifar10.get_config()
+  config.model.width = 8
+  config.data.update(train="digits", train_split="train[:256]", test="digits",
+                     ood=("uniform_noise", "constant"), max_eval_images=64)
+  config.train.update(num_steps=6, batch_size=16, learning_rate=1e-3, log_every=2,
+                      checkpoint_every=2, keep_checkpoints=2)
+  config.attention.update(n_reference=64, n_permutations=20)
+  config.eval.update(batch_size=16, mixed_rhos=(0.5, 1.0), mixed_batch_sizes=(8, 16))
+  return config

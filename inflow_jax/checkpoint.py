@@ -1,0 +1,78 @@
+"""Orbax checkpoints of the training state: periodic, the last N kept, atomic, exactly resumable.
+
+A checkpoint directory holds one sub-directory per saved step (`<workdir>/checkpoints/<step>/`). Orbax
+writes each one under a temporary name and renames it when complete, so a run killed mid-save leaves
+the previous checkpoints intact and the partial one is never restored. Restoring needs an abstract
+state (shapes, dtypes, shardings; `jax.eval_shape` of the initial state), which places every array on
+the current mesh directly.
+"""
+import pathlib
+from typing import Any, Optional, Tuple
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint exists but cannot be read into the expected training state."""
+
+
+def make_manager(directory, *, keep: int, every: int) -> ocp.CheckpointManager:
+  """A manager that saves every `every` steps (plus forced saves) and keeps the last `keep`.
+
+  Args:
+    directory: where the step directories live; created if missing.
+    keep: how many of the most recent checkpoints to keep (>= 1).
+    every: save interval in steps (>= 1); `save(..., force=True)` saves regardless.
+  """
+  if keep < 1:
+    raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
+  if every < 1:
+    raise ValueError(f"checkpoint_every must be >= 1, got {every}")
+  directory = pathlib.Path(directory).resolve()
+  if directory.exists() and not directory.is_dir():
+    raise CheckpointError(f"checkpoint directory {directory} exists and is not a directory")
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, save_interval_steps=every, create=True, cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, *, force: bool = False) -> bool:
+  """Saves `state` as step `step` if the interval (or `force`) says so; True when it saved."""
+  return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Tuple[Optional[Any], int]:
+  """Restores the newest checkpoint into the structure of `abstract_state`.
+
+  Returns:
+    (state, step), or (None, 0) when the directory holds no checkpoint.
+  Raises:
+    CheckpointError: the checkpoint is unreadable or does not match `abstract_state` (another
+      model width, optimiser or config wrote it).
+  """
+  step = manager.latest_step()
+  if step is None:
+    return None, 0
+  return restore_step(manager, step, abstract_state), step
+
+
+def restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> Any:
+  """Restores checkpoint `step` into the structure of `abstract_state` (see `restore_latest`)."""
+  where = pathlib.Path(manager.directory) / str(step)
+  try:
+    state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  except Exception as error:  # orbax raises many types (ValueError, KeyError, FileNotFoundError...)
+    raise CheckpointError(
+        f"cannot restore the checkpoint {where}: {type(error).__name__}: {error}. It is corrupt or "
+        "was written by a different model/optimiser config; delete it or use another --workdir"
+    ) from error
+  expected = jax.tree_util.tree_structure(abstract_state)
+  if jax.tree_util.tree_structure(state) != expected:
+    raise CheckpointError(f"the checkpoint {where} does not have the structure of the training state")
+  for got, want in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(abstract_state)):
+    if got.shape != want.shape or got.dtype != want.dtype:
+      raise CheckpointError(
+          f"the checkpoint {where} holds an array {got.shape} {got.dtype} where the training state "
+          f"has {want.shape} {want.dtype}: it was written by a different model config")
+  return state

@@ -1,0 +1,372 @@
+"""Maximum-likelihood training of the flow: a jitted, data-parallel optax step.
+
+Loss (the original, attention a = 1, z = f(x), per image of D = H*W*C values):
+
+  paper:   L = mean_b( 0.5 * ||z_b||^2 - log|det J_f(x_b)| ) / 3
+  per_dim: L = mean_b( 0.5 * ||z_b||^2 - log|det J_f(x_b)| ) / D
+
+Optimiser: PyTorch's `Adam(lr, betas=(b1, b2), eps, weight_decay=wd)`, i.e. L2 *coupled* into the
+gradient before the moments (not AdamW):
+
+  g_t = grad L(w) + wd * w;   m_t = b1 m + (1 - b1) g_t;   v_t = b2 v + (1 - b2) g_t^2
+  w  <- w - lr * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
+
+Data parallelism: one mesh axis `data` over all devices (`jax.make_mesh`); the batch is sharded along
+it, parameters and optimiser state are replicated, and XLA inserts the gradient all-reduce. On several
+hosts every process feeds its own slice of each global batch through
+`jax.make_array_from_process_local_data`. The batch of step s is a pure function of (seed, s), so a run
+resumed from a checkpoint at step s sees exactly the batches an uninterrupted run would.
+"""
+import functools
+import json
+import pathlib
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence
+
+import flax
+import jax
+from absl import logging
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from inflow_jax import checkpoint as checkpoint_lib
+from inflow_jax import data as data_lib
+from inflow_jax.checks import check_images
+
+LOSSES = ("paper", "per_dim")
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@flax.struct.dataclass
+class TrainState:
+  """What a checkpoint holds: the step count, the trainable parameters and the optimiser state."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+class TrainResult(NamedTuple):
+  variables: Any           # the model's variables after the last step
+  steps: np.ndarray        # (n,) the step numbers run in this call (1-based: after the update)
+  losses: np.ndarray       # (n,) the loss of each of these steps, computed before its update
+
+
+def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """torch.optim.Adam with coupled L2 weight decay (see the module docstring), as an optax chain."""
+  return optax.chain(
+      optax.add_decayed_weights(train_config.weight_decay),
+      optax.scale_by_adam(b1=train_config.b1, b2=train_config.b2, eps=train_config.eps),
+      optax.scale(-train_config.learning_rate),
+  )
+
+
+def flow_loss(model, variables, x: jax.Array, *, loss: str = "paper", attention=1.0) -> jax.Array:
+  """The training loss of the module docstring for a batch x (B, H, W, C)."""
+  z, log_det = model.apply(variables, x, attention)
+  per_image = 0.5 * jnp.sum(jnp.square(z), axis=(1, 2, 3)) - log_det
+  divisor = 3.0 if loss == "paper" else float(np.prod(x.shape[1:]))
+  return jnp.mean(per_image) / divisor
+
+
+def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> jax.sharding.Mesh:
+  """A one-axis (`data`) mesh over `devices` (default: every device of every process)."""
+  devices = list(jax.devices() if devices is None else devices)
+  return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
+
+
+def check_train_config(train_config: ml_collections.ConfigDict, num_devices: int,
+                       num_processes: int = 1) -> None:
+  """Raises ValueError for settings that cannot train, before anything is loaded or compiled."""
+  c = train_config
+  if c.num_steps < 0:
+    raise ValueError(f"train.num_steps must be >= 0, got {c.num_steps}")
+  if c.batch_size < 1:
+    raise ValueError(f"train.batch_size must be >= 1, got {c.batch_size}")
+  if c.batch_size % num_devices:
+    raise ValueError(
+        f"train.batch_size={c.batch_size} is not divisible by the number of devices ({num_devices}); "
+        f"use a multiple of {num_devices}")
+  if c.batch_size % num_processes:
+    raise ValueError(
+        f"train.batch_size={c.batch_size} is not divisible by the number of processes ({num_processes})")
+  if c.get("loss", "paper") not in LOSSES:
+    raise ValueError(f"train.loss must be one of {LOSSES}, got {c.loss!r}")
+  for name in ("learning_rate", "eps"):
+    if not c[name] > 0:
+      raise ValueError(f"train.{name} must be > 0, got {c[name]}")
+  if not (0 <= c.b1 < 1 and 0 <= c.b2 < 1):
+    raise ValueError(f"train.b1 and train.b2 must lie in [0, 1), got {c.b1}, {c.b2}")
+  if c.weight_decay < 0:
+    raise ValueError(f"train.weight_decay must be >= 0, got {c.weight_decay}")
+  for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
+    if c[name] < 1:
+      raise ValueError(f"train.{name} must be >= 1, got {c[name]}")
+
+
+def _split_variables(variables) -> tuple:
+  variables = flax.core.unfreeze(variables)
+  if "params" not in variables:
+    raise ValueError(f"the model variables have no 'params' collection (got {sorted(variables)})")
+  params = variables.pop("params")
+  return params, variables
+
+
+def make_train_step(model, train_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Callable:
+  """jit(state, constants, x) -> (state, loss): one optimiser step on a batch sharded over `data`.
+
+  `constants` are the model's non-trainable variable collections (passed through unchanged). The
+  jitted function is cached per (model, optimiser settings, loss, mesh): repeated runs in one process
+  compile once.
+  """
+  c = train_config
+  return _cached_train_step(model, float(c.learning_rate), float(c.b1), float(c.b2), float(c.eps),
+                            float(c.weight_decay), c.get("loss", "paper"), mesh)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_train_step(model, learning_rate, b1, b2, eps, weight_decay, loss, mesh) -> Callable:
+  optimizer = make_optimizer(ml_collections.ConfigDict(dict(
+      learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)))
+  replicated = NamedSharding(mesh, P())
+  batch = NamedSharding(mesh, P("data"))
+
+  def step(state: TrainState, constants, x):
+    def loss_of(params):
+      return flow_loss(model, {"params": params, **constants}, x, loss=loss)
+    value, grads = jax.value_and_grad(loss_of)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), value
+
+  return jax.jit(step, in_shardings=(replicated, replicated, batch),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def replicate(tree, mesh: jax.sharding.Mesh):
+  """Places a pytree of arrays, identical on every process, on every device of `mesh`."""
+  replicated = NamedSharding(mesh, P())
+  return jax.tree_util.tree_map(
+      lambda a: jax.make_array_from_process_local_data(replicated, np.asarray(a)), tree)
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_init(model) -> Callable:
+  return jax.jit(model.init)
+
+
+def init_variables(model, seed: int, sample) -> Any:
+  """`model.init(PRNGKey(seed), sample, attention=1)`, jitted once per model (the PRNG's compile
+  dominates; eager init dispatches hundreds of small programs). Same values on every process."""
+  return _jitted_init(model)(jax.random.PRNGKey(seed), np.asarray(sample, np.float32), 1.0)
+
+
+def _global_batch(x_local: np.ndarray, mesh, global_batch_size: int) -> jax.Array:
+  sharding = NamedSharding(mesh, P("data"))
+  shape = (global_batch_size,) + tuple(x_local.shape[1:])
+  return jax.make_array_from_process_local_data(sharding, np.asarray(x_local, np.float32), shape)
+
+
+def train_on_batches(model, variables, batches: Iterable, config: ml_collections.ConfigDict, *,
+                     devices: Optional[Sequence[jax.Device]] = None):
+  """One step of `config.train`'s optimiser per batch, from fresh optimiser state.
+
+  Args:
+    model: a flax module; `model.apply(variables, x, attention) -> (z, log_det)`.
+    variables: its starting variables (trained: 'params'; other collections are kept).
+    batches: iterable of (B, H, W, C) float32 arrays in [0, 1] (B divisible by the device count).
+    config: a full config (uses `config.train`).
+    devices: the devices to shard over (default: all).
+  Returns:
+    (variables, losses): the variables after the last step, and (n,) losses, each computed before
+    its step's update.
+  """
+  mesh = make_mesh(devices)
+  train_step = make_train_step(model, config.train, mesh)
+  params, constants = _split_variables(variables)
+  state = TrainState(np.zeros((), np.int32), params, make_optimizer(config.train).init(params))
+  state, constants = replicate(state, mesh), replicate(constants, mesh)
+  losses = []
+  for i, x in enumerate(batches):
+    check_images(x, name=f"batch {i}", value_range=(0.0, 1.0))
+    if x.shape[0] % mesh.size:
+      raise ValueError(f"batch {i} has {x.shape[0]} images, not divisible by {mesh.size} devices")
+    state, loss = train_step(state, constants, _global_batch(x, mesh, x.shape[0]))
+    losses.append(loss)
+  return {"params": state.params, **constants}, np.asarray(jax.device_get(losses), np.float32)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+  """The shuffling seed of an epoch: a hash of (seed, epoch) that no two epochs share."""
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def local_batches(x_train: np.ndarray, *, batch_size: int, seed: int, start_step: int = 0,
+                  process_index: int = 0, process_count: int = 1) -> Iterator[np.ndarray]:
+  """This process's slice (batch_size / process_count images) of the global batches of steps
+  start_step + 1, start_step + 2, ...
+
+  Epoch e = step // steps_per_epoch is `data.batches` over a permutation seeded by
+  `epoch_seed(seed, e)` (incomplete last batches dropped), so the batch of a step does not depend on
+  where the iteration started: skipping into an epoch costs at most one epoch of slicing.
+  """
+  local_batch_size = batch_size // process_count
+  steps_per_epoch = (len(x_train) // process_count) // local_batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"train.batch_size={batch_size} exceeds the {len(x_train)} training images")
+  epoch, offset = divmod(start_step, steps_per_epoch)
+  while True:
+    stream = data_lib.batches(
+        x_train, local_batch_size, seed=epoch_seed(seed, epoch), shuffle=True, drop_remainder=True,
+        process_index=process_index, process_count=process_count, repeat=False)
+    for i, x in enumerate(stream):
+      if i >= offset:
+        yield x
+    epoch, offset = epoch + 1, 0
+
+
+def read_metrics(workdir) -> List[Dict[str, Any]]:
+  """The JSON lines of `<workdir>/metrics.jsonl` (empty when absent)."""
+  path = pathlib.Path(workdir) / METRICS_FILE
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
+  """Drops lines written after `last_step` by a run that died before its next checkpoint."""
+  if path.exists():
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def initial_train_state(model, config, sample: np.ndarray, mesh) -> tuple:
+  """(TrainState at step 0, constants) from `init_variables(model, config.seed, sample)`, replicated.
+
+  Every process computes the same initial values (same seed, same sample, deterministic init).
+  """
+  params, constants = _split_variables(init_variables(model, config.seed, sample))
+  state = TrainState(np.zeros((), np.int32), params, make_optimizer(config.train).init(params))
+  return replicate(state, mesh), replicate(constants, mesh)
+
+
+def abstract_train_state(model, config, sample: np.ndarray, mesh) -> tuple:
+  """(abstract TrainState, abstract constants): shapes, dtypes and replicated shardings."""
+  optimizer = make_optimizer(config.train)
+
+  def initial(key, sample):
+    params, constants = _split_variables(model.init(key, sample, 1.0))
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params)), constants
+
+  replicated = NamedSharding(mesh, P())
+  shapes = jax.eval_shape(initial, jax.random.PRNGKey(config.seed), np.asarray(sample, np.float32))
+  return jax.tree_util.tree_map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
+
+
+def restore_variables(model, config, workdir, sample: np.ndarray, *,
+                      devices: Optional[Sequence[jax.Device]] = None):
+  """The model variables of the newest checkpoint in `<workdir>/checkpoints` (for evaluation).
+
+  Raises:
+    FileNotFoundError: no checkpoint there; checkpoint.CheckpointError: unreadable/mismatched.
+  """
+  mesh = make_mesh(devices)
+  abstract_state, abstract_constants = abstract_train_state(model, config, sample, mesh)
+  directory = pathlib.Path(workdir) / CHECKPOINT_DIR
+  if not directory.is_dir():
+    raise FileNotFoundError(f"no training checkpoint in {directory}; run with --mode=train (or all) "
+                            "first")
+  manager = checkpoint_lib.make_manager(directory, keep=config.train.keep_checkpoints, every=1)
+  state, step = checkpoint_lib.restore_latest(manager, abstract_state)
+  manager.close()
+  if state is None:
+    raise FileNotFoundError(f"no training checkpoint in {directory}; run with --mode=train (or all) "
+                            "first")
+  if jax.tree_util.tree_leaves(abstract_constants):
+    _, abstract_constants = initial_train_state(model, config, sample, mesh)
+  return {"params": state.params, **abstract_constants}, step
+
+
+def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir, *,
+          devices: Optional[Sequence[jax.Device]] = None, progress: bool = True) -> TrainResult:
+  """Trains (or resumes) `model` on `x_train` for `config.train.num_steps` steps.
+
+  Args:
+    model: a flax module (see `train_on_batches`).
+    x_train: (N, H, W, C) float32 in [0, 1]; every process holds the whole set and feeds its slice.
+    config: a full config (`seed`, `train`).
+    workdir: holds `checkpoints/` (orbax) and `metrics.jsonl`; an existing checkpoint is resumed.
+    devices: the devices to shard over (default: all devices of all processes).
+    progress: show a tqdm bar (on process 0).
+  Returns:
+    TrainResult with the final variables and the losses of the steps this call ran.
+  """
+  c = config.train
+  mesh = make_mesh(devices)
+  check_train_config(c, mesh.size, jax.process_count())
+  check_images(x_train, name="x_train", value_range=(0.0, 1.0))
+  if c.batch_size > len(x_train):
+    raise ValueError(f"train.batch_size={c.batch_size} exceeds the {len(x_train)} training images")
+  workdir = pathlib.Path(workdir)
+  is_main = jax.process_index() == 0
+  sample = x_train[: min(len(x_train), c.batch_size)]
+  abstract_state, abstract_constants = abstract_train_state(model, config, sample, mesh)
+  manager = checkpoint_lib.make_manager(workdir / CHECKPOINT_DIR, keep=c.keep_checkpoints,
+                                        every=c.checkpoint_every)
+  state, start_step = checkpoint_lib.restore_latest(manager, abstract_state)
+  if state is None or jax.tree_util.tree_leaves(abstract_constants):
+    initial_state, constants = initial_train_state(model, config, sample, mesh)
+    state = initial_state if state is None else state
+  else:
+    constants = abstract_constants   # an empty tree: nothing to initialise
+  if start_step:
+    logging.info("resuming from the checkpoint of step %d in %s", start_step, workdir / CHECKPOINT_DIR)
+  if start_step > c.num_steps:
+    logging.warning("the checkpoint is at step %d, beyond train.num_steps=%d: nothing to train",
+                    start_step, c.num_steps)
+  metrics_path = workdir / METRICS_FILE
+  if is_main:
+    workdir.mkdir(parents=True, exist_ok=True)
+    _truncate_metrics(metrics_path, start_step)
+
+  train_step = make_train_step(model, c, mesh)
+  stream = local_batches(x_train, batch_size=c.batch_size, seed=config.seed, start_step=start_step,
+                         process_index=jax.process_index(), process_count=jax.process_count())
+  bar = tqdm.tqdm(total=c.num_steps, initial=start_step, disable=not (progress and is_main),
+                  desc="train", unit="step", dynamic_ncols=True)
+  pending, all_steps, all_losses = [], [], []
+  tick, tick_step = time.perf_counter(), start_step
+  for step in range(start_step + 1, c.num_steps + 1):
+    state, loss = train_step(state, constants, _global_batch(next(stream), mesh, c.batch_size))
+    pending.append((step, loss))
+    bar.update(1)
+    if step % c.log_every == 0 or step == c.num_steps:
+      values = np.asarray(jax.device_get([l for _, l in pending]), np.float64)
+      if not np.all(np.isfinite(values)):
+        raise FloatingPointError(f"the training loss became {values[-1]} at step {step}; lower "
+                                 "train.learning_rate or check the data")
+      now = time.perf_counter()
+      images_per_s = (step - tick_step) * c.batch_size / max(now - tick, 1e-9)
+      tick, tick_step = now, step
+      all_steps += [s for s, _ in pending]
+      all_losses += list(values)
+      record = dict(step=step, loss=float(values.mean()), last_loss=float(values[-1]),
+                    images_per_s=images_per_s, time=time.time())
+      pending = []
+      bar.set_postfix(loss=f"{values[-1]:.4g}", img_per_s=f"{images_per_s:.0f}")
+      if is_main:
+        with metrics_path.open("a") as f:
+          f.write(json.dumps(record) + "\n")
+    checkpoint_lib.save(manager, step, state, force=step == c.num_steps)
+  bar.close()
+  manager.wait_until_finished()
+  manager.close()
+  return TrainResult({"params": state.params, **constants}, np.asarray(all_steps, np.int64),
+                     np.asarray(all_losses, np.float32))

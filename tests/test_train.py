@@ -1,0 +1,204 @@
+"""Training: the optimiser against PyTorch's Adam equations and the original's recorded trajectory,
+data parallelism (8 devices == 1 device), exact resume, and errors before any training."""
+import json
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO, shared_file
+from inflow_jax import checkpoint, convert, train
+from inflow_jax.model import InFlow
+
+sys.path.insert(0, str(REPO / "configs"))
+import cifar10  # noqa: E402  pylint: disable=g-import-not-at-top
+import tiny  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def tiny_images(n=64, seed=0):
+  """Smooth random images (B, 32, 32, 3) in [0, 1]: cheap stand-ins for training data."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.uniform(size=(n, 4, 4, 3))
+  return np.clip(np.kron(coarse, np.ones((1, 8, 8, 1))) + 0.05 * rng.normal(size=(n, 32, 32, 3)),
+                 0, 1).astype(np.float32)
+
+
+def torch_adam_reference(w, grads, lr, b1, b2, eps, wd):
+  """torch.optim.Adam(weight_decay=wd) as in its documentation, in float64 numpy."""
+  m, v = np.zeros_like(w), np.zeros_like(w)
+  for t, g in enumerate(grads, start=1):
+    g = g + wd * w
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    step_size = lr / (1 - b1 ** t)
+    denom = np.sqrt(v) / np.sqrt(1 - b2 ** t) + eps
+    w = w - step_size * m / denom
+  return w
+
+
+def test_optimizer_is_torch_adam_with_coupled_weight_decay():
+  config = cifar10.get_config()
+  config.train.update(learning_rate=0.1, weight_decay=0.3, eps=1e-3)  # large: every term visible
+  rng = np.random.default_rng(0)
+  w0 = rng.normal(size=5)
+  grads = [rng.normal(size=5) for _ in range(4)]
+  optimizer = train.make_optimizer(config.train)
+  w, state = jnp.asarray(w0, jnp.float32), optimizer.init(jnp.asarray(w0, jnp.float32))
+  for g in grads:
+    updates, state = optimizer.update(jnp.asarray(g, jnp.float32), state, w)
+    w = w + updates
+  c = config.train
+  expected = torch_adam_reference(w0, grads, c.learning_rate, c.b1, c.b2, c.eps, c.weight_decay)
+  np.testing.assert_allclose(np.asarray(w), expected, rtol=1e-5, atol=1e-6)
+  decoupled = torch_adam_reference(w0, grads, c.learning_rate, c.b1, c.b2, c.eps, 0.0)
+  assert np.max(np.abs(expected - decoupled)) > 1e-2  # the decay term matters in this check
+
+
+def test_training_matches_the_original_trajectory():
+  """The original's 20 steps (torch Adam, seed-0 init, 20 recorded CIFAR-10 batches of 32)."""
+  trajectory = np.load(shared_file("fixtures/train_trajectory_public.npz"))
+  images = np.load(shared_file("data/cifar10_train_10k.npz"))["x"]
+  model, variables = convert.load_reference_checkpoint(
+      shared_file("fixtures/train_trajectory_public_init.npz"))
+  with np.load(shared_file("fixtures/train_trajectory_public_final.npz")) as final:
+    expected = convert.state_dict_to_variables(dict(final))
+  batches = [images[idx].astype(np.float32) / 255.0 for idx in trajectory["batch_indices"]]
+
+  variables, losses = train.train_on_batches(model, variables, batches, cifar10.get_config())
+
+  relative = np.abs(losses - trajectory["losses"]) / np.abs(trajectory["losses"])
+  assert relative.max() < 1e-4, relative
+  errors = jax.tree_util.tree_map(lambda a, b: np.max(np.abs(np.asarray(a) - np.asarray(b))),
+                                  variables, expected)
+  assert max(jax.tree_util.tree_leaves(errors)) < 1e-4, errors
+
+
+def test_eight_devices_give_the_one_device_trajectory(tmp_path):
+  assert jax.device_count() == 8
+  config = tiny.get_config()
+  config.train.num_steps = 4
+  model, x = InFlow(**config.model), tiny_images()
+  one = train.train(model, x, config, tmp_path / "one", devices=jax.devices()[:1], progress=False)
+  eight = train.train(model, x, config, tmp_path / "eight", progress=False)
+  np.testing.assert_array_equal(one.steps, np.arange(1, 5))
+  np.testing.assert_allclose(eight.losses, one.losses, rtol=1e-5)
+  assert eight.losses[-1] < eight.losses[0]  # it learns
+
+
+def _params(variables):
+  return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(variables["params"])]
+
+
+def test_resume_is_exact_and_metrics_are_not_duplicated(tmp_path):
+  config = tiny.get_config()   # 6 steps, checkpoints every 2, keeps 2
+  model, x = InFlow(**config.model), tiny_images()
+  devices = jax.devices()[:1]
+  straight = train.train(model, x, config, tmp_path / "straight", devices=devices, progress=False)
+
+  config.train.num_steps = 3   # "killed" after step 3: its last checkpoint is step 2
+  first = train.train(model, x, config, tmp_path / "resumed", devices=devices, progress=False)
+  np.testing.assert_array_equal(first.steps, [1, 2, 3])
+  assert sorted(int(p.name) for p in (tmp_path / "resumed/checkpoints").iterdir()) == [2, 3]
+  config.train.num_steps = 6
+  (tmp_path / "resumed/checkpoints/3").rename(tmp_path / "resumed/checkpoints/tmp_discarded")
+  import shutil
+  shutil.rmtree(tmp_path / "resumed/checkpoints/tmp_discarded")   # as if killed before saving 3
+  second = train.train(model, x, config, tmp_path / "resumed", devices=devices, progress=False)
+
+  np.testing.assert_array_equal(second.steps, [3, 4, 5, 6])
+  np.testing.assert_array_equal(second.losses, straight.losses[2:])
+  for a, b in zip(_params(second.variables), _params(straight.variables)):
+    np.testing.assert_array_equal(a, b)
+  logged = [r["step"] for r in train.read_metrics(tmp_path / "resumed")]
+  assert logged == [2, 4, 6]   # the line of step 2 kept, nothing written twice
+  kept = sorted(int(p.name) for p in (tmp_path / "resumed/checkpoints").iterdir())
+  assert kept == [4, 6]
+  restored, step = train.restore_variables(model, config, tmp_path / "resumed", x[:16])
+  assert step == 6
+  for a, b in zip(_params(restored), _params(straight.variables)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_batches_depend_only_on_the_step():
+  x = tiny_images(n=40)
+  whole = train.local_batches(x, batch_size=8, seed=3)
+  reference = [next(whole) for _ in range(12)]   # 5 steps per epoch: crosses two epoch boundaries
+  for start in (0, 4, 5, 7):
+    resumed = train.local_batches(x, batch_size=8, seed=3, start_step=start)
+    for step in range(start, 12):
+      np.testing.assert_array_equal(next(resumed), reference[step])
+  assert not np.array_equal(reference[0], reference[5])   # epochs are reshuffled
+  halves = [train.local_batches(x, batch_size=8, seed=3, process_index=i, process_count=2)
+            for i in range(2)]
+  first = [next(h) for h in halves]
+  assert first[0].shape == (4, 32, 32, 3)
+  assert not np.array_equal(first[0], first[1])
+
+
+def test_batch_size_not_divisible_by_devices(tmp_path):
+  config = tiny.get_config()
+  config.train.batch_size = 12
+  with pytest.raises(ValueError, match="not divisible by the number of devices"):
+    train.train(InFlow(**config.model), tiny_images(), config, tmp_path, progress=False)
+  assert not (tmp_path / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(num_steps=-1), "num_steps"), (dict(learning_rate=0.0), "learning_rate"),
+    (dict(b1=1.0), "b1"), (dict(loss="bits"), "loss"), (dict(checkpoint_every=0), "checkpoint_every")])
+def test_bad_train_settings(setting, message):
+  config = tiny.get_config()
+  config.train.update(setting)
+  with pytest.raises(ValueError, match=message):
+    train.check_train_config(config.train, num_devices=1)
+
+
+def test_unreadable_and_mismatched_checkpoints(tmp_path):
+  config = tiny.get_config()
+  config.train.num_steps = 2
+  model, x = InFlow(**config.model), tiny_images(n=32)
+  devices = jax.devices()[:1]
+  train.train(model, x, config, tmp_path / "run", devices=devices, progress=False)
+
+  wider = tiny.get_config()
+  wider.model.width = 16
+  with pytest.raises(checkpoint.CheckpointError, match="different model"):
+    train.train(InFlow(**wider.model), x, wider, tmp_path / "run", devices=devices, progress=False)
+
+  for path in (tmp_path / "run/checkpoints/2").rglob("*"):
+    if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
+      path.write_bytes(b"garbage")
+  with pytest.raises(checkpoint.CheckpointError, match="cannot restore the checkpoint"):
+    train.train(model, x, config, tmp_path / "run", devices=devices, progress=False)
+  lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in lines] == [2]   # nothing trained by the failed runs
+
+
+def test_train_on_batches_rejects_bad_batches():
+  config = tiny.get_config()
+  model = InFlow(**config.model)
+  variables = train.init_variables(model, 0, tiny_images(n=16))
+  with pytest.raises(ValueError, match="lie in"):
+    train.train_on_batches(model, variables, [2.0 * tiny_images(n=8) + 1.0], config)
+  with pytest.raises(ValueError, match="not divisible"):
+    train.train_on_batches(model, variables, [tiny_images(n=6)], config)
+
+
+def test_flow_loss_is_the_original_formula():
+  class Fixed:   # a "model" whose output is given: the loss formula alone is under test
+    def apply(self, variables, x, attention):
+      assert attention == 1.0
+      return variables["z"], variables["log_det"]
+
+  rng = np.random.default_rng(0)
+  x = tiny_images(n=4)
+  variables = dict(z=rng.normal(size=x.shape).astype(np.float32),
+                   log_det=rng.normal(size=4).astype(np.float32))
+  by_hand = np.mean([0.5 * np.sum(variables["z"][b].astype(np.float64) ** 2) - variables["log_det"][b]
+                     for b in range(4)]) / 3
+  np.testing.assert_allclose(train.flow_loss(Fixed(), variables, x), by_hand, rtol=1e-6)
+  np.testing.assert_allclose(train.flow_loss(Fixed(), variables, x, loss="per_dim"),
+                             by_hand * 3 / (32 * 32 * 3), rtol=1e-6)
