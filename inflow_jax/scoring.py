@@ -19,6 +19,7 @@ whatever the given model's flag), and D = H*W*C:
   Monte-Carlo sample of the variational bound E_u[-log p(x + u)] + D log 255 >= -log P(k).
 """
 import dataclasses
+import functools
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import jax
@@ -41,6 +42,25 @@ def gaussian_log_prob(z: jax.Array, variance: float) -> jax.Array:
   return -0.5 * squared / variance - 0.5 * dims * jnp.log(2.0 * jnp.pi * variance)
 
 
+@functools.partial(jax.jit, static_argnames=("model", "conventions"))
+def _flow_scores(model, conventions: Tuple[str, ...], variables, x, attention, key) -> Dict[str, jax.Array]:
+  """{convention: (B,) scores} from one pass of `model` (which must return the exact log-det).
+
+  Module-level and keyed on the (hashable) model, so every score function of the same model and
+  shapes shares one compilation."""
+  if key is not None:
+    x = x + (jax.random.uniform(key, x.shape, x.dtype) - 0.5) / 255.0
+  z, log_det = model.apply(variables, x, attention)
+  dims = np.prod(x.shape[1:])
+  out = {}
+  if "paper" in conventions:
+    out["paper"] = gaussian_log_prob(z, PAPER_PRIOR_VARIANCE) - log_det
+  if "nll" in conventions:
+    nll_nats = -gaussian_log_prob(z, 1.0) - log_det + dims * np.log(255.0)
+    out["nll"] = nll_nats / (dims * np.log(2.0))
+  return out
+
+
 def make_scores_fn(model, variables, conventions: Sequence[str] = CONVENTIONS) -> ScoreFn:
   """Like `make_score_fn`, but returns {convention: (B,) scores} for several conventions from ONE
   pass of the flow: `scores_fn(x, attention=1.0, key=None) -> dict` (key: 'nll' dequantization)."""
@@ -49,27 +69,13 @@ def make_scores_fn(model, variables, conventions: Sequence[str] = CONVENTIONS) -
     raise ValueError(f"conventions must be a non-empty subset of {CONVENTIONS}, got {conventions!r}")
   exact_model = model.clone(paper_compat=False) if getattr(model, "paper_compat", False) else model
 
-  @jax.jit
-  def _scores(variables, x, attention, key):
-    if key is not None:
-      x = x + (jax.random.uniform(key, x.shape, x.dtype) - 0.5) / 255.0
-    z, log_det = exact_model.apply(variables, x, attention)
-    dims = np.prod(x.shape[1:])
-    out = {}
-    if "paper" in conventions:
-      out["paper"] = gaussian_log_prob(z, PAPER_PRIOR_VARIANCE) - log_det
-    if "nll" in conventions:
-      nll_nats = -gaussian_log_prob(z, 1.0) - log_det + dims * np.log(255.0)
-      out["nll"] = nll_nats / (dims * np.log(2.0))
-    return out
-
   def scores_fn(x, attention=1.0, key=None) -> Dict[str, jax.Array]:
     check_images(x, name="x", value_range=(0.0, 1.0))
     attention = jnp.broadcast_to(
         jnp.asarray(check_attention(attention, x.shape[0]), jnp.float32), (x.shape[0],))
     if key is not None and "nll" not in conventions:
       raise ValueError("key (dequantization noise) applies to convention='nll' only")
-    return _scores(variables, jnp.asarray(x, jnp.float32), attention, key)
+    return _flow_scores(exact_model, conventions, variables, jnp.asarray(x, jnp.float32), attention, key)
 
   scores_fn.conventions = conventions
   return scores_fn
@@ -88,9 +94,11 @@ def make_score_fn(model, variables, convention: str = "paper") -> ScoreFn:
   """
   if convention not in CONVENTIONS:
     raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-  scores_fn = make_scores_fn(model, variables, (convention,))
+  scores_fn = make_scores_fn(model, variables)   # both: one compilation shared with make_scores_fn
 
   def score_fn(x, attention=1.0, key=None) -> jax.Array:
+    if key is not None and convention != "nll":
+      raise ValueError("key (dequantization noise) applies to convention='nll' only")
     return scores_fn(x, attention, key)[convention]
 
   score_fn.convention = convention

@@ -18,6 +18,11 @@ def _small_model(size=4, paper_compat=True, width=8):
   return model, model.init(jax.random.PRNGKey(1), x, 1.0), x
 
 
+@pytest.fixture(scope="module")
+def small():
+  return _small_model()
+
+
 @pytest.mark.shared
 @pytest.mark.parametrize("paper_compat", [True, False])
 def test_paper_score_matches_original_fixture(paper_compat):
@@ -35,36 +40,42 @@ def test_paper_score_matches_original_fixture(paper_compat):
                                rtol=1e-4)
 
 
-def test_paper_score_at_zero_attention_is_the_prior_of_x():
+def test_paper_score_at_zero_attention_is_the_prior_of_x(small):
   # At a = 0 the flow is a channel permutation with log-det 0: score = sum log N(x_i; 0, 1.96).
-  model, variables, x = _small_model()
+  model, variables, x = small
   expected = stats.norm.logpdf(np.asarray(x, np.float64), scale=np.sqrt(1.95996398454)).sum(axis=(1, 2, 3))
   got = scoring.make_score_fn(model, variables, "paper")(x, 0.0)
   np.testing.assert_allclose(got, expected, rtol=1e-5)
   assert scoring.PAPER_PRIOR_VARIANCE == pytest.approx(stats.norm.ppf(0.975), abs=1e-12)
 
 
-@pytest.mark.parametrize("attention", [1.0, 0.5, 0.0])
-def test_nll_bits_per_dim_against_autodiff_jacobian(attention):
-  model, variables, x = _small_model(paper_compat=True)
+def test_nll_bits_per_dim_against_autodiff_jacobian(small):
+  model, variables, x = small
   exact = model.clone(paper_compat=False)
   dims = x[0].size
 
-  def flat(v):
-    return exact.apply(variables, v.reshape(1, *x.shape[1:]), attention)[0].reshape(-1)
+  @jax.jit
+  def jacobian_and_z(v, a):
+    flat = lambda v: exact.apply(variables, v.reshape(1, *x.shape[1:]), a)[0].reshape(-1)
+    return jax.jacfwd(flat)(v), flat(v)
 
-  got = scoring.make_score_fn(model, variables, "nll")(x, attention)
-  for i in range(x.shape[0]):
-    v = x[i].reshape(-1)
-    log_det = np.linalg.slogdet(np.asarray(jax.jacfwd(flat)(v), np.float64))[1]
-    z = np.asarray(flat(v), np.float64)
-    log_p = stats.norm.logpdf(z).sum() + log_det            # density of x in [0, 1]^D
-    expected = (-log_p + dims * np.log(255.0)) / (dims * np.log(2.0))   # bins of width 1/255
-    assert got[i] == pytest.approx(expected, rel=1e-5)
+  score_fn = scoring.make_score_fn(model, variables, "nll")
+  expected = {}
+  for attention in (1.0, 0.5, 0.0):
+    got = score_fn(x, attention)
+    for i in range(x.shape[0]):
+      jacobian, z = jacobian_and_z(x[i].reshape(-1), jnp.float32(attention))
+      log_det = np.linalg.slogdet(np.asarray(jacobian, np.float64))[1]
+      log_p = stats.norm.logpdf(np.asarray(z, np.float64)).sum() + log_det   # density of x in [0, 1]^D
+      expected[attention, i] = (-log_p + dims * np.log(255.0)) / (dims * np.log(2.0))   # 1/255 bins
+      assert got[i] == pytest.approx(expected[attention, i], rel=1e-5)
+  # Per-sample attention: image i scored at its own a.
+  per_sample = score_fn(x, jnp.array([1.0, 0.5, 0.0]))
+  np.testing.assert_allclose(per_sample, [expected[1.0, 0], expected[0.5, 1], expected[0.0, 2]], rtol=1e-5)
 
 
-def test_nll_dequantization_noise():
-  model, variables, x = _small_model()
+def test_nll_dequantization_noise(small):
+  model, variables, x = small
   score_fn = scoring.make_score_fn(model, variables, "nll")
   plain = score_fn(x, 1.0)
   a, b = score_fn(x, 1.0, jax.random.PRNGKey(0)), score_fn(x, 1.0, jax.random.PRNGKey(1))
@@ -75,8 +86,8 @@ def test_nll_dequantization_noise():
     scoring.make_score_fn(model, variables, "paper")(x, 1.0, jax.random.PRNGKey(0))
 
 
-def test_score_fn_bad_input():
-  model, variables, x = _small_model()
+def test_score_fn_bad_input(small):
+  model, variables, x = small
   score_fn = scoring.make_score_fn(model, variables, "paper")
   with pytest.raises(ValueError, match="convention"):
     scoring.make_score_fn(model, variables, "bpd")
