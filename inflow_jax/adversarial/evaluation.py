@@ -152,6 +152,7 @@ def evaluate_adversarial(
     y_train: Optional[np.ndarray] = None,
     y_test: Optional[np.ndarray] = None,
     in_name: str = "in",
+    include_clean: bool = False,
 ) -> Dict:
   """Builds the adversarial sets and scores them with `evaluate_ood` (paper, strict, baselines).
 
@@ -167,6 +168,7 @@ def evaluate_adversarial(
     classifier: (Classifier, variables) already trained; else one is trained on (x_train, y_train) with
       `config.adversarial`. Without labels (y_test None) the classifier attack is skipped.
     in_name: prefix of the classifier-attack set names.
+    include_clean: also score the clean attacked OOD sets (for a before/after detection table).
   Returns:
     `evaluate_ood`'s table over the adversarial sets, plus "classifier" (accuracy under attack, or None)
     and "adaptive" (before/after of each adaptive attack), JSON-serialisable.
@@ -193,6 +195,8 @@ def evaluate_adversarial(
   adaptive_sets, adaptive_table = attack_detector(
       model, variables, mmd_state, {n: ood_sets[n] for n in names}, attack, config.eval.batch_size,
       jax.random.fold_in(key, 1))
+  if include_clean:
+    sets.update({n: ood_sets[n] for n in names})
   sets.update(adaptive_sets)
   table = evaluate_ood(model, variables, mmd_state, x_test, sets, key=jax.random.fold_in(key, 2),
                        batch_size=config.eval.batch_size, protocols=("paper", "strict"),

@@ -1,0 +1,118 @@
+"""Adversarial inputs on CIFAR-10: how well the original pretrained InFlow detects them.
+
+  python benchmarks/adversarial_cifar10.py --n-test 500 --n-ood 300 --batch-size 100 --json
+
+Uses ../shared (no download): the original checkpoint converted by `convert.load_reference_checkpoint`
+(paper_compat), the original encoder, CIFAR-10 train/test copies (JPEG-75, see ../shared/data/README.md)
+and the OOD sets SVHN, CelebA, MNIST, Fashion-MNIST.
+
+1. A small CNN classifier (`configs/digits_classifier.py`'s model and optimiser) is trained briefly on
+   cifar10_train_10k; its clean accuracy is printed. PGD against it at 1, 2, 8/255 perturbs the first
+   --n-test CIFAR-10 test images ("cifar10_pgd{k}").
+2. Adaptive attacks at 8/255 on the first --n-ood images of each OOD set: raise the flow likelihood
+   ("{ood}_adaptive_llh"), lower the attention test's MMD^2 batch by batch ("{ood}_adaptive_mmd").
+3. All of them, and the clean OOD sets, are scored by `evaluate_ood` against the clean CIFAR-10 test
+   images (paper and strict protocols and the baselines).
+
+Everything runs on whatever JAX backend is present; on a shared CPU the timings are slow and noisy (the
+load average is printed with the result).
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from configs import cifar10 as cifar10_config  # noqa: E402
+from configs import digits_classifier  # noqa: E402
+from inflow_jax import classifier as classifier_lib  # noqa: E402
+from inflow_jax.adversarial.evaluation import evaluate_adversarial, format_adversarial_table  # noqa: E402
+from inflow_jax.attention import fit_mmd  # noqa: E402
+from inflow_jax.convert import load_reference_checkpoint  # noqa: E402
+from inflow_jax.data import load_images  # noqa: E402
+from inflow_jax.encoder import load_reference_encoder  # noqa: E402
+from inflow_jax.evaluate import format_table  # noqa: E402
+
+SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED",
+                                     pathlib.Path(__file__).resolve().parents[2] / "shared"))
+OOD_FILES = {"svhn": "svhn_test_5k.npz", "celeba": "celeba_3k.npz", "mnist": "mnist_test_5k.npz",
+             "fashion_mnist": "fashion_mnist_test_1k.npz"}
+
+
+def shared_images(file: str, max_images=None):
+  path = SHARED / "data" / file
+  if not path.exists():
+    sys.exit(f"needs {path} (the ../shared data); set INFLOW_SHARED to its directory")
+  return load_images(f"npz:{path}", "test", image_size=32, max_images=max_images)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  parser.add_argument("--n-test", type=int, default=500, help="CIFAR-10 test images attacked/scored")
+  parser.add_argument("--n-ood", type=int, default=300, help="images per OOD set attacked/scored")
+  parser.add_argument("--ood", default="svhn,celeba,mnist,fashion_mnist")
+  parser.add_argument("--batch-size", type=int, default=100, help="attention-test batch size")
+  parser.add_argument("--n-reference", type=int, default=5000)
+  parser.add_argument("--n-permutations", type=int, default=100)
+  parser.add_argument("--n-heldout", type=int, default=1000)
+  parser.add_argument("--pgd-steps", type=int, default=10)
+  parser.add_argument("--classifier-steps", type=int, default=1500)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--json", action="store_true", help="print one JSON line")
+  args = parser.parse_args()
+  start = time.time()
+
+  config = cifar10_config.get_config()
+  config.seed = args.seed
+  config.eval.batch_size = args.batch_size
+  config.adversarial = digits_classifier.get_config()
+  config.adversarial.seed = args.seed
+  config.adversarial.model.update(features=(32, 64), hidden=128)
+  config.adversarial.train.update(num_steps=args.classifier_steps, batch_size=100)
+  config.adversarial.attack.update(num_steps=args.pgd_steps, batch_size=args.batch_size,
+                                   epsilons=(1 / 255, 2 / 255, 8 / 255), adaptive_epsilon=8 / 255)
+
+  x_train, y_train = shared_images("cifar10_train_10k.npz")
+  x_all_test, y_all_test = shared_images("cifar10_test_5k.npz")
+  x_test, y_test = x_all_test[:args.n_test], y_all_test[:args.n_test]
+  x_heldout = x_all_test[args.n_test:args.n_test + args.n_heldout]
+  names = [n for n in args.ood.split(",") if n]
+  ood_sets = {n: shared_images(OOD_FILES[n], args.n_ood)[0] for n in names}
+
+  model, variables = load_reference_checkpoint(SHARED / "fixtures/inflow_cifar10_epoch150_torch_state.npz",
+                                               paper_compat=True)
+  embed = load_reference_encoder(SHARED / "fixtures/uae_encoder_torch_seed0.npz")
+  mmd_state = fit_mmd(x_train[:args.n_reference], embed, n_permutations=args.n_permutations,
+                      level=config.attention.level)
+
+  tick = time.time()
+  classifier_model = classifier_lib.Classifier(**config.adversarial.model)
+  trained = classifier_lib.train_classifier(classifier_model, x_train, y_train, config.adversarial)
+  classifier_seconds = time.time() - tick
+
+  table = evaluate_adversarial(
+      config, model=model, variables=variables, mmd_state=mmd_state, x_test=x_test, y_test=y_test,
+      ood_sets=ood_sets, x_heldout=x_heldout, key=jax.random.key(args.seed),
+      classifier=(classifier_model, trained.variables), in_name="cifar10", include_clean=True)
+  table["settings"].update(
+      n_test=args.n_test, n_ood=args.n_ood, pgd_steps=args.pgd_steps,
+      classifier_steps=args.classifier_steps, classifier_train_s=round(classifier_seconds, 1),
+      classifier_final_loss=float(np.mean(trained.losses[-50:])), backend=jax.default_backend(),
+      wall_s=round(time.time() - start, 1), loadavg=os.getloadavg())
+  if args.json:
+    print(json.dumps(table))
+  else:
+    print(format_adversarial_table(table))
+    print()
+    print(format_table(table))
+    print(f"\nbackend {jax.default_backend()}, wall {time.time() - start:.0f} s, classifier training "
+          f"{classifier_seconds:.0f} s, load average {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+  main()
