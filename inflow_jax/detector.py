@@ -7,10 +7,12 @@
 
 `fit` fits the attention (the MMD test's reference embeddings, `inflow_jax.attention.fit_mmd`) on x_ref
 and sets the decision threshold to the (1 - false_positive_rate) quantile of the scores of in-distribution
-images with a = 1 (x_threshold, default x_ref), so that about `false_positive_rate` of in-distribution
-images are flagged when their batch passes the test; an image of a batch the test flags is scored with
-a = 0 and, with the paper's score, lands far above the threshold. Given training data it first trains
-the flow (`inflow_jax.train.train_on_batches`).
+images with a = 1 (x_threshold, default x_ref). `predict` labels an image OOD when the attention test
+flags its batch (a = 0: the whole batch is OOD, InFlow's verdict) or, in a batch that passes, when its
+score is above the threshold (about `false_positive_rate` of in-distribution images are). The scores of
+flagged batches (a = 0) are not compared with the threshold: with the paper's score they are the prior
+log-density of x, on another scale than the a = 1 scores of an arbitrary flow. Given training data, `fit`
+first trains the flow (`inflow_jax.train.train_on_batches`).
 
 `score(x)` tests x in batches of `batch_size` (or all of x as one batch when smaller; >= 2 images), see
 `inflow_jax.scoring.score_batches`.
@@ -30,7 +32,7 @@ from inflow_jax.attention import MMDState, fit_mmd
 from inflow_jax.checks import check_images
 from inflow_jax.encoder import Embedder, make_encoder
 from inflow_jax.model import InFlow
-from inflow_jax.scoring import CONVENTIONS, make_score_fn, score_batches
+from inflow_jax.scoring import CONVENTIONS, BatchScores, make_score_fn, score_batches
 
 _SETTINGS = ("n_permutations", "level", "batch_size", "convention", "false_positive_rate", "seed")
 _MMD_ARRAYS = ("reference", "center", "sigma", "kernel_offset", "reference_row_sums", "reference_total")
@@ -111,17 +113,23 @@ class InFlowDetector:
     if self.mmd_state_ is None:
       raise RuntimeError("the detector is not fitted: call fit(x_ref) (or load a saved one) first")
 
-  def score(self, x, key: Optional[jax.Array] = None) -> np.ndarray:
-    """(N,) scores, higher = more OOD; x (N, 32, 32, 3) float32 in [0, 1], N >= 2."""
+  def score_batches(self, x, key: Optional[jax.Array] = None) -> BatchScores:
+    """`inflow_jax.scoring.score_batches` of x: scores, per-image attention, per-batch p-values."""
     self._check_fitted()
     check_images(x, name="x", min_batch=2, value_range=(0.0, 1.0))
     key = jax.random.PRNGKey(self.seed) if key is None else key
     return score_batches(self._score_fn, self.mmd_state_, np.asarray(x, np.float32),
-                         min(self.batch_size, len(x)), key).scores
+                         min(self.batch_size, len(x)), key)
+
+  def score(self, x, key: Optional[jax.Array] = None) -> np.ndarray:
+    """(N,) scores, higher = more OOD; x (N, 32, 32, 3) float32 in [0, 1], N >= 2."""
+    return self.score_batches(x, key).scores
 
   def predict(self, x, key: Optional[jax.Array] = None) -> np.ndarray:
-    """(N,) int labels: 1 = OOD (score above the fitted threshold), 0 = in-distribution."""
-    return (self.score(x, key) > self.threshold_).astype(np.int64)
+    """(N,) int labels, 1 = OOD: the image's batch was flagged by the attention test (a = 0), or its
+    score is above the fitted threshold; 0 = in-distribution."""
+    result = self.score_batches(x, key)
+    return ((result.attention == 0.0) | (result.scores > self.threshold_)).astype(np.int64)
 
   # Persistence: <dir>/config.json (model config, settings, threshold, static MMD fields) and
   # <dir>/arrays (orbax: flow variables, encoder parameters, MMD reference statistics).

@@ -26,7 +26,10 @@ def test_threshold_score_predict(fitted):
   assert detector.threshold_ == pytest.approx(float(np.quantile(np.asarray(direct), 0.9)), rel=1e-6)
   labels_ood = detector.predict(x_ood)
   assert labels_ood.dtype == np.int64 and np.all(labels_ood == 1)   # noise batches are flagged (a = 0)
-  assert detector.predict(x_in).mean() < 0.5
+  result = detector.score_batches(x_in)
+  labels_in = detector.predict(x_in)
+  np.testing.assert_array_equal(labels_in, (result.attention == 0) | (result.scores > detector.threshold_))
+  assert labels_in.mean() < 0.5
   scores = detector.score(x_ood)
   np.testing.assert_array_equal(scores, detector.score(x_ood))      # same default key: deterministic
 
@@ -59,3 +62,18 @@ def test_errors(fitted):
     InFlowDetector(detector.model, detector.variables, convention="logp")
   with pytest.raises(ValueError, match="config"):
     unfitted.fit(x_in, x_train=x_in)
+
+
+def test_fit_trains_the_flow_when_given_training_data(fitted):
+  from configs.tiny import get_config
+  detector, x_in = fitted
+  config = get_config()
+  config.train.update(num_steps=2, batch_size=16)
+  digits = data.load_images("digits", "train")[0]
+  fresh = InFlowDetector(detector.model, detector.variables, n_permutations=20, batch_size=20)
+  fresh.fit(digits[:40], x_train=digits[600:664], config=config)
+  assert fresh.train_losses_.shape == (2,) and np.all(np.isfinite(fresh.train_losses_))
+  before = jax.tree_util.tree_leaves(detector.variables)
+  after = jax.tree_util.tree_leaves(fresh.variables)
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))   # the flow was trained
+  assert fresh.score(x_in).shape == (len(x_in),)
