@@ -1,0 +1,93 @@
+"""End-to-end scoring throughput: `score_batches` = encoder + MMD permutation test + flow, per batch.
+
+  python benchmarks/bench_score.py --json
+
+Default setting of the issue: batches of 250, 5000 reference images, 100 permutations, the converted
+original checkpoint (width 256) and CIFAR-10 images from ../shared (else a random-init width-256 InFlow
+and uniform random images: the speed does not depend on the values). The figure is images/s over
+--n-images after one warm-up call (compilation excluded); `flow_images_per_s` and
+`test_images_per_s` time the two parts alone. The original PyTorch pipeline did about 13 images/s
+here. The load average is printed with the result: other processes on a shared machine slow it down.
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+import jax
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED", REPO.parent / "shared"))
+
+from inflow_jax.attention import fit_mmd  # noqa: E402  pylint: disable=wrong-import-position
+from inflow_jax.encoder import load_reference_encoder, make_encoder  # noqa: E402  pylint: disable=wrong-import-position
+from inflow_jax.model import InFlow  # noqa: E402  pylint: disable=wrong-import-position
+from inflow_jax.scoring import attention_tests, make_score_fn, score_batches  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def setup(n_ref: int, n_images: int, seed: int):
+  """(model, variables, embed, x_ref, x, source)."""
+  checkpoint = SHARED / "fixtures/inflow_cifar10_epoch150_torch_state.npz"
+  encoder = SHARED / "fixtures/uae_encoder_torch_seed0.npz"
+  train, test = SHARED / "data/cifar10_train_10k.npz", SHARED / "data/cifar10_test_5k.npz"
+  if checkpoint.exists() and encoder.exists() and train.exists() and n_ref <= 10_000 and n_images <= 5000:
+    from inflow_jax.convert import load_reference_checkpoint  # pylint: disable=g-import-not-at-top
+    from inflow_jax.data import load_images  # pylint: disable=g-import-not-at-top
+    model, variables = load_reference_checkpoint(str(checkpoint))
+    x_ref = load_images(f"npz:{train}", f"train[:{n_ref}]")[0]
+    x = load_images(f"npz:{test}", f"test[:{n_images}]")[0]
+    return model, variables, load_reference_encoder(str(encoder)), x_ref, x, "original checkpoint, cifar10"
+  rng = np.random.default_rng(seed)
+  x_ref = rng.uniform(size=(n_ref, 32, 32, 3)).astype(np.float32)
+  x = rng.uniform(size=(n_images, 32, 32, 3)).astype(np.float32)
+  model = InFlow(num_blocks=2, width=256, paper_compat=True)
+  variables = model.init(jax.random.PRNGKey(seed), x[:2], 1.0)
+  return model, variables, make_encoder(seed), x_ref, x, "random-init width 256, uniform images"
+
+
+def timed(fn) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--n-ref", type=int, default=5000)
+  parser.add_argument("--batch-size", type=int, default=250)
+  parser.add_argument("--n-images", type=int, default=1000)
+  parser.add_argument("--n-permutations", type=int, default=100)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--json", action="store_true", help="print one JSON line")
+  args = parser.parse_args()
+
+  model, variables, embed, x_ref, x, source = setup(args.n_ref, args.n_images, args.seed)
+  fit_s = timed(lambda: fit_mmd(x_ref, embed, args.n_permutations))
+  state = fit_mmd(x_ref, embed, args.n_permutations)
+  score_fn = make_score_fn(model, variables, "paper")
+  key = jax.random.PRNGKey(args.seed)
+  bs = args.batch_size
+  warmup_s = timed(lambda: score_batches(score_fn, state, x[:bs], bs, key))   # compiles
+  total_s = timed(lambda: score_batches(score_fn, state, x, bs, key))
+  test_s = timed(lambda: attention_tests(state, x, bs, key))
+  flow_s = timed(lambda: [np.asarray(score_fn(x[i:i + bs], 1.0)) for i in range(0, len(x), bs)])
+  n = len(x)
+  result = {
+      "images_per_s": n / total_s, "flow_images_per_s": n / flow_s, "test_images_per_s": n / test_s,
+      "speedup_vs_original_13_per_s": n / total_s / 13.0, "n_images": n, "batch_size": bs,
+      "n_ref": args.n_ref, "n_permutations": args.n_permutations, "fit_s": fit_s,
+      "warmup_s": warmup_s, "source": source, "device": str(jax.devices()[0]),
+      "cpu_count": os.cpu_count(), "loadavg": list(os.getloadavg())}
+  if args.json:
+    print(json.dumps(result))
+  else:
+    for k, v in result.items():
+      print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
+
+
+if __name__ == "__main__":
+  main()
