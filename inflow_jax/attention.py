@@ -114,8 +114,8 @@ def median_sq_distance(emb: np.ndarray) -> float:
   for start in range(0, n - 1, 1024):
     rows = emb[start:start + 1024]
     d2 = norms[start:start + 1024, None] + norms[None, :] - 2.0 * rows @ emb.T
-    for k in range(rows.shape[0]):   # strictly upper triangle of the block
-      pairs.append(d2[k, start + k + 1:].astype(np.float32))
+    upper = np.arange(n)[None, :] > np.arange(start, start + rows.shape[0])[:, None]   # pairs j > i
+    pairs.append(d2[upper].astype(np.float32))
   pairs = np.concatenate(pairs)
   kth = (pairs.size - 1) // 2
   return float(max(np.partition(pairs, kth)[kth], 0.0))

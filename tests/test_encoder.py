@@ -14,8 +14,9 @@ def test_reference_encoder_matches_pytorch_embeddings():
   encoder = load_reference_encoder(shared_file("fixtures/uae_encoder_torch_seed0.npz"))
   data = np.load(shared_file("fixtures/mmd_reference_public.npz"))
   for images, expected in (("x_ref_nchw_uint8", "emb_ref"), ("x_same_nchw_uint8", "emb_same")):
-    emb = np.asarray(encoder(_nhwc(data[images])))
-    np.testing.assert_allclose(emb, data[expected], atol=1e-4, rtol=0)
+    # 64 images each here; tests/test_attention.py checks all 1250 through fit_mmd
+    emb = np.asarray(encoder(_nhwc(data[images][:64])))
+    np.testing.assert_allclose(emb, data[expected][:64], atol=1e-4, rtol=0)
 
 
 def test_import_rejects_wrong_state_dict():
