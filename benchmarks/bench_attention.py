@@ -5,8 +5,10 @@
 Reference and test images are CIFAR-10 from ../shared/data when it holds enough images, otherwise
 (e.g. --n-ref 50000) uniform random images: speed and memory do not depend on the pixel values.
 `mmd_test_ms` is the median over --repeats calls after a warm-up call, embedding the batch included;
-`embed_ms` and `test_embedded_ms` split it. The machine's load average is printed with the result:
-other processes on a shared machine slow every figure down.
+`embed_ms` and `test_embedded_ms` split it; `*_cpu_ms` are the same calls in process CPU time. The
+machine's load average is printed with the result: other processes on a shared machine slow every figure
+down. Single-thread figures: XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
+intra_op_parallelism_threads=1" taskset -c 0 python benchmarks/bench_attention.py ...
 """
 import argparse
 import json
@@ -39,14 +41,17 @@ def load_images(n: int, batch_size: int, seed: int):
           rng.uniform(size=(batch_size, 32, 32, 3)).astype(np.float32), "uniform")
 
 
-def median_ms(fn, repeats: int) -> float:
-  jax.block_until_ready(fn(0))   # warm-up (compilation)
-  times = []
+def median_ms(fn, repeats: int):
+  """(wall, cpu) medians in ms over `repeats` calls after a warm-up call (compilation). cpu is this
+  process's CPU time (all threads): on a machine shared with other jobs it is less inflated than wall."""
+  jax.block_until_ready(fn(0))
+  wall, cpu = [], []
   for i in range(1, repeats + 1):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     jax.block_until_ready(fn(i))
-    times.append(time.perf_counter() - start)
-  return 1e3 * float(np.median(times))
+    wall.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - start_cpu)
+  return round(1e3 * float(np.median(wall)), 2), round(1e3 * float(np.median(cpu)), 2)
 
 
 def main():
@@ -63,21 +68,23 @@ def main():
   reference, batch, source = load_images(args.n_ref, args.batch_size, args.seed)
   encoder = make_encoder(seed=args.encoder_seed)
   jax.block_until_ready(encoder(reference[:2]))   # compile the encoder outside the fit timing
-  start = time.perf_counter()
+  start, start_cpu = time.perf_counter(), time.process_time()
   state = fit_mmd(reference, encoder, n_permutations=args.n_permutations)
   jax.block_until_ready(state)
-  fit_s = time.perf_counter() - start
+  fit_s, fit_cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
 
   key = jax.random.PRNGKey(args.seed)
   emb = encoder(batch)
-  test_ms = median_ms(lambda i: mmd_test(state, batch, jax.random.fold_in(key, i)), args.repeats)
-  embed_ms = median_ms(lambda i: encoder(batch), args.repeats)
-  test_embedded_ms = median_ms(
+  test_ms, test_cpu_ms = median_ms(lambda i: mmd_test(state, batch, jax.random.fold_in(key, i)),
+                                  args.repeats)
+  embed_ms, embed_cpu_ms = median_ms(lambda i: encoder(batch), args.repeats)
+  test_embedded_ms, test_embedded_cpu_ms = median_ms(
       lambda i: mmd_test_embedded(state, emb, jax.random.fold_in(key, i)), args.repeats)
   result = dict(
       n_ref=args.n_ref, batch_size=args.batch_size, n_permutations=args.n_permutations,
-      images=source, mmd_test_ms=round(test_ms, 2), embed_ms=round(embed_ms, 2),
-      test_embedded_ms=round(test_embedded_ms, 2), fit_s=round(fit_s, 3),
+      images=source, mmd_test_ms=test_ms, embed_ms=embed_ms, test_embedded_ms=test_embedded_ms,
+      mmd_test_cpu_ms=test_cpu_ms, embed_cpu_ms=embed_cpu_ms, test_embedded_cpu_ms=test_embedded_cpu_ms,
+      fit_s=round(fit_s, 3), fit_cpu_s=round(fit_cpu_s, 3),
       state_bytes=state.nbytes,
       state_bytes_without_encoder=state.nbytes - sum(
           np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(state.embed)),
