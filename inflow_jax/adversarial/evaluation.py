@@ -145,7 +145,7 @@ def evaluate_adversarial(
     mmd_state,
     x_test: np.ndarray,
     ood_sets: Mapping[str, np.ndarray],
-    x_heldout: np.ndarray,
+    x_heldout: Optional[np.ndarray],
     key: jax.Array,
     classifier: Optional[Tuple[classifier_lib.Classifier, object]] = None,
     x_train: Optional[np.ndarray] = None,
@@ -158,12 +158,13 @@ def evaluate_adversarial(
 
   Args:
     config: a run config with `adversarial` (`configs/digits_classifier.py`: `seed`, `model`, `train`,
-      `attack`) and `eval.batch_size`.
+      `attack`), `seed`, `eval.batch_size` and optionally `eval.baselines`, `eval.n_bootstrap`.
     model, variables, mmd_state: the InFlow flow and its fitted attention test.
     x_test: (N, H, W, C) in-distribution test images; the clean in-distribution side of every metric.
     ood_sets: the (clean) OOD sets the adaptive attacks start from; those named in
       `attack.adaptive_ood` (None: all) are attacked.
-    x_heldout: held-out in-distribution images for the typicality baseline.
+    x_heldout: held-out in-distribution images for the typicality baseline (needed when
+      `config.eval.baselines`, default True).
     key: PRNG key of the attacks and tests.
     classifier: (Classifier, variables) already trained; else one is trained on (x_train, y_train) with
       `config.adversarial`. Without labels (y_test None) the classifier attack is skipped.
@@ -200,7 +201,8 @@ def evaluate_adversarial(
   sets.update(adaptive_sets)
   table = evaluate_ood(model, variables, mmd_state, x_test, sets, key=jax.random.fold_in(key, 2),
                        batch_size=config.eval.batch_size, protocols=("paper", "strict"),
-                       baselines=True, x_heldout=x_heldout, seed=config.seed)
+                       baselines=config.eval.get("baselines", True), x_heldout=x_heldout,
+                       n_bootstrap=config.eval.get("n_bootstrap", 1000), seed=config.seed)
   table["classifier"] = classifier_table
   table["adaptive"] = adaptive_table
   return table
