@@ -26,8 +26,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict(dict(
       train='cifar10', train_split='train',
-      test='cifar10', test_split='test',
-      ood=('svhn_cropped', 'celeb_a', 'mnist', 'fashion_mnist'),
+      # the in-distribution test images, and held-out in-distribution images (of `train`'s dataset,
+      # in neither the training nor the test images) for the typicality baseline
+      test='cifar10', test_split='test[1000:]', heldout_split='test[:1000]',
+      ood=('svhn_cropped', 'celeb_a', 'mnist', 'fashion_mnist'), ood_split='test',
       data_dir=ml_collections.config_dict.placeholder(str),
       image_size=32,
       max_eval_images=ml_collections.config_dict.placeholder(int),
@@ -62,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict(dict(
       batch_size=250,
       protocols=('paper', 'strict', 'mixed'),
+      baselines=True,        # likelihood, paper score at a=1, input complexity, typicality test
+      mixed_n_batches=20,
+      n_bootstrap=1000,      # typicality thresholds
       mixed_rhos=(0.1, 0.25, 0.5, 1.0),
       mixed_batch_sizes=(10, 25, 50, 100, 250),
   ))
