@@ -219,7 +219,8 @@ def _mmd2_from_sums(total, subset_row_sum, subset_sum, n: int, m: int):
   """MMD^2 of a split from T, sum_{i in S} r_i and S_yy (the identity of the module docstring)."""
   s_xy = subset_row_sum - subset_sum
   s_xx = total - 2.0 * subset_row_sum + subset_sum
-  return s_xx / (n * (n - 1)) + subset_sum / (m * (m - 1)) - 2.0 * s_xy / (n * m)
+  c_xx, c_yy, c_xy = 1.0 / (n * (n - 1)), 1.0 / (m * (m - 1)), 2.0 / (n * m)   # Python floats: no overflow
+  return c_xx * s_xx + c_yy * subset_sum - c_xy * s_xy
 
 
 def _subset_sums(pooled: Array, row_sums: Array, subsets: Array, sigma: Array, offset: Array):

@@ -102,6 +102,14 @@ def test_state_holds_no_quadratic_matrix():
   assert state.nbytes < 4 * (n * d + 3 * n)
 
 
+def test_statistic_coefficients_do_not_overflow_at_large_n():
+  """n (n - 1) exceeds int32 at n = 50,000: the coefficients must stay Python floats."""
+  n, m = 50_000, 250
+  value = jax.jit(lambda t: attention._mmd2_from_sums(t, 3.0, 2.0, n, m))(5.0)
+  expected = (5.0 - 6.0 + 2.0) / (n * (n - 1)) + 2.0 / (m * (m - 1)) - 2.0 * (3.0 - 2.0) / (n * m)
+  assert float(value) == pytest.approx(expected, rel=1e-6)
+
+
 def test_p_values_uniform_under_the_null_and_shift_detected():
   """Synthetic null: p-values (randomised within their 1/(P+1) grid cell) are uniform."""
   rng = np.random.default_rng(3)
