@@ -23,6 +23,9 @@ r and T is computed once at fit (O(n^2), in blocks); a test adds K(ref, x) and K
 state holds no n x n matrix: O(n d) floats. All sums use the kernel minus a constant c (its value at the
 median distance): MMD^2 is unchanged, since c/(n(n-1)) n(n-1) + c - 2c = 0, while float32 sums of values
 centred near zero keep MMD^2 accurate to ~1e-8 at n = 5000.
+
+Beyond the paper, `gate_stream` / `StreamingGate` gate images that arrive one at a time by testing the
+last `window` of them.
 """
 import functools
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple, Union
