@@ -123,6 +123,15 @@ def evaluate(model, variables, sets, config, workdir) -> Dict[str, Any]:
       n_bootstrap=e.n_bootstrap, seed=config.seed, plot_dir=str(workdir))
 
 
+def initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """`jax.distributed.initialize` when config.train.distributed (before any other JAX call)."""
+  c = config.train
+  if c.distributed:
+    jax.distributed.initialize(c.coordinator_address, c.num_processes, c.process_id)
+    logging.info("process %d of %d, %d devices in all", jax.process_index(), jax.process_count(),
+                 jax.device_count())
+
+
 def run_job(config: ml_collections.ConfigDict, workdir, mode: str = "all", *,
             progress: bool = True) -> Optional[Dict[str, Any]]:
   """The whole job (see the module docstring); returns the evaluation table (None for mode=train)."""
@@ -161,9 +170,9 @@ def main(argv) -> None:
   config = _CONFIG.value
   if config is None or _WORKDIR.value is None:
     raise app.UsageError("--config and --workdir are required")
-  c = config.train
-  if c.distributed:
-    jax.distributed.initialize(c.coordinator_address, c.num_processes, c.process_id)
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)   # orbax logs every save at INFO
+  initialize_distributed(config)
   run_job(config, _WORKDIR.value, _MODE.value)
 
 

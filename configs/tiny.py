@@ -11,10 +11,12 @@ import cifar10  # pylint: disable=g-import-not-at-top,wrong-import-position  (th
 def get_config() -> ml_collections.ConfigDict:
   config = cifar10.get_config()
   config.model.width = 8
-  config.data.update(train="digits", train_split="train[:256]", test="digits",
-                     ood=("uniform_noise", "constant"), max_eval_images=64)
+  config.data.update(train="digits", train_split="train[:256]", heldout_split="train[256:320]",
+                     test="digits", test_split="test", ood=("uniform_noise", "constant"),
+                     max_eval_images=64)
   config.train.update(num_steps=6, batch_size=16, learning_rate=1e-3, log_every=2,
                       checkpoint_every=2, keep_checkpoints=2)
   config.attention.update(n_reference=64, n_permutations=20)
-  config.eval.update(batch_size=16, mixed_rhos=(0.5, 1.0), mixed_batch_sizes=(8, 16))
+  config.eval.update(batch_size=16, mixed_rhos=(0.5, 1.0), mixed_batch_sizes=(16,), mixed_n_batches=4,
+                     n_bootstrap=100)
   return config

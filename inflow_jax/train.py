@@ -327,7 +327,7 @@ def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir
   else:
     constants = abstract_constants   # an empty tree: nothing to initialise
   if start_step:
-    logging.info("resuming from the checkpoint of step %d in %s", start_step, workdir / CHECKPOINT_DIR)
+    logging.warning("resuming from the checkpoint of step %d in %s", start_step, workdir / CHECKPOINT_DIR)
   if start_step > c.num_steps:
     logging.warning("the checkpoint is at step %d, beyond train.num_steps=%d: nothing to train",
                     start_step, c.num_steps)

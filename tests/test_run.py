@@ -1,0 +1,183 @@
+"""run.py: the whole job on the tiny config, errors before any training, SIGKILL + resume, and a
+2-process jax.distributed run. Subprocesses share a persistent compilation cache to stay quick."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from inflow_jax import train
+from inflow_jax.model import InFlow
+
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "configs"))
+import run  # noqa: E402  pylint: disable=g-import-not-at-top
+import tiny  # noqa: E402  pylint: disable=g-import-not-at-top
+
+TIMEOUT_S = 400
+
+
+@pytest.fixture(scope="module")
+def subprocess_env(tmp_path_factory):
+  """Environment of run.py subprocesses: CPU, 8 devices (as the tests), a shared compilation cache."""
+  env = dict(os.environ)
+  env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="8",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  return env
+
+
+def run_py(args, env, **kwargs):
+  return subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_tiny_job_writes_a_readable_report(tmp_path):
+  config = tiny.get_config()
+  table = run.run_job(config, tmp_path, "all", progress=False)
+
+  report = json.loads((tmp_path / "report.json").read_text())
+  assert report["training"]["steps"] == [2, 4, 6]
+  assert report["config"]["model"]["width"] == config.model.width
+  assert set(report["evaluation"]["ood"]) == set(config.data.ood)
+  for row in report["evaluation"]["ood"].values():
+    assert 0.0 <= row["paper"]["auroc"] <= 1.0
+  markdown = (tmp_path / "report.md").read_text()
+  for name in config.data.ood:
+    assert f"| {name} | InFlow, paper protocol |" in markdown
+  assert "![training_loss](training_loss.png)" in markdown
+  for name, path in report["figures"].items():
+    assert os.path.dirname(path) == str(tmp_path), name
+    with Image.open(path) as image:
+      assert image.format == "PNG" and min(image.size) >= 200, (name, image.size)
+
+  # evaluate alone restores the final checkpoint: the same model, hence the same table
+  again = run.run_job(config, tmp_path, "evaluate", progress=False)
+  assert json.dumps(again["ood"], sort_keys=True) == json.dumps(table["ood"], sort_keys=True)
+
+
+def _error_cases(tmp_path):
+  unknown_ood = tiny.get_config()
+  unknown_ood.data.ood = ("uniform_noise", "no_such_dataset")
+  unknown_train = tiny.get_config()
+  unknown_train.data.train = "no_such_dataset"
+  indivisible = tiny.get_config()
+  indivisible.train.batch_size = 12
+  garbage = tmp_path / "garbage.npz"
+  garbage.write_bytes(b"not a zip file")
+  unreadable = tiny.get_config()
+  unreadable.checkpoint_path = str(garbage)
+  missing = tiny.get_config()
+  missing.checkpoint_path = str(tmp_path / "absent.npz")
+  typo = tiny.get_config()
+  typo.train.learning_rat = 0.1   # a key the schema does not have
+  nested_typo = tiny.get_config()
+  nested_typo.model.widht = 4
+  return [
+      (unknown_ood, "all", ValueError, "no_such_dataset"),
+      (unknown_train, "train", ValueError, "no_such_dataset"),
+      (indivisible, "all", ValueError, "not divisible by the number of devices"),
+      (unreadable, "evaluate", ValueError, "unreadable"),
+      (missing, "all", ValueError, "unreadable"),
+      (unreadable, "train", ValueError, "nothing to train"),
+      (typo, "all", KeyError, "config.train.learning_rat is not a config key"),
+      (nested_typo, "all", KeyError, "config.model.widht"),
+  ]
+
+
+def test_errors_before_any_training(tmp_path):
+  for i, (config, mode, error, message) in enumerate(_error_cases(tmp_path)):
+    workdir = tmp_path / f"case{i}"
+    with pytest.raises(error, match=message):
+      run.run_job(config, workdir, mode, progress=False)
+    assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists(), i
+
+
+def test_unknown_config_override_fails_at_the_command_line(tmp_path, subprocess_env):
+  process = run_py(["--config", "configs/tiny.py", "--workdir", str(tmp_path / "w"),
+                    "--config.train.bogus=1"], subprocess_env)
+  _, stderr = process.communicate(timeout=TIMEOUT_S)
+  assert process.returncode != 0
+  assert "bogus" in stderr
+  assert not (tmp_path / "w").exists()
+
+
+def _latest_checkpoint(workdir) -> int:
+  directory = workdir / "checkpoints"
+  steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.exists() else []
+  return max(steps, default=0)
+
+
+def test_sigkill_then_rerun_ends_with_the_uninterrupted_parameters(tmp_path, subprocess_env):
+  num_steps, every = 30, 10
+  workdir = tmp_path / "killed"
+  args = ["--config", "configs/tiny.py", "--workdir", str(workdir), "--mode=train",
+          f"--config.train.num_steps={num_steps}", f"--config.train.checkpoint_every={every}",
+          "--config.train.log_every=5"]
+
+  process = run_py(args, subprocess_env)
+  deadline = time.monotonic() + TIMEOUT_S
+  while _latest_checkpoint(workdir) < every and process.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  _, stderr = process.communicate(timeout=60)
+  assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{stderr[-3000:]}"
+  killed_at = _latest_checkpoint(workdir)
+  assert every <= killed_at < num_steps
+
+  process = run_py(args, subprocess_env)   # the same command again
+  _, stderr = process.communicate(timeout=TIMEOUT_S)
+  assert process.returncode == 0, stderr[-3000:]
+  assert f"resuming from the checkpoint of step {killed_at}" in stderr
+  steps = [r["step"] for r in train.read_metrics(workdir)]
+  assert steps == list(range(5, num_steps + 1, 5))   # one line per interval, none twice
+
+  config = tiny.get_config()
+  config.train.update(num_steps=num_steps, checkpoint_every=every, log_every=5)
+  model = InFlow(**config.model)
+  x_train = run.load_data(config, "train")["train"]
+  straight = train.train(model, x_train, config, tmp_path / "straight", progress=False)
+  resumed, step = train.restore_variables(model, config, workdir, x_train[:config.train.batch_size])
+  assert step == num_steps
+  for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(straight.variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))   # bitwise
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_end_on_identical_parameters(tmp_path):
+  env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
+  env["JAX_PLATFORMS"] = "cpu"
+  port = _free_port()
+  workers = [subprocess.Popen(
+      [sys.executable, str(REPO / "tests" / "distributed_worker.py"), str(port), str(i),
+       str(tmp_path / "workdir"), str(tmp_path / f"process{i}.npz")],
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  for i, worker in enumerate(workers):
+    output, _ = worker.communicate(timeout=TIMEOUT_S)
+    assert worker.returncode == 0, f"process {i}:\n{output[-3000:]}"
+
+  results = [np.load(tmp_path / f"process{i}.npz") for i in range(2)]
+  assert results[0].files == results[1].files
+  for key in results[0].files:
+    np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)
+  copies = [k for k in results[0].files if k.startswith("leaf")]
+  assert {k.split("_")[1] for k in copies} == {"device0", "device1"}   # 2 local devices each
+  for key in copies:   # and every local copy is the same
+    np.testing.assert_array_equal(results[0][key], results[0][key.split("_")[0] + "_device0"])
+  losses = results[0]["losses"]
+  np.testing.assert_array_equal(results[0]["steps"], np.arange(1, 7))
+  assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+  assert _latest_checkpoint(tmp_path / "workdir") == 6
