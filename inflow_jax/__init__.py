@@ -8,6 +8,8 @@ Public API (each name lives in the module of its concept):
   metrics: auroc, aupr_in, aupr_out, fpr_at_95_tpr, ood_metrics (OOD positive, higher = more OOD)
   evaluate: evaluate_ood, format_table (paper / strict / mixed protocols and the baselines)
   detector: InFlowDetector (fit / score / predict / save / load)
+  train: train_on_batches, make_optimizer (the module `inflow_jax.train` also has `train`, the
+    checkpointed data-parallel loop that run.py uses)
 """
 from inflow_jax.attention import (StreamingGate, fit_mmd, fit_mmd_embedded, gate_stream, mmd_test,
                                   mmd_test_embedded)
@@ -17,3 +19,4 @@ from inflow_jax.encoder import load_reference_encoder, make_encoder
 from inflow_jax.evaluate import evaluate_ood, format_table
 from inflow_jax.metrics import aupr_in, aupr_out, auroc, fpr_at_95_tpr, ood_metrics
 from inflow_jax.scoring import make_score_fn, score_batches
+from inflow_jax.train import make_optimizer, train_on_batches
