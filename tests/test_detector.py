@@ -11,8 +11,8 @@ from inflow_jax.scoring import make_score_fn
 @pytest.fixture(scope="module")
 def fitted():
   digits = data.load_images("digits", "train")[0]
-  model = InFlow(num_blocks=2, width=8, permutation_seed=3)
-  variables = model.init(jax.random.PRNGKey(0), digits[:2], 1.0)
+  model = InFlow(num_blocks=2, width=8, paper_compat=True)   # as in test_evaluate: shared compiles
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), digits[:2], 1.0)
   detector = InFlowDetector(model, variables, n_permutations=50, batch_size=20, false_positive_rate=0.1)
   return detector.fit(digits[:300], x_threshold=digits[300:500]), digits[500:540]
 
@@ -39,7 +39,7 @@ def test_save_load_round_trip(fitted, tmp_path):
   path = detector.save(tmp_path / "det")
   loaded = InFlowDetector.load(path)
   assert loaded.model == detector.model and loaded.threshold_ == detector.threshold_
-  assert loaded.model.permutation_seed == 3 and loaded.batch_size == 20
+  assert loaded.model.paper_compat and loaded.batch_size == 20
   np.testing.assert_array_equal(loaded.score(x_in), detector.score(x_in))
   with pytest.raises(FileExistsError):
     detector.save(path)
@@ -70,8 +70,8 @@ def test_fit_trains_the_flow_when_given_training_data(fitted):
   config = get_config()
   config.train.update(num_steps=2, batch_size=16)
   digits = data.load_images("digits", "train")[0]
-  fresh = InFlowDetector(detector.model, detector.variables, n_permutations=20, batch_size=20)
-  fresh.fit(digits[:40], x_train=digits[600:664], config=config)
+  fresh = InFlowDetector(detector.model, detector.variables, n_permutations=50, batch_size=20)
+  fresh.fit(digits[:300], x_threshold=digits[300:500], x_train=digits[600:664], config=config)
   assert fresh.train_losses_.shape == (2,) and np.all(np.isfinite(fresh.train_losses_))
   before = jax.tree_util.tree_leaves(detector.variables)
   after = jax.tree_util.tree_leaves(fresh.variables)
