@@ -58,6 +58,9 @@ def main():
   parser.add_argument("--json", action="store_true", help="print one JSON line")
   parser.add_argument("--n-reference-draws", type=int, default=1,
                       help="repeat everything with this many seeded reference draws (seed, seed+1, ...)")
+  parser.add_argument("--batches-from", choices=("test", "train"), default="test",
+                      help="in-distribution batches from the CIFAR-10 test file, or from the training "
+                           "images left out of the reference (the same file: a control)")
   parser.add_argument("--redraw-reference", action="store_true",
                       help="a fresh reference subset for every batch: independent trials, so p-values "
                            "are exactly uniform under the null (isolates the test from the shared-"
@@ -87,8 +90,15 @@ def run_draw(args, seed: int, encoder, train: np.ndarray, test: np.ndarray, svhn
   rng = np.random.default_rng(seed)
   key = jax.random.PRNGKey(seed)
 
+  pool = test
+
   def fit():
-    reference = train[rng.choice(len(train), args.n_ref, replace=False)]
+    nonlocal pool
+    if args.batches_from == "train":
+      order = rng.permutation(len(train))
+      reference, pool = train[order[:args.n_ref]], train[order[args.n_ref:]]
+    else:
+      reference = train[rng.choice(len(train), args.n_ref, replace=False)]
     return fit_mmd_embedded(reference, encoder, n_permutations=args.n_permutations, level=args.level)
 
   state = fit()
@@ -97,7 +107,7 @@ def run_draw(args, seed: int, encoder, train: np.ndarray, test: np.ndarray, svhn
   for i in range(args.n_batches):
     if args.redraw_reference and i > 0:
       state = fit()
-    batch = test[rng.choice(len(test), args.batch_size, replace=False)]
+    batch = pool[rng.choice(len(pool), args.batch_size, replace=False)]
     p_values.append(float(mmd_test_embedded(state, batch, jax.random.fold_in(key, i)).p_value))
     if args.ks_permutations:
       fine_state = state.replace(n_permutations=args.ks_permutations)
@@ -113,6 +123,7 @@ def run_draw(args, seed: int, encoder, train: np.ndarray, test: np.ndarray, svhn
   result = dict(
       seed=seed, n_ref=args.n_ref, batch_size=args.batch_size, n_batches=args.n_batches,
       n_permutations=args.n_permutations, level=args.level, redraw_reference=args.redraw_reference,
+      batches_from=args.batches_from,
       sigma=float(state.sigma[0]), fraction_p_below_level=below / args.n_batches,
       fraction_ci95_binomial=[round(interval.low, 4), round(interval.high, 4)],
       mean_p_value=float(p_values.mean()),
