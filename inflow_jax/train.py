@@ -25,12 +25,12 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Op
 
 import flax
 import jax
-from absl import logging
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import tqdm
+from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from inflow_jax import checkpoint as checkpoint_lib
@@ -174,7 +174,7 @@ def _global_batch(x_local: np.ndarray, mesh, global_batch_size: int) -> jax.Arra
 
 def train_on_batches(model, variables, batches: Iterable, config: ml_collections.ConfigDict, *,
                      devices: Optional[Sequence[jax.Device]] = None):
-  """One step of `config.train`'s optimiser per batch, from fresh optimiser state.
+  """One step of `config.train`'s optimiser per batch, from fresh optimiser state (single process).
 
   Args:
     model: a flax module; `model.apply(variables, x, attention) -> (z, log_det)`.
@@ -202,7 +202,7 @@ def train_on_batches(model, variables, batches: Iterable, config: ml_collections
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-  """The shuffling seed of an epoch: a hash of (seed, epoch) that no two epochs share."""
+  """The shuffling seed of an epoch: (seed, epoch) mixed by numpy's SeedSequence."""
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
@@ -320,12 +320,20 @@ def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir
   abstract_state, abstract_constants = abstract_train_state(model, config, sample, mesh)
   manager = checkpoint_lib.make_manager(workdir / CHECKPOINT_DIR, keep=c.keep_checkpoints,
                                         every=c.checkpoint_every)
-  state, start_step = checkpoint_lib.restore_latest(manager, abstract_state)
+  try:
+    state, start_step = checkpoint_lib.restore_latest(manager, abstract_state)
+  except checkpoint_lib.CheckpointError:
+    manager.close()
+    raise
   if state is None or jax.tree_util.tree_leaves(abstract_constants):
     initial_state, constants = initial_train_state(model, config, sample, mesh)
     state = initial_state if state is None else state
   else:
     constants = abstract_constants   # an empty tree: nothing to initialise
+  if int(jax.device_get(state.step)) != start_step:
+    raise checkpoint_lib.CheckpointError(
+        f"the checkpoint of step {start_step} in {workdir / CHECKPOINT_DIR} holds a state of step "
+        f"{int(jax.device_get(state.step))}")
   if start_step:
     logging.warning("resuming from the checkpoint of step %d in %s", start_step, workdir / CHECKPOINT_DIR)
   if start_step > c.num_steps:
@@ -343,30 +351,32 @@ def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir
                   desc="train", unit="step", dynamic_ncols=True)
   pending, all_steps, all_losses = [], [], []
   tick, tick_step = time.perf_counter(), start_step
-  for step in range(start_step + 1, c.num_steps + 1):
-    state, loss = train_step(state, constants, _global_batch(next(stream), mesh, c.batch_size))
-    pending.append((step, loss))
-    bar.update(1)
-    if step % c.log_every == 0 or step == c.num_steps:
-      values = np.asarray(jax.device_get([l for _, l in pending]), np.float64)
-      if not np.all(np.isfinite(values)):
-        raise FloatingPointError(f"the training loss became {values[-1]} at step {step}; lower "
-                                 "train.learning_rate or check the data")
-      now = time.perf_counter()
-      images_per_s = (step - tick_step) * c.batch_size / max(now - tick, 1e-9)
-      tick, tick_step = now, step
-      all_steps += [s for s, _ in pending]
-      all_losses += list(values)
-      record = dict(step=step, loss=float(values.mean()), last_loss=float(values[-1]),
-                    images_per_s=images_per_s, time=time.time())
-      pending = []
-      bar.set_postfix(loss=f"{values[-1]:.4g}", img_per_s=f"{images_per_s:.0f}")
-      if is_main:
-        with metrics_path.open("a") as f:
-          f.write(json.dumps(record) + "\n")
-    checkpoint_lib.save(manager, step, state, force=step == c.num_steps)
-  bar.close()
-  manager.wait_until_finished()
-  manager.close()
+  try:
+    for step in range(start_step + 1, c.num_steps + 1):
+      state, loss = train_step(state, constants, _global_batch(next(stream), mesh, c.batch_size))
+      pending.append((step, loss))
+      bar.update(1)
+      if step % c.log_every == 0 or step == c.num_steps:
+        values = np.asarray(jax.device_get([l for _, l in pending]), np.float64)
+        if not np.all(np.isfinite(values)):
+          raise FloatingPointError(f"the training loss became {values[-1]} at step {step}; lower "
+                                   "train.learning_rate or check the data")
+        now = time.perf_counter()
+        images_per_s = (step - tick_step) * c.batch_size / max(now - tick, 1e-9)
+        tick, tick_step = now, step
+        all_steps += [s for s, _ in pending]
+        all_losses += list(values)
+        record = dict(step=step, loss=float(values.mean()), last_loss=float(values[-1]),
+                      images_per_s=images_per_s, time=time.time())
+        pending = []
+        bar.set_postfix(loss=f"{values[-1]:.4g}", img_per_s=f"{images_per_s:.0f}")
+        if is_main:
+          with metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+      checkpoint_lib.save(manager, step, state, force=step == c.num_steps)
+  finally:
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
   return TrainResult({"params": state.params, **constants}, np.asarray(all_steps, np.int64),
                      np.asarray(all_losses, np.float32))
