@@ -169,7 +169,8 @@ def adaptive():
   """evaluate_adversarial on a tiny random flow (configs/tiny.py) with uniform noise as the OOD set."""
   config = tiny_config.get_config()
   config.adversarial = digits_classifier_config.get_config()
-  config.adversarial.attack.update(num_steps=6, batch_size=16)
+  config.eval.n_bootstrap = 100             # typicality thresholds: enough for a smoke check
+  config.adversarial.attack.update(num_steps=5, batch_size=16)
   x_ref, _ = data.load_images("digits", "train", max_images=120)
   x_test, _ = data.load_images("digits", "test", max_images=32)
   x_heldout, _ = data.load_images("digits", "test[32:64]")
