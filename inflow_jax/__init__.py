@@ -1,6 +1,8 @@
 """inflow_jax: InFlow outlier detection (attention-gated normalizing flows) in JAX/Flax.
 
 Public API (each name lives in the module of its concept):
+  model: InFlow (the attention-gated flow; layers in inflow_jax.flows)
+  convert: load_reference_checkpoint, state_dict_to_variables, variables_to_state_dict (original weights)
   data: load_split, preprocess, load_images, batches (input pipelines; dataset names documented there)
   encoder: make_encoder, load_reference_encoder (the untrained random conv encoder of the attention)
   attention: fit_mmd, mmd_test, mmd_test_embedded, gate_stream, StreamingGate (MMD permutation test)
@@ -13,10 +15,13 @@ Public API (each name lives in the module of its concept):
 """
 from inflow_jax.attention import (StreamingGate, fit_mmd, fit_mmd_embedded, gate_stream, mmd_test,
                                   mmd_test_embedded)
+from inflow_jax.convert import (load_reference_checkpoint, state_dict_to_variables,
+                                variables_to_state_dict)
 from inflow_jax.data import batches, load_images, load_split, preprocess
 from inflow_jax.detector import InFlowDetector
 from inflow_jax.encoder import load_reference_encoder, make_encoder
 from inflow_jax.evaluate import evaluate_ood, format_table
 from inflow_jax.metrics import aupr_in, aupr_out, auroc, fpr_at_95_tpr, ood_metrics
+from inflow_jax.model import InFlow
 from inflow_jax.scoring import make_score_fn, score_batches
 from inflow_jax.train import make_optimizer, train_on_batches
