@@ -244,19 +244,35 @@ def _random_subsets(key: Array, n_permutations: int, n_total: int, m: int) -> Ar
   return jax.lax.top_k(u, m)[1]
 
 
+def _pooled_sums(state: MMDState, emb: Array):
+  """Row sums r (N,) and total T of the pooled [reference; emb] kernel (offset, zeroed diagonal), and
+  the observed MMD^2 of the split reference | emb."""
+  n, m = state.reference.shape[0], emb.shape[0]
+  y = emb.astype(jnp.float32) - state.center
+  k_rx = gaussian_kernel(sq_distances(state.reference, y), state.sigma) - state.kernel_offset  # (n, m)
+  k_xx = gaussian_kernel(sq_distances(y, y), state.sigma) - state.kernel_offset
+  k_xx = jnp.where(jnp.eye(m, dtype=bool), 0.0, k_xx)                                         # (m, m)
+  row_sums = jnp.concatenate([state.reference_row_sums + jnp.sum(k_rx, axis=1),
+                              jnp.sum(k_rx, axis=0) + jnp.sum(k_xx, axis=1)])                # (N,)
+  sum_xx = jnp.sum(k_xx)
+  total = state.reference_total + 2.0 * jnp.sum(k_rx) + sum_xx
+  return row_sums, total, _mmd2_from_sums(total, jnp.sum(row_sums[n:]), sum_xx, n, m)
+
+
+def mmd2_embedded(state: MMDState, emb: Array) -> Array:
+  """The unbiased MMD^2 between embeddings emb (m, d) and the fitted reference (differentiable in emb).
+
+  Equals `mmd_test_embedded(state, emb, key).mmd2`; used by the adaptive attacks on the gate.
+  """
+  return _pooled_sums(state, emb)[2]
+
+
 @jax.jit
 def _test_embedded(state: MMDState, emb: Array, key: Array) -> MMDResult:
   n, m = state.reference.shape[0], emb.shape[0]
   sigma, offset = state.sigma, state.kernel_offset
+  row_sums, total, mmd2 = _pooled_sums(state, emb)
   y = emb.astype(jnp.float32) - state.center
-  k_rx = gaussian_kernel(sq_distances(state.reference, y), sigma) - offset          # (n, m)
-  k_xx = gaussian_kernel(sq_distances(y, y), sigma) - offset
-  k_xx = jnp.where(jnp.eye(m, dtype=bool), 0.0, k_xx)                                 # (m, m)
-  row_sums = jnp.concatenate([state.reference_row_sums + jnp.sum(k_rx, axis=1),
-                              jnp.sum(k_rx, axis=0) + jnp.sum(k_xx, axis=1)])        # (N,)
-  sum_xx = jnp.sum(k_xx)
-  total = state.reference_total + 2.0 * jnp.sum(k_rx) + sum_xx
-  mmd2 = _mmd2_from_sums(total, jnp.sum(row_sums[n:]), sum_xx, n, m)
 
   pooled = jnp.concatenate([state.reference, y])
   n_perm = state.n_permutations

@@ -11,7 +11,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from inflow_jax.attention import MMDState, gaussian_kernel, sq_distances
+from inflow_jax.attention import MMDState, mmd2_embedded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,22 +30,9 @@ class LowerScore:
 
 
 def batch_mmd2(state: MMDState, x: jax.Array) -> jax.Array:
-  """The attention test's unbiased MMD^2 between the images x (m, H, W, C) and the fitted reference.
-
-  With e = embed(x) - center, K the state's Gaussian kernel and c its offset (which cancels):
-
-    MMD^2 = sum_{i != j}(K(r_i, r_j) - c) / (n (n-1)) + sum_{i != j}(K(e_i, e_j) - c) / (m (m-1))
-            - 2 sum_{i, j}(K(r_i, e_j) - c) / (n m),
-
-  the first sum being `state.reference_total`. Differentiable in x; equals `mmd_test(state, x).mmd2`.
-  """
-  n, m = state.reference.shape[0], x.shape[0]
-  emb = state.embed(x).astype(jnp.float32) - state.center
-  k_rx = gaussian_kernel(sq_distances(state.reference, emb), state.sigma) - state.kernel_offset
-  k_xx = gaussian_kernel(sq_distances(emb, emb), state.sigma) - state.kernel_offset
-  k_xx = jnp.where(jnp.eye(m, dtype=bool), 0.0, k_xx)
-  return (state.reference_total / (n * (n - 1)) + jnp.sum(k_xx) / (m * (m - 1))
-          - 2.0 * jnp.sum(k_rx) / (n * m))
+  """The attention test's unbiased MMD^2 between the images x (m, H, W, C) and the fitted reference:
+  `attention.mmd2_embedded(state, embed(x))`, differentiable in x; equals `mmd_test(state, x).mmd2`."""
+  return mmd2_embedded(state, state.embed(x))
 
 
 @dataclasses.dataclass(frozen=True)
