@@ -58,8 +58,9 @@ def _jsonable(value):
 def _markdown(config, table, training, timings, figures) -> str:
   data = config.data
   lines = ["# InFlow report", "",
-           f"In-distribution: `{data.train}` (train split `{data.train_split}`, test split "
-           f"`{data.test_split}`); OOD sets: {', '.join(f'`{n}`' for n in data.ood)}.", ""]
+           f"In-distribution: `{data.train}` split `{data.train_split}` (training and attention "
+           f"reference), `{data.test}` split `{data.test_split}` (test); OOD sets "
+           f"(split `{data.ood_split}`): {', '.join(f'`{n}`' for n in data.ood)}.", ""]
   if config.get("checkpoint_path"):
     lines += [f"Model: the pretrained checkpoint `{config.checkpoint_path}` (not trained here).", ""]
   else:
