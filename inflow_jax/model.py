@@ -94,26 +94,42 @@ class InFlow(nn.Module):
       layers += [self.coupling[k], self.permutation[k]]
     return layers
 
-  def __call__(self, x: jnp.ndarray, attention) -> Tuple[jnp.ndarray, jnp.ndarray]:
-    """x (B, H, W, C) float -> (z (B, H, W, C), log|det dz/dx| (B,)); attention: scalar or (B,)."""
-    self._check(x, attention, "x")
-    multi = self.num_scales > 1
-    h, log_det, factored = x, jnp.zeros(x.shape[:1], x.dtype), []
+  def _descend(self, h, level_fn):
+    """Levels 0..L-1: squeeze (multi-scale), h = level_fn(level, h), split off half (not the last).
+    Returns (the last level's h, the factored-out parts)."""
+    factored = []
     for level in range(self.num_scales):
-      if multi:
+      if self.num_scales > 1:
         h, _ = squeeze(h)
-      for layer in self._level_layers(level):
-        h, layer_log_det = layer(h, attention)
-        log_det = log_det + layer_log_det
+      h = level_fn(level, h)
       if level < self.num_scales - 1:
         part, h = split(h)
         factored.append(part)
+    return h, factored
+
+  def _ascend(self, h, factored, level_fn):
+    """The reverse of `_descend`: levels L-1..0: merge, h = level_fn(level, h), unsqueeze."""
     for level in reversed(range(self.num_scales)):
       if level < self.num_scales - 1:
         h = merge(factored[level], h)
-      if multi:
+      h = level_fn(level, h)
+      if self.num_scales > 1:
         h, _ = unsqueeze(h)
-    return h, log_det
+    return h
+
+  def __call__(self, x: jnp.ndarray, attention) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """x (B, H, W, C) float -> (z (B, H, W, C), log|det dz/dx| (B,)); attention: scalar or (B,)."""
+    self._check(x, attention, "x")
+    log_dets = []
+
+    def flow_level(level, h):
+      for layer in self._level_layers(level):
+        h, layer_log_det = layer(h, attention)
+        log_dets.append(layer_log_det)
+      return h
+
+    h, factored = self._descend(x, flow_level)
+    return self._ascend(h, factored, lambda level, h: h), sum(log_dets)
 
   def inverse(self, z: jnp.ndarray, attention) -> jnp.ndarray:
     """z (B, H, W, C) -> x with model(x, attention)[0] == z."""
@@ -122,20 +138,13 @@ class InFlow(nn.Module):
   def inverse_and_log_det(self, z: jnp.ndarray, attention) -> Tuple[jnp.ndarray, jnp.ndarray]:
     """z -> (x, log|det dx/dz|) = (x, -log_det of the forward pass at x)."""
     self._check(z, attention, "z")
-    multi = self.num_scales > 1
-    h, log_det, factored = z, jnp.zeros(z.shape[:1], z.dtype), []
-    for level in range(self.num_scales):
-      if multi:
-        h, _ = squeeze(h)
-      if level < self.num_scales - 1:
-        part, h = split(h)
-        factored.append(part)
-    for level in reversed(range(self.num_scales)):
-      if level < self.num_scales - 1:
-        h = merge(factored[level], h)
+    log_dets = []
+
+    def inverse_level(level, h):
       for layer in reversed(self._level_layers(level)):
         h, layer_log_det = layer.inverse(h, attention)
-        log_det = log_det + layer_log_det
-      if multi:
-        h, _ = unsqueeze(h)
-    return h, log_det
+        log_dets.append(layer_log_det)
+      return h
+
+    h, factored = self._descend(z, lambda level, h: h)
+    return self._ascend(h, factored, inverse_level), sum(log_dets)

@@ -10,6 +10,7 @@ from conftest import shared_file
 from inflow_jax.convert import (load_reference_checkpoint, permutations_from_state_dict,
                                 state_dict_to_variables, variables_to_state_dict)
 from inflow_jax.model import InFlow
+from test_flows import fast_jit
 
 CHECKPOINT = "fixtures/inflow_cifar10_epoch150_torch_state.npz"
 
@@ -18,7 +19,7 @@ CHECKPOINT = "fixtures/inflow_cifar10_epoch150_torch_state.npz"
 def small_state_dict():
   """A width-8 model's weights in the original layout (no fixture needed)."""
   model = InFlow(width=8)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)), 1.0)
+  variables = fast_jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)), 1.0)
   return variables_to_state_dict(variables, permutations=((2, 1, 0), (0, 2, 1))), variables
 
 
@@ -27,7 +28,7 @@ def test_parity_with_the_original_flow():
   exact_model, _ = load_reference_checkpoint(shared_file(CHECKPOINT), paper_compat=False)
   reference = np.load(shared_file("fixtures/inflow_reference_outputs_public.npz"))
   x = reference["x_nchw"].transpose(0, 2, 3, 1)
-  forward = jax.jit(lambda a: (model.apply(variables, x, a), exact_model.apply(variables, x, a)))
+  forward = fast_jit(lambda a: (model.apply(variables, x, a), exact_model.apply(variables, x, a)))
   for a in (1, 0):
     (z, log_det), (z_exact, log_det_exact) = forward(jnp.float32(a))
     np.testing.assert_allclose(z, reference[f"z_alpha{a}_nchw"].transpose(0, 2, 3, 1), atol=1e-4, rtol=0)
