@@ -7,11 +7,13 @@ to the gradient (the original's torch.optim.Adam) on the original loss
 mean(0.5 * sum(z^2) - log_det) / 3 at attention 1. forward: jitted (z, log_det).
 Warm-up (compilation) is excluded; every timing ends with block_until_ready. With --torch the same
 architecture in PyTorch (benchmarks/torch_inflow.py, torch.set_num_threads(--threads)) is timed too.
-The load average is printed with every result: on a shared machine the figures are noisy.
+The model (InFlow(**config.model)), optimiser and loss are the ones of configs/cifar10.py and
+inflow_jax.train. The load average is printed with every result: on a shared machine the figures are noisy.
 """
 import argparse
 import json
 import os
+import pathlib
 import sys
 import time
 
@@ -20,19 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs/
+from configs.cifar10 import get_config  # noqa: E402
 from inflow_jax.model import InFlow
-
-PAPER = dict(num_blocks=2, width=256, clamp=2.0)
-
-
-def nll_loss(z, log_det):
-  """The original's loss: mean over images of 0.5 * sum(z^2) - log_det, divided by 3."""
-  return jnp.mean(0.5 * jnp.sum(z ** 2, axis=(1, 2, 3)) - log_det) / 3
-
-
-def original_adam():
-  return optax.chain(optax.add_decayed_weights(2e-5), optax.adam(1e-4, b1=0.8, b2=0.99, eps=1e-8))
-
+from inflow_jax.train import flow_loss, make_optimizer
 
 def time_calls(fn, steps):
   """Seconds per call of fn() over `steps` calls, after one warm-up call."""
@@ -45,14 +38,15 @@ def time_calls(fn, steps):
 
 
 def bench_jax(batch_size, steps, seed=0):
-  model = InFlow(**PAPER)
+  config = get_config()
+  model = InFlow(**config.model)   # the paper architecture: 2 blocks, width 256
   x = jnp.asarray(np.random.default_rng(seed).uniform(size=(batch_size, 32, 32, 3)), jnp.float32)
   params = jax.jit(model.init)(jax.random.PRNGKey(seed), x[:1], 1.0)["params"]
-  optimizer = original_adam()
+  optimizer = make_optimizer(config.train)   # the original's Adam + coupled weight decay
 
   @jax.jit
   def train_step(params, opt_state, x):
-    loss, grads = jax.value_and_grad(lambda p: nll_loss(*model.apply({"params": p}, x, 1.0)))(params)
+    loss, grads = jax.value_and_grad(lambda p: flow_loss(model, {"params": p}, x))(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
