@@ -60,6 +60,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Tuple
 def restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> Any:
   """Restores checkpoint `step` into the structure of `abstract_state` (see `restore_latest`)."""
   where = pathlib.Path(manager.directory) / str(step)
+  _check_stored_arrays(where, abstract_state)
   try:
     state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
   except Exception as error:  # orbax raises many types (ValueError, KeyError, FileNotFoundError...)
@@ -76,3 +77,27 @@ def restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any)
           f"the checkpoint {where} holds an array {got.shape} {got.dtype} where the training state "
           f"has {want.shape} {want.dtype}: it was written by a different model config")
   return state
+
+
+def _shapes_and_dtypes(leaves) -> list:
+  return sorted((tuple(int(n) for n in leaf.shape), str(leaf.dtype)) for leaf in leaves)
+
+
+def _check_stored_arrays(where: pathlib.Path, abstract_state: Any) -> None:
+  """Compares the stored arrays' shapes and dtypes (checkpoint metadata) with the state's before any
+  array is read: a checkpoint of another model config fails here with a clear message."""
+  try:
+    metadata = ocp.StandardCheckpointer().metadata(where / "default")
+    item = getattr(metadata, "item_metadata", metadata)
+    if item is None:
+      raise ValueError("no readable array metadata")
+    stored = jax.tree_util.tree_leaves(item.tree)
+  except Exception as error:  # a missing, truncated or garbled metadata file
+    raise CheckpointError(
+        f"cannot read the checkpoint metadata of {where}: {type(error).__name__}: {error}. It is "
+        "corrupt; delete it or use another --workdir") from error
+  expected = jax.tree_util.tree_leaves(abstract_state)
+  if _shapes_and_dtypes(stored) != _shapes_and_dtypes(expected):
+    raise CheckpointError(
+        f"the checkpoint {where} holds {len(stored)} arrays that differ in shape or dtype from the "
+        f"{len(expected)} of the training state: it was written by a different model config")

@@ -171,7 +171,7 @@ def test_unreadable_and_mismatched_checkpoints(tmp_path):
   for path in (tmp_path / "run/checkpoints/2").rglob("*"):
     if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
       path.write_bytes(b"garbage")
-  with pytest.raises(checkpoint.CheckpointError, match="cannot restore the checkpoint"):
+  with pytest.raises(checkpoint.CheckpointError, match="cannot (read|restore) the checkpoint"):
     train.train(model, x, config, tmp_path / "run", devices=devices, progress=False)
   lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
   assert [json.loads(line)["step"] for line in lines] == [2]   # nothing trained by the failed runs
