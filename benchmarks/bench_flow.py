@@ -28,13 +28,17 @@ from inflow_jax.model import InFlow
 from inflow_jax.train import flow_loss, make_optimizer
 
 def time_calls(fn, steps):
-  """Seconds per call of fn() over `steps` calls, after one warm-up call."""
+  """Median seconds of one fn() call (each waited for), over `steps` calls after one warm-up call.
+
+  Each call is blocked on: on CPU, un-awaited back-to-back calls overlap and fight over the same cores.
+  """
   jax.block_until_ready(fn())
-  start = time.perf_counter()
+  seconds = []
   for _ in range(steps):
-    out = fn()
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / steps
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    seconds.append(time.perf_counter() - start)
+  return float(np.median(seconds))
 
 
 def bench_jax(batch_size, steps, seed=0):
@@ -83,14 +87,7 @@ def bench_torch(batch_size, steps, threads, seed=0):
     with torch.no_grad():
       model(x, 1.0)
 
-  def seconds(fn):
-    fn()
-    start = time.perf_counter()
-    for _ in range(steps):
-      fn()
-    return (time.perf_counter() - start) / steps
-
-  return {"train_s": seconds(train_step), "forward_s": seconds(forward)}
+  return {"train_s": time_calls(train_step, steps), "forward_s": time_calls(forward, steps)}
 
 
 def main(argv=None):

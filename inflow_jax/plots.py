@@ -45,6 +45,7 @@ def plot_mixed_power(mixed: Mapping, path: str, title: Optional[str] = None) -> 
         ax.plot(batch_sizes, mixed["false_alarm"][method], style, color="red",
                 label="in-dist false alarms" if method == "inflow" else None)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())   # no log-scale minor labels
     ax.set_xticks(batch_sizes)
     ax.set_xticklabels([str(m) for m in batch_sizes])
     ax.set_ylim(-0.03, 1.03)
@@ -54,7 +55,8 @@ def plot_mixed_power(mixed: Mapping, path: str, title: Optional[str] = None) -> 
   axes[0][0].set_ylabel("fraction of batches flagged")
   axes[0][0].legend(fontsize=7, title="solid: InFlow MMD\ndashed: typicality", title_fontsize=7)
   if title:
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.0)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))   # keep the title above the panels' titles
   return _save(fig, path)
 
 
