@@ -31,12 +31,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from configs import cifar10 as cifar10_config  # noqa: E402
 from configs import digits_classifier  # noqa: E402
 from inflow_jax import classifier as classifier_lib  # noqa: E402
-from inflow_jax.adversarial.evaluation import evaluate_adversarial, format_adversarial_table  # noqa: E402
+from inflow_jax.adversarial.evaluation import evaluate_adversarial, format_adversarial_report  # noqa: E402
 from inflow_jax.attention import fit_mmd  # noqa: E402
 from inflow_jax.convert import load_reference_checkpoint  # noqa: E402
 from inflow_jax.data import load_images  # noqa: E402
 from inflow_jax.encoder import load_reference_encoder  # noqa: E402
-from inflow_jax.evaluate import format_table  # noqa: E402
 
 SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED",
                                      pathlib.Path(__file__).resolve().parents[2] / "shared"))
@@ -107,9 +106,7 @@ def main():
   if args.json:
     print(json.dumps(table))
   else:
-    print(format_adversarial_table(table))
-    print()
-    print(format_table(table))
+    print(format_adversarial_report(table))
     print(f"\nbackend {jax.default_backend()}, wall {time.time() - start:.0f} s, classifier training "
           f"{classifier_seconds:.0f} s, load average {os.getloadavg()}")
 

@@ -23,10 +23,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from configs import digits, digits_classifier  # noqa: E402
 from inflow_jax import data  # noqa: E402
 from inflow_jax import train as train_lib  # noqa: E402
-from inflow_jax.adversarial.evaluation import evaluate_adversarial, format_adversarial_table  # noqa: E402
+from inflow_jax.adversarial.evaluation import evaluate_adversarial, format_adversarial_report  # noqa: E402
 from inflow_jax.attention import fit_mmd  # noqa: E402
 from inflow_jax.encoder import make_encoder  # noqa: E402
-from inflow_jax.evaluate import format_table  # noqa: E402
 from inflow_jax.model import InFlow  # noqa: E402
 
 
@@ -68,9 +67,7 @@ def main():
   if args.json:
     print(json.dumps(table))
   else:
-    print(format_adversarial_table(table))
-    print()
-    print(format_table(table))
+    print(format_adversarial_report(table))
     print(f"\nbackend {jax.default_backend()}, wall {time.time() - start:.0f} s, load average "
           f"{os.getloadavg()}")
 

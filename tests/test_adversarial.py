@@ -218,3 +218,5 @@ def test_evaluate_adversarial_scores_every_set(adaptive):
       assert 0.0 <= row[method]["auroc"] <= 1.0
   text = evaluation.format_adversarial_table(table)
   assert "noise_adaptive_mmd" in text and "->" in text
+  report = evaluation.format_adversarial_report(table)
+  assert report.startswith(text) and "AUROC" in report

@@ -23,7 +23,7 @@ from inflow_jax import classifier as classifier_lib
 from inflow_jax.adversarial.attacks import default_step_size, fgsm, pgd
 from inflow_jax.adversarial.objectives import LowerMMD, LowerScore
 from inflow_jax.attention import mmd_test
-from inflow_jax.evaluate import evaluate_ood
+from inflow_jax.evaluate import evaluate_ood, format_table
 from inflow_jax.scoring import batch_starts, make_score_fn
 
 ADAPTIVE_TARGETS = ("log_likelihood", "mmd")
@@ -230,3 +230,8 @@ def format_adversarial_table(table: Mapping) -> str:
         f"{row['nll_bpd'][1]:.4f} | {row['mmd2'][0]:.4g} -> {row['mmd2'][1]:.4g} | "
         f"{row['batches_flagged'][0]} -> {row['batches_flagged'][1]} / {row['n_batches']} |")
   return "\n".join(lines)
+
+
+def format_adversarial_report(table: Mapping) -> str:
+  """Markdown of a whole `evaluate_adversarial` table: the attacks, then the detection metrics."""
+  return format_adversarial_table(table) + "\n\n" + format_table(table)
