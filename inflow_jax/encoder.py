@@ -6,7 +6,8 @@ projection of the images is enough for a kernel two-sample test to see a distrib
   z = Dense_32(flatten(relu(Conv_512(relu(Conv_128(relu(Conv_64(x))))))))
 
 every Conv is 4x4, stride 2, VALID padding, so a 32x32x3 image goes 15x15x64 -> 6x6x128 -> 2x2x512 -> 2048
--> 32. `make_encoder(seed)` draws PyTorch-default-like weights (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
+-> 32. Each conv runs as one matrix product on space-to-depth patches (`StridedConv`), which XLA's CPU
+backend executes ~1.5x faster than its strided convolution. `make_encoder(seed)` draws PyTorch-default-like weights (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
 kernels and biases); `load_reference_encoder(path)` imports the original's `torch.manual_seed(0)` weights.
 """
 import functools
@@ -21,6 +22,42 @@ import numpy as np
 from inflow_jax.checks import check_images
 
 Array = jax.Array
+
+
+class StridedConv(nn.Module):
+  """A VALID k x k convolution with stride s, k a multiple of s, as one matrix product (NHWC, HWIO kernel).
+
+    y[i, j, o] = b[o] + sum_{u, v < k, c} x[s i + u, s j + v, c] kernel[u, v, c, o]
+
+  With u = s p + du (p < t = k / s, du < s), the space-to-depth image X[I, J] = x[s I : s I + s,
+  s J : s J + s, :] (s*s*C channels) turns this into a t x t stride-1 convolution over X, whose im2col
+  patches are the t*t shifted views X[p : p + H_out, q : q + W_out] side by side: one
+  (B H_out W_out, k*k*C) x (k*k*C, O) matrix product. Same parameters as `nn.Conv(features, (k, k),
+  strides=(s, s), padding="VALID")`.
+  """
+  features: int
+  kernel_size: int = 4
+  stride: int = 2
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    k, s = self.kernel_size, self.stride
+    if k % s:
+      raise ValueError(f"kernel_size {k} must be a multiple of stride {s}")
+    t = k // s
+    b, h, w, c = x.shape
+    h_out, w_out = (h - k) // s + 1, (w - k) // s + 1
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, c, self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    hb, wb = h_out + t - 1, w_out + t - 1          # space-to-depth blocks needed
+    blocks = x[:, :s * hb, :s * wb].reshape(b, hb, s, wb, s, c).transpose(0, 1, 3, 2, 4, 5)
+    blocks = blocks.reshape(b, hb, wb, s * s * c)                              # channels (du, dv, c)
+    patches = jnp.concatenate([blocks[:, p:p + h_out, q:q + w_out] for p in range(t) for q in range(t)],
+                              axis=-1)                                         # (p, q, du, dv, c)
+    # kernel[u = s p + du, v = s q + dv, c, o] -> rows ordered (p, q, du, dv, c), as the patches
+    matrix = kernel.reshape(t, s, t, s, c, self.features).transpose(0, 2, 1, 3, 4, 5)
+    y = patches.reshape(-1, k * k * c) @ matrix.reshape(k * k * c, self.features)
+    return y.reshape(b, h_out, w_out, self.features) + bias
 
 
 class RandomEncoder(nn.Module):
@@ -38,8 +75,7 @@ class RandomEncoder(nn.Module):
   def __call__(self, x: Array) -> Array:
     k = self.kernel_size
     for i, features in enumerate(self.features):
-      x = nn.Conv(features, (k, k), strides=(self.stride, self.stride), padding="VALID",
-                  name=f"conv{i}")(x)
+      x = StridedConv(features, k, self.stride, name=f"conv{i}")(x)
       x = nn.relu(x)
     x = x.reshape(x.shape[0], -1)  # (h, w, c) order; the importer permutes PyTorch's (c, h, w) order
     return nn.Dense(self.embedding_dim, name="dense")(x)
@@ -76,10 +112,16 @@ class Embedder:
 def _embed(embedder: Embedder, x: Array) -> Array:
   apply = functools.partial(embedder.module.apply, {"params": embedder.params})
   x = jnp.asarray(x, jnp.float32)
-  if x.shape[0] <= embedder.chunk_size:
+  n = x.shape[0]
+  num_chunks = -(-n // embedder.chunk_size)
+  if num_chunks == 1:
     return apply(x)
-  # lax.map over chunks of `chunk_size` images: peak memory is one chunk's activations.
-  return jax.lax.map(lambda xi: apply(xi[None])[0], x, batch_size=embedder.chunk_size)
+  # ceil(n / chunk_size) equal chunks (the last padded), one after another under lax.map: peak memory
+  # is one chunk's activations.
+  chunk = -(-n // num_chunks)
+  x = jnp.pad(x, ((0, num_chunks * chunk - n), (0, 0), (0, 0), (0, 0)))
+  emb = jax.lax.map(apply, x.reshape(num_chunks, chunk, *x.shape[1:]))
+  return emb.reshape(num_chunks * chunk, -1)[:n]
 
 
 def make_encoder(seed: int = 0, *, features: Tuple[int, ...] = (64, 128, 512), embedding_dim: int = 32,

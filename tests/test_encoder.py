@@ -1,9 +1,10 @@
 """The untrained encoder: import of the original's PyTorch weights, seeded init, chunking."""
+import jax
 import numpy as np
 import pytest
 
 from conftest import shared_file
-from inflow_jax.encoder import load_reference_encoder, make_encoder, params_from_torch
+from inflow_jax.encoder import StridedConv, load_reference_encoder, make_encoder, params_from_torch
 
 
 def _nhwc(uint8_nchw):
@@ -39,6 +40,22 @@ def test_seeded_init_is_reproducible_and_pytorch_like():
       bound = 1.0 / np.sqrt(fan_in)
       assert np.abs(leaf).max() <= bound
       assert np.abs(leaf).max() > 0.9 * bound   # uniform over the whole interval, not a narrower one
+
+
+@pytest.mark.parametrize("kernel_size,stride,size", [(4, 2, 32), (4, 2, 15), (4, 2, 6), (6, 2, 13),
+                                                     (3, 1, 7), (6, 3, 14)])
+def test_strided_conv_equals_lax_conv(kernel_size, stride, size):
+  """The space-to-depth matrix product against XLA's own VALID strided convolution, in float64."""
+  rng = np.random.default_rng(kernel_size * 100 + size)
+  x = rng.normal(size=(3, size, size + 1, 5))
+  conv = StridedConv(7, kernel_size, stride)
+  with jax.enable_x64():
+    params = {"kernel": rng.normal(size=(kernel_size, kernel_size, 5, 7)), "bias": rng.normal(size=7)}
+    y = conv.apply({"params": params}, x)
+    expected = jax.lax.conv_general_dilated(x, params["kernel"], (stride, stride), "VALID",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["bias"]
+  assert y.shape == expected.shape
+  np.testing.assert_allclose(y, expected, atol=1e-12)
 
 
 def test_chunked_embedding_equals_one_batch():
