@@ -5,9 +5,12 @@
   python run.py --config configs/cifar10_pretrained.py --workdir DIR --config.checkpoint_path=PATH
 
 Modes: `train` (train or resume up to config.train.num_steps), `evaluate` (restore the newest
-checkpoint, or the pretrained one, and write the report), `all` (both). Every input (config keys,
-dataset names, batch size vs devices, checkpoints) is checked before any training starts. The workdir
-holds `checkpoints/`, `metrics.jsonl`, `report.json`, `report.md` and the PNG figures.
+checkpoint, or the pretrained one, and write the report), `all` (both). With
+`config.adversarial.enabled` the evaluation adds the adversarial sets (`evaluate_adversarial`: a
+classifier trained on data.train, PGD against it, adaptive attacks on the detector). Every input
+(config keys, dataset names, labels, batch sizes vs devices, attack settings, checkpoints) is checked
+before any training starts. The workdir holds `checkpoints/`, `metrics.jsonl`, `report.json`,
+`report.md` and the PNG figures.
 """
 import importlib.util
 import pathlib
@@ -20,12 +23,16 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from inflow_jax import classifier as classifier_lib
 from inflow_jax import convert, data, report
 from inflow_jax import train as train_lib
+from inflow_jax.adversarial.evaluation import (check_attack_config, evaluate_adversarial,
+                                               format_adversarial_report)
 from inflow_jax.attention import fit_mmd
 from inflow_jax.encoder import load_reference_encoder, make_encoder
 from inflow_jax.evaluate import evaluate_ood, format_table
 from inflow_jax.model import InFlow
+from inflow_jax.train_step import host_copy
 
 SCHEMA_CONFIG = pathlib.Path(__file__).resolve().parent / "configs" / "cifar10.py"
 MODES = ("train", "evaluate", "all")
@@ -71,20 +78,50 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
       raise ValueError(f"attention.n_reference must be >= 2, got {config.attention.n_reference}")
     if not config.data.ood:
       raise ValueError("data.ood is empty: give at least one OOD dataset")
+    if config.adversarial.enabled:
+      check_attack_config(config.adversarial.attack, tuple(config.data.ood))
+      if attacks_classifier(config):   # trained on this process's devices (the evaluation's)
+        classifier_lib.check_classifier_train_config(config.adversarial.train, jax.local_device_count(),
+                                                     prefix="adversarial.train")
+
+
+def attacks_classifier(config: ml_collections.ConfigDict) -> bool:
+  """Whether the job trains and attacks the classifier (adversarial.enabled, epsilons given)."""
+  return bool(config.adversarial.enabled and config.adversarial.attack.epsilons)
+
+
+def checked_labels(config: ml_collections.ConfigDict, key: str, labels, n: int) -> np.ndarray:
+  """The labels of the images of `config.data.<key>`, checked for the adversarial classifier."""
+  name, split = config.data[key], config.data[f"{key}_split"]
+  if labels is None:
+    raise ValueError(f"adversarial.enabled: the classifier needs labels, but data.{key}={name!r} split "
+                     f"{split!r} has none (adversarial.attack.epsilons=() runs only the adaptive "
+                     "attacks, which need none)")
+  return classifier_lib.check_labels(labels, n, config.adversarial.model.num_classes,
+                                     name=f"the labels of data.{key}={name!r} split {split!r}",
+                                     classes_name="adversarial.model.num_classes")
 
 
 def load_data(config: ml_collections.ConfigDict, mode: str) -> Dict[str, Any]:
-  """Every image set the job needs, as float32 NHWC in [0, 1], loaded before anything runs."""
+  """Every image set the job needs, as float32 NHWC in [0, 1], loaded before anything runs; and under
+  "labels" the train/test labels when the adversarial classifier needs them."""
   d = config.data
-  load = lambda name, split, limit=None: data.load_images(name, split, d.image_size, d.data_dir, limit)[0]
-  sets = {"train": load(d.train, d.train_split)}
+  load = lambda name, split, limit=None: data.load_images(name, split, d.image_size, d.data_dir, limit)
+  sets = {}
+  sets["train"], y_train = load(d.train, d.train_split)
   if mode != "train":
-    sets["test"] = load(d.test, d.test_split, d.max_eval_images)
-    sets["heldout"] = load(d.train, d.heldout_split) if d.heldout_split else None
-    sets["ood"] = {name: load(name, d.ood_split, d.max_eval_images) for name in d.ood}
+    sets["test"], y_test = load(d.test, d.test_split, d.max_eval_images)
+    sets["heldout"] = load(d.train, d.heldout_split)[0] if d.heldout_split else None
+    sets["ood"] = {name: load(name, d.ood_split, d.max_eval_images)[0] for name in d.ood}
     if config.attention.n_reference > len(sets["train"]):
       raise ValueError(f"attention.n_reference={config.attention.n_reference} exceeds the "
                        f"{len(sets['train'])} images of {d.train!r} {d.train_split!r}")
+    if attacks_classifier(config):
+      sets["labels"] = {"train": checked_labels(config, "train", y_train, len(sets["train"])),
+                        "test": checked_labels(config, "test", y_test, len(sets["test"]))}
+      if config.adversarial.train.batch_size > len(sets["train"]):
+        raise ValueError(f"adversarial.train.batch_size={config.adversarial.train.batch_size} exceeds "
+                         f"the {len(sets['train'])} images of {d.train!r} {d.train_split!r}")
   return sets
 
 
@@ -98,29 +135,37 @@ def load_model(config: ml_collections.ConfigDict):
     raise ValueError(f"config.checkpoint_path={config.checkpoint_path!r} is unreadable: {error}") from error
 
 
-def local_copy(tree):
-  """Host numpy copies of (possibly multi-process replicated) arrays, for single-process use."""
-  return jax.tree_util.tree_map(lambda a: np.asarray(a.addressable_data(0)), tree)
-
-
 def reference_images(x_train: np.ndarray, n: int, seed: int) -> np.ndarray:
   """n training images drawn without replacement (seeded): the attention's reference set."""
   return x_train[np.sort(np.random.default_rng([seed, 1]).permutation(len(x_train))[:n])]
 
 
-def evaluate(model, variables, sets, config, workdir) -> Dict[str, Any]:
-  """Fits the attention and runs `evaluate_ood`; figures go to workdir."""
+def evaluate(model, variables, sets, config, workdir, timings: Dict[str, float]) -> Dict[str, Any]:
+  """Fits the attention and runs `evaluate_ood` (figures go to workdir), then, with
+  config.adversarial.enabled, `evaluate_adversarial` (its table under "adversarial"). Stage seconds
+  go to `timings`."""
+  tick = time.perf_counter()
   a = config.attention
   embed = load_reference_encoder(a.encoder_path) if a.encoder_path else make_encoder(a.encoder_seed)
   mmd_state = fit_mmd(reference_images(sets["train"], a.n_reference, config.seed), embed,
                       a.n_permutations, a.level, a.sigma)
   e = config.eval
-  return evaluate_ood(
+  table = evaluate_ood(
       model, variables, mmd_state, sets["test"], sets["ood"], key=jax.random.PRNGKey(config.seed),
       batch_size=e.batch_size, protocols=tuple(e.protocols), baselines=e.baselines,
       x_heldout=sets["heldout"], mixed_rhos=tuple(e.mixed_rhos),
       mixed_batch_sizes=tuple(e.mixed_batch_sizes), mixed_n_batches=e.mixed_n_batches,
       n_bootstrap=e.n_bootstrap, seed=config.seed, plot_dir=str(workdir))
+  timings["evaluate"] = time.perf_counter() - tick
+  if config.adversarial.enabled:
+    tick, labels = time.perf_counter(), sets.get("labels", {})
+    table["adversarial"] = evaluate_adversarial(
+        config, model=model, variables=variables, mmd_state=mmd_state, x_test=sets["test"],
+        ood_sets=sets["ood"], x_heldout=sets["heldout"],
+        key=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), x_train=sets["train"],
+        y_train=labels.get("train"), y_test=labels.get("test"))
+    timings["adversarial"] = time.perf_counter() - tick
+  return table
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -154,12 +199,12 @@ def run_job(config: ml_collections.ConfigDict, workdir, mode: str = "all", *,
     logging.info("evaluating the checkpoint of step %d", step)
   if jax.process_index() != 0:
     return None   # the evaluation is single-process; process 0 writes the report
-  tick = time.perf_counter()
-  table = evaluate(model, local_copy(variables), sets, config, workdir)
-  timings["evaluate"] = time.perf_counter() - tick
+  table = evaluate(model, host_copy(variables), sets, config, workdir, timings)
   timings["total"] = time.perf_counter() - start
   paths = report.write_report(workdir, config, table, timings)
   print(format_table(table))
+  if "adversarial" in table:
+    print("\nAdversarial sets:\n" + format_adversarial_report(table["adversarial"]))
   print(f"\nreport: {paths['markdown']}, {paths['json']}; total {timings['total']:.0f} s")
   return table
 

@@ -19,4 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.attention.update(n_reference=64, n_permutations=20)
   config.eval.update(batch_size=16, mixed_rhos=(0.5, 1.0), mixed_batch_sizes=(16,), mixed_n_batches=4,
                      n_bootstrap=100)
+  # off, as in the schema; `--config.adversarial.enabled=True` adds a seconds-long adversarial part
+  config.adversarial.model.update(features=(4,), hidden=16)
+  config.adversarial.train.update(num_steps=10, batch_size=16)
+  config.adversarial.attack.update(epsilons=(8 / 255,), num_steps=2, batch_size=16,
+                                   adaptive_ood=("uniform_noise",), adaptive_targets=("mmd",))
   return config

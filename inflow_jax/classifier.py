@@ -3,19 +3,24 @@
 Adversarial examples against it (`inflow_jax.adversarial`) are the "adversarial OOD" sets that InFlow
 is asked to detect. Its loss is the mean softmax cross-entropy
 
-  L(theta) = -(1/B) sum_i log softmax(f_theta(x_i))[y_i].
+  L(theta) = -(1/B) sum_i log softmax(f_theta(x_i))[y_i],
+
+minimised by the flow's training machinery (`inflow_jax.train_step`: the same Adam, data-parallel step
+over the `data` mesh axis and epoch permutations).
 """
 import dataclasses
 import functools
-from typing import Any, NamedTuple, Sequence
+import itertools
+from typing import Any, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
-from inflow_jax import train as train_lib
+from inflow_jax import train_step as train_step_lib
 from inflow_jax.checks import check_images
 
 
@@ -57,9 +62,38 @@ class ClassifierLoss:
     return cross_entropy(self.model.apply(variables, x), labels)
 
 
+@dataclasses.dataclass(frozen=True)
+class MeanCrossEntropy:
+  """The training loss L(theta) of the module docstring as the `loss_fn(variables, (x, y))` of
+  `train_step.make_step` (hashable by value: one compiled step per model and optimiser)."""
+  model: Classifier
+
+  def __call__(self, variables: Any, batch) -> jax.Array:
+    x, labels = batch
+    return jnp.mean(cross_entropy(self.model.apply(variables, x), labels))
+
+
+def check_labels(labels, n: int, num_classes: int, *, name: str = "y_train",
+                 classes_name: str = "num_classes") -> np.ndarray:
+  """Returns `labels` as a numpy array after checking it is (n,) integers in [0, num_classes)."""
+  labels = np.asarray(labels)
+  if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"{name} must be ({n},) integer labels, got {labels.dtype} {labels.shape}")
+  if n and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"{name} must lie in [0, {num_classes}) ({classes_name}), got [{labels.min()}, "
+                     f"{labels.max()}]")
+  return labels
+
+
+def check_classifier_train_config(train_config: ml_collections.ConfigDict, num_devices: int, *,
+                                  prefix: str = "train") -> None:
+  """Raises ValueError, naming `{prefix}.<key>`, for settings `train_classifier` cannot train with."""
+  train_step_lib.check_optimizer_config(train_config, num_devices, prefix=prefix, min_steps=1)
+
+
 def init_classifier(model: Classifier, key: jax.Array, image_shape: Sequence[int]) -> Any:
-  """Initial variables for images of shape (H, W, C)."""
-  return model.init(key, jnp.zeros((1, *image_shape), jnp.float32))
+  """Initial variables for images of shape (H, W, C) (jitted: one compile instead of one per op)."""
+  return jax.jit(model.init)(key, jnp.zeros((1, *image_shape), jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -88,56 +122,35 @@ class ClassifierResult(NamedTuple):
   losses: np.ndarray    # (num_steps,) the mean cross-entropy of each step's batch, before its update
 
 
-def train_classifier(model: Classifier, x_train, y_train, config) -> ClassifierResult:
-  """Trains `model` on labelled images with `config.train`'s optimiser (`train.make_optimizer`).
+def train_classifier(model: Classifier, x_train, y_train, config, *,
+                     devices: Optional[Sequence[jax.Device]] = None) -> ClassifierResult:
+  """Trains `model` on labelled images with `config.train`'s optimiser, as the flow is trained.
 
-  The batch of step s is epoch e = s // steps_per_epoch of a permutation seeded by
-  `train.epoch_seed(config.seed, e)` (incomplete last batches dropped), as the flow's training.
+  `train_step.fit_batches` of `MeanCrossEntropy` over the batches (x, y) of
+  `train_step.local_batches(x_train, labels=y_train, seed=config.seed)`: step s takes epoch
+  e = s // steps_per_epoch of a permutation seeded by `epoch_seed(config.seed, e)`, each batch sharded
+  over the `data` axis of a mesh of `devices`.
 
   Args:
     model: a `Classifier`.
     x_train: (N, H, W, C) float32 images in [0, 1].
     y_train: (N,) integer labels in [0, model.num_classes).
-    config: `seed`, and `train` with `num_steps`, `batch_size` and the optimiser fields of
-      `train.make_optimizer` (learning_rate, b1, b2, eps, weight_decay).
+    config: `seed`, and `train` with `num_steps` (>= 1), `batch_size` (divisible by the device count)
+      and the optimiser fields of `train_step.make_optimizer` (learning_rate, b1, b2, eps, weight_decay).
+    devices: the devices to shard over (default: all of this process's).
+  Returns:
+    ClassifierResult; the variables are host (numpy) copies.
   """
   check_images(x_train, name="x_train", value_range=(0.0, 1.0))
-  y_train = np.asarray(y_train)
-  if y_train.shape != (len(x_train),) or not np.issubdtype(y_train.dtype, np.integer):
-    raise ValueError(f"y_train must be ({len(x_train)},) integer labels, got {y_train.dtype} "
-                     f"{y_train.shape}")
-  if y_train.min() < 0 or y_train.max() >= model.num_classes:
-    raise ValueError(f"y_train must lie in [0, {model.num_classes}), got [{y_train.min()}, "
-                     f"{y_train.max()}]")
-  batch_size, num_steps = int(config.train.batch_size), int(config.train.num_steps)
-  if not 1 <= batch_size <= len(x_train):
-    raise ValueError(f"train.batch_size must lie in [1, {len(x_train)}], got {batch_size}")
-  if num_steps < 1:
-    raise ValueError(f"train.num_steps must be >= 1, got {num_steps}")
-  optimizer = train_lib.make_optimizer(config.train)
+  y_train = check_labels(y_train, len(x_train), model.num_classes)
+  devices = jax.local_devices() if devices is None else devices
+  check_classifier_train_config(config.train, len(devices))
+  batches = train_step_lib.local_batches(
+      x_train, labels=y_train, batch_size=int(config.train.batch_size), seed=config.seed)
   variables = init_classifier(model, jax.random.PRNGKey(config.seed), x_train.shape[1:])
-  params = variables["params"]
-
-  @jax.jit
-  def step(params, opt_state, x, y):
-    def loss_of(params):
-      return jnp.mean(cross_entropy(model.apply({"params": params}, x), y))
-    loss, grads = jax.value_and_grad(loss_of)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  opt_state = optimizer.init(params)
-  steps_per_epoch = len(x_train) // batch_size
-  losses, order = [], None
-  for s in range(num_steps):
-    epoch, offset = divmod(s, steps_per_epoch)
-    if offset == 0:
-      order = np.random.default_rng(train_lib.epoch_seed(config.seed, epoch)).permutation(len(x_train))
-    index = order[offset * batch_size:(offset + 1) * batch_size]
-    params, opt_state, loss = step(params, opt_state, jnp.asarray(x_train[index]),
-                                   jnp.asarray(y_train[index]))
-    losses.append(loss)
-  losses = np.asarray(jax.device_get(losses), np.float32)
+  variables, losses = train_step_lib.fit_batches(
+      MeanCrossEntropy(model), variables, itertools.islice(batches, int(config.train.num_steps)),
+      config.train, devices=devices)
   if not np.all(np.isfinite(losses)):
     raise FloatingPointError("the classifier's training loss became NaN/inf; lower train.learning_rate")
-  return ClassifierResult({"params": params}, losses)
+  return ClassifierResult(train_step_lib.host_copy(variables), losses)

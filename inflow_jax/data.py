@@ -181,8 +181,11 @@ def process_shard(indices: np.ndarray, process_index: int, process_count: int) -
 def batches(images: np.ndarray, batch_size: int, *, seed: int, shuffle: bool = True,
             drop_remainder: bool = True, pad: bool = False, image_size: Optional[int] = None,
             process_index: Optional[int] = None, process_count: Optional[int] = None,
-            repeat: bool = False) -> Iterator[Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]]:
+            repeat: bool = False, labels: Optional[np.ndarray] = None
+            ) -> Iterator[Union[np.ndarray, Tuple[np.ndarray, ...]]]:
   """Yields float32 (batch_size, S, S, 3) batches in [0, 1] of this process's shard of `images`.
+
+  With `labels` (N,), each batch is `(x, y)` with y the labels of x's images (`(x, y, mask)` with pad).
 
   Each epoch: order = permutation(N) from `np.random.default_rng([seed, epoch])` (identity when
   shuffle=False), the same on every process; this process takes `process_shard(order)` and cuts it
@@ -202,9 +205,12 @@ def batches(images: np.ndarray, batch_size: int, *, seed: int, shuffle: bool = T
     image_size: the output size S for uint8 input (None: the input's own size).
     process_index, process_count: this process and the number of processes (default: JAX's).
     repeat: loop over epochs forever (reshuffled each epoch).
+    labels: (N,) labels of `images`, batched alongside them.
   """
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+  if labels is not None and np.shape(labels) != (len(images),):
+    raise ValueError(f'labels must have shape ({len(images)},), got {np.shape(labels)}')
   if pad and drop_remainder:
     raise ValueError('pad=True pads the last partial batch: pass drop_remainder=False with it')
   if np.asarray(images).dtype == np.uint8:
@@ -237,14 +243,16 @@ def batches(images: np.ndarray, batch_size: int, *, seed: int, shuffle: bool = T
     for b in range(num_batches):
       indices = shard[b * batch_size:(b + 1) * batch_size]
       x = convert(images[indices])
+      y = () if labels is None else (np.asarray(labels)[indices],)
       if not pad:
-        yield x
+        yield (x, *y) if y else x
         continue
       mask = np.zeros(batch_size, bool)
       mask[:len(indices)] = True
       if len(indices) < batch_size:
         x = np.concatenate([x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
-      yield x, mask
+        y = tuple(np.concatenate([a, np.zeros(batch_size - len(a), a.dtype)]) for a in y)
+      yield (x, *y, mask)
     epoch += 1
     if not repeat:
       return

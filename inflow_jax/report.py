@@ -2,8 +2,9 @@
 the PNG figures, all in the workdir.
 
 The evaluation table and its figures (ROC curves, score histograms, mixed-protocol power) come from
-`inflow_jax.evaluate.evaluate_ood`; this module adds the training-loss curve (from the workdir's
-`metrics.jsonl`), the run's settings and timings, and writes the files.
+`inflow_jax.evaluate.evaluate_ood`, its "adversarial" entry (when config.adversarial.enabled) from
+`inflow_jax.adversarial.evaluation.evaluate_adversarial`; this module adds the training-loss curve
+(from the workdir's `metrics.jsonl`), the run's settings and timings, and writes the files.
 """
 import json
 import os
@@ -17,6 +18,7 @@ import numpy as np
 
 from inflow_jax import plots
 from inflow_jax import train as train_lib
+from inflow_jax.adversarial.evaluation import eps_name, format_adversarial_report
 from inflow_jax.evaluate import format_table
 
 REPORT_JSON = "report.json"
@@ -76,11 +78,31 @@ def _markdown(config, table, training, timings, figures) -> str:
               f"{training['last_loss'][-1]:.4g} (last step); "
               f"{np.median(training['images_per_s']):.0f} images/s (median over logging intervals).", ""]
   lines += ["## OOD detection", "", format_table({k: v for k, v in table.items() if k != "figures"}), ""]
+  if table.get("adversarial"):
+    lines += _adversarial_markdown(config, table["adversarial"])
   lines += ["## Figures", ""]
   lines += [f"![{name}]({pathlib.Path(path).name})" for name, path in figures.items()]
   lines += ["", "## Timings", "", "| stage | seconds |", "| --- | --- |"]
   lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in timings.items()]
   return "\n".join(lines) + "\n"
+
+
+def _adversarial_markdown(config, table) -> list:
+  adv, data = config.adversarial, config.data
+  attack = adv.attack
+  lines = ["## Adversarial inputs", ""]
+  if table.get("classifier"):
+    lines.append(
+        f"`in_pgd{{k}}`: the in-distribution test images perturbed by {attack.num_steps}-step PGD "
+        f"(L-infinity, epsilon = k/255, k in {', '.join(eps_name(e) for e in attack.epsilons)}) "
+        f"against a CNN classifier trained on `{data.train}` `{data.train_split}` "
+        f"({adv.train.num_steps} steps of batch {adv.train.batch_size}).")
+    lines.append("")
+  lines += [f"`{{ood}}_adaptive_llh` / `{{ood}}_adaptive_mmd`: OOD images perturbed by PGD at epsilon "
+            f"{eps_name(attack.adaptive_epsilon)}/255 to raise the flow log-likelihood / to lower the "
+            "attention test's MMD^2. Every set is scored as an OOD set against the clean test images.",
+            "", format_adversarial_report(table), ""]
+  return lines
 
 
 def write_report(workdir, config: ml_collections.ConfigDict, table: Mapping,

@@ -5,64 +5,42 @@ Loss (the original, attention a = 1, z = f(x), per image of D = H*W*C values):
   paper:   L = mean_b( 0.5 * ||z_b||^2 - log|det J_f(x_b)| ) / 3
   per_dim: L = mean_b( 0.5 * ||z_b||^2 - log|det J_f(x_b)| ) / D
 
-Optimiser: PyTorch's `Adam(lr, betas=(b1, b2), eps, weight_decay=wd)`, i.e. L2 *coupled* into the
-gradient before the moments (not AdamW):
-
-  g_t = grad L(w) + wd * w;   m_t = b1 m + (1 - b1) g_t;   v_t = b2 v + (1 - b2) g_t^2
-  w  <- w - lr * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
-
-Data parallelism: one mesh axis `data` over all devices (`jax.make_mesh`); the batch is sharded along
-it, parameters and optimiser state are replicated, and XLA inserts the gradient all-reduce. On several
-hosts every process feeds its own slice of each global batch through
-`jax.make_array_from_process_local_data`. The batch of step s is a pure function of (seed, s), so a run
-resumed from a checkpoint at step s sees exactly the batches an uninterrupted run would.
+The optimiser (PyTorch's Adam with coupled L2), the data-parallel step over the `data` mesh axis and
+the batch order (a pure function of (seed, step), so a resumed run sees the batches of an uninterrupted
+one) are `inflow_jax.train_step`'s, shared with the adversarial classifier; this module adds the flow's
+loss, checkpointing (orbax), resuming and the metrics log.
 """
+import dataclasses
 import functools
 import json
 import pathlib
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import tqdm
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from inflow_jax import checkpoint as checkpoint_lib
-from inflow_jax import data as data_lib
 from inflow_jax.checks import check_images
+# re-exported: the flow's optimiser, mesh, state and batch order are the shared ones
+from inflow_jax.train_step import (TrainState, check_optimizer_config, epoch_seed, fit_batches,  # noqa: F401
+                                   global_batch, local_batches, make_mesh, make_optimizer, make_step,
+                                   replicate, split_variables)
 
 LOSSES = ("paper", "per_dim")
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 
 
-@flax.struct.dataclass
-class TrainState:
-  """What a checkpoint holds: the step count, the trainable parameters and the optimiser state."""
-  step: jax.Array
-  params: Any
-  opt_state: Any
-
-
 class TrainResult(NamedTuple):
   variables: Any           # the model's variables after the last step
   steps: np.ndarray        # (n,) the step numbers run in this call (1-based: after the update)
   losses: np.ndarray       # (n,) the loss of each of these steps, computed before its update
-
-
-def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """torch.optim.Adam with coupled L2 weight decay (see the module docstring), as an optax chain."""
-  return optax.chain(
-      optax.add_decayed_weights(train_config.weight_decay),
-      optax.scale_by_adam(b1=train_config.b1, b2=train_config.b2, eps=train_config.eps),
-      optax.scale(-train_config.learning_rate),
-  )
 
 
 def flow_loss(model, variables, x: jax.Array, *, loss: str = "paper", attention=1.0) -> jax.Array:
@@ -73,86 +51,31 @@ def flow_loss(model, variables, x: jax.Array, *, loss: str = "paper", attention=
   return jnp.mean(per_image) / divisor
 
 
-def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> jax.sharding.Mesh:
-  """A one-axis (`data`) mesh over `devices` (default: every device of every process)."""
-  devices = list(jax.devices() if devices is None else devices)
-  return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices)
+@dataclasses.dataclass(frozen=True)
+class FlowLoss:
+  """`flow_loss` as the `loss_fn(variables, x)` of `train_step.make_step` (hashable by value)."""
+  model: Any
+  loss: str = "paper"
+
+  def __call__(self, variables, x: jax.Array) -> jax.Array:
+    return flow_loss(self.model, variables, x, loss=self.loss)
 
 
 def check_train_config(train_config: ml_collections.ConfigDict, num_devices: int,
                        num_processes: int = 1) -> None:
   """Raises ValueError for settings that cannot train, before anything is loaded or compiled."""
   c = train_config
-  if c.num_steps < 0:
-    raise ValueError(f"train.num_steps must be >= 0, got {c.num_steps}")
-  if c.batch_size < 1:
-    raise ValueError(f"train.batch_size must be >= 1, got {c.batch_size}")
-  if c.batch_size % num_devices:
-    raise ValueError(
-        f"train.batch_size={c.batch_size} is not divisible by the number of devices ({num_devices}); "
-        f"use a multiple of {num_devices}")
-  if c.batch_size % num_processes:
-    raise ValueError(
-        f"train.batch_size={c.batch_size} is not divisible by the number of processes ({num_processes})")
+  check_optimizer_config(c, num_devices, num_processes, prefix="train")
   if c.get("loss", "paper") not in LOSSES:
     raise ValueError(f"train.loss must be one of {LOSSES}, got {c.loss!r}")
-  for name in ("learning_rate", "eps"):
-    if not c[name] > 0:
-      raise ValueError(f"train.{name} must be > 0, got {c[name]}")
-  if not (0 <= c.b1 < 1 and 0 <= c.b2 < 1):
-    raise ValueError(f"train.b1 and train.b2 must lie in [0, 1), got {c.b1}, {c.b2}")
-  if c.weight_decay < 0:
-    raise ValueError(f"train.weight_decay must be >= 0, got {c.weight_decay}")
   for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
     if c[name] < 1:
       raise ValueError(f"train.{name} must be >= 1, got {c[name]}")
 
 
-def _split_variables(variables) -> tuple:
-  variables = flax.core.unfreeze(variables)
-  if "params" not in variables:
-    raise ValueError(f"the model variables have no 'params' collection (got {sorted(variables)})")
-  params = variables.pop("params")
-  return params, variables
-
-
 def make_train_step(model, train_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Callable:
-  """jit(state, constants, x) -> (state, loss): one optimiser step on a batch sharded over `data`.
-
-  `constants` are the model's non-trainable variable collections (passed through unchanged). The
-  jitted function is cached per (model, optimiser settings, loss, mesh): repeated runs in one process
-  compile once.
-  """
-  c = train_config
-  return _cached_train_step(model, float(c.learning_rate), float(c.b1), float(c.b2), float(c.eps),
-                            float(c.weight_decay), c.get("loss", "paper"), mesh)
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_train_step(model, learning_rate, b1, b2, eps, weight_decay, loss, mesh) -> Callable:
-  optimizer = make_optimizer(ml_collections.ConfigDict(dict(
-      learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)))
-  replicated = NamedSharding(mesh, P())
-  batch = NamedSharding(mesh, P("data"))
-
-  def step(state: TrainState, constants, x):
-    def loss_of(params):
-      return flow_loss(model, {"params": params, **constants}, x, loss=loss)
-    value, grads = jax.value_and_grad(loss_of)(state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), value
-
-  return jax.jit(step, in_shardings=(replicated, replicated, batch),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
-
-
-def replicate(tree, mesh: jax.sharding.Mesh):
-  """Places a pytree of arrays, identical on every process, on every device of `mesh`."""
-  replicated = NamedSharding(mesh, P())
-  return jax.tree_util.tree_map(
-      lambda a: jax.make_array_from_process_local_data(replicated, np.asarray(a)), tree)
+  """jit(state, constants, x) -> (state, loss): `train_step.make_step` of the flow's loss."""
+  return make_step(FlowLoss(model, train_config.get("loss", "paper")), train_config, mesh)
 
 
 @functools.lru_cache(maxsize=32)
@@ -164,12 +87,6 @@ def init_variables(model, seed: int, sample) -> Any:
   """`model.init(PRNGKey(seed), sample, attention=1)`, jitted once per model (the PRNG's compile
   dominates; eager init dispatches hundreds of small programs). Same values on every process."""
   return _jitted_init(model)(jax.random.PRNGKey(seed), np.asarray(sample, np.float32), 1.0)
-
-
-def _global_batch(x_local: np.ndarray, mesh, global_batch_size: int) -> jax.Array:
-  sharding = NamedSharding(mesh, P("data"))
-  shape = (global_batch_size,) + tuple(x_local.shape[1:])
-  return jax.make_array_from_process_local_data(sharding, np.asarray(x_local, np.float32), shape)
 
 
 def train_on_batches(model, variables, batches: Iterable, config: ml_collections.ConfigDict, *,
@@ -186,48 +103,8 @@ def train_on_batches(model, variables, batches: Iterable, config: ml_collections
     (variables, losses): the variables after the last step, and (n,) losses, each computed before
     its step's update.
   """
-  mesh = make_mesh(devices)
-  train_step = make_train_step(model, config.train, mesh)
-  params, constants = _split_variables(variables)
-  state = TrainState(np.zeros((), np.int32), params, make_optimizer(config.train).init(params))
-  state, constants = replicate(state, mesh), replicate(constants, mesh)
-  losses = []
-  for i, x in enumerate(batches):
-    check_images(x, name=f"batch {i}", value_range=(0.0, 1.0))
-    if x.shape[0] % mesh.size:
-      raise ValueError(f"batch {i} has {x.shape[0]} images, not divisible by {mesh.size} devices")
-    state, loss = train_step(state, constants, _global_batch(x, mesh, x.shape[0]))
-    losses.append(loss)
-  return {"params": state.params, **constants}, np.asarray(jax.device_get(losses), np.float32)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-  """The shuffling seed of an epoch: (seed, epoch) mixed by numpy's SeedSequence."""
-  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-def local_batches(x_train: np.ndarray, *, batch_size: int, seed: int, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1) -> Iterator[np.ndarray]:
-  """This process's slice (batch_size / process_count images) of the global batches of steps
-  start_step + 1, start_step + 2, ...
-
-  Epoch e = step // steps_per_epoch is `data.batches` over a permutation seeded by
-  `epoch_seed(seed, e)` (incomplete last batches dropped), so the batch of a step does not depend on
-  where the iteration started: skipping into an epoch costs at most one epoch of slicing.
-  """
-  local_batch_size = batch_size // process_count
-  steps_per_epoch = (len(x_train) // process_count) // local_batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"train.batch_size={batch_size} exceeds the {len(x_train)} training images")
-  epoch, offset = divmod(start_step, steps_per_epoch)
-  while True:
-    stream = data_lib.batches(
-        x_train, local_batch_size, seed=epoch_seed(seed, epoch), shuffle=True, drop_remainder=True,
-        process_index=process_index, process_count=process_count, repeat=False)
-    for i, x in enumerate(stream):
-      if i >= offset:
-        yield x
-    epoch, offset = epoch + 1, 0
+  return fit_batches(FlowLoss(model, config.train.get("loss", "paper")), variables, batches,
+                     config.train, devices=devices)
 
 
 def read_metrics(workdir) -> List[Dict[str, Any]]:
@@ -251,7 +128,7 @@ def initial_train_state(model, config, sample: np.ndarray, mesh) -> tuple:
 
   Every process computes the same initial values (same seed, same sample, deterministic init).
   """
-  params, constants = _split_variables(init_variables(model, config.seed, sample))
+  params, constants = split_variables(init_variables(model, config.seed, sample))
   state = TrainState(np.zeros((), np.int32), params, make_optimizer(config.train).init(params))
   return replicate(state, mesh), replicate(constants, mesh)
 
@@ -261,7 +138,7 @@ def abstract_train_state(model, config, sample: np.ndarray, mesh) -> tuple:
   optimizer = make_optimizer(config.train)
 
   def initial(key, sample):
-    params, constants = _split_variables(model.init(key, sample, 1.0))
+    params, constants = split_variables(model.init(key, sample, 1.0))
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params)), constants
 
   replicated = NamedSharding(mesh, P())
@@ -353,7 +230,7 @@ def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir
   tick, tick_step = time.perf_counter(), start_step
   try:
     for step in range(start_step + 1, c.num_steps + 1):
-      state, loss = train_step(state, constants, _global_batch(next(stream), mesh, c.batch_size))
+      state, loss = train_step(state, constants, global_batch(next(stream), mesh, c.batch_size))
       pending.append((step, loss))
       bar.update(1)
       if step % c.log_every == 0 or step == c.num_steps:

@@ -64,6 +64,29 @@ def test_tiny_job_writes_a_readable_report(tmp_path):
   assert json.dumps(again["ood"], sort_keys=True) == json.dumps(table["ood"], sort_keys=True)
 
 
+def test_tiny_job_reports_the_adversarial_sets(tmp_path):
+  config = tiny.get_config()
+  config.adversarial.enabled = True   # tiny's settings: PGD at 8/255, the MMD attack on uniform_noise
+  config.train.num_steps = 2          # the flow's training is tested above
+  run.run_job(config, tmp_path, "all", progress=False)
+
+  report = json.loads((tmp_path / "report.json").read_text())
+  adversarial = report["evaluation"]["adversarial"]
+  assert set(adversarial["ood"]) == {"in_pgd8", "uniform_noise_adaptive_mmd"}
+  for row in adversarial["ood"].values():
+    for method in ("paper", "strict", "likelihood", "input_complexity"):
+      assert 0.0 <= row[method]["auroc"] <= 1.0, (row, method)   # also rejects NaN
+  classifier = adversarial["classifier"]
+  assert classifier["n_images"] == config.data.max_eval_images and set(classifier["pgd"]) == {"8"}
+  mmd_attack = adversarial["adaptive"]["uniform_noise_adaptive_mmd"]
+  assert mmd_attack["target"] == "mmd" and np.all(np.isfinite(mmd_attack["mmd2"]))
+  assert report["timings_s"]["adversarial"] > 0
+  markdown = (tmp_path / "report.md").read_text()
+  assert "## Adversarial inputs" in markdown and "| 8/255 |" in markdown
+  for name in adversarial["ood"]:
+    assert f"| {name} | InFlow, paper protocol |" in markdown
+
+
 def _error_cases(tmp_path):
   unknown_ood = tiny.get_config()
   unknown_ood.data.ood = ("uniform_noise", "no_such_dataset")
@@ -81,6 +104,21 @@ def _error_cases(tmp_path):
   typo.train.learning_rat = 0.1   # a key the schema does not have
   nested_typo = tiny.get_config()
   nested_typo.model.widht = 4
+  adversarial = {}
+  for case, group, setting in [("epsilon", "attack", dict(epsilons=(8 / 255, -1 / 255))),
+                               ("attack_steps", "attack", dict(num_steps=0)),
+                               ("ood", "attack", dict(adaptive_ood=("no_such_set",))),
+                               ("classifier_steps", "train", dict(num_steps=0)),
+                               ("classifier_batch", "train", dict(batch_size=12)),
+                               ("classes", "model", dict(num_classes=5))]:
+    adversarial[case] = tiny.get_config()
+    adversarial[case].adversarial.enabled = True
+    adversarial[case].adversarial[group].update(setting)
+  unlabelled = tmp_path / "unlabelled.npy"
+  np.save(unlabelled, np.random.default_rng(0).integers(0, 256, (320, 32, 32, 3), np.uint8))
+  adversarial["labels"] = tiny.get_config()
+  adversarial["labels"].adversarial.enabled = True
+  adversarial["labels"].data.train = f"npy:{unlabelled}"
   return [
       (unknown_ood, "all", ValueError, "no_such_dataset"),
       (unknown_train, "train", ValueError, "no_such_dataset"),
@@ -90,6 +128,13 @@ def _error_cases(tmp_path):
       (unreadable, "train", ValueError, "nothing to train"),
       (typo, "all", KeyError, "config.train.learning_rat is not a config key"),
       (nested_typo, "all", KeyError, "config.model.widht"),
+      (adversarial["epsilon"], "all", ValueError, r"adversarial.attack.epsilons\[1\]: epsilon must be"),
+      (adversarial["attack_steps"], "all", ValueError, "adversarial.attack.num_steps"),
+      (adversarial["ood"], "all", ValueError, "adversarial.attack.adaptive_ood names"),
+      (adversarial["classifier_steps"], "all", ValueError, "adversarial.train.num_steps must be >= 1"),
+      (adversarial["classifier_batch"], "all", ValueError, "adversarial.train.batch_size=12 is not"),
+      (adversarial["classes"], "all", ValueError, "adversarial.model.num_classes"),
+      (adversarial["labels"], "all", ValueError, r"data.train='npy:.*' split 'train\[:256\]' has none"),
   ]
 
 

@@ -138,6 +138,17 @@ def test_batches_depend_only_on_the_step():
   assert not np.array_equal(first[0], first[1])
 
 
+def test_labelled_batches_are_the_image_batches_with_their_labels():
+  x = tiny_images(n=40)
+  labels = np.arange(40)[::-1].copy()   # label i <-> image 39 - i
+  images = train.local_batches(x, batch_size=8, seed=3, start_step=3)
+  labelled = train.local_batches(x, batch_size=8, seed=3, start_step=3, labels=labels)
+  for _ in range(4):   # crosses an epoch boundary
+    x_batch, y_batch = next(labelled)
+    np.testing.assert_array_equal(x_batch, next(images))
+    np.testing.assert_array_equal(x_batch, x[39 - y_batch])
+
+
 def test_batch_size_not_divisible_by_devices(tmp_path):
   config = tiny.get_config()
   config.train.batch_size = 12

@@ -32,17 +32,23 @@ def _objective(loss_fn: LossFn, x: jax.Array, loss_args) -> jax.Array:
   return jnp.sum(value)
 
 
-def _check_attack(x, epsilon: float, step_size: Optional[float] = None,
-                  num_steps: Optional[int] = None):
-  check_images(x, name="x", value_range=(0.0, 1.0))
-  epsilon = float(epsilon)
-  if not epsilon >= 0.0:  # also rejects NaN
+def check_attack_parameters(epsilon: Optional[float] = None, step_size: Optional[float] = None,
+                            num_steps: Optional[int] = None) -> None:
+  """Raises ValueError for epsilon < 0 or NaN, step_size <= 0, or num_steps not a positive integer
+  (arguments left None are not checked)."""
+  if epsilon is not None and not float(epsilon) >= 0.0:  # also rejects NaN
     raise ValueError(f"epsilon must be >= 0 (an L-infinity radius in [0, 1] pixel units), got {epsilon}")
   if step_size is not None and not float(step_size) > 0.0:
     raise ValueError(f"step_size must be > 0, got {step_size}")
   if num_steps is not None:
     if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 1:
       raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
+
+
+def _check_attack(x, epsilon: float, step_size: Optional[float] = None,
+                  num_steps: Optional[int] = None):
+  check_images(x, name="x", value_range=(0.0, 1.0))
+  check_attack_parameters(epsilon, step_size, num_steps)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn",))

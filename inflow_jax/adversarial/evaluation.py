@@ -13,20 +13,50 @@ Every set is float32 images in [0, 1] with ||x' - x||_inf <= epsilon (pixel unit
 strict protocols and the baselines) and adds the classifier's accuracy under attack and the adaptive
 attacks' effect on their own objectives (before/after).
 """
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
 import numpy as np
 
 from inflow_jax import classifier as classifier_lib
-from inflow_jax.adversarial.attacks import default_step_size, fgsm, pgd
+from inflow_jax.adversarial.attacks import check_attack_parameters, default_step_size, fgsm, pgd
 from inflow_jax.adversarial.objectives import LowerMMD, LowerScore
 from inflow_jax.attention import mmd_test
 from inflow_jax.evaluate import evaluate_ood, format_table
 from inflow_jax.scoring import batch_starts, make_score_fn
 
 ADAPTIVE_TARGETS = ("log_likelihood", "mmd")
+
+
+def check_attack_config(attack_config: ml_collections.ConfigDict,
+                        ood_names: Optional[Sequence[str]] = None, *,
+                        prefix: str = "adversarial.attack") -> None:
+  """Raises ValueError naming `{prefix}.<key>` for settings no attack can run with.
+
+  Rejected: an epsilon (`epsilons[i]`, `adaptive_epsilon`) < 0 or NaN, `num_steps` not a positive
+  integer, `step_size` <= 0, `batch_size` or `max_images` < 1, `adaptive_targets` outside
+  ADAPTIVE_TARGETS and, given the OOD set names, `adaptive_ood` sets that are not among them.
+  """
+  a = attack_config
+  checks = [(f"{prefix}.epsilons[{i}]", dict(epsilon=e)) for i, e in enumerate(a.get("epsilons", ()))]
+  checks += [(f"{prefix}.adaptive_epsilon", dict(epsilon=a.adaptive_epsilon)),
+             (f"{prefix}.num_steps", dict(num_steps=a.num_steps)),
+             (f"{prefix}.step_size", dict(step_size=a.get("step_size")))]
+  for key, kwargs in checks:
+    try:
+      check_attack_parameters(**kwargs)
+    except ValueError as error:
+      raise ValueError(f"{key}: {error}") from error
+  for name in ("batch_size", "max_images"):
+    if a.get(name) is not None and a[name] < 1:
+      raise ValueError(f"{prefix}.{name} must be >= 1, got {a[name]}")
+  targets = tuple(a.adaptive_targets)
+  if set(targets) - set(ADAPTIVE_TARGETS):
+    raise ValueError(f"{prefix}.adaptive_targets must be a subset of {ADAPTIVE_TARGETS}, got {targets}")
+  missing = [n for n in (a.get("adaptive_ood") or ()) if ood_names is not None and n not in ood_names]
+  if missing:
+    raise ValueError(f"{prefix}.adaptive_ood names {missing}, not among the OOD sets {sorted(ood_names)}")
 
 
 def _step_size(attack_config, epsilon: float) -> float:
@@ -90,10 +120,8 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
     bits/dim at a = 1; lower = more likely), "mmd2": [before, after] (mean over test batches),
     "batches_flagged": [before, after], "n_batches": n}}).
   """
+  check_attack_config(attack_config, tuple(ood_sets))
   targets = tuple(attack_config.adaptive_targets)
-  unknown = set(targets) - set(ADAPTIVE_TARGETS)
-  if unknown:
-    raise ValueError(f"adaptive_targets must be a subset of {ADAPTIVE_TARGETS}, got {targets}")
   epsilon = float(attack_config.adaptive_epsilon)
   step_size = _step_size(attack_config, epsilon)
   nll_fn = make_score_fn(model, variables, "nll")
@@ -176,6 +204,7 @@ def evaluate_adversarial(
   """
   adv = config.adversarial
   attack = adv.attack
+  check_attack_config(attack, tuple(ood_sets))
   if attack.get("max_images") is not None:
     x_test = x_test[:attack.max_images]
     y_test = None if y_test is None else y_test[:attack.max_images]
@@ -190,9 +219,6 @@ def evaluate_adversarial(
     sets, classifier_table = attack_classifier(
         *classifier, x_test, y_test, attack, jax.random.fold_in(key, 0), name=in_name)
   names = attack.get("adaptive_ood") or tuple(ood_sets)
-  missing = [n for n in names if n not in ood_sets]
-  if missing:
-    raise ValueError(f"attack.adaptive_ood names {missing}, not among the OOD sets {sorted(ood_sets)}")
   adaptive_sets, adaptive_table = attack_detector(
       model, variables, mmd_state, {n: ood_sets[n] for n in names}, attack, config.eval.batch_size,
       jax.random.fold_in(key, 1))
