@@ -2,8 +2,8 @@
 
 The classifier and attack settings are configs/digits_classifier.py's: PGD against the classifier at
 1, 2, 8, 32/255 on the digits test split, adaptive attacks (raise the flow likelihood, lower the MMD^2)
-at 8/255 on three OOD sets. About 4.5 minutes on 2 loaded CPU cores (the attacks take three of them),
-so configs/digits.py itself leaves them off.
+at 8/255 on three OOD sets. 223-261 s on 2 loaded CPU cores (the attacks and their evaluation
+163-196 s of it), so configs/digits.py itself leaves them off.
 """
 import os
 import sys
