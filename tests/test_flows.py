@@ -9,6 +9,7 @@ import pytest
 from inflow_jax.flows import (ActNorm, AttentionCoupling, InvertibleConv1x1, Permutation, squeeze,
                               unsqueeze)
 from inflow_jax.flows.coupling import CLAMP_SLOPE
+from inflow_jax.flows import subnet
 from inflow_jax.flows.subnet import fused_subnets
 
 # Test functions are small and run a few times: compile them with little optimisation (~2x faster
@@ -111,8 +112,10 @@ def init_coupling(x, width=8, **kwargs):
   return layer, fast_jit(lambda key: scale(layer.init(key, x, 1.0)))(jax.random.PRNGKey(1))
 
 
-def test_fused_subnets_equal_convolution():
-  x = random_images(0, (2, 5, 6, 3))
+@pytest.mark.parametrize("rows_per_chunk", [1024, 60])   # 60: 2 images of 5x6 per chunk, 3 chunks
+def test_fused_subnets_equal_convolution(rows_per_chunk, monkeypatch):
+  monkeypatch.setattr(subnet, "ROWS_PER_CHUNK", rows_per_chunk)
+  x = random_images(0, (5, 5, 6, 3))
   rng = np.random.default_rng(3)
   weights = lambda: tuple(jnp.asarray(rng.normal(size=shape), jnp.float32)
                           for shape in ((3, 3, 5, 8), (8,), (3, 3, 8, 1), (1,)))
@@ -123,7 +126,7 @@ def test_fused_subnets_equal_convolution():
     fused = fused_subnets(x[..., 1:], a, ws, wt)
     return fused, (reference_subnet(x[..., 1:], a, ws), reference_subnet(x[..., 1:], a, wt))
 
-  for a in (jnp.float32(0.7), jnp.array([0.3, 0.9]).reshape(2, 1, 1, 1)):
+  for a in (jnp.float32(0.7), jnp.linspace(0.1, 0.9, 5).reshape(5, 1, 1, 1)):
     (s, t), (s_ref, t_ref) = both(a)
     np.testing.assert_allclose(s, s_ref, atol=2e-4, rtol=1e-5)
     np.testing.assert_allclose(t, t_ref, atol=2e-4, rtol=1e-5)

@@ -17,9 +17,10 @@ are slow, and which does not fuse matrix products with what follows them):
 * conv2 (few outputs) is `taps = h (N, width) @ K1t^T`, K1t (9o, width) holding each tap's kernel;
   the output is the sum of the 9 spatially shifted tap slices,
   `out[i, j] = sum_{dy,dx} taps[i + dy - 1, j + dx - 1, (dy, dx)]` (zero outside the image);
-* so per pixel, `taps = relu(patches @ K0 + b1) @ K1t^T` is a two-layer MLP: it runs over chunks of
-  `ROWS_PER_CHUNK` pixels (`lax.map`) so that the (rows, width) hidden activations stay in cache,
-  with `jax.checkpoint` so that the backward pass recomputes them per chunk instead of storing them;
+* so per pixel, `taps = relu(patches @ K0 + b1) @ K1t^T` is a two-layer MLP: everything (patches,
+  MLP, shift-add) runs over chunks of whole images totalling about `ROWS_PER_CHUNK` pixels
+  (`lax.map`) so that the (rows, width) hidden activations stay in cache, with `jax.checkpoint` so
+  that the backward pass recomputes them per chunk instead of storing them;
 * K1t is (9o, width), not (width, 9o): the gradient `g^T @ h` then has the layout that XLA's CPU
   matrix product computes ~5x faster;
 * the s and t nets of one coupling share the patches and the chunk loop.
@@ -102,6 +103,11 @@ def fused_subnets(u: jnp.ndarray, a: jnp.ndarray, s_weights: Weights,
                   t_weights: Weights) -> Tuple[jnp.ndarray, jnp.ndarray]:
   """(s_net([u, c]), t_net([u, c])) for c = m constant channels equal to `a`.
 
+  Runs over chunks of max(1, ROWS_PER_CHUNK // (H W)) whole images (`lax.map`, the batch zero-padded
+  to a multiple): each chunk builds its own patches, hidden activations and tap products, so that no
+  (B H W, ...) intermediate is ever materialised (at batch 250 that is ~1.3x faster than chunking the
+  pixel rows of full-batch patches).
+
   Args:
     u: (B, H, W, k) the half the nets read.
     a: attention, shape () or (B, 1, 1, 1).
@@ -111,19 +117,23 @@ def fused_subnets(u: jnp.ndarray, a: jnp.ndarray, s_weights: Weights,
   """
   b, h, w, k = u.shape
   out = s_weights[2].shape[-1]
-  condition = jnp.broadcast_to(jnp.reshape(a, (-1, 1, 1, 1)).astype(u.dtype), (b, h, w, 1))
-  patches = im2col3x3(jnp.concatenate([u, condition], axis=-1)).reshape(b * h * w, 9 * (k + 1))
   nets = [_mlp_weights(k, weights, u.dtype) for weights in (s_weights, t_weights)]
+  biases = [weights[3].astype(u.dtype) for weights in (s_weights, t_weights)]
 
   @jax.checkpoint
-  def chunk_taps(rows):
-    return tuple(jnp.einsum("rc,oc->ro", jax.nn.relu(rows @ k0 + b0), k1t) for k0, b0, k1t in nets)
+  def chunk_nets(chunk):
+    u_chunk, a_chunk = chunk                                   # (c, H, W, k), (c,)
+    condition = jnp.broadcast_to(a_chunk[:, None, None, None], (*u_chunk.shape[:3], 1))
+    patches = im2col3x3(jnp.concatenate([u_chunk, condition], axis=-1)).reshape(-1, 9 * (k + 1))
+    return tuple(shift_add3x3(jnp.einsum("rc,oc->ro", jax.nn.relu(patches @ k0 + b0), k1t)
+                              .reshape(*u_chunk.shape[:3], 9, out)) + bias
+                 for (k0, b0, k1t), bias in zip(nets, biases))
 
-  n_rows = b * h * w
-  chunk = min(ROWS_PER_CHUNK, n_rows)
-  n_chunks = -(-n_rows // chunk)
-  padded = jnp.pad(patches, ((0, n_chunks * chunk - n_rows), (0, 0)))
-  taps = jax.lax.map(chunk_taps, padded.reshape(n_chunks, chunk, 9 * (k + 1)))
-  s_raw, t = (shift_add3x3(tap.reshape(n_chunks * chunk, 9, out)[:n_rows].reshape(b, h, w, 9, out))
-              + weights[3].astype(u.dtype) for tap, weights in zip(taps, (s_weights, t_weights)))
-  return s_raw, t
+  images = max(1, ROWS_PER_CHUNK // (h * w))
+  n_chunks = -(-b // images)
+  pad = n_chunks * images - b
+  a_per_image = jnp.broadcast_to(jnp.reshape(a, (-1,)).astype(u.dtype), (b,))
+  u_chunks = jnp.pad(u, ((0, pad), (0, 0), (0, 0), (0, 0))).reshape(n_chunks, images, h, w, k)
+  a_chunks = jnp.pad(a_per_image, (0, pad)).reshape(n_chunks, images)
+  s_raw, t = jax.lax.map(chunk_nets, (u_chunks, a_chunks))
+  return s_raw.reshape(-1, h, w, out)[:b], t.reshape(-1, h, w, out)[:b]
