@@ -6,8 +6,9 @@ import scipy.stats
 
 from conftest import shared_file
 from inflow_jax import attention
-from inflow_jax.attention import (StreamingGate, fit_mmd, fit_mmd_embedded, gate_stream,
-                                  median_sq_distance, mmd_test, mmd_test_embedded)
+from inflow_jax.attention import (fit_mmd, fit_mmd_embedded, median_sq_distance, mmd_test,
+                                  mmd_test_embedded)
+from inflow_jax.streaming import StreamingGate, gate_stream
 from inflow_jax.encoder import load_reference_encoder, make_encoder
 
 
