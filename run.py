@@ -27,7 +27,7 @@ from inflow_jax import classifier as classifier_lib
 from inflow_jax import convert, data, report
 from inflow_jax import train as train_lib
 from inflow_jax.adversarial.evaluation import (check_attack_config, evaluate_adversarial,
-                                               format_adversarial_report)
+                                               format_adversarial_report, set_name_prefix)
 from inflow_jax.attention import fit_mmd
 from inflow_jax.encoder import load_reference_encoder, make_encoder
 from inflow_jax.evaluate import evaluate_ood, format_table
@@ -163,7 +163,8 @@ def evaluate(model, variables, sets, config, workdir, timings: Dict[str, float])
         config, model=model, variables=variables, mmd_state=mmd_state, x_test=sets["test"],
         ood_sets=sets["ood"], x_heldout=sets["heldout"],
         key=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), x_train=sets["train"],
-        y_train=labels.get("train"), y_test=labels.get("test"))
+        y_train=labels.get("train"), y_test=labels.get("test"),
+        in_name=set_name_prefix(config.data.test))
     timings["adversarial"] = time.perf_counter() - tick
   return table
 

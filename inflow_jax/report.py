@@ -18,7 +18,7 @@ import numpy as np
 
 from inflow_jax import plots
 from inflow_jax import train as train_lib
-from inflow_jax.adversarial.evaluation import eps_name, format_adversarial_report
+from inflow_jax.adversarial.evaluation import eps_name, format_adversarial_report, set_name_prefix
 from inflow_jax.evaluate import format_table
 
 REPORT_JSON = "report.json"
@@ -93,7 +93,7 @@ def _adversarial_markdown(config, table) -> list:
   lines = ["## Adversarial inputs", ""]
   if table.get("classifier"):
     lines.append(
-        f"`in_pgd{{k}}`: the in-distribution test images perturbed by {attack.num_steps}-step PGD "
+        f"`{set_name_prefix(data.test)}_pgd{{k}}`: the in-distribution test images perturbed by {attack.num_steps}-step PGD "
         f"(L-infinity, epsilon = k/255, k in {', '.join(eps_name(e) for e in attack.epsilons)}) "
         f"against a CNN classifier trained on `{data.train}` `{data.train_split}` "
         f"({adv.train.num_steps} steps of batch {adv.train.batch_size}).")

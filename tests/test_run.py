@@ -72,7 +72,7 @@ def test_tiny_job_reports_the_adversarial_sets(tmp_path):
 
   report = json.loads((tmp_path / "report.json").read_text())
   adversarial = report["evaluation"]["adversarial"]
-  assert set(adversarial["ood"]) == {"in_pgd8", "uniform_noise_adaptive_mmd"}
+  assert set(adversarial["ood"]) == {"digits_pgd8", "uniform_noise_adaptive_mmd"}   # data.test = digits
   for row in adversarial["ood"].values():
     for method in ("paper", "strict", "likelihood", "input_complexity"):
       assert 0.0 <= row[method]["auroc"] <= 1.0, (row, method)   # also rejects NaN

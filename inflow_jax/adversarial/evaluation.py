@@ -13,6 +13,7 @@ Every set is float32 images in [0, 1] with ||x' - x||_inf <= epsilon (pixel unit
 strict protocols and the baselines) and adds the classifier's accuracy under attack and the adaptive
 attacks' effect on their own objectives (before/after).
 """
+import pathlib
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
@@ -74,6 +75,12 @@ def _in_batches(fn, n: int, batch_size: int) -> np.ndarray:
 def eps_name(epsilon: float) -> str:
   """'8' for 8/255, '0.5' for 0.5/255: the set-name suffix of an epsilon."""
   return f"{epsilon * 255:.3g}"
+
+
+def set_name_prefix(dataset: str) -> str:
+  """The prefix of the classifier-attack sets of a test dataset: 'cifar10' for 'cifar10', 'photos' for
+  '/data/photos.npz' (the file or folder name), 'in' when there is none."""
+  return pathlib.PurePath(str(dataset)).stem or "in"
 
 
 def attack_classifier(model: classifier_lib.Classifier, variables, x, y, attack_config, key,
