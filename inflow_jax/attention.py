@@ -28,7 +28,7 @@ Beyond the paper, `inflow_jax.streaming` gates images that arrive one at a time 
 `window` of them.
 """
 import functools
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import flax
 import jax

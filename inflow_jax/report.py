@@ -93,8 +93,9 @@ def _adversarial_markdown(config, table) -> list:
   lines = ["## Adversarial inputs", ""]
   if table.get("classifier"):
     lines.append(
-        f"`{set_name_prefix(data.test)}_pgd{{k}}`: the in-distribution test images perturbed by {attack.num_steps}-step PGD "
-        f"(L-infinity, epsilon = k/255, k in {', '.join(eps_name(e) for e in attack.epsilons)}) "
+        f"`{set_name_prefix(data.test)}_pgd{{k}}`: the in-distribution test images perturbed by "
+        f"{attack.num_steps}-step PGD (L-infinity, epsilon = k/255, k in "
+        f"{', '.join(eps_name(e) for e in attack.epsilons)}) "
         f"against a CNN classifier trained on `{data.train}` `{data.train_split}` "
         f"({adv.train.num_steps} steps of batch {adv.train.batch_size}).")
     lines.append("")

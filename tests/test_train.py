@@ -1,7 +1,6 @@
 """Training: the optimiser against PyTorch's Adam equations and the original's recorded trajectory,
 data parallelism (8 devices == 1 device), exact resume, and errors before any training."""
 import json
-import pathlib
 import sys
 
 import jax

@@ -9,7 +9,6 @@ import dataclasses
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 
 from inflow_jax.attention import MMDState, mmd2_embedded
 
