@@ -88,25 +88,31 @@ class MMDResult(NamedTuple):
   attention: Array   # 1.0 if p_value >= level else 0.0
 
 
-def sq_distances(a: Array, b: Array) -> Array:
-  """|a_i - b_j|^2 = |a_i|^2 + |b_j|^2 - 2 a_i.b_j, clipped at 0. a (..., p, d), b (..., q, d).
+def kernel_factors(points: Array, sigma: Array) -> Tuple[Array, Array]:
+  """Scaled augmented rows whose products are the kernel's exponents. points (..., q, d), sigma (S,).
 
-  One matrix product of augmented rows, [a_i, |a_i|^2, 1] . [-2 b_j, 1, |b_j|^2], so that no separate
-  pass over the (p, q) result adds the norms (~1.4x faster on CPU for the permutations' batches).
+    -|p_i - p_j|^2 / (2 sigma_s^2) = [2 g_s p_i, -g_s |p_i|^2, -g_s] . [p_j, 1, |p_j|^2],
+    g_s = 1 / (2 sigma_s^2),
+
+  so a block of kernel entries is one matrix product and an exp, with no pass that adds the norms or
+  scales the distances (XLA's CPU backend runs the permutations' kernels ~2x faster this way).
+  Returns left (S, ..., q, d + 2) and right (..., q, d + 2).
   """
-  a2 = jnp.sum(a * a, axis=-1, keepdims=True)
-  b2 = jnp.sum(b * b, axis=-1, keepdims=True)
-  left = jnp.concatenate([a, a2, jnp.ones_like(a2)], axis=-1)
-  right = jnp.concatenate([-2.0 * b, jnp.ones_like(b2), b2], axis=-1)
-  return jnp.maximum(jnp.einsum("...id,...jd->...ij", left, right, precision=_HIGHEST), 0.0)
+  norms = jnp.sum(points * points, axis=-1, keepdims=True)
+  ones = jnp.ones_like(norms)
+  g = (1.0 / (2.0 * sigma * sigma)).reshape((-1,) + (1,) * points.ndim)
+  left = jnp.concatenate([2.0 * g * points, -g * norms, -g * ones], axis=-1)
+  return left, jnp.concatenate([points, ones, norms], axis=-1)
 
 
-def gaussian_kernel(d2: Array, sigma: Array) -> Array:
-  """K = mean_s exp(-d2 / (2 sigma_s^2)) (alibi-detect's GaussianRBF); sigma has shape (S,)."""
-  scale = 1.0 / (2.0 * sigma * sigma)
-  if sigma.shape[0] == 1:
-    return jnp.exp(-d2 * scale[0])
-  return jnp.mean(jnp.exp(-d2[..., None] * scale), axis=-1)
+def gaussian_kernel(left: Array, right: Array) -> Array:
+  """K_ij = mean_s exp(-|p_i - p_j|^2 / (2 sigma_s^2)) from `kernel_factors` (alibi-detect's GaussianRBF).
+
+  left (S, ..., p, d + 2) from the first points, right (..., q, d + 2) from the second: K (..., p, q).
+  Rounding can leave an exponent of order +1e-6 where the distance is 0: the entry is then 1 + 1e-6.
+  """
+  kernels = [jnp.exp(jnp.einsum("...id,...jd->...ij", rows, right, precision=_HIGHEST)) for rows in left]
+  return kernels[0] if len(kernels) == 1 else sum(kernels) / len(kernels)
 
 
 def median_sq_distance(emb: np.ndarray) -> float:
@@ -132,14 +138,16 @@ def median_sq_distance(emb: np.ndarray) -> float:
 @functools.partial(jax.jit, static_argnames=("block",))
 def _centered_row_sums(reference: Array, sigma: Array, offset: Array, block: int) -> Array:
   """r_i = sum_{j != i} (K(ref_i, ref_j) - c), computed `block` rows at a time."""
-  n, d = reference.shape
+  n = reference.shape[0]
+  left, right = kernel_factors(reference, sigma)
   n_blocks = -(-n // block)
-  rows = jnp.pad(reference, ((0, n_blocks * block - n), (0, 0))).reshape(n_blocks, block, d)
+  rows = jnp.pad(left, ((0, 0), (0, n_blocks * block - n), (0, 0)))
+  rows = rows.reshape(left.shape[0], n_blocks, block, left.shape[-1]).swapaxes(0, 1)
   starts = jnp.arange(n_blocks) * block
 
   def one_block(args):
     start, row_block = args
-    k = gaussian_kernel(sq_distances(row_block, reference), sigma) - offset
+    k = gaussian_kernel(row_block, right) - offset
     own = (start + jnp.arange(block))[:, None] == jnp.arange(n)[None, :]
     return jnp.sum(jnp.where(own, 0.0, k), axis=1)
 
@@ -231,34 +239,47 @@ def _mmd2_from_sums(total, subset_row_sum, subset_sum, n: int, m: int):
   return c_xx * s_xx + c_yy * subset_sum - c_xy * s_xy
 
 
-def _off_diagonal_sum(points: Array, sigma: Array, offset: Array) -> Array:
-  """sum_{i != j} (K(p_i, p_j) - c) over the last two axes' points, points (..., q, d)."""
-  k = gaussian_kernel(sq_distances(points, points), sigma) - offset
-  return jnp.sum(jnp.where(jnp.eye(points.shape[-2], dtype=bool), 0.0, k), axis=(-2, -1))
-
-
-def _subset_sums(pooled: Array, row_sums: Array, subsets: Array, sigma: Array, offset: Array):
+def _subset_sums(left: Array, right: Array, row_sums: Array, subsets: Array, offset: Array):
   """For index sets (P, m): sum_{i in S} r_i and sum_{i != j in S} (K_ij - c), vectorised over P.
 
-  K is symmetric: with S = A u B (halves), sum_{i != j in S} = off(A) + off(B) + 2 sum K[A, B], which
-  evaluates 3/4 of the m^2 kernel entries.
+  left, right: `kernel_factors` of the pooled points. K is symmetric: with S = A u B (halves),
+  sum_{i != j in S} = sum_{A x A} + sum_{B x B} + 2 sum_{A x B} - m (1 - c), since K_ii = 1: 3/4 of the
+  m^2 entries, and whole blocks, whose sums XLA's CPU backend runs faster than masked ones.
   """
-  points = pooled[subsets]                                   # (P, m, d)
-  half = subsets.shape[-1] // 2
-  first, second = points[..., :half, :], points[..., half:, :]
-  cross = jnp.sum(gaussian_kernel(sq_distances(first, second), sigma) - offset, axis=(-2, -1))
-  pair_sum = (_off_diagonal_sum(first, sigma, offset) + _off_diagonal_sum(second, sigma, offset)
-              + 2.0 * cross)
+  m = subsets.shape[-1]
+  half = m // 2
+  lefts, rights = left[:, subsets], right[subsets]                    # (S, P, m, d + 2), (P, m, d + 2)
+
+  def block_sum(rows: slice, columns: slice):
+    k = gaussian_kernel(lefts[..., rows, :], rights[..., columns, :]) - offset
+    return jnp.sum(k, axis=(-2, -1))
+
+  first, second = slice(0, half), slice(half, m)
+  pair_sum = (block_sum(first, first) + block_sum(second, second) + 2.0 * block_sum(first, second)
+              - m * (1.0 - offset))
   return jnp.sum(row_sums[subsets], axis=-1), pair_sum
 
 
 def _random_subsets(key: Array, n_permutations: int, n_total: int, m: int) -> Array:
-  """(P, m) indices: the m "test" points of P uniform random permutations of n_total points.
+  """(P, m) indices: the m "test" points of P uniform random permutations of n_total = N points.
 
-  The m largest of n_total iid uniforms are a uniformly random m-subset (order is irrelevant).
+  Floyd's algorithm (Bentley & Floyd, CACM 1987) draws a uniformly random m-subset of {0, ..., N-1}:
+  for j = N-m, ..., N-1, draw t uniform in {0, ..., j} and add t, or j when t was already chosen. By
+  induction every k-subset of {0, ..., N-m+k-1} is equally likely after k steps. The order within a
+  subset is not uniform, which the statistics never use. Vectorised over the P permutations, a step costs
+  P x m comparisons: ~3 ms for 100 subsets of 250 out of 5250 on 2 CPU cores, against ~13 ms for the
+  top_k of P x N uniforms.
   """
-  u = jax.random.uniform(key, (n_permutations, n_total))
-  return jax.lax.top_k(u, m)[1]
+  first = n_total - m
+  draws = jax.random.randint(key, (m, n_permutations), 0, jnp.arange(first + 1, n_total + 1)[:, None])
+
+  def add_one(k, chosen):   # chosen (m, P): rows >= k still -1
+    t = draws[k]
+    taken = jnp.any(chosen == t, axis=0)
+    return jax.lax.dynamic_update_index_in_dim(chosen, jnp.where(taken, first + k, t), k, axis=0)
+
+  chosen = jax.lax.fori_loop(0, m, add_one, jnp.full((m, n_permutations), -1, draws.dtype))
+  return chosen.T
 
 
 def _pooled_sums(state: MMDState, emb: Array):
@@ -266,8 +287,10 @@ def _pooled_sums(state: MMDState, emb: Array):
   the observed MMD^2 of the split reference | emb."""
   n, m = state.reference.shape[0], emb.shape[0]
   y = emb.astype(jnp.float32) - state.center
-  k_rx = gaussian_kernel(sq_distances(state.reference, y), state.sigma) - state.kernel_offset  # (n, m)
-  k_xx = gaussian_kernel(sq_distances(y, y), state.sigma) - state.kernel_offset
+  left_ref, _ = kernel_factors(state.reference, state.sigma)
+  left_y, right_y = kernel_factors(y, state.sigma)
+  k_rx = gaussian_kernel(left_ref, right_y) - state.kernel_offset                              # (n, m)
+  k_xx = gaussian_kernel(left_y, right_y) - state.kernel_offset
   k_xx = jnp.where(jnp.eye(m, dtype=bool), 0.0, k_xx)                                         # (m, m)
   row_sums = jnp.concatenate([state.reference_row_sums + jnp.sum(k_rx, axis=1),
                               jnp.sum(k_rx, axis=0) + jnp.sum(k_xx, axis=1)])                # (N,)
@@ -287,19 +310,19 @@ def mmd2_embedded(state: MMDState, emb: Array) -> Array:
 @jax.jit
 def _test_embedded(state: MMDState, emb: Array, key: Array) -> MMDResult:
   n, m = state.reference.shape[0], emb.shape[0]
-  sigma, offset = state.sigma, state.kernel_offset
+  offset = state.kernel_offset
   row_sums, total, mmd2 = _pooled_sums(state, emb)
   y = emb.astype(jnp.float32) - state.center
 
-  pooled = jnp.concatenate([state.reference, y])
+  left, right = kernel_factors(jnp.concatenate([state.reference, y]), state.sigma)
   n_perm = state.n_permutations
   subsets = _random_subsets(key, n_perm, n + m, m)
   chunk = max(1, _PERMUTATION_ENTRIES // (m * m))
   if n_perm <= chunk:
-    subset_row_sum, subset_sum = _subset_sums(pooled, row_sums, subsets, sigma, offset)
+    subset_row_sum, subset_sum = _subset_sums(left, right, row_sums, subsets, offset)
   else:  # bounded memory: `chunk` permutations at a time
     subset_row_sum, subset_sum = jax.lax.map(
-        lambda s: _subset_sums(pooled, row_sums, s[None], sigma, offset), subsets, batch_size=chunk)
+        lambda s: _subset_sums(left, right, row_sums, s[None], offset), subsets, batch_size=chunk)
     subset_row_sum, subset_sum = subset_row_sum[:, 0], subset_sum[:, 0]
   permuted = _mmd2_from_sums(total, subset_row_sum, subset_sum, n, m)
 

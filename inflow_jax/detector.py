@@ -151,7 +151,9 @@ class InFlowDetector:
             "threshold": self.threshold_,
             "encoder": {"features": list(self.encoder.features),
                         "embedding_dim": self.encoder.embedding_dim,
-                        "chunk_size": self.encoder.chunk_size},
+                        "chunk_size": self.encoder.chunk_size,
+                        "early_chunk_size": self.encoder.early_chunk_size,
+                        "early_layers": self.encoder.early_layers},
             "mmd": {"image_shape": list(state.image_shape)}}
     (directory / "config.json").write_text(json.dumps(meta, indent=2))
     return directory
@@ -169,7 +171,8 @@ class InFlowDetector:
     model = InFlow(**{k: _tuples(v) for k, v in meta["model"].items()})
     encoder = Embedder(params=arrays["encoder"], features=tuple(meta["encoder"]["features"]),
                        embedding_dim=meta["encoder"]["embedding_dim"],
-                       chunk_size=meta["encoder"]["chunk_size"])
+                       **{k: meta["encoder"][k] for k in ("chunk_size", "early_chunk_size",
+                                                          "early_layers") if k in meta["encoder"]})
     detector = cls(model, arrays["variables"], encoder=encoder, **meta["settings"])
     detector.mmd_state_ = MMDState(
         embed=encoder, **{k: jnp.asarray(arrays["mmd"][k]) for k in _MMD_ARRAYS},

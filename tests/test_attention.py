@@ -88,6 +88,20 @@ def test_statistic_p_value_threshold_match_float64_brute_force(sigma):
   assert float(result.attention) == float(expected_p >= level)
 
 
+def test_random_subsets_are_uniform():
+  """Floyd's sampler: all 20 subsets of 3 out of 6 points equally likely (chi-square); at the benchmark's
+  size every index is chosen with probability m / N and no subset repeats an index."""
+  key = jax.random.PRNGKey(0)
+  small = np.sort(np.asarray(attention._random_subsets(key, 40_000, 6, 3)), axis=1)
+  _, counts = np.unique(small, axis=0, return_counts=True)
+  assert counts.size == 20 and scipy.stats.chisquare(counts).pvalue > 1e-3
+  n_total, m, n_permutations = 5250, 250, 400
+  big = np.asarray(attention._random_subsets(jax.random.PRNGKey(1), n_permutations, n_total, m))
+  assert big.shape == (n_permutations, m) and big.min() >= 0 and big.max() < n_total
+  assert all(np.unique(row).size == m for row in big)
+  assert scipy.stats.chisquare(np.bincount(big.ravel(), minlength=n_total)).pvalue > 1e-3
+
+
 def test_median_heuristic_uses_alibi_lower_median():
   emb = np.random.default_rng(1).standard_normal((41, 5))
   d2 = ((emb[:, None] - emb[None]) ** 2).sum(-1)

@@ -1,5 +1,6 @@
 """The untrained encoder: import of the original's PyTorch weights, seeded init, chunking."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -60,9 +61,27 @@ def test_strided_conv_equals_lax_conv(kernel_size, stride, size):
 
 def test_chunked_embedding_equals_one_batch():
   encoder = make_encoder(seed=3)
-  chunked = encoder.replace(chunk_size=4)
-  x = np.random.default_rng(1).uniform(size=(11, 32, 32, 3)).astype(np.float32)   # 2 full chunks + a remainder
-  np.testing.assert_allclose(chunked(x), encoder(x), atol=1e-6)
+  x = np.random.default_rng(1).uniform(size=(11, 32, 32, 3)).astype(np.float32)
+  whole = encoder.replace(chunk_size=11, early_chunk_size=11)
+  for chunk_size, early_chunk_size in ((4, 16), (4, 3), (6, 4)):   # padded chunks, nested padded chunks
+    chunked = encoder.replace(chunk_size=chunk_size, early_chunk_size=early_chunk_size)
+    np.testing.assert_allclose(chunked(x), whole(x), atol=1e-6)
+
+
+def test_encoder_equals_plain_strided_convolutions():
+  """The embedding (cropped first layer, layers split into chunks) against lax.conv on the full image."""
+  encoder = make_encoder(seed=5)
+  x = np.random.default_rng(2).uniform(size=(5, 32, 32, 3))
+  with jax.enable_x64():
+    h = jnp.asarray(x)
+    for i in range(3):
+      layer = encoder.params[f"conv{i}"]
+      h = jax.nn.relu(jax.lax.conv_general_dilated(
+          h, jnp.asarray(layer["kernel"], jnp.float64), (2, 2), "VALID",
+          dimension_numbers=("NHWC", "HWIO", "NHWC")) + jnp.asarray(layer["bias"], jnp.float64))
+    expected = h.reshape(5, -1) @ encoder.params["dense"]["kernel"] + encoder.params["dense"]["bias"]
+  np.testing.assert_allclose(encoder.replace(early_chunk_size=2)(x.astype(np.float32)), expected,
+                             atol=1e-5)
 
 
 def test_encoder_rejects_bad_images():
