@@ -88,6 +88,21 @@ def test_statistic_p_value_threshold_match_float64_brute_force(sigma):
   assert float(result.attention) == float(expected_p >= level)
 
 
+def test_permutations_in_chunks_match_one_batch(monkeypatch):
+  """Past _PERMUTATION_ENTRIES kernel entries the permutations run in lax.map chunks: same results."""
+  rng = np.random.default_rng(4)
+  state = fit_mmd(_vectors(rng, 150), _flatten, n_permutations=9)
+  emb, key = _flatten(_vectors(rng, 10, shift=0.02)), jax.random.PRNGKey(3)
+  whole = mmd_test_embedded(state, emb, key)
+  jax.clear_caches()
+  monkeypatch.setattr(attention, "_PERMUTATION_ENTRIES", 2 * 10 * 10)   # 2 permutations per chunk
+  chunked = mmd_test_embedded(state, emb, key)
+  jax.clear_caches()
+  assert float(chunked.p_value) == float(whole.p_value)
+  assert float(chunked.threshold) == pytest.approx(float(whole.threshold), abs=1e-7)
+  assert float(chunked.mmd2) == float(whole.mmd2)
+
+
 def test_random_subsets_are_uniform():
   """Floyd's sampler: all 20 subsets of 3 out of 6 points equally likely (chi-square); at the benchmark's
   size every index is chosen with probability m / N and no subset repeats an index."""
