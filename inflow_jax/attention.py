@@ -267,19 +267,22 @@ def _random_subsets(key: Array, n_permutations: int, n_total: int, m: int) -> Ar
   Floyd's algorithm (Bentley & Floyd, CACM 1987) draws a uniformly random m-subset of {0, ..., N-1}:
   for j = N-m, ..., N-1, draw t uniform in {0, ..., j} and add t, or j when t was already chosen. By
   induction every k-subset of {0, ..., N-m+k-1} is equally likely after k steps. The order within a
-  subset is not uniform, which the statistics never use. Vectorised over the P permutations, a step costs
-  P x m comparisons: ~3 ms for 100 subsets of 250 out of 5250 on 2 CPU cores, against ~13 ms for the
-  top_k of P x N uniforms.
+  subset is not uniform, which the statistics never use. Vectorised over the P permutations, with a
+  (P, N) table of chosen points, a step is a gather and a scatter of P entries: ~3 ms for 100 subsets
+  of 250 out of 5250 on 2 CPU cores, against ~13 ms for the top_k of P x N uniforms (and 15 ms for 2500
+  out of 7500, where comparing with the chosen list instead took 233 ms).
   """
   first = n_total - m
   draws = jax.random.randint(key, (m, n_permutations), 0, jnp.arange(first + 1, n_total + 1)[:, None])
+  rows = jnp.arange(n_permutations)
 
-  def add_one(k, chosen):   # chosen (m, P): rows >= k still -1
-    t = draws[k]
-    taken = jnp.any(chosen == t, axis=0)
-    return jax.lax.dynamic_update_index_in_dim(chosen, jnp.where(taken, first + k, t), k, axis=0)
+  def add_one(k, carry):
+    chosen, taken = carry
+    pick = jnp.where(taken[rows, draws[k]], first + k, draws[k])
+    return chosen.at[k].set(pick), taken.at[rows, pick].set(True)
 
-  chosen = jax.lax.fori_loop(0, m, add_one, jnp.full((m, n_permutations), -1, draws.dtype))
+  chosen, _ = jax.lax.fori_loop(0, m, add_one, (jnp.zeros((m, n_permutations), draws.dtype),
+                                                jnp.zeros((n_permutations, n_total), bool)))
   return chosen.T
 
 

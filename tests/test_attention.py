@@ -1,4 +1,6 @@
 """The MMD permutation test: alibi-detect parity, brute-force float64 truth, calibration, bad input."""
+import math
+
 import jax
 import numpy as np
 import pytest
@@ -103,13 +105,17 @@ def test_permutations_in_chunks_match_one_batch(monkeypatch):
   assert float(chunked.mmd2) == float(whole.mmd2)
 
 
-def test_random_subsets_are_uniform():
-  """Floyd's sampler: all 20 subsets of 3 out of 6 points equally likely (chi-square); at the benchmark's
-  size every index is chosen with probability m / N and no subset repeats an index."""
+@pytest.mark.parametrize("n_total, m", [(6, 3), (7, 5), (5, 1)])
+def test_random_subsets_are_uniform(n_total, m):
+  """Floyd's sampler: all C(N, m) subsets equally likely (chi-square)."""
   key = jax.random.PRNGKey(0)
-  small = np.sort(np.asarray(attention._random_subsets(key, 40_000, 6, 3)), axis=1)
+  small = np.sort(np.asarray(attention._random_subsets(key, 40_000, n_total, m)), axis=1)
   _, counts = np.unique(small, axis=0, return_counts=True)
-  assert counts.size == 20 and scipy.stats.chisquare(counts).pvalue > 1e-3
+  assert counts.size == math.comb(n_total, m) and scipy.stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_random_subsets_at_the_benchmark_size():
+  """Every index chosen with probability m / N (chi-square), no subset repeats an index."""
   n_total, m, n_permutations = 5250, 250, 400
   big = np.asarray(attention._random_subsets(jax.random.PRNGKey(1), n_permutations, n_total, m))
   assert big.shape == (n_permutations, m) and big.min() >= 0 and big.max() < n_total
