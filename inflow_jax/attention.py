@@ -21,9 +21,9 @@ r = K0 1 of the pooled matrix, a split whose test part is the index set S has
 so a permutation costs the m x m kernel among the chosen points (`kernel_factors`: one matrix product
 and an exp per block; the points come from Floyd's sampler) plus a gather of r. The reference part of r
 and T is computed once at fit (O(n^2), in blocks); a test adds K(ref, x) and K(x, x) (O(n m)). The
-fitted state holds no n x n matrix: O(n d) floats. All sums use the kernel minus a constant c (its value at the
-median distance): MMD^2 is unchanged, since c/(n(n-1)) n(n-1) + c - 2c = 0, while float32 sums of values
-centred near zero keep MMD^2 accurate to ~1e-8 at n = 5000.
+fitted state holds no n x n matrix: O(n d) floats. All sums use the kernel minus a constant c (its value
+at the median distance): MMD^2 is unchanged, since c/(n(n-1)) n(n-1) + c - 2c = 0, while float32 sums of
+values centred near zero keep MMD^2 accurate to ~1e-8 at n = 5000.
 
 Beyond the paper, `inflow_jax.streaming` gates images that arrive one at a time by testing the last
 `window` of them.
@@ -287,20 +287,21 @@ def _random_subsets(key: Array, n_permutations: int, n_total: int, m: int) -> Ar
 
 
 def _pooled_sums(state: MMDState, emb: Array):
-  """Row sums r (N,) and total T of the pooled [reference; emb] kernel (offset, zeroed diagonal), and
-  the observed MMD^2 of the split reference | emb."""
+  """Row sums r (N,) and total T of the pooled [reference; emb] kernel (offset, zeroed diagonal), the
+  observed MMD^2 of the split reference | emb, and the `kernel_factors` (left, right) of the pooled
+  points, which the permutations reuse."""
   n, m = state.reference.shape[0], emb.shape[0]
   y = emb.astype(jnp.float32) - state.center
-  left_ref, _ = kernel_factors(state.reference, state.sigma)
-  left_y, right_y = kernel_factors(y, state.sigma)
-  k_rx = gaussian_kernel(left_ref, right_y) - state.kernel_offset                              # (n, m)
-  k_xx = gaussian_kernel(left_y, right_y) - state.kernel_offset
+  left, right = kernel_factors(jnp.concatenate([state.reference, y]), state.sigma)
+  k_rx = gaussian_kernel(left[:, :n], right[n:]) - state.kernel_offset                        # (n, m)
+  k_xx = gaussian_kernel(left[:, n:], right[n:]) - state.kernel_offset
   k_xx = jnp.where(jnp.eye(m, dtype=bool), 0.0, k_xx)                                         # (m, m)
   row_sums = jnp.concatenate([state.reference_row_sums + jnp.sum(k_rx, axis=1),
                               jnp.sum(k_rx, axis=0) + jnp.sum(k_xx, axis=1)])                # (N,)
   sum_xx = jnp.sum(k_xx)
   total = state.reference_total + 2.0 * jnp.sum(k_rx) + sum_xx
-  return row_sums, total, _mmd2_from_sums(total, jnp.sum(row_sums[n:]), sum_xx, n, m)
+  mmd2 = _mmd2_from_sums(total, jnp.sum(row_sums[n:]), sum_xx, n, m)
+  return row_sums, total, mmd2, (left, right)
 
 
 def mmd2_embedded(state: MMDState, emb: Array) -> Array:
@@ -315,10 +316,7 @@ def mmd2_embedded(state: MMDState, emb: Array) -> Array:
 def _test_embedded(state: MMDState, emb: Array, key: Array) -> MMDResult:
   n, m = state.reference.shape[0], emb.shape[0]
   offset = state.kernel_offset
-  row_sums, total, mmd2 = _pooled_sums(state, emb)
-  y = emb.astype(jnp.float32) - state.center
-
-  left, right = kernel_factors(jnp.concatenate([state.reference, y]), state.sigma)
+  row_sums, total, mmd2, (left, right) = _pooled_sums(state, emb)
   n_perm = state.n_permutations
   subsets = _random_subsets(key, n_perm, n + m, m)
   chunk = max(1, _PERMUTATION_ENTRIES // (m * m))

@@ -8,9 +8,10 @@ projection of the images is enough for a kernel two-sample test to see a distrib
 every Conv is 4x4, stride 2, VALID padding, so a 32x32x3 image goes 15x15x64 -> 6x6x128 -> 2x2x512 -> 2048
 -> 32 (the 15th row and column of the first conv's output feed nothing and are not computed). Each conv
 runs as one matrix product on space-to-depth patches (`StridedConv`), which XLA's CPU backend executes
-faster than its strided convolution (in 50-image chunks on 2 loaded cores: 150 vs 190 ms per 250 images). `make_encoder(seed)` draws PyTorch-default-like weights (U(-1/sqrt(fan_in),
-1/sqrt(fan_in)) for kernels and biases); `load_reference_encoder(path)` imports the original's
-`torch.manual_seed(0)` weights.
+faster than its strided convolution (in 50-image chunks on 2 loaded cores: 150 vs 190 ms per 250
+images). `make_encoder(seed)` draws PyTorch-default-like weights (U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+for kernels and biases); `load_reference_encoder(path)` imports the original's `torch.manual_seed(0)`
+weights.
 """
 from typing import Callable, Mapping, Optional, Tuple
 
