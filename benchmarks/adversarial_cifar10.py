@@ -2,13 +2,13 @@
 
   python benchmarks/adversarial_cifar10.py --n-test 500 --n-ood 300 --batch-size 100 --json
 
-Uses ../shared (no download): the original checkpoint converted by `convert.load_reference_checkpoint`
-(paper_compat), the original encoder, CIFAR-10 train/test copies (JPEG-75, see ../shared/data/README.md)
-and the OOD sets SVHN, CelebA, MNIST, Fashion-MNIST.
+Uses ../shared (or $INFLOW_SHARED; no download): the original checkpoint converted by
+`torch_checkpoint.load_reference_checkpoint` (paper_compat), the original encoder, CIFAR-10 train/test
+copies (JPEG-75, see ../shared/data/README.md) and the OOD sets SVHN, CelebA, MNIST, Fashion-MNIST.
 
-1. A small CNN classifier (`configs/digits_classifier.py`'s model and optimiser) is trained briefly on
-   cifar10_train_10k; its clean accuracy is printed. PGD against it at 1, 2, 8/255 perturbs the first
-   --n-test CIFAR-10 test images ("cifar10_pgd{k}").
+1. A small CNN classifier (the model and optimiser of `config.adversarial` in configs/cifar10.py) is
+   trained briefly (--classifier-steps) on cifar10_train_10k; its clean accuracy is printed. PGD
+   against it at 1, 2, 8/255 perturbs the first --n-test CIFAR-10 test images ("cifar10_pgd{k}").
 2. Adaptive attacks at 8/255 on the first --n-ood images of each OOD set: raise the flow likelihood
    ("{ood}_adaptive_llh"), lower the attention test's MMD^2 batch by batch ("{ood}_adaptive_mmd").
 3. All of them, and the clean OOD sets, are scored by `evaluate_ood` against the clean CIFAR-10 test
@@ -18,33 +18,28 @@ Everything runs on whatever JAX backend is present; on a shared CPU the timings 
 load average is printed with the result).
 """
 import argparse
-import json
-import os
-import pathlib
 import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import cifar10 as cifar10_config  # noqa: E402
-from configs import digits_classifier  # noqa: E402
-from inflow_jax import classifier as classifier_lib  # noqa: E402
-from inflow_jax.adversarial.evaluation import evaluate_adversarial, format_adversarial_report  # noqa: E402
-from inflow_jax.attention import fit_mmd  # noqa: E402
-from inflow_jax.convert import load_reference_checkpoint  # noqa: E402
-from inflow_jax.data import load_images  # noqa: E402
-from inflow_jax.encoder import load_reference_encoder  # noqa: E402
+import common
+from configs import cifar10 as cifar10_config
+from inflow_jax.adversarial import classifier as classifier_lib
+from inflow_jax.adversarial.evaluation import evaluate_adversarial
+from inflow_jax.attention.encoder import load_reference_encoder
+from inflow_jax.attention.mmd import fit_mmd
+from inflow_jax.data import load_images
+from inflow_jax.report.tables import format_adversarial_report
+from inflow_jax.torch_checkpoint import load_reference_checkpoint
 
-SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED",
-                                     pathlib.Path(__file__).resolve().parents[2] / "shared"))
 OOD_FILES = {"svhn": "svhn_test_5k.npz", "celeba": "celeba_3k.npz", "mnist": "mnist_test_5k.npz",
              "fashion_mnist": "fashion_mnist_test_1k.npz"}
 
 
 def shared_images(file: str, max_images=None):
-  path = SHARED / "data" / file
+  path = common.SHARED / "data" / file
   if not path.exists():
     sys.exit(f"needs {path} (the ../shared data); set INFLOW_SHARED to its directory")
   return load_images(f"npz:{path}", "test", image_size=32, max_images=max_images)
@@ -69,10 +64,8 @@ def main():
   config = cifar10_config.get_config()
   config.seed = args.seed
   config.eval.batch_size = args.batch_size
-  config.adversarial = digits_classifier.get_config()
-  config.adversarial.seed = args.seed
-  config.adversarial.model.update(features=(32, 64), hidden=128)
-  config.adversarial.train.update(num_steps=args.classifier_steps, batch_size=100)
+  config.adversarial.seed = args.seed   # the classifier and attacks of configs/default.py, but:
+  config.adversarial.train.num_steps = args.classifier_steps
   config.adversarial.attack.update(num_steps=args.pgd_steps, batch_size=args.batch_size,
                                    epsilons=(1 / 255, 2 / 255, 8 / 255), adaptive_epsilon=8 / 255)
 
@@ -83,9 +76,9 @@ def main():
   names = [n for n in args.ood.split(",") if n]
   ood_sets = {n: shared_images(OOD_FILES[n], args.n_ood)[0] for n in names}
 
-  model, variables = load_reference_checkpoint(SHARED / "fixtures/inflow_cifar10_epoch150_torch_state.npz",
-                                               paper_compat=True)
-  embed = load_reference_encoder(SHARED / "fixtures/uae_encoder_torch_seed0.npz")
+  model, variables = load_reference_checkpoint(
+      common.SHARED / "fixtures/inflow_cifar10_epoch150_torch_state.npz", paper_compat=True)
+  embed = load_reference_encoder(common.SHARED / "fixtures/uae_encoder_torch_seed0.npz")
   mmd_state = fit_mmd(x_train[:args.n_reference], embed, n_permutations=args.n_permutations,
                       level=config.attention.level)
 
@@ -102,13 +95,13 @@ def main():
       n_test=args.n_test, n_ood=args.n_ood, pgd_steps=args.pgd_steps,
       classifier_steps=args.classifier_steps, classifier_train_s=round(classifier_seconds, 1),
       classifier_final_loss=float(np.mean(trained.losses[-50:])), backend=jax.default_backend(),
-      wall_s=round(time.time() - start, 1), loadavg=os.getloadavg())
+      wall_s=round(time.time() - start, 1), loadavg=common.machine()["load_avg"])
   if args.json:
-    print(json.dumps(table))
+    common.emit(table, as_json=True)
   else:
     print(format_adversarial_report(table))
     print(f"\nbackend {jax.default_backend()}, wall {time.time() - start:.0f} s, classifier training "
-          f"{classifier_seconds:.0f} s, load average {os.getloadavg()}")
+          f"{classifier_seconds:.0f} s, load average {common.machine()['load_avg']}")
 
 
 if __name__ == "__main__":

@@ -11,27 +11,19 @@ down. Single-thread figures: XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1" taskset -c 0 python benchmarks/bench_attention.py ...
 """
 import argparse
-import json
-import os
-import pathlib
 import resource
-import sys
-import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from inflow_jax.attention import fit_mmd, mmd_test, mmd_test_embedded  # noqa: E402
-from inflow_jax.encoder import make_encoder  # noqa: E402
-
-SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED",
-                                     pathlib.Path(__file__).resolve().parents[2] / "shared"))
+import common
+from inflow_jax.attention.encoder import make_encoder
+from inflow_jax.attention.mmd import fit_mmd, mmd_test, mmd_test_embedded
 
 
 def load_images(n: int, batch_size: int, seed: int):
   """(reference, batch, source): CIFAR-10 train/test if available and large enough, else uniform."""
-  train, test = SHARED / "data/cifar10_train_10k.npz", SHARED / "data/cifar10_test_5k.npz"
+  train, test = common.SHARED / "data/cifar10_train_10k.npz", common.SHARED / "data/cifar10_test_5k.npz"
   if train.exists() and test.exists() and n <= 10_000:
     reference = np.load(train)["x"][:n].astype(np.float32) / 255.0
     batch = np.load(test)["x"][:batch_size].astype(np.float32) / 255.0
@@ -39,19 +31,6 @@ def load_images(n: int, batch_size: int, seed: int):
   rng = np.random.default_rng(seed)
   return (rng.uniform(size=(n, 32, 32, 3)).astype(np.float32),
           rng.uniform(size=(batch_size, 32, 32, 3)).astype(np.float32), "uniform")
-
-
-def median_ms(fn, repeats: int):
-  """(wall, cpu) medians in ms over `repeats` calls after a warm-up call (compilation). cpu is this
-  process's CPU time (all threads): on a machine shared with other jobs it is less inflated than wall."""
-  jax.block_until_ready(fn(0))
-  wall, cpu = [], []
-  for i in range(1, repeats + 1):
-    start, start_cpu = time.perf_counter(), time.process_time()
-    jax.block_until_ready(fn(i))
-    wall.append(time.perf_counter() - start)
-    cpu.append(time.process_time() - start_cpu)
-  return round(1e3 * float(np.median(wall)), 2), round(1e3 * float(np.median(cpu)), 2)
 
 
 def main():
@@ -68,18 +47,26 @@ def main():
   reference, batch, source = load_images(args.n_ref, args.batch_size, args.seed)
   encoder = make_encoder(seed=args.encoder_seed)
   jax.block_until_ready(encoder(reference[:2]))   # compile the encoder outside the fit timing
-  start, start_cpu = time.perf_counter(), time.process_time()
-  state = fit_mmd(reference, encoder, n_permutations=args.n_permutations)
-  jax.block_until_ready(state)
-  fit_s, fit_cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
+  fitted = []
+
+  def fit():
+    fitted.append(fit_mmd(reference, encoder, n_permutations=args.n_permutations))
+    return fitted[-1]
+
+  fit_s, fit_cpu_s = common.timed(fit, cpu=True)
+  state, = fitted
 
   key = jax.random.PRNGKey(args.seed)
   emb = encoder(batch)
-  test_ms, test_cpu_ms = median_ms(lambda i: mmd_test(state, batch, jax.random.fold_in(key, i)),
-                                  args.repeats)
-  embed_ms, embed_cpu_ms = median_ms(lambda i: encoder(batch), args.repeats)
+
+  def median_ms(fn):   # fn(i): the i-th call; fn(0) is the warm-up
+    return common.median_ms(common.call_times(fn, args.repeats))
+
+  test_ms, test_cpu_ms = median_ms(lambda i: mmd_test(state, batch, jax.random.fold_in(key, i)))
+  embed_ms, embed_cpu_ms = median_ms(lambda i: encoder(batch))
   test_embedded_ms, test_embedded_cpu_ms = median_ms(
-      lambda i: mmd_test_embedded(state, emb, jax.random.fold_in(key, i)), args.repeats)
+      lambda i: mmd_test_embedded(state, emb, jax.random.fold_in(key, i)))
+  machine = common.machine()
   result = dict(
       n_ref=args.n_ref, batch_size=args.batch_size, n_permutations=args.n_permutations,
       images=source, mmd_test_ms=test_ms, embed_ms=embed_ms, test_embedded_ms=test_embedded_ms,
@@ -89,13 +76,8 @@ def main():
       state_bytes_without_encoder=state.nbytes - sum(
           np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(state.embed)),
       peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-      load_avg=[round(v, 2) for v in os.getloadavg()], cpu_count=os.cpu_count(),
-      backend=jax.default_backend())
-  if args.json:
-    print(json.dumps(result))
-  else:
-    for name, value in result.items():
-      print(f"{name:>28}: {value}")
+      load_avg=machine["load_avg"], cpu_count=machine["cpu_count"], backend=jax.default_backend())
+  common.emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -8,29 +8,30 @@ Measures `inflow_jax.data.batches` (shuffled, drop_remainder) over
   uint8: the uint8 (N, 32, 32, 3) array, converted to float32 per batch;
   uint8_resize: uint8 (N, 28, 28, 1) images (MNIST-like), PIL-resized to 32x32x3 per batch;
 and `preprocess` of (N, 28, 28, 1) uint8 to (N, 32, 32, 3) float32 once. Random images: the cost does
-not depend on the content. Results depend on the machine's load, printed as os.getloadavg().
+not depend on the content. Results depend on the machine's load, printed as `loadavg` (os.getloadavg()).
 """
 import argparse
-import json
-import os
-import time
 
 import numpy as np
 
+import common
 from inflow_jax import data
 
 
 def images_per_second(make_iterator, num_images: int, repeats: int) -> float:
   """Best of `repeats` runs of: consume one full pass, images / seconds (each batch is touched)."""
-  best = 0.0
-  for _ in range(repeats):
-    start, count = time.perf_counter(), 0
+  counts = []
+
+  def one_pass():
+    count = 0
     for batch in make_iterator():
       count += len(batch)
       float(batch[0, 0, 0, 0])   # the batch is materialised
-    best = max(best, count / (time.perf_counter() - start))
-  assert count > 0.9 * num_images
-  return best
+    counts.append(count)
+
+  seconds = [common.timed(one_pass) for _ in range(repeats)]
+  assert counts[-1] > 0.9 * num_images
+  return max(count / s for count, s in zip(counts, seconds))
 
 
 def main():
@@ -54,15 +55,14 @@ def main():
       lambda: data.batches(uint8_32, b, seed=0), n, args.repeats)
   results['uint8_resize_28_to_32_images_per_s'] = images_per_second(
       lambda: data.batches(uint8_28, b, seed=0, image_size=32), n, args.repeats)
-  start = time.perf_counter()
-  data.preprocess(uint8_28, 32)
-  results['preprocess_28_to_32_images_per_s'] = n / (time.perf_counter() - start)
-  results['loadavg'] = os.getloadavg()
-  results['cpu_count'] = os.cpu_count()
+  results['preprocess_28_to_32_images_per_s'] = n / common.timed(lambda: data.preprocess(uint8_28, 32))
+  machine = common.machine()
+  results['loadavg'] = machine['load_avg']
+  results['cpu_count'] = machine['cpu_count']
 
   if args.json:
-    print(json.dumps(results))
-  else:
+    common.emit(results, as_json=True)
+  else:   # a table: images/s with thousands separators
     for key, value in results.items():
       print(f'{key:40s} {value if not isinstance(value, float) else f"{value:,.0f}"}')
 

@@ -8,37 +8,26 @@ mean(0.5 * sum(z^2) - log_det) / 3 at attention 1. forward: jitted (z, log_det).
 Warm-up (compilation) is excluded; every timing ends with block_until_ready. With --torch the same
 architecture in PyTorch (benchmarks/torch_inflow.py, torch.set_num_threads(--threads)) is timed too.
 The model (InFlow(**config.model)), optimiser and loss are the ones of configs/cifar10.py and
-inflow_jax.train. The load average is printed with every result: on a shared machine the figures are noisy.
+inflow_jax.training. The load average is printed with every result: on a shared machine the figures are noisy.
 """
 import argparse
-import json
-import os
-import pathlib
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs/
-from configs.cifar10 import get_config  # noqa: E402
+import common
+from configs.cifar10 import get_config
 from inflow_jax.model import InFlow
-from inflow_jax.train import flow_loss, make_optimizer
+from inflow_jax.training.flow import flow_loss
+from inflow_jax.training.step import make_optimizer
+
 
 def time_calls(fn, steps):
-  """Median seconds of one fn() call (each waited for), over `steps` calls after one warm-up call.
-
-  Each call is blocked on: on CPU, un-awaited back-to-back calls overlap and fight over the same cores.
-  """
-  jax.block_until_ready(fn())
-  seconds = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    seconds.append(time.perf_counter() - start)
-  return float(np.median(seconds))
+  """Median wall seconds of one fn() call, over `steps` calls after one warm-up call, each waited for
+  (`common.call_times`: on CPU, un-awaited back-to-back calls overlap and fight over the same cores)."""
+  return float(np.median([wall for wall, _ in common.call_times(lambda i: fn(), steps)]))
 
 
 def bench_jax(batch_size, steps, seed=0):
@@ -67,8 +56,7 @@ def bench_jax(batch_size, steps, seed=0):
 
 def bench_torch(batch_size, steps, threads, seed=0):
   import torch
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from torch_inflow import TorchInFlow
+  from torch_inflow import TorchInFlow   # benchmarks/, on sys.path as the script's directory
   torch.set_num_threads(threads)
   torch.manual_seed(seed)
   model = TorchInFlow()
@@ -100,8 +88,9 @@ def main(argv=None):
   parser.add_argument("--json", action="store_true", help="print one JSON line")
   args = parser.parse_args(argv)
 
-  result = {"batch_size": args.batch_size, "steps": args.steps, "load_average_before": os.getloadavg(),
-            "jax_version": jax.__version__, "device": str(jax.devices()[0])}
+  before = common.machine()
+  result = {"batch_size": args.batch_size, "steps": args.steps, "load_average_before": before["load_avg"],
+            "jax_version": jax.__version__, "device": before["device"]}
   jax_times = bench_jax(args.batch_size, args.steps)
   result["train_images_per_s"] = args.batch_size / jax_times["train_s"]
   result["forward_images_per_s"] = args.batch_size / jax_times["forward_s"]
@@ -112,12 +101,8 @@ def main(argv=None):
     result["torch_forward_images_per_s"] = args.batch_size / torch_times["forward_s"]
     result["train_speedup"] = result["train_images_per_s"] / result["torch_train_images_per_s"]
     result["forward_speedup"] = result["forward_images_per_s"] / result["torch_forward_images_per_s"]
-  result["load_average_after"] = os.getloadavg()
-  if args.json:
-    print(json.dumps(result))
-  else:
-    for key, value in result.items():
-      print(f"{key:>28}: {value}")
+  result["load_average_after"] = common.machine()["load_avg"]
+  common.emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -7,35 +7,30 @@ original checkpoint (width 256) and CIFAR-10 images from ../shared (else a rando
 and uniform random images: the speed does not depend on the values). The figure is images/s over
 --n-images after one warm-up call (compilation excluded); `flow_images_per_s` and
 `test_images_per_s` time the two parts alone; `images_per_cpu_s` divides by the CPU seconds the process
-used (all threads) instead of wall seconds. The original PyTorch pipeline did about 13 images/s here. The load average is printed with the result: other processes on a shared machine slow it down.
+used (all threads) instead of wall seconds. The original PyTorch pipeline did about 13 images/s here.
+The load average is printed with the result: other processes on a shared machine slow it down.
 """
 import argparse
-import json
-import os
-import pathlib
-import sys
-import time
 
 import jax
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED", REPO.parent / "shared"))
-
-from inflow_jax.attention import fit_mmd  # noqa: E402  pylint: disable=wrong-import-position
-from inflow_jax.encoder import load_reference_encoder, make_encoder  # noqa: E402  pylint: disable=wrong-import-position
-from inflow_jax.model import InFlow  # noqa: E402  pylint: disable=wrong-import-position
-from inflow_jax.scoring import attention_tests, make_score_fn, score_batches  # noqa: E402  pylint: disable=wrong-import-position
+import common
+from inflow_jax.attention.batches import attention_tests
+from inflow_jax.attention.encoder import load_reference_encoder, make_encoder
+from inflow_jax.attention.mmd import fit_mmd
+from inflow_jax.evaluation.scores import make_score_fn, score_batches
+from inflow_jax.model import InFlow
 
 
 def setup(n_ref: int, n_images: int, seed: int):
   """(model, variables, embed, x_ref, x, source)."""
-  checkpoint = SHARED / "fixtures/inflow_cifar10_epoch150_torch_state.npz"
-  encoder = SHARED / "fixtures/uae_encoder_torch_seed0.npz"
-  train, test = SHARED / "data/cifar10_train_10k.npz", SHARED / "data/cifar10_test_5k.npz"
+  shared = common.SHARED
+  checkpoint = shared / "fixtures/inflow_cifar10_epoch150_torch_state.npz"
+  encoder = shared / "fixtures/uae_encoder_torch_seed0.npz"
+  train, test = shared / "data/cifar10_train_10k.npz", shared / "data/cifar10_test_5k.npz"
   if checkpoint.exists() and encoder.exists() and train.exists() and n_ref <= 10_000 and n_images <= 5000:
-    from inflow_jax.convert import load_reference_checkpoint  # pylint: disable=g-import-not-at-top
+    from inflow_jax.torch_checkpoint import load_reference_checkpoint  # pylint: disable=g-import-not-at-top
     from inflow_jax.data import load_images  # pylint: disable=g-import-not-at-top
     model, variables = load_reference_checkpoint(str(checkpoint))
     x_ref = load_images(f"npz:{train}", f"train[:{n_ref}]")[0]
@@ -49,14 +44,6 @@ def setup(n_ref: int, n_images: int, seed: int):
   return model, variables, make_encoder(seed), x_ref, x, "random-init width 256, uniform images"
 
 
-def timed(fn, cpu: bool = False):
-  """Wall seconds of fn(); with cpu=True also the CPU seconds of this process (all threads)."""
-  start, start_cpu = time.perf_counter(), time.process_time()
-  fn()
-  wall = time.perf_counter() - start
-  return (wall, time.process_time() - start_cpu) if cpu else wall
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n-ref", type=int, default=5000)
@@ -68,16 +55,17 @@ def main():
   args = parser.parse_args()
 
   model, variables, embed, x_ref, x, source = setup(args.n_ref, args.n_images, args.seed)
-  fit_s = timed(lambda: fit_mmd(x_ref, embed, args.n_permutations))
+  fit_s = common.timed(lambda: fit_mmd(x_ref, embed, args.n_permutations))
   state = fit_mmd(x_ref, embed, args.n_permutations)
   score_fn = make_score_fn(model, variables, "paper")
   key = jax.random.PRNGKey(args.seed)
   bs = args.batch_size
-  warmup_s = timed(lambda: score_batches(score_fn, state, x[:bs], bs, key))   # compiles
-  total_s, total_cpu_s = timed(lambda: score_batches(score_fn, state, x, bs, key), cpu=True)
-  test_s = timed(lambda: attention_tests(state, x, bs, key))
-  flow_s = timed(lambda: [np.asarray(score_fn(x[i:i + bs], 1.0)) for i in range(0, len(x), bs)])
+  warmup_s = common.timed(lambda: score_batches(score_fn, state, x[:bs], bs, key))   # compiles
+  total_s, total_cpu_s = common.timed(lambda: score_batches(score_fn, state, x, bs, key), cpu=True)
+  test_s = common.timed(lambda: attention_tests(state, x, bs, key))
+  flow_s = common.timed(lambda: [np.asarray(score_fn(x[i:i + bs], 1.0)) for i in range(0, len(x), bs)])
   n = len(x)
+  machine = common.machine()
   result = {
       "images_per_s": n / total_s, "flow_images_per_s": n / flow_s, "test_images_per_s": n / test_s,
       "speedup_vs_original_13_per_s": n / total_s / 13.0,
@@ -85,13 +73,9 @@ def main():
       # figure is lower by the share of the cores this process gets.
       "images_per_cpu_s": n / total_cpu_s, "n_images": n, "batch_size": bs,
       "n_ref": args.n_ref, "n_permutations": args.n_permutations, "fit_s": fit_s,
-      "warmup_s": warmup_s, "source": source, "device": str(jax.devices()[0]),
-      "cpu_count": os.cpu_count(), "loadavg": list(os.getloadavg())}
-  if args.json:
-    print(json.dumps(result))
-  else:
-    for k, v in result.items():
-      print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
+      "warmup_s": warmup_s, "source": source, "device": machine["device"],
+      "cpu_count": machine["cpu_count"], "loadavg": machine["load_avg"]}
+  common.emit(result, args.json)
 
 
 if __name__ == "__main__":

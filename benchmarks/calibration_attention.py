@@ -22,26 +22,19 @@ with --ks-permutations permutations (a fine grid). --n-reference-draws repeats t
 seed, seed + 1, ...
 """
 import argparse
-import json
-import os
-import pathlib
-import sys
 import time
 
 import jax
 import numpy as np
 import scipy.stats
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from inflow_jax.attention import fit_mmd_embedded, mmd_test_embedded  # noqa: E402
-from inflow_jax.encoder import make_encoder  # noqa: E402
-
-SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED",
-                                     pathlib.Path(__file__).resolve().parents[2] / "shared"))
+import common
+from inflow_jax.attention.encoder import make_encoder
+from inflow_jax.attention.mmd import fit_mmd_embedded, mmd_test_embedded
 
 
 def load(name: str) -> np.ndarray:
-  path = SHARED / "data" / name
+  path = common.SHARED / "data" / name
   if not path.exists():
     raise FileNotFoundError(f"{path} is needed (the ../shared data; set INFLOW_SHARED)")
   return np.load(path)["x"].astype(np.float32) / 255.0
@@ -80,12 +73,8 @@ def main():
   if len(draws) > 1:
     result["draws"] = [{k: d[k] for k in ("seed", "fraction_p_below_level", "mean_p_value",
                                           "ks_pvalue_randomised", "svhn_flagged")} for d in draws]
-  result["load_avg"] = [round(v, 2) for v in os.getloadavg()]
-  if args.json:
-    print(json.dumps(result))
-  else:
-    for name, value in result.items():
-      print(f"{name:>26}: {value}")
+  result["load_avg"] = common.machine()["load_avg"]
+  common.emit(result, args.json)
 
 
 def run_draw(args, seed: int, encoder, train: np.ndarray, test: np.ndarray, svhn: np.ndarray) -> dict:

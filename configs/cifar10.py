@@ -1,95 +1,13 @@
 """The paper's setting: InFlow trained on CIFAR-10, evaluated against SVHN, CelebA, MNIST, Fashion-MNIST.
 
-Optimiser as in the original: Adam(lr 1e-4, betas (0.8, 0.99), eps 1e-8) with L2 weight decay 2e-5
-added to the gradient (PyTorch's `Adam(weight_decay=...)`, not AdamW).
+The paper's values are the defaults of `configs/default.py` (2 coupling blocks of width 256; Adam lr
+1e-4, betas (0.8, 0.99), L2 2e-5 coupled into the gradient; batch 250, 200 x 100 steps; reference 5000,
+100 permutations, level 0.05), so this config is the default one.
 """
-import os
-import sys
-
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import digits_classifier  # pylint: disable=g-import-not-at-top,wrong-import-position  (attack settings)
+from configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  # A pretrained original (PyTorch) state dict .npz/.pt: when set, run.py loads it with
-  # convert.load_reference_checkpoint and does not train.
-  config.checkpoint_path = ml_collections.config_dict.placeholder(str)
-
-  # inflow_jax.model.InFlow(**config.model)
-  config.model = ml_collections.ConfigDict(dict(
-      num_blocks=2,          # attention-gated coupling blocks, each followed by a fixed permutation
-      width=256,             # hidden channels of the conv3x3-ReLU-conv3x3 subnets
-      clamp=2.0,             # soft clamp s = clamp * 0.636 * atan(raw)
-      permutation_seed=0,    # seed of the fixed channel permutations
-      glow=False,            # beyond the paper: ActNorm + invertible 1x1 conv before each coupling
-      num_scales=1,          # beyond the paper: > 1 gives a multi-scale (squeeze + split) flow
-      paper_compat=False,    # True: the original's log-det (not multiplied by the attention)
-  ))
-
-  config.data = ml_collections.ConfigDict(dict(
-      train='cifar10', train_split='train',
-      # the in-distribution test images, and held-out in-distribution images (of `train`'s dataset,
-      # in neither the training nor the test images) for the typicality baseline
-      test='cifar10', test_split='test[1000:]', heldout_split='test[:1000]',
-      ood=('svhn_cropped', 'celeb_a', 'mnist', 'fashion_mnist'), ood_split='test',
-      data_dir=ml_collections.config_dict.placeholder(str),
-      image_size=32,
-      max_eval_images=ml_collections.config_dict.placeholder(int),
-  ))
-
-  config.train = ml_collections.ConfigDict(dict(
-      num_steps=200 * 100,   # 200 epochs x 100 steps
-      batch_size=250,
-      learning_rate=1e-4,
-      b1=0.8, b2=0.99, eps=1e-8,
-      weight_decay=2e-5,     # L2 added to the gradient (coupled), as torch.optim.Adam
-      loss='paper',          # 'paper': mean(0.5 |z|^2 - log_det) / 3 (the original); 'per_dim': / (H*W*C)
-      log_every=100,
-      checkpoint_every=1000,
-      keep_checkpoints=3,
-      distributed=False,     # True: jax.distributed.initialize() before anything else
-      # jax.distributed.initialize arguments; None: detected from the cluster environment.
-      coordinator_address=ml_collections.config_dict.placeholder(str),
-      num_processes=ml_collections.config_dict.placeholder(int),
-      process_id=ml_collections.config_dict.placeholder(int),
-  ))
-
-  config.attention = ml_collections.ConfigDict(dict(
-      n_reference=5000,
-      n_permutations=100,
-      level=0.05,
-      sigma=ml_collections.config_dict.placeholder(float),   # None: median heuristic
-      encoder_seed=0,
-      encoder_path=ml_collections.config_dict.placeholder(str),  # original encoder .npz
-  ))
-
-  config.eval = ml_collections.ConfigDict(dict(
-      batch_size=250,
-      protocols=('paper', 'strict', 'mixed'),
-      baselines=True,        # likelihood, paper score at a=1, input complexity, typicality test
-      mixed_n_batches=20,
-      n_bootstrap=1000,      # typicality thresholds
-      mixed_rhos=(0.1, 0.25, 0.5, 1.0),
-      mixed_batch_sizes=(10, 25, 50, 100, 250),
-  ))
-
-  # Adversarial sets in the report (inflow_jax.adversarial.evaluation.evaluate_adversarial): a small
-  # CNN classifier is trained on data.train (needs labels), PGD against it perturbs the test images,
-  # and adaptive attacks perturb the OOD sets; all are scored as OOD sets (paper, strict, baselines).
-  attack = digits_classifier.get_attack_config()
-  attack.epsilons = (1 / 255, 2 / 255, 8 / 255)   # on CIFAR-10, 8/255 already breaks the classifier
-  config.adversarial = ml_collections.ConfigDict(dict(
-      enabled=False,
-      seed=0,                # the classifier's initialisation and batch order
-      # inflow_jax.classifier.Classifier(**config.adversarial.model)
-      model=dict(num_classes=10, features=(32, 64), hidden=128),
-      # the classifier's training: the flow's optimiser (inflow_jax.train_step), its own settings
-      train=dict(num_steps=1500, batch_size=100, learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-                 weight_decay=0.0),
-      attack=attack,
-  ))
-  return config
+  return default.get_config()

@@ -4,17 +4,14 @@ Nothing is downloaded. Far-OOD sets: photo_patches, uniform_noise, gaussian_nois
 digits_inverted. A narrow flow trained briefly, so that the whole job (training included) takes about
 three minutes on 2 CPU cores.
 """
-import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cifar10  # pylint: disable=g-import-not-at-top,wrong-import-position  (the schema)
+from configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = cifar10.get_config()
+  config = default.get_config()
   config.model.width = 16
   config.data.update(
       train="digits", train_split="train[:1200]", heldout_split="train[1200:]",

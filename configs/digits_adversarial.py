@@ -5,14 +5,10 @@ The classifier and attack settings are configs/digits_classifier.py's: PGD again
 at 8/255 on three OOD sets. 223-261 s on 2 loaded CPU cores (the attacks and their evaluation
 163-196 s of it), so configs/digits.py itself leaves them off.
 """
-import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import digits  # pylint: disable=g-import-not-at-top,wrong-import-position
-import digits_classifier  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import digits, digits_classifier
 
 
 def get_config() -> ml_collections.ConfigDict:

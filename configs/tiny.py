@@ -1,15 +1,12 @@
 """A seconds-long run for tests: a narrow flow on 256 offline digits, a small evaluation."""
-import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cifar10  # pylint: disable=g-import-not-at-top,wrong-import-position  (the schema)
+from configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = cifar10.get_config()
+  config = default.get_config()
   config.model.width = 8
   config.data.update(train="digits", train_split="train[:256]", heldout_split="train[256:320]",
                      test="digits", test_split="test", ood=("uniform_noise", "constant"),

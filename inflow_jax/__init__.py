@@ -1,28 +1,35 @@
 """inflow_jax: InFlow outlier detection (attention-gated normalizing flows) in JAX/Flax.
 
-Public API (each name lives in the module of its concept):
-  model: InFlow (the attention-gated flow; layers in inflow_jax.flows)
-  convert: load_reference_checkpoint, state_dict_to_variables, variables_to_state_dict (original weights)
-  data: load_split, preprocess, load_images, batches (input pipelines; dataset names documented there)
-  encoder: make_encoder, load_reference_encoder (the untrained random conv encoder of the attention)
-  attention: fit_mmd, mmd_test, mmd_test_embedded (MMD permutation test)
-  streaming: gate_stream, StreamingGate (the windowed test for images arriving one at a time)
-  scoring: make_score_fn, score_batches (per-image OOD scores, 'paper' and 'nll' conventions)
-  metrics: auroc, aupr_in, aupr_out, fpr_at_95_tpr, ood_metrics (OOD positive, higher = more OOD)
-  evaluate: evaluate_ood, format_table (paper / strict / mixed protocols and the baselines)
-  detector: InFlowDetector (fit / score / predict / save / load)
-  train: train_on_batches, make_optimizer (the module `inflow_jax.train` also has `train`, the
-    checkpointed data-parallel loop that run.py uses)
+The architecture, one concept per module:
+  model.py, flows/      the attention-gated flow `InFlow` and its layers
+  torch_checkpoint.py   the original PyTorch weights in and out
+  attention/            the attention: random encoder, MMD permutation test, per-batch and streaming
+  data/                 input pipelines (offline sets, user files, tfds)
+  training/             the jitted data-parallel step, the flow's loop, orbax checkpoints
+  evaluation/           per-image scores, metrics, baselines, protocols (tables)
+  adversarial/          attacks, the classifier they target, the adversarial evaluation (tables)
+  report/               markdown tables, figures, the job's report files
+  detector.py           `InFlowDetector` (fit / score / predict / save / load)
+  job.py                what `run.py` runs: check, load, train or restore, fit the attention, evaluate
+  checks.py, batching.py  input checks; consecutive batches of a set
 """
-from inflow_jax.attention import fit_mmd, fit_mmd_embedded, mmd_test, mmd_test_embedded
-from inflow_jax.convert import (load_reference_checkpoint, state_dict_to_variables,
-                                variables_to_state_dict)
+from inflow_jax.attention import (StreamingGate, fit_mmd, fit_mmd_embedded, gate_stream,
+                                  load_reference_encoder, make_encoder, mmd_test, mmd_test_embedded)
 from inflow_jax.data import batches, load_images, load_split, preprocess
 from inflow_jax.detector import InFlowDetector
-from inflow_jax.encoder import load_reference_encoder, make_encoder
-from inflow_jax.evaluate import evaluate_ood, format_table
-from inflow_jax.metrics import aupr_in, aupr_out, auroc, fpr_at_95_tpr, ood_metrics
+from inflow_jax.evaluation.metrics import aupr_in, aupr_out, auroc, fpr_at_95_tpr, ood_metrics
+from inflow_jax.evaluation.protocols import evaluate_ood
+from inflow_jax.evaluation.scores import make_score_fn, score_batches
 from inflow_jax.model import InFlow
-from inflow_jax.scoring import make_score_fn, score_batches
-from inflow_jax.streaming import StreamingGate, gate_stream
-from inflow_jax.train import make_optimizer, train_on_batches
+from inflow_jax.report.tables import format_table
+from inflow_jax.torch_checkpoint import (load_reference_checkpoint, state_dict_to_variables,
+                                         variables_to_state_dict)
+from inflow_jax.training import make_optimizer, train_on_batches
+
+__all__ = [
+    "InFlow", "load_reference_checkpoint", "state_dict_to_variables", "variables_to_state_dict",
+    "load_split", "load_images", "preprocess", "batches", "make_encoder", "load_reference_encoder",
+    "fit_mmd", "fit_mmd_embedded", "mmd_test", "mmd_test_embedded", "gate_stream", "StreamingGate",
+    "make_score_fn", "score_batches", "auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr", "ood_metrics",
+    "evaluate_ood", "format_table", "InFlowDetector", "train_on_batches", "make_optimizer",
+]

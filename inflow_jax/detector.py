@@ -5,17 +5,17 @@
     labels = detector.predict(x)      # (N,), 1 = OOD
     detector.save(directory); detector = InFlowDetector.load(directory)
 
-`fit` fits the attention (the MMD test's reference embeddings, `inflow_jax.attention.fit_mmd`) on x_ref
+`fit` fits the attention (the MMD test's reference embeddings, `inflow_jax.attention.mmd.fit_mmd`) on x_ref
 and sets the decision threshold to the (1 - false_positive_rate) quantile of the scores of in-distribution
 images with a = 1 (x_threshold, default x_ref). `predict` labels an image OOD when the attention test
 flags its batch (a = 0: the whole batch is OOD, InFlow's verdict) or, in a batch that passes, when its
 score is above the threshold (about `false_positive_rate` of in-distribution images are). The scores of
 flagged batches (a = 0) are not compared with the threshold: with the paper's score they are the prior
 log-density of x, on another scale than the a = 1 scores of an arbitrary flow. Given training data, `fit`
-first trains the flow (`inflow_jax.train.train_on_batches`).
+first trains the flow (`inflow_jax.training.train_on_batches`).
 
 `score(x)` tests x in batches of `batch_size` (or all of x as one batch when smaller; >= 2 images), see
-`inflow_jax.scoring.score_batches`.
+`inflow_jax.evaluation.scores.score_batches`.
 """
 import dataclasses
 import itertools
@@ -28,11 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from inflow_jax.attention import MMDState, fit_mmd
+from inflow_jax import training
+from inflow_jax.attention.encoder import Embedder, make_encoder
+from inflow_jax.attention.mmd import MMDState, fit_mmd
 from inflow_jax.checks import check_images
-from inflow_jax.encoder import Embedder, make_encoder
+from inflow_jax.evaluation.scores import CONVENTIONS, BatchScores, make_score_fn, score_batches
 from inflow_jax.model import InFlow
-from inflow_jax.scoring import CONVENTIONS, BatchScores, make_score_fn, score_batches
 
 _SETTINGS = ("n_permutations", "level", "batch_size", "convention", "false_positive_rate", "seed")
 _MMD_ARRAYS = ("reference", "center", "sigma", "kernel_offset", "reference_row_sums", "reference_total")
@@ -53,11 +54,11 @@ class InFlowDetector:
 
   Args:
     model, variables: the InFlow flow and its variables.
-    encoder: the attention's image encoder (an `inflow_jax.encoder.Embedder`); default
+    encoder: the attention's image encoder (an `inflow_jax.attention.encoder.Embedder`); default
       `make_encoder(seed)`.
     n_permutations, level: the attention test's permutations and significance level.
     batch_size: images per tested batch in `score`/`predict`.
-    convention: the score, 'paper' (default) or 'nll' (see `inflow_jax.scoring`).
+    convention: the score, 'paper' (default) or 'nll' (see `inflow_jax.evaluation.scores`).
     false_positive_rate: the fraction of in-distribution images (of passed batches) above the threshold.
     seed: seed of the encoder (when not given) and of the permutation tests.
   """
@@ -93,12 +94,11 @@ class InFlowDetector:
     if x_train is not None:
       if config is None:
         raise ValueError("training the flow (x_train given) needs config (with a `train` sub-config)")
-      from inflow_jax import train as train_lib  # pylint: disable=g-import-not-at-top
       check_images(x_train, name="x_train", value_range=(0.0, 1.0))
       batches = itertools.islice(
-          train_lib.local_batches(np.asarray(x_train, np.float32), batch_size=config.train.batch_size,
+          training.local_batches(np.asarray(x_train, np.float32), batch_size=config.train.batch_size,
                                   seed=self.seed), config.train.num_steps)
-      self.variables, self.train_losses_ = train_lib.train_on_batches(
+      self.variables, self.train_losses_ = training.train_on_batches(
           self.model, self.variables, batches, config)
       self._score_fn = make_score_fn(self.model, self.variables, self.convention)
     self.mmd_state_ = fit_mmd(x_ref, self.encoder, self.n_permutations, self.level)
@@ -114,7 +114,7 @@ class InFlowDetector:
       raise RuntimeError("the detector is not fitted: call fit(x_ref) (or load a saved one) first")
 
   def score_batches(self, x, key: Optional[jax.Array] = None) -> BatchScores:
-    """`inflow_jax.scoring.score_batches` of x: scores, per-image attention, per-batch p-values."""
+    """`inflow_jax.evaluation.scores.score_batches` of x: scores, per-image attention, per-batch p-values."""
     self._check_fitted()
     check_images(x, name="x", min_batch=2, value_range=(0.0, 1.0))
     key = jax.random.PRNGKey(self.seed) if key is None else key
@@ -137,7 +137,7 @@ class InFlowDetector:
     """Writes the detector to `directory` (created; must not exist yet)."""
     self._check_fitted()
     if not isinstance(self.encoder, Embedder):
-      raise TypeError("only detectors with an inflow_jax.encoder.Embedder encoder can be saved")
+      raise TypeError("only detectors with an inflow_jax.attention.encoder.Embedder encoder can be saved")
     directory = pathlib.Path(directory).resolve()
     if directory.exists():
       raise FileExistsError(f"{directory} exists; save into a new directory")

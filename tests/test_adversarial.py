@@ -7,8 +7,11 @@ import pytest
 
 from configs import digits_classifier as digits_classifier_config
 from configs import tiny as tiny_config
-from inflow_jax import adversarial, attention, classifier, data, encoder
+from inflow_jax import adversarial, attention, data
+from inflow_jax.adversarial import classifier
+from inflow_jax.attention import encoder
 from inflow_jax.adversarial import evaluation
+from inflow_jax.report import tables
 from inflow_jax.model import InFlow
 
 EPS = 8 / 255
@@ -218,7 +221,7 @@ def test_evaluate_adversarial_scores_every_set(adaptive):
   for row in table["ood"].values():
     for method in ("paper", "strict", "likelihood", "paper_score_a1", "input_complexity"):
       assert 0.0 <= row[method]["auroc"] <= 1.0
-  text = evaluation.format_adversarial_table(table)
+  text = tables.format_adversarial_table(table)
   assert "noise_adaptive_mmd" in text and "->" in text
-  report = evaluation.format_adversarial_report(table)
+  report = tables.format_adversarial_report(table)
   assert report.startswith(text) and "AUROC" in report

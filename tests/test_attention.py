@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from conftest import shared_file
-from inflow_jax import attention
-from inflow_jax.attention import (fit_mmd, fit_mmd_embedded, median_sq_distance, mmd_test,
-                                  mmd_test_embedded)
-from inflow_jax.streaming import StreamingGate, gate_stream
-from inflow_jax.encoder import load_reference_encoder, make_encoder
+from helpers import shared_file
+from inflow_jax.attention import kernels, mmd
+from inflow_jax.attention import fit_mmd, fit_mmd_embedded, mmd_test, mmd_test_embedded
+from inflow_jax.attention.kernels import median_sq_distance
+from inflow_jax.attention.streaming import StreamingGate, gate_stream
+from inflow_jax.attention.encoder import load_reference_encoder, make_encoder
 
 
 def _nhwc(uint8_nchw):
@@ -77,7 +77,7 @@ def test_statistic_p_value_threshold_match_float64_brute_force(sigma):
   observed = _mmd2_float64(kernel, n, m)
   assert abs(float(result.mmd2) - observed) < 1e-6
   # the same random splits, each statistic recomputed from the full permuted kernel matrix
-  subsets = np.asarray(attention._random_subsets(key, n_permutations, n + m, m))
+  subsets = np.asarray(kernels.random_subsets(key, n_permutations, n + m, m))
   permuted = []
   for test_part in subsets:
     order = np.concatenate([np.setdiff1d(np.arange(n + m), test_part), test_part])
@@ -97,7 +97,7 @@ def test_permutations_in_chunks_match_one_batch(monkeypatch):
   emb, key = _flatten(_vectors(rng, 10, shift=0.02)), jax.random.PRNGKey(3)
   whole = mmd_test_embedded(state, emb, key)
   jax.clear_caches()
-  monkeypatch.setattr(attention, "_PERMUTATION_ENTRIES", 2 * 10 * 10)   # 2 permutations per chunk
+  monkeypatch.setattr(mmd, "_PERMUTATION_ENTRIES", 2 * 10 * 10)   # 2 permutations per chunk
   chunked = mmd_test_embedded(state, emb, key)
   jax.clear_caches()
   assert float(chunked.p_value) == float(whole.p_value)
@@ -109,7 +109,7 @@ def test_permutations_in_chunks_match_one_batch(monkeypatch):
 def test_random_subsets_are_uniform(n_total, m):
   """Floyd's sampler: all C(N, m) subsets equally likely (chi-square)."""
   key = jax.random.PRNGKey(0)
-  small = np.sort(np.asarray(attention._random_subsets(key, 40_000, n_total, m)), axis=1)
+  small = np.sort(np.asarray(kernels.random_subsets(key, 40_000, n_total, m)), axis=1)
   _, counts = np.unique(small, axis=0, return_counts=True)
   assert counts.size == math.comb(n_total, m) and scipy.stats.chisquare(counts).pvalue > 1e-3
 
@@ -117,7 +117,7 @@ def test_random_subsets_are_uniform(n_total, m):
 def test_random_subsets_at_the_benchmark_size():
   """Every index chosen with probability m / N (chi-square), no subset repeats an index."""
   n_total, m, n_permutations = 5250, 250, 400
-  big = np.asarray(attention._random_subsets(jax.random.PRNGKey(1), n_permutations, n_total, m))
+  big = np.asarray(kernels.random_subsets(jax.random.PRNGKey(1), n_permutations, n_total, m))
   assert big.shape == (n_permutations, m) and big.min() >= 0 and big.max() < n_total
   assert all(np.unique(row).size == m for row in big)
   assert scipy.stats.chisquare(np.bincount(big.ravel(), minlength=n_total)).pvalue > 1e-3
@@ -141,7 +141,7 @@ def test_state_holds_no_quadratic_matrix():
 def test_statistic_coefficients_do_not_overflow_at_large_n():
   """n (n - 1) exceeds int32 at n = 50,000: the coefficients must stay Python floats."""
   n, m = 50_000, 250
-  value = jax.jit(lambda t: attention._mmd2_from_sums(t, 3.0, 2.0, n, m))(5.0)
+  value = jax.jit(lambda t: mmd._mmd2_from_sums(t, 3.0, 2.0, n, m))(5.0)
   expected = (5.0 - 6.0 + 2.0) / (n * (n - 1)) + 2.0 / (m * (m - 1)) - 2.0 * (3.0 - 2.0) / (n * m)
   assert float(value) == pytest.approx(expected, rel=1e-6)
 

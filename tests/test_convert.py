@@ -6,11 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import shared_file
-from inflow_jax.convert import (load_reference_checkpoint, permutations_from_state_dict,
+from helpers import fast_jit, shared_file
+from inflow_jax.torch_checkpoint import (load_reference_checkpoint, permutations_from_state_dict,
                                 state_dict_to_variables, variables_to_state_dict)
 from inflow_jax.model import InFlow
-from test_flows import fast_jit
 
 CHECKPOINT = "fixtures/inflow_cifar10_epoch150_torch_state.npz"
 

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from conftest import REPO, shared_file
+from helpers import REPO, shared_file
 from inflow_jax import data
-from inflow_jax import offline_data
+from inflow_jax.data import offline as offline_data
 
 OFFLINE = offline_data.OFFLINE_SETS
 

@@ -5,7 +5,7 @@ import pytest
 
 from inflow_jax import InFlowDetector, data
 from inflow_jax.model import InFlow
-from inflow_jax.scoring import make_score_fn
+from inflow_jax.evaluation.scores import make_score_fn
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import shared_file
-from inflow_jax.encoder import StridedConv, load_reference_encoder, make_encoder, params_from_torch
+from helpers import shared_file
+from inflow_jax.attention.encoder import StridedConv, load_reference_encoder, make_encoder, params_from_torch
 
 
 def _nhwc(uint8_nchw):

@@ -5,11 +5,13 @@ import jax
 import numpy as np
 import pytest
 
-from inflow_jax import data, evaluate, metrics
-from inflow_jax.attention import fit_mmd
-from inflow_jax.encoder import make_encoder
+from inflow_jax import data
+from inflow_jax.evaluation import metrics, protocols as evaluate
+from inflow_jax.report import tables
+from inflow_jax.attention.mmd import fit_mmd
+from inflow_jax.attention.encoder import make_encoder
 from inflow_jax.model import InFlow
-from inflow_jax.scoring import make_score_fn
+from inflow_jax.evaluation.scores import make_score_fn
 
 BATCH = 20
 
@@ -67,7 +69,7 @@ def test_table_against_direct_computation(setup, table):
 def test_outputs_json_markdown_png(table):
   again = json.loads(json.dumps(table))
   assert again == table
-  text = evaluate.format_table(table)
+  text = tables.format_table(table)
   for needle in ("| photo_patches | InFlow, paper protocol |", "InFlow, strict protocol",
                  "input complexity", "flow likelihood", "in-distribution (false alarms)",
                  "| uniform_noise | 1 | "):

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from inflow_jax import baselines, metrics, plots
+from inflow_jax.evaluation import baselines, metrics
+from inflow_jax.report import plots
 
 
 def test_hand_computed_with_ties():

@@ -8,7 +8,7 @@ import pytest
 
 from configs.cifar10 import get_config
 from inflow_jax.model import InFlow
-from test_flows import check_inverse_and_jacobian, fast_jit, random_images
+from helpers import check_inverse_and_jacobian, fast_jit, random_images
 
 CONFIGS = {
     "paper": dict(num_blocks=2, width=8),

@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
-from inflow_jax import train
+from configs import tiny
+from helpers import REPO
+from inflow_jax import job
+from inflow_jax.training import flow as train
 from inflow_jax.model import InFlow
 
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "configs"))
-import run  # noqa: E402  pylint: disable=g-import-not-at-top
-import tiny  # noqa: E402  pylint: disable=g-import-not-at-top
 
 TIMEOUT_S = 400
 
@@ -42,7 +40,7 @@ def run_py(args, env, **kwargs):
 
 def test_tiny_job_writes_a_readable_report(tmp_path):
   config = tiny.get_config()
-  table = run.run_job(config, tmp_path, "all", progress=False)
+  table = job.run_job(config, tmp_path, "all", progress=False)
 
   report = json.loads((tmp_path / "report.json").read_text())
   assert report["training"]["steps"] == [2, 4, 6]
@@ -60,7 +58,7 @@ def test_tiny_job_writes_a_readable_report(tmp_path):
       assert image.format == "PNG" and min(image.size) >= 200, (name, image.size)
 
   # evaluate alone restores the final checkpoint: the same model, hence the same table
-  again = run.run_job(config, tmp_path, "evaluate", progress=False)
+  again = job.run_job(config, tmp_path, "evaluate", progress=False)
   assert json.dumps(again["ood"], sort_keys=True) == json.dumps(table["ood"], sort_keys=True)
 
 
@@ -68,7 +66,7 @@ def test_tiny_job_reports_the_adversarial_sets(tmp_path):
   config = tiny.get_config()
   config.adversarial.enabled = True   # tiny's settings: PGD at 8/255, the MMD attack on uniform_noise
   config.train.num_steps = 2          # the flow's training is tested above
-  run.run_job(config, tmp_path, "all", progress=False)
+  job.run_job(config, tmp_path, "all", progress=False)
 
   report = json.loads((tmp_path / "report.json").read_text())
   adversarial = report["evaluation"]["adversarial"]
@@ -142,7 +140,7 @@ def test_errors_before_any_training(tmp_path):
   for i, (config, mode, error, message) in enumerate(_error_cases(tmp_path)):
     workdir = tmp_path / f"case{i}"
     with pytest.raises(error, match=message):
-      run.run_job(config, workdir, mode, progress=False)
+      job.run_job(config, workdir, mode, progress=False)
     assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists(), i
 
 
@@ -188,7 +186,7 @@ def test_sigkill_then_rerun_ends_with_the_uninterrupted_parameters(tmp_path, sub
   config = tiny.get_config()
   config.train.update(num_steps=num_steps, checkpoint_every=every, log_every=5)
   model = InFlow(**config.model)
-  x_train = run.load_data(config, "train")["train"]
+  x_train = job.load_data(config, "train")["train"]
   straight = train.train(model, x_train, config, tmp_path / "straight", progress=False)
   resumed, step = train.restore_variables(model, config, workdir, x_train[:config.train.batch_size])
   assert step == num_steps

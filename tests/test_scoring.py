@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import shared_file
-from inflow_jax import scoring
-from inflow_jax.attention import fit_mmd, mmd_test
-from inflow_jax.encoder import make_encoder
+from helpers import shared_file
+from inflow_jax import batching
+from inflow_jax.evaluation import scores as scoring
+from inflow_jax.attention.mmd import fit_mmd, mmd_test
+from inflow_jax.attention.encoder import make_encoder
 from inflow_jax.model import InFlow
 
 
@@ -26,7 +27,7 @@ def small():
 @pytest.mark.shared
 @pytest.mark.parametrize("paper_compat", [True, False])
 def test_paper_score_matches_original_fixture(paper_compat):
-  from inflow_jax.convert import load_reference_checkpoint
+  from inflow_jax.torch_checkpoint import load_reference_checkpoint
   model, variables = load_reference_checkpoint(
       shared_file("fixtures/inflow_cifar10_epoch150_torch_state.npz"), paper_compat=paper_compat)
   with np.load(shared_file("fixtures/inflow_reference_outputs_public.npz")) as ref:
@@ -101,13 +102,13 @@ def test_score_fn_bad_input(small):
 
 
 def test_batch_starts():
-  np.testing.assert_array_equal(scoring.batch_starts(7, 3), [0, 3, 7])   # leftover of 1 joins batch 2
-  np.testing.assert_array_equal(scoring.batch_starts(8, 3), [0, 3, 6, 8])   # partial batch of 2 kept
-  np.testing.assert_array_equal(scoring.batch_starts(6, 3), [0, 3, 6])
+  np.testing.assert_array_equal(batching.batch_starts(7, 3), [0, 3, 7])   # leftover of 1 joins batch 2
+  np.testing.assert_array_equal(batching.batch_starts(8, 3), [0, 3, 6, 8])   # partial batch of 2 kept
+  np.testing.assert_array_equal(batching.batch_starts(6, 3), [0, 3, 6])
   with pytest.raises(ValueError, match="larger than the set"):
-    scoring.batch_starts(5, 6)
+    batching.batch_starts(5, 6)
   with pytest.raises(ValueError, match="at least 2"):
-    scoring.batch_starts(1, 2)
+    batching.batch_starts(1, 2)
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,18 @@
 """Training: the optimiser against PyTorch's Adam equations and the original's recorded trajectory,
 data parallelism (8 devices == 1 device), exact resume, and errors before any training."""
 import json
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_file
-from inflow_jax import checkpoint, convert, train
+from configs import cifar10, tiny
+from helpers import shared_file
+from inflow_jax import torch_checkpoint as convert
+from inflow_jax.training import checkpoint, flow as train
 from inflow_jax.model import InFlow
 
-sys.path.insert(0, str(REPO / "configs"))
-import cifar10  # noqa: E402  pylint: disable=g-import-not-at-top
-import tiny  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
 def tiny_images(n=64, seed=0):

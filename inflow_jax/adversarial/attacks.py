@@ -11,7 +11,7 @@ over images `x'` with `||x' - x||_inf <= epsilon` and `x'` in [0, 1]:
 values, so one compiled attack serves every batch of the same shape; `loss_fn` itself is static
 (define it once at module level or once per target, not per call, or it recompiles).
 
-Objectives: `inflow_jax.adversarial.objectives` (the detector) and `inflow_jax.classifier.ClassifierLoss`.
+Objectives: `inflow_jax.adversarial.objectives` (the detector) and `inflow_jax.adversarial.classifier.ClassifierLoss`.
 """
 import functools
 from typing import Callable, Optional

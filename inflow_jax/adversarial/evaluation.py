@@ -7,9 +7,9 @@ Every set is float32 images in [0, 1] with ||x' - x||_inf <= epsilon (pixel unit
 * `{ood}_adaptive_llh`: OOD images perturbed by PGD to RAISE the flow log-likelihood at a = 1
   (`LowerScore` of the 'nll' score): an attacker who knows the flow.
 * `{ood}_adaptive_mmd`: OOD images perturbed to LOWER the attention test's MMD^2, batch by batch over
-  exactly the batches the evaluation tests (`scoring.batch_starts`): an attacker who knows the test.
+  exactly the batches the evaluation tests (`batching.batch_starts`): an attacker who knows the test.
 
-`evaluate_adversarial` scores these sets as OOD sets with `inflow_jax.evaluate.evaluate_ood` (paper and
+`evaluate_adversarial` scores these sets as OOD sets with `inflow_jax.evaluation.protocols.evaluate_ood` (paper and
 strict protocols and the baselines) and adds the classifier's accuracy under attack and the adaptive
 attacks' effect on their own objectives (before/after).
 """
@@ -20,12 +20,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from inflow_jax import classifier as classifier_lib
+from inflow_jax.adversarial import classifier as classifier_lib
 from inflow_jax.adversarial.attacks import check_attack_parameters, default_step_size, fgsm, pgd
 from inflow_jax.adversarial.objectives import LowerMMD, LowerScore
-from inflow_jax.attention import mmd_test
-from inflow_jax.evaluate import evaluate_ood, format_table
-from inflow_jax.scoring import batch_starts, make_score_fn
+from inflow_jax.attention.batches import attention_tests
+from inflow_jax.batching import batch_starts, batched
+from inflow_jax.evaluation.protocols import evaluate_ood
+from inflow_jax.evaluation.scores import make_score_fn
 
 ADAPTIVE_TARGETS = ("log_likelihood", "mmd")
 
@@ -39,37 +40,31 @@ def check_attack_config(attack_config: ml_collections.ConfigDict,
   integer, `step_size` <= 0, `batch_size` or `max_images` < 1, `adaptive_targets` outside
   ADAPTIVE_TARGETS and, given the OOD set names, `adaptive_ood` sets that are not among them.
   """
-  a = attack_config
-  checks = [(f"{prefix}.epsilons[{i}]", dict(epsilon=e)) for i, e in enumerate(a.get("epsilons", ()))]
-  checks += [(f"{prefix}.adaptive_epsilon", dict(epsilon=a.adaptive_epsilon)),
-             (f"{prefix}.num_steps", dict(num_steps=a.num_steps)),
-             (f"{prefix}.step_size", dict(step_size=a.get("step_size")))]
+  c = attack_config
+  checks = [(f"{prefix}.epsilons[{i}]", dict(epsilon=e)) for i, e in enumerate(c.epsilons)]
+  checks += [(f"{prefix}.adaptive_epsilon", dict(epsilon=c.adaptive_epsilon)),
+             (f"{prefix}.num_steps", dict(num_steps=c.num_steps)),
+             (f"{prefix}.step_size", dict(step_size=c.step_size))]
   for key, kwargs in checks:
     try:
       check_attack_parameters(**kwargs)
     except ValueError as error:
       raise ValueError(f"{key}: {error}") from error
   for name in ("batch_size", "max_images"):
-    if a.get(name) is not None and a[name] < 1:
-      raise ValueError(f"{prefix}.{name} must be >= 1, got {a[name]}")
-  targets = tuple(a.adaptive_targets)
+    if c[name] is not None and c[name] < 1:
+      raise ValueError(f"{prefix}.{name} must be >= 1, got {c[name]}")
+  targets = tuple(c.adaptive_targets)
   if set(targets) - set(ADAPTIVE_TARGETS):
     raise ValueError(f"{prefix}.adaptive_targets must be a subset of {ADAPTIVE_TARGETS}, got {targets}")
-  missing = [n for n in (a.get("adaptive_ood") or ()) if ood_names is not None and n not in ood_names]
+  missing = [n for n in (c.adaptive_ood or ()) if ood_names is not None and n not in ood_names]
   if missing:
     raise ValueError(f"{prefix}.adaptive_ood names {missing}, not among the OOD sets {sorted(ood_names)}")
 
 
 def _step_size(attack_config, epsilon: float) -> float:
-  if attack_config.get("step_size") is not None:
+  if attack_config.step_size is not None:
     return float(attack_config.step_size)
   return default_step_size(epsilon, attack_config.num_steps)
-
-
-def _in_batches(fn, n: int, batch_size: int) -> np.ndarray:
-  """np.concatenate([fn(i, start, stop) for consecutive batches]) of at most batch_size images."""
-  return np.concatenate([np.asarray(fn(i, start, min(start + batch_size, n)))
-                         for i, start in enumerate(range(0, n, batch_size))])
 
 
 def eps_name(epsilon: float) -> str:
@@ -98,13 +93,12 @@ def attack_classifier(model: classifier_lib.Classifier, variables, x, y, attack_
                      "clean": classifier_lib.accuracy(model, variables, x, y)}
   for e, epsilon in enumerate(attack_config.epsilons):
     k = eps_name(epsilon)
-    x_pgd = _in_batches(lambda i, a, b: pgd(
-        loss, x[a:b], epsilon, step_size=_step_size(attack_config, epsilon),
+    x_pgd = batched(lambda i, xb, yb: pgd(
+        loss, xb, epsilon, step_size=_step_size(attack_config, epsilon),
         num_steps=attack_config.num_steps, random_start=attack_config.random_start,
-        key=jax.random.fold_in(jax.random.fold_in(key, e), i), loss_args=(variables, y[a:b])),
-        len(x), batch)
-    x_fgsm = _in_batches(lambda i, a, b: fgsm(loss, x[a:b], epsilon, loss_args=(variables, y[a:b])),
-                         len(x), batch)
+        key=jax.random.fold_in(jax.random.fold_in(key, e), i), loss_args=(variables, yb)),
+        (x, y), batch, with_index=True)
+    x_fgsm = batched(lambda xb, yb: fgsm(loss, xb, epsilon, loss_args=(variables, yb)), (x, y), batch)
     table["pgd"][k] = classifier_lib.accuracy(model, variables, x_pgd, y)
     table["fgsm"][k] = classifier_lib.accuracy(model, variables, x_fgsm, y)
     sets[f"{name}_pgd{k}"] = x_pgd
@@ -137,12 +131,9 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
   batch_memory = int(attack_config.batch_size)
 
   def describe(x, test_key):
-    starts = batch_starts(len(x), batch_size)
-    tests = [mmd_test(mmd_state, x[a:b], jax.random.fold_in(test_key, i))
-             for i, (a, b) in enumerate(zip(starts[:-1], starts[1:]))]
-    nll = _in_batches(lambda i, a, b: nll_fn(x[a:b], 1.0), len(x), batch_memory)
-    return (float(nll.mean()), float(np.mean([float(t.mmd2) for t in tests])),
-            int(sum(float(t.attention) == 0.0 for t in tests)), len(tests))
+    tests = attention_tests(mmd_state, x, batch_size, test_key)
+    nll = batched(lambda xb: nll_fn(xb, 1.0), x, batch_memory)
+    return (float(nll.mean()), float(tests.mmd2.mean()), int(tests.flagged.sum()), tests.flagged.size)
 
   sets, summary = {}, {}
   for s, (name, x) in enumerate(ood_sets.items()):
@@ -152,17 +143,17 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
     for t, target in enumerate(targets):
       attack_key = jax.random.fold_in(set_key, t)
       if target == "log_likelihood":
-        x_adv = _in_batches(lambda i, a, b: pgd(
-            raise_likelihood, x[a:b], epsilon, step_size=step_size, num_steps=attack_config.num_steps,
+        x_adv = batched(lambda i, xb: pgd(
+            raise_likelihood, xb, epsilon, step_size=step_size, num_steps=attack_config.num_steps,
             random_start=attack_config.random_start, key=jax.random.fold_in(attack_key, i)),
-            len(x), batch_memory)
+            x, batch_memory, with_index=True)
         adv_name = f"{name}_adaptive_llh"
       else:
         starts = batch_starts(len(x), batch_size)
         x_adv = np.concatenate([np.asarray(pgd(
-            lower_mmd, x[a:b], epsilon, step_size=step_size, num_steps=attack_config.num_steps,
+            lower_mmd, x[lo:hi], epsilon, step_size=step_size, num_steps=attack_config.num_steps,
             random_start=attack_config.random_start, key=jax.random.fold_in(attack_key, i),
-            loss_args=(mmd_state,))) for i, (a, b) in enumerate(zip(starts[:-1], starts[1:]))])
+            loss_args=(mmd_state,))) for i, (lo, hi) in enumerate(zip(starts[:-1], starts[1:]))])
         adv_name = f"{name}_adaptive_mmd"
       after = describe(x_adv, test_key)
       sets[adv_name] = x_adv
@@ -212,7 +203,7 @@ def evaluate_adversarial(
   adv = config.adversarial
   attack = adv.attack
   check_attack_config(attack, tuple(ood_sets))
-  if attack.get("max_images") is not None:
+  if attack.max_images is not None:
     x_test = x_test[:attack.max_images]
     y_test = None if y_test is None else y_test[:attack.max_images]
   sets, classifier_table = {}, None
@@ -225,7 +216,7 @@ def evaluate_adversarial(
           classifier_model, x_train, y_train, adv).variables)
     sets, classifier_table = attack_classifier(
         *classifier, x_test, y_test, attack, jax.random.fold_in(key, 0), name=in_name)
-  names = attack.get("adaptive_ood") or tuple(ood_sets)
+  names = attack.adaptive_ood or tuple(ood_sets)
   adaptive_sets, adaptive_table = attack_detector(
       model, variables, mmd_state, {n: ood_sets[n] for n in names}, attack, config.eval.batch_size,
       jax.random.fold_in(key, 1))
@@ -234,37 +225,8 @@ def evaluate_adversarial(
   sets.update(adaptive_sets)
   table = evaluate_ood(model, variables, mmd_state, x_test, sets, key=jax.random.fold_in(key, 2),
                        batch_size=config.eval.batch_size, protocols=("paper", "strict"),
-                       baselines=config.eval.get("baselines", True), x_heldout=x_heldout,
-                       n_bootstrap=config.eval.get("n_bootstrap", 1000), seed=config.seed)
+                       baselines=config.eval.baselines, x_heldout=x_heldout,
+                       n_bootstrap=config.eval.n_bootstrap, seed=config.seed)
   table["classifier"] = classifier_table
   table["adaptive"] = adaptive_table
   return table
-
-
-def format_adversarial_table(table: Mapping) -> str:
-  """Markdown: the classifier's accuracy under attack and the adaptive attacks' before/after.
-
-  (The detection metrics of the adversarial sets are `inflow_jax.evaluate.format_table(table)`.)
-  """
-  lines = []
-  acc = table.get("classifier")
-  if acc:
-    lines += [f"Classifier accuracy on {acc['n_images']} in-distribution test images (clean "
-              f"{acc['clean']:.3f}):", "", "| epsilon | FGSM | PGD |", "| --- | --- | --- |"]
-    lines += [f"| {k}/255 | {acc['fgsm'][k]:.3f} | {acc['pgd'][k]:.3f} |" for k in acc["pgd"]]
-    lines.append("")
-  lines += ["Adaptive attacks (before -> after): mean NLL bits/dim at a = 1 (lower = more likely), "
-            "mean MMD^2 of the test batches, batches flagged by the attention test:", "",
-            "| set | target | epsilon | NLL bits/dim | MMD^2 | batches flagged |",
-            "| --- | --- | --- | --- | --- | --- |"]
-  for name, row in table["adaptive"].items():
-    lines.append(
-        f"| {name} | {row['target']} | {eps_name(row['epsilon'])}/255 | {row['nll_bpd'][0]:.4f} -> "
-        f"{row['nll_bpd'][1]:.4f} | {row['mmd2'][0]:.4g} -> {row['mmd2'][1]:.4g} | "
-        f"{row['batches_flagged'][0]} -> {row['batches_flagged'][1]} / {row['n_batches']} |")
-  return "\n".join(lines)
-
-
-def format_adversarial_report(table: Mapping) -> str:
-  """Markdown of a whole `evaluate_adversarial` table: the attacks, then the detection metrics."""
-  return format_adversarial_table(table) + "\n\n" + format_table(table)

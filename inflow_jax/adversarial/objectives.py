@@ -10,14 +10,14 @@ from typing import Callable
 
 import jax
 
-from inflow_jax.attention import MMDState, mmd2_embedded
+from inflow_jax.attention.mmd import MMDState, mmd2_embedded
 
 
 @dataclasses.dataclass(frozen=True)
 class LowerScore:
   """Objective -score_fn(x, attention) (B,): the attack lowers a detector's OOD score.
 
-  `score_fn` comes from `inflow_jax.scoring.make_score_fn` (traceable; higher = more OOD). With the
+  `score_fn` comes from `inflow_jax.evaluation.scores.make_score_fn` (traceable; higher = more OOD). With the
   'nll' convention and attention 1 the objective is log p(x) / (D log 2) + const: the log-likelihood
   of the ordinary (a = 1) flow. Hashable by the identity of `score_fn`: build one per scored model.
   """

@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from inflow_jax.image_files import resize_bilinear
+from inflow_jax.data.files import resize_bilinear
 
 IMAGE_SIZE = 32
 DIGITS_TRAIN_SIZE = 1400

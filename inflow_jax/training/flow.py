@@ -7,7 +7,7 @@ Loss (the original, attention a = 1, z = f(x), per image of D = H*W*C values):
 
 The optimiser (PyTorch's Adam with coupled L2), the data-parallel step over the `data` mesh axis and
 the batch order (a pure function of (seed, step), so a resumed run sees the batches of an uninterrupted
-one) are `inflow_jax.train_step`'s, shared with the adversarial classifier; this module adds the flow's
+one) are `inflow_jax.training.step`'s, shared with the adversarial classifier; this module adds the flow's
 loss, checkpointing (orbax), resuming and the metrics log.
 """
 import dataclasses
@@ -25,12 +25,11 @@ import tqdm
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from inflow_jax import checkpoint as checkpoint_lib
 from inflow_jax.checks import check_images
-# re-exported: the flow's optimiser, mesh, state and batch order are the shared ones
-from inflow_jax.train_step import (TrainState, check_optimizer_config, epoch_seed, fit_batches,  # noqa: F401
-                                   global_batch, local_batches, make_mesh, make_optimizer, make_step,
-                                   replicate, split_variables)
+from inflow_jax.training import checkpoint as checkpoint_lib
+from inflow_jax.training.step import (TrainState, check_optimizer_config, fit_batches, global_batch,
+                                      local_batches, make_mesh, make_optimizer, make_step, replicate,
+                                      split_variables)
 
 LOSSES = ("paper", "per_dim")
 METRICS_FILE = "metrics.jsonl"
@@ -66,7 +65,7 @@ def check_train_config(train_config: ml_collections.ConfigDict, num_devices: int
   """Raises ValueError for settings that cannot train, before anything is loaded or compiled."""
   c = train_config
   check_optimizer_config(c, num_devices, num_processes, prefix="train")
-  if c.get("loss", "paper") not in LOSSES:
+  if c.loss not in LOSSES:
     raise ValueError(f"train.loss must be one of {LOSSES}, got {c.loss!r}")
   for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
     if c[name] < 1:
@@ -75,7 +74,7 @@ def check_train_config(train_config: ml_collections.ConfigDict, num_devices: int
 
 def make_train_step(model, train_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Callable:
   """jit(state, constants, x) -> (state, loss): `train_step.make_step` of the flow's loss."""
-  return make_step(FlowLoss(model, train_config.get("loss", "paper")), train_config, mesh)
+  return make_step(FlowLoss(model, train_config.loss), train_config, mesh)
 
 
 @functools.lru_cache(maxsize=32)
@@ -103,7 +102,7 @@ def train_on_batches(model, variables, batches: Iterable, config: ml_collections
     (variables, losses): the variables after the last step, and (n,) losses, each computed before
     its step's update.
   """
-  return fit_batches(FlowLoss(model, config.train.get("loss", "paper")), variables, batches,
+  return fit_batches(FlowLoss(model, config.train.loss), variables, batches,
                      config.train, devices=devices)
 
 
@@ -171,6 +170,31 @@ def restore_variables(model, config, workdir, sample: np.ndarray, *,
   return {"params": state.params, **abstract_constants}, step
 
 
+def _start_state(model, config, sample: np.ndarray, mesh, manager, workdir) -> tuple:
+  """(state, constants, step): the newest checkpoint's, or the initial ones at step 0."""
+  abstract_state, abstract_constants = abstract_train_state(model, config, sample, mesh)
+  state, start_step = checkpoint_lib.restore_latest(manager, abstract_state)
+  if state is None or jax.tree_util.tree_leaves(abstract_constants):
+    initial_state, constants = initial_train_state(model, config, sample, mesh)
+    state = initial_state if state is None else state
+  else:
+    constants = abstract_constants   # an empty tree: nothing to initialise
+  if int(jax.device_get(state.step)) != start_step:
+    raise checkpoint_lib.CheckpointError(
+        f"the checkpoint of step {start_step} in {pathlib.Path(workdir) / CHECKPOINT_DIR} holds a state "
+        f"of step {int(jax.device_get(state.step))}")
+  return state, constants, start_step
+
+
+def _log_record(step: int, values: np.ndarray, images_per_s: float) -> Dict[str, Any]:
+  """The metrics.jsonl line of a logging interval with losses `values`; a non-finite loss fails."""
+  if not np.all(np.isfinite(values)):
+    raise FloatingPointError(f"the training loss became {values[-1]} at step {step}; lower "
+                             "train.learning_rate or check the data")
+  return dict(step=step, loss=float(values.mean()), last_loss=float(values[-1]),
+              images_per_s=images_per_s, time=time.time())
+
+
 def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir, *,
           devices: Optional[Sequence[jax.Device]] = None, progress: bool = True) -> TrainResult:
   """Trains (or resumes) `model` on `x_train` for `config.train.num_steps` steps.
@@ -194,23 +218,13 @@ def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
   sample = x_train[: min(len(x_train), c.batch_size)]
-  abstract_state, abstract_constants = abstract_train_state(model, config, sample, mesh)
   manager = checkpoint_lib.make_manager(workdir / CHECKPOINT_DIR, keep=c.keep_checkpoints,
                                         every=c.checkpoint_every)
   try:
-    state, start_step = checkpoint_lib.restore_latest(manager, abstract_state)
+    state, constants, start_step = _start_state(model, config, sample, mesh, manager, workdir)
   except checkpoint_lib.CheckpointError:
     manager.close()
     raise
-  if state is None or jax.tree_util.tree_leaves(abstract_constants):
-    initial_state, constants = initial_train_state(model, config, sample, mesh)
-    state = initial_state if state is None else state
-  else:
-    constants = abstract_constants   # an empty tree: nothing to initialise
-  if int(jax.device_get(state.step)) != start_step:
-    raise checkpoint_lib.CheckpointError(
-        f"the checkpoint of step {start_step} in {workdir / CHECKPOINT_DIR} holds a state of step "
-        f"{int(jax.device_get(state.step))}")
   if start_step:
     logging.warning("resuming from the checkpoint of step %d in %s", start_step, workdir / CHECKPOINT_DIR)
   if start_step > c.num_steps:
@@ -234,19 +248,14 @@ def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir
       pending.append((step, loss))
       bar.update(1)
       if step % c.log_every == 0 or step == c.num_steps:
-        values = np.asarray(jax.device_get([l for _, l in pending]), np.float64)
-        if not np.all(np.isfinite(values)):
-          raise FloatingPointError(f"the training loss became {values[-1]} at step {step}; lower "
-                                   "train.learning_rate or check the data")
+        values = np.asarray(jax.device_get([value for _, value in pending]), np.float64)
         now = time.perf_counter()
-        images_per_s = (step - tick_step) * c.batch_size / max(now - tick, 1e-9)
+        record = _log_record(step, values, (step - tick_step) * c.batch_size / max(now - tick, 1e-9))
         tick, tick_step = now, step
         all_steps += [s for s, _ in pending]
         all_losses += list(values)
-        record = dict(step=step, loss=float(values.mean()), last_loss=float(values[-1]),
-                      images_per_s=images_per_s, time=time.time())
         pending = []
-        bar.set_postfix(loss=f"{values[-1]:.4g}", img_per_s=f"{images_per_s:.0f}")
+        bar.set_postfix(loss=f"{values[-1]:.4g}", img_per_s=f"{record['images_per_s']:.0f}")
         if is_main:
           with metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
+from inflow_jax.attention.batches import attention_tests
+from inflow_jax.batching import batch_starts
 from inflow_jax.checks import check_attention, check_images
 
 PAPER_PRIOR_VARIANCE = float(np.sqrt(2.0) * special.erfinv(0.95))  # 1.95996...: the original's `dist`
@@ -61,13 +63,26 @@ def _flow_scores(model, conventions: Tuple[str, ...], variables, x, attention, k
   return out
 
 
+def exact_log_det(model):
+  """`model` with the exact log-det: `paper_compat=False` (the original's is not multiplied by a)."""
+  return model.clone(paper_compat=False) if getattr(model, "paper_compat", False) else model
+
+
+def flow_scores(model, variables, x, attention=1.0, conventions: Sequence[str] = CONVENTIONS):
+  """{convention: (B,) scores} at attention (scalar or (B,)) without input checks: for callers that
+  validated a whole set once (x float32 NHWC in [0, 1])."""
+  attention = jnp.broadcast_to(jnp.asarray(attention, jnp.float32), (x.shape[0],))
+  return _flow_scores(exact_log_det(model), tuple(conventions), variables, jnp.asarray(x, jnp.float32),
+                      attention, None)
+
+
 def make_scores_fn(model, variables, conventions: Sequence[str] = CONVENTIONS) -> ScoreFn:
   """Like `make_score_fn`, but returns {convention: (B,) scores} for several conventions from ONE
   pass of the flow: `scores_fn(x, attention=1.0, key=None) -> dict` (key: 'nll' dequantization)."""
   conventions = tuple(conventions)
   if not conventions or any(c not in CONVENTIONS for c in conventions):
     raise ValueError(f"conventions must be a non-empty subset of {CONVENTIONS}, got {conventions!r}")
-  exact_model = model.clone(paper_compat=False) if getattr(model, "paper_compat", False) else model
+  exact_model = exact_log_det(model)
 
   def scores_fn(x, attention=1.0, key=None) -> Dict[str, jax.Array]:
     check_images(x, name="x", value_range=(0.0, 1.0))
@@ -126,52 +141,17 @@ class BatchScores:
     return int(self.p_values.size)
 
 
-def batch_starts(n: int, batch_size: int) -> np.ndarray:
-  """Offsets [0, m, 2m, ..., n] of consecutive batches of `batch_size`; the last partial batch is kept,
-  except that a leftover of exactly one image joins the batch before it (the two-sample test needs >= 2
-  images), which then holds batch_size + 1 images."""
-  if n < 2:
-    raise ValueError(f"the attention test needs at least 2 images, got {n}")
-  if batch_size < 2:
-    raise ValueError(f"batch_size must be >= 2 (the attention test needs 2 images), got {batch_size}")
-  if batch_size > n:
-    raise ValueError(f"batch_size {batch_size} is larger than the set of {n} images")
-  starts = list(range(0, n, batch_size))
-  if n - starts[-1] == 1:
-    starts.pop()
-  return np.asarray(starts + [n])
-
-
-def attention_tests(mmd_state, x, batch_size: int, key: jax.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """The attention test on each batch of x: (batch_starts (n_batches + 1,), p_values, flagged).
-
-  Batch i is `x[starts[i]:starts[i+1]]` (see `batch_starts`), tested with key `fold_in(key, i)`;
-  flagged[i] = attention 0 = p_values[i] < level (`inflow_jax.attention.mmd_test`).
-  """
-  from inflow_jax.attention import mmd_test  # pylint: disable=g-import-not-at-top
-  if key is None:
-    raise ValueError("the attention test needs a PRNG key for its permutations")
-  check_images(x, name="x", value_range=(0.0, 1.0))
-  starts = batch_starts(x.shape[0], batch_size)
-  p_values = np.empty(starts.size - 1)
-  flagged = np.zeros(starts.size - 1, bool)
-  for i in range(starts.size - 1):
-    result = mmd_test(mmd_state, x[starts[i]:starts[i + 1]], jax.random.fold_in(key, i))
-    p_values[i], flagged[i] = float(result.p_value), float(result.attention) == 0.0
-  return starts, p_values, flagged
-
-
 def score_batches(score_fn: ScoreFn, mmd_state, x, batch_size: int, key: Optional[jax.Array] = None,
                   attention=None) -> BatchScores:
   """Runs the attention test on each batch of `x` and scores the batch with the resulting a.
 
-  Batch i is `x[starts[i]:starts[i+1]]` (see `batch_starts`: the last partial batch is scored; a leftover
+  Batch i is `x[starts[i]:starts[i+1]]` (see `inflow_jax.batching.batch_starts`: the last partial batch is scored; a leftover
   single image is tested with the batch before it). Its test uses the key `fold_in(key, i)`, and
-  a_i = 1 if p_i >= level else 0 (`inflow_jax.attention.mmd_test`).
+  a_i = 1 if p_i >= level else 0 (`inflow_jax.attention.mmd.mmd_test`).
 
   Args:
     score_fn: from `make_score_fn`.
-    mmd_state: from `inflow_jax.attention.fit_mmd`, or None to skip the test (then `attention` is needed
+    mmd_state: from `inflow_jax.attention.mmd.fit_mmd`, or None to skip the test (then `attention` is needed
       and p-values are NaN).
     x: (N, H, W, C) float32 images in [0, 1].
     batch_size: images per tested batch, 2 <= batch_size <= N.
@@ -179,14 +159,19 @@ def score_batches(score_fn: ScoreFn, mmd_state, x, batch_size: int, key: Optiona
     attention: None (use the test's a), or an override: a scalar, (n_batches,) one per batch, or (N,)
       one per image. The test still runs (and reports p-values/flags) when mmd_state is given.
   """
-  check_images(x, name="x", value_range=(0.0, 1.0))
   if mmd_state is None and attention is None:
     raise ValueError("score_batches needs mmd_state (to test each batch) or an explicit attention")
+  shape = {} if mmd_state is None else dict(spatial=mmd_state.image_shape[:2],
+                                            channels=mmd_state.image_shape[2])
+  check_images(x, name="x", value_range=(0.0, 1.0), **shape)
   if mmd_state is None:
     starts = batch_starts(x.shape[0], batch_size)
     p_values, flagged = np.full(starts.size - 1, np.nan), np.zeros(starts.size - 1, bool)
   else:
-    starts, p_values, flagged = attention_tests(mmd_state, x, batch_size, key)
+    if key is None:
+      raise ValueError("the attention test needs a PRNG key for its permutations")
+    tests = attention_tests(mmd_state, x, batch_size, key)
+    starts, p_values, flagged = tests.starts, tests.p_values, tests.flagged
   n, n_batches = x.shape[0], starts.size - 1
   batch_index = np.repeat(np.arange(n_batches), np.diff(starts))
   per_image = np.where(flagged, 0.0, 1.0).astype(np.float32)[batch_index]

@@ -5,7 +5,7 @@ is asked to detect. Its loss is the mean softmax cross-entropy
 
   L(theta) = -(1/B) sum_i log softmax(f_theta(x_i))[y_i],
 
-minimised by the flow's training machinery (`inflow_jax.train_step`: the same Adam, data-parallel step
+minimised by the flow's training machinery (`inflow_jax.training.step`: the same Adam, data-parallel step
 over the `data` mesh axis and epoch permutations).
 """
 import dataclasses
@@ -20,8 +20,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from inflow_jax import train_step as train_step_lib
+from inflow_jax.batching import batched
 from inflow_jax.checks import check_images
+from inflow_jax.training import step as train_step_lib
 
 
 class Classifier(nn.Module):
@@ -104,9 +105,7 @@ def _predict(model: Classifier, variables, x):
 def predict(model: Classifier, variables: Any, x, *, batch_size: int = 500) -> np.ndarray:
   """Predicted labels (N,) of float images (N, H, W, C) in [0, 1], computed in batches."""
   check_images(x, name="x", value_range=(0.0, 1.0))
-  labels = [np.asarray(_predict(model, variables, jnp.asarray(x[i:i + batch_size], jnp.float32)))
-            for i in range(0, len(x), batch_size)]
-  return np.concatenate(labels)
+  return batched(lambda xb: _predict(model, variables, jnp.asarray(xb, jnp.float32)), x, batch_size)
 
 
 def accuracy(model: Classifier, variables: Any, x, labels, *, batch_size: int = 500) -> float:

@@ -14,8 +14,8 @@ state are replicated, and XLA inserts the gradient all-reduce. On several hosts 
 own slice of each global batch through `jax.make_array_from_process_local_data`.
 
 Batches: the batch of step s is a pure function of (seed, s) (`local_batches`), so a resumed run sees
-exactly the batches of an uninterrupted one. Users: the flow (`inflow_jax.train`) and the adversarial
-classifier (`inflow_jax.classifier`).
+exactly the batches of an uninterrupted one. Users: the flow (`inflow_jax.training.flow`) and the
+adversarial classifier (`inflow_jax.adversarial.classifier`).
 """
 import functools
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence

@@ -11,8 +11,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from inflow_jax.attention import (MMDResult, MMDState, _check_batch_size, _check_has_encoder,
-                                  _test_embedded)
+from inflow_jax.attention.mmd import (MMDResult, MMDState, _check_batch_size, _check_has_encoder,
+                                      _test_embedded)
 from inflow_jax.checks import check_images
 
 Array = jax.Array

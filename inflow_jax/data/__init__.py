@@ -2,7 +2,7 @@
 
 Dataset names (`name` argument of `load_split` / `load_images`):
   `digits`, `digits_inverted`, `photo_patches`, `uniform_noise`, `gaussian_noise`, `constant`:
-      the embedded offline sets (`inflow_jax.offline_data`), splits `train` / `test`; nothing is downloaded.
+      the embedded offline sets (`inflow_jax.data.offline`), splits `train` / `test`; nothing is downloaded.
   `npz:PATH`: a NumPy `.npz` file: keys `x_<split>` (and `y_<split>`) when present, else `x` (and `y`),
       else its single array. Images uint8 NHWC (C = 1 or 3), or floats in [0, 1] (mapped to
       `round(255 x)`); labels integers.
@@ -32,11 +32,11 @@ from typing import Iterator, Optional, Tuple, Union
 import jax
 import numpy as np
 
-from inflow_jax import image_files
-from inflow_jax import offline_data
-from inflow_jax import tfds_source
 from inflow_jax.checks import check_images
-from inflow_jax.image_files import check_uint8_images
+from inflow_jax.data import files as image_files
+from inflow_jax.data import offline as offline_data
+from inflow_jax.data import tfds as tfds_source
+from inflow_jax.data.files import check_uint8_images
 
 Labels = Optional[np.ndarray]
 FILE_PREFIXES = ('npz', 'npy', 'folder')

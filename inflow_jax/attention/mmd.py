@@ -1,7 +1,7 @@
 """The attention: a kernel-MMD two-sample permutation test between a batch and reference images.
 
 InFlow's attention (alibi-detect 0.13 `MMDDrift`, reproduced exactly): embed the n reference images and
-the m test images with the untrained encoder (`inflow_jax.encoder`), pool them, z = [ref; x] (N = n + m),
+the m test images with the untrained encoder (`inflow_jax.attention.encoder`), pool them, z = [ref; x] (N = n + m),
 and with the Gaussian RBF kernel (averaged over bandwidths when several are given)
 
   K_ij = mean_s exp(-|z_i - z_j|^2 / (2 sigma_s^2)),   K0 = K with its diagonal set to 0,
@@ -25,10 +25,9 @@ fitted state holds no n x n matrix: O(n d) floats. All sums use the kernel minus
 at the median distance): MMD^2 is unchanged, since c/(n(n-1)) n(n-1) + c - 2c = 0, while float32 sums of
 values centred near zero keep MMD^2 accurate to ~1e-8 at n = 5000.
 
-Beyond the paper, `inflow_jax.streaming` gates images that arrive one at a time by testing the last
+Beyond the paper, `inflow_jax.attention.streaming` gates images that arrive one at a time by testing the last
 `window` of them.
 """
-import functools
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import flax
@@ -36,11 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from inflow_jax.attention.kernels import (centered_row_sums, gaussian_kernel, kernel_factors,
+                                          median_sq_distance, random_subsets)
 from inflow_jax.checks import check_images
 
 Array = jax.Array
 
-_HIGHEST = jax.lax.Precision.HIGHEST
 _BLOCK_ENTRIES = 1 << 22   # kernel entries per block at fit (16 MiB of float32)
 _PERMUTATION_ENTRIES = 1 << 24   # kernel entries per vectorised chunk of permutations (64 MiB)
 
@@ -89,72 +89,6 @@ class MMDResult(NamedTuple):
   attention: Array   # 1.0 if p_value >= level else 0.0
 
 
-def kernel_factors(points: Array, sigma: Array) -> Tuple[Array, Array]:
-  """Scaled augmented rows whose products are the kernel's exponents. points (..., q, d), sigma (S,).
-
-    -|p_i - p_j|^2 / (2 sigma_s^2) = [2 g_s p_i, -g_s |p_i|^2, -g_s] . [p_j, 1, |p_j|^2],
-    g_s = 1 / (2 sigma_s^2),
-
-  so a block of kernel entries is one matrix product and an exp, with no pass that adds the norms or
-  scales the distances (XLA's CPU backend runs the permutations' kernels ~2x faster this way).
-  Returns left (S, ..., q, d + 2) and right (..., q, d + 2).
-  """
-  norms = jnp.sum(points * points, axis=-1, keepdims=True)
-  ones = jnp.ones_like(norms)
-  g = (1.0 / (2.0 * sigma * sigma)).reshape((-1,) + (1,) * points.ndim)
-  left = jnp.concatenate([2.0 * g * points, -g * norms, -g * ones], axis=-1)
-  return left, jnp.concatenate([points, ones, norms], axis=-1)
-
-
-def gaussian_kernel(left: Array, right: Array) -> Array:
-  """K_ij = mean_s exp(-|p_i - p_j|^2 / (2 sigma_s^2)) from `kernel_factors` (alibi-detect's GaussianRBF).
-
-  left (S, ..., p, d + 2) from the first points, right (..., q, d + 2) from the second: K (..., p, q).
-  Rounding can leave an exponent of order +1e-6 where the distance is 0: the entry is then 1 + 1e-6.
-  """
-  kernels = [jnp.exp(jnp.einsum("...id,...jd->...ij", rows, right, precision=_HIGHEST)) for rows in left]
-  return kernels[0] if len(kernels) == 1 else sum(kernels) / len(kernels)
-
-
-def median_sq_distance(emb: np.ndarray) -> float:
-  """alibi-detect's median of pairwise squared distances, diagonal excluded.
-
-  alibi sorts all n^2 distances (the n zero diagonal entries first, each pair twice) and takes index
-  n + (n^2 - n) // 2 - 1, which is the lower median of the n (n - 1) / 2 distinct pairs.
-  """
-  emb = np.asarray(emb, np.float64)
-  n = emb.shape[0]
-  norms = np.sum(emb * emb, axis=1)
-  pairs = []
-  for start in range(0, n - 1, 1024):
-    rows = emb[start:start + 1024]
-    d2 = norms[start:start + 1024, None] + norms[None, :] - 2.0 * rows @ emb.T
-    upper = np.arange(n)[None, :] > np.arange(start, start + rows.shape[0])[:, None]   # pairs j > i
-    pairs.append(d2[upper].astype(np.float32))
-  pairs = np.concatenate(pairs)
-  kth = (pairs.size - 1) // 2
-  return float(max(np.partition(pairs, kth)[kth], 0.0))
-
-
-@functools.partial(jax.jit, static_argnames=("block",))
-def _centered_row_sums(reference: Array, sigma: Array, offset: Array, block: int) -> Array:
-  """r_i = sum_{j != i} (K(ref_i, ref_j) - c), computed `block` rows at a time."""
-  n = reference.shape[0]
-  left, right = kernel_factors(reference, sigma)
-  n_blocks = -(-n // block)
-  rows = jnp.pad(left, ((0, 0), (0, n_blocks * block - n), (0, 0)))
-  rows = rows.reshape(left.shape[0], n_blocks, block, left.shape[-1]).swapaxes(0, 1)
-  starts = jnp.arange(n_blocks) * block
-
-  def one_block(args):
-    start, row_block = args
-    k = gaussian_kernel(row_block, right) - offset
-    own = (start + jnp.arange(block))[:, None] == jnp.arange(n)[None, :]
-    return jnp.sum(jnp.where(own, 0.0, k), axis=1)
-
-  return jax.lax.map(one_block, (starts, rows)).reshape(-1)[:n]
-
-
 def _as_pytree_callable(embed: Callable[[Array], Array]) -> Callable[[Array], Array]:
   """`embed` itself if it is a pytree of arrays (an `Embedder`), else wrapped in `Partial`."""
   if not callable(embed):
@@ -172,7 +106,7 @@ def fit_mmd(x_ref: Array, embed: Callable[[Array], Array], n_permutations: int =
 
   Args:
     x_ref: (n, H, W, C) float reference images in [0, 1].
-    embed: images -> (n, d) embeddings, e.g. `inflow_jax.encoder.make_encoder(seed)` or
+    embed: images -> (n, d) embeddings, e.g. `inflow_jax.attention.encoder.make_encoder(seed)` or
       `load_reference_encoder(path)`; any other callable is wrapped in `jax.tree_util.Partial`.
     n_permutations: P, the number of random re-splits in each test.
     level: the significance level; attention = 0 when p_value < level.
@@ -222,7 +156,7 @@ def fit_mmd_embedded(emb_ref: Array, embed: Optional[Callable[[Array], Array]] =
   offset = np.mean(np.exp(-median_d2 / (2.0 * sigma.astype(np.float64) ** 2)))
   n = reference.shape[0]
   block = int(min(n, max(8, _BLOCK_ENTRIES // n)))
-  row_sums = _centered_row_sums(jnp.asarray(reference), jnp.asarray(sigma), jnp.float32(offset), block)
+  row_sums = centered_row_sums(jnp.asarray(reference), jnp.asarray(sigma), jnp.float32(offset), block)
   total = np.sum(np.asarray(row_sums), dtype=np.float64)
   return MMDState(
       embed=None if embed is None else _as_pytree_callable(embed), reference=jnp.asarray(reference),
@@ -261,31 +195,6 @@ def _subset_sums(left: Array, right: Array, row_sums: Array, subsets: Array, off
   return jnp.sum(row_sums[subsets], axis=-1), pair_sum
 
 
-def _random_subsets(key: Array, n_permutations: int, n_total: int, m: int) -> Array:
-  """(P, m) indices: the m "test" points of P uniform random permutations of n_total = N points.
-
-  Floyd's algorithm (Bentley & Floyd, CACM 1987) draws a uniformly random m-subset of {0, ..., N-1}:
-  for j = N-m, ..., N-1, draw t uniform in {0, ..., j} and add t, or j when t was already chosen. By
-  induction every k-subset of {0, ..., N-m+k-1} is equally likely after k steps. The order within a
-  subset is not uniform, which the statistics never use. Vectorised over the P permutations, with a
-  (P, N) table of chosen points, a step is a gather and a scatter of P entries: ~3 ms for 100 subsets
-  of 250 out of 5250 on 2 CPU cores, against ~13 ms for the top_k of P x N uniforms (and 15 ms for 2500
-  out of 7500, where comparing with the chosen list instead took 233 ms).
-  """
-  first = n_total - m
-  draws = jax.random.randint(key, (m, n_permutations), 0, jnp.arange(first + 1, n_total + 1)[:, None])
-  rows = jnp.arange(n_permutations)
-
-  def add_one(k, carry):
-    chosen, taken = carry
-    pick = jnp.where(taken[rows, draws[k]], first + k, draws[k])
-    return chosen.at[k].set(pick), taken.at[rows, pick].set(True)
-
-  chosen, _ = jax.lax.fori_loop(0, m, add_one, (jnp.zeros((m, n_permutations), draws.dtype),
-                                                jnp.zeros((n_permutations, n_total), bool)))
-  return chosen.T
-
-
 def _pooled_sums(state: MMDState, emb: Array):
   """Row sums r (N,) and total T of the pooled [reference; emb] kernel (offset, zeroed diagonal), the
   observed MMD^2 of the split reference | emb, and the `kernel_factors` (left, right) of the pooled
@@ -318,7 +227,7 @@ def _test_embedded(state: MMDState, emb: Array, key: Array) -> MMDResult:
   offset = state.kernel_offset
   row_sums, total, mmd2, (left, right) = _pooled_sums(state, emb)
   n_perm = state.n_permutations
-  subsets = _random_subsets(key, n_perm, n + m, m)
+  subsets = random_subsets(key, n_perm, n + m, m)
   chunk = max(1, _PERMUTATION_ENTRIES // (m * m))
   if n_perm <= chunk:
     subset_row_sum, subset_sum = _subset_sums(left, right, row_sums, subsets, offset)
@@ -385,4 +294,11 @@ def mmd_test(state: MMDState, x: Array, key: Array) -> MMDResult:
   check_images(x, name="x", spatial=state.image_shape[:2], channels=state.image_shape[2],
                value_range=(0.0, 1.0))
   _check_batch_size(state, x.shape[0], "x")
+  if key is None:
+    raise ValueError("mmd_test needs a PRNG key (jax.random.PRNGKey) for its permutations")
+  return mmd_test_unchecked(state, x, key)
+
+
+def mmd_test_unchecked(state: MMDState, x: Array, key: Array) -> MMDResult:
+  """`mmd_test` without the input checks: for callers that validated x once for a whole set."""
   return _test_embedded(state, _embed_images(state, x), key)

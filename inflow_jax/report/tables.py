@@ -1,0 +1,140 @@
+"""Every markdown table of the project: the evaluation, the adversarial sets, the job's report.
+
+Evaluators return plain dict tables (`inflow_jax.evaluation.protocols.evaluate_ood`,
+`inflow_jax.adversarial.evaluation.evaluate_adversarial`); this module is the one place that formats
+them.
+"""
+import pathlib
+from typing import Mapping
+
+import numpy as np
+
+from inflow_jax.adversarial.evaluation import eps_name, set_name_prefix
+
+
+_ROWS = (("paper", "InFlow, paper protocol"), ("strict", "InFlow, strict protocol"),
+         ("likelihood", "flow likelihood (NLL bits/dim, a=1)"),
+         ("paper_score_a1", "paper score at a=1 (no attention)"),
+         ("input_complexity", "input complexity (NLL - PNG bits/dim)"))
+
+
+def format_table(table: Mapping) -> str:
+  """The table as markdown: per-image metrics, batches flagged, and the mixed protocol."""
+  s = table["settings"]
+  lines = [f"Batches of {s['batch_size']}, attention level {s['level']}, {s['n_permutations']} "
+           f"permutations, {s['n_reference']} reference images. OOD is the positive class; "
+           "higher score = more OOD.", "",
+           "| OOD set | score | AUROC | AUPR-in | AUPR-out | FPR95 |", "| --- | --- | --- | --- | --- | --- |"]
+  for name, row in table["ood"].items():
+    for key, label in _ROWS:
+      if key in row:
+        m = row[key]
+        lines.append(f"| {name} | {label} | {m['auroc']:.3f} | {m['aupr_in']:.3f} | "
+                     f"{m['aupr_out']:.3f} | {m['fpr95']:.3f} |")
+  ind = table["in_distribution"]
+  has_typ = "typicality_batches_flagged" in ind
+  lines += ["", f"Batches flagged (batch size {s['batch_size']}):", "",
+            "| set | InFlow attention test | typicality test |" if has_typ else "| set | InFlow attention test |",
+            "| --- | --- | --- |" if has_typ else "| --- | --- |"]
+  rows = [("in-distribution", ind, "typicality_batches_flagged")]
+  rows += [(name, row, "typicality_batches_flagged") for name, row in table["ood"].items()]
+  for name, row, typ_key in rows:
+    cells = [f"{row['batches_flagged']} / {row['n_batches']}"]
+    if has_typ:
+      cells.append(f"{row[typ_key]} / {row['n_batches']}")
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  if "mixed" in table:
+    mixed = table["mixed"]
+    sizes = mixed["batch_sizes"]
+    lines += ["", f"Mixed protocol: fraction of {mixed['n_batches']} batches flagged, InFlow attention "
+              "test / typicality test, by batch size m:", "",
+              "| set | OOD fraction rho | " + " | ".join(f"m={m}" for m in sizes) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in sizes) + " |"]
+    fa = mixed["false_alarm"]
+    lines.append("| in-distribution (false alarms) | 0 | " + " | ".join(
+        f"{inflow:.2f} / {typ:.2f}" for inflow, typ in zip(fa["inflow"], fa["typicality"])) + " |")
+    for name, power in mixed["power"].items():
+      for rho, inflow, typ in zip(mixed["rhos"], power["inflow"], power["typicality"]):
+        lines.append(f"| {name} | {rho:g} | " + " | ".join(
+            f"{rate:.2f} / {typ_rate:.2f}" for rate, typ_rate in zip(inflow, typ)) + " |")
+  if "figures" in table:
+    lines += ["", "Figures: " + ", ".join(table["figures"].values())]
+  return "\n".join(lines)
+
+
+def format_adversarial_table(table: Mapping) -> str:
+  """Markdown: the classifier's accuracy under attack and the adaptive attacks' before/after.
+
+  (The detection metrics of the adversarial sets are `format_table(table)`.)
+  """
+  lines = []
+  acc = table.get("classifier")
+  if acc:
+    lines += [f"Classifier accuracy on {acc['n_images']} in-distribution test images (clean "
+              f"{acc['clean']:.3f}):", "", "| epsilon | FGSM | PGD |", "| --- | --- | --- |"]
+    lines += [f"| {k}/255 | {acc['fgsm'][k]:.3f} | {acc['pgd'][k]:.3f} |" for k in acc["pgd"]]
+    lines.append("")
+  lines += ["Adaptive attacks (before -> after): mean NLL bits/dim at a = 1 (lower = more likely), "
+            "mean MMD^2 of the test batches, batches flagged by the attention test:", "",
+            "| set | target | epsilon | NLL bits/dim | MMD^2 | batches flagged |",
+            "| --- | --- | --- | --- | --- | --- |"]
+  for name, row in table["adaptive"].items():
+    lines.append(
+        f"| {name} | {row['target']} | {eps_name(row['epsilon'])}/255 | {row['nll_bpd'][0]:.4f} -> "
+        f"{row['nll_bpd'][1]:.4f} | {row['mmd2'][0]:.4g} -> {row['mmd2'][1]:.4g} | "
+        f"{row['batches_flagged'][0]} -> {row['batches_flagged'][1]} / {row['n_batches']} |")
+  return "\n".join(lines)
+
+
+def format_adversarial_report(table: Mapping) -> str:
+  """Markdown of a whole `evaluate_adversarial` table: the attacks, then the detection metrics."""
+  return format_adversarial_table(table) + "\n\n" + format_table(table)
+
+
+def report_markdown(config, table, training, timings, figures) -> str:
+  data = config.data
+  lines = ["# InFlow report", "",
+           f"In-distribution: `{data.train}` split `{data.train_split}` (training and attention "
+           f"reference), `{data.test}` split `{data.test_split}` (test); OOD sets "
+           f"(split `{data.ood_split}`): {', '.join(f'`{n}`' for n in data.ood)}.", ""]
+  if config.checkpoint_path:
+    lines += [f"Model: the pretrained checkpoint `{config.checkpoint_path}` (not trained here).", ""]
+  else:
+    m = config.model
+    lines += [f"Model: InFlow, {m.num_blocks} coupling blocks, width {m.width}, clamp {m.clamp}, "
+              f"{m.num_scales} scale(s), glow={m.glow}.", ""]
+  if training:
+    t = config.train
+    lines += ["## Training", "",
+              f"{training['steps'][-1]} steps of batch {t.batch_size}, Adam lr {t.learning_rate} "
+              f"(betas {t.b1}, {t.b2}), L2 {t.weight_decay}, loss `{t.loss}`. Loss "
+              f"{training['loss'][0]:.4g} (first {config.train.log_every} steps) -> "
+              f"{training['last_loss'][-1]:.4g} (last step); "
+              f"{np.median(training['images_per_s']):.0f} images/s (median over logging intervals).", ""]
+  lines += ["## OOD detection", "", format_table({k: v for k, v in table.items() if k != "figures"}), ""]
+  if table.get("adversarial"):
+    lines += adversarial_markdown(config, table["adversarial"])
+  lines += ["## Figures", ""]
+  lines += [f"![{name}]({pathlib.Path(path).name})" for name, path in figures.items()]
+  lines += ["", "## Timings", "", "| stage | seconds |", "| --- | --- |"]
+  lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in timings.items()]
+  return "\n".join(lines) + "\n"
+
+
+def adversarial_markdown(config, table) -> list:
+  adv, data = config.adversarial, config.data
+  attack = adv.attack
+  lines = ["## Adversarial inputs", ""]
+  if table.get("classifier"):
+    lines.append(
+        f"`{set_name_prefix(data.test)}_pgd{{k}}`: the in-distribution test images perturbed by "
+        f"{attack.num_steps}-step PGD (L-infinity, epsilon = k/255, k in "
+        f"{', '.join(eps_name(e) for e in attack.epsilons)}) "
+        f"against a CNN classifier trained on `{data.train}` `{data.train_split}` "
+        f"({adv.train.num_steps} steps of batch {adv.train.batch_size}).")
+    lines.append("")
+  lines += [f"`{{ood}}_adaptive_llh` / `{{ood}}_adaptive_mmd`: OOD images perturbed by PGD at epsilon "
+            f"{eps_name(attack.adaptive_epsilon)}/255 to raise the flow log-likelihood / to lower the "
+            "attention test's MMD^2. Every set is scored as an OOD set against the clean test images.",
+            "", format_adversarial_report(table), ""]
+  return lines
