@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from inflow_jax import training
+from inflow_jax import integrity, training
 from inflow_jax.attention.encoder import Embedder, make_encoder
-from inflow_jax.attention.mmd import MMDState, fit_mmd
+from inflow_jax.attention.mmd import MMDState, check_test_size, fit_mmd
 from inflow_jax.checks import check_images
 from inflow_jax.evaluation.scores import CONVENTIONS, BatchScores, make_score_fn, score_batches
 from inflow_jax.model import InFlow
@@ -47,6 +47,34 @@ def _model_config(model: InFlow) -> Dict[str, Any]:
 def _tuples(value):
   """JSON lists back to (nested) tuples, as linen module attributes need hashable values."""
   return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _check_finite_variables(variables, what: str):
+  """Raises ValueError naming the first leaf of `variables` holding NaN or infinite values."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(variables):
+    array = np.asarray(leaf)
+    if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
+      raise ValueError(f"{what} contain NaN or infinite values (in {jax.tree_util.keystr(path)}): "
+                       "the flow is corrupt (a damaged checkpoint or a diverged training run?)")
+
+
+def _read_config(path: pathlib.Path) -> Dict[str, Any]:
+  """The saved detector's config.json, or a ValueError naming the path when it is not valid JSON."""
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    raise ValueError(f"{path} is corrupt (not valid JSON: {error}); the saved detector cannot be "
+                     "read") from error
+
+
+def _restore_as_numpy(path: pathlib.Path):
+  """The arrays saved at `path` as host numpy arrays, whatever the process topology that saved them
+  (so several `jax.distributed` processes can each load a detector saved by one)."""
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    metadata = checkpointer.metadata(path)
+    tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", metadata)
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
 
 
 class InFlowDetector:
@@ -72,15 +100,18 @@ class InFlowDetector:
       raise ValueError(f"false_positive_rate must lie in (0, 1), got {false_positive_rate}")
     if batch_size < 2:
       raise ValueError(f"batch_size must be >= 2 (the attention test needs 2 images), got {batch_size}")
+    _check_finite_variables(variables, "the flow's variables")
     self.model, self.variables = model, variables
     self.encoder = make_encoder(seed) if encoder is None else encoder
-    self.n_permutations, self.level, self.batch_size = int(n_permutations), float(level), int(batch_size)
+    self.n_permutations, self.level = check_test_size(n_permutations, level)
+    self.batch_size = int(batch_size)
     self.convention, self.false_positive_rate, self.seed = convention, float(false_positive_rate), int(seed)
     self.mmd_state_: Optional[MMDState] = None
     self.threshold_: Optional[float] = None
     self._score_fn = make_score_fn(model, variables, convention)
 
-  def fit(self, x_ref, *, x_threshold=None, x_train=None, config=None) -> "InFlowDetector":
+  def fit(self, x_ref, *, x_threshold=None, x_train=None, config=None,
+          mmd_state: Optional[MMDState] = None) -> "InFlowDetector":
     """Fits the attention reference (and threshold); optionally trains the flow on x_train first.
 
     Args:
@@ -89,6 +120,8 @@ class InFlowDetector:
       x_train: optional training images: the flow is trained on them with `config.train`
         (`config.train.num_steps` steps of `config.train.batch_size`) before the rest of the fit.
       config: a full config (e.g. `configs/cifar10.py`), needed with x_train.
+      mmd_state: the attention test already fitted on x_ref with this encoder (`fit_mmd`): used as it
+        is instead of fitting again (its n_permutations and level must be the detector's).
     """
     check_images(x_ref, name="x_ref", min_batch=2, value_range=(0.0, 1.0))
     if x_train is not None:
@@ -100,12 +133,22 @@ class InFlowDetector:
                                   seed=self.seed), config.train.num_steps)
       self.variables, self.train_losses_ = training.train_on_batches(
           self.model, self.variables, batches, config)
+      _check_finite_variables(self.variables, "the trained flow's variables")
       self._score_fn = make_score_fn(self.model, self.variables, self.convention)
-    self.mmd_state_ = fit_mmd(x_ref, self.encoder, self.n_permutations, self.level)
+    if mmd_state is None:
+      mmd_state = fit_mmd(x_ref, self.encoder, self.n_permutations, self.level)
+    elif (mmd_state.n_permutations, mmd_state.level) != (self.n_permutations, self.level):
+      raise ValueError(f"mmd_state has n_permutations={mmd_state.n_permutations}, level="
+                       f"{mmd_state.level}; the detector {self.n_permutations}, {self.level}")
+    self.mmd_state_ = mmd_state
     x_threshold = x_ref if x_threshold is None else x_threshold
     check_images(x_threshold, name="x_threshold", value_range=(0.0, 1.0))
     scores = score_batches(self._score_fn, None, np.asarray(x_threshold, np.float32),
                            min(self.batch_size, len(x_threshold)), attention=1.0).scores
+    if not np.all(np.isfinite(scores)):
+      raise ValueError(f"{int(np.sum(~np.isfinite(scores)))} of the {len(scores)} threshold scores "
+                       "(of x_threshold, or x_ref) are NaN or infinite: the flow gives no finite "
+                       "density there, so no threshold can be set")
     self.threshold_ = float(np.quantile(scores, 1.0 - self.false_positive_rate))
     return self
 
@@ -128,7 +171,11 @@ class InFlowDetector:
   def predict(self, x, key: Optional[jax.Array] = None) -> np.ndarray:
     """(N,) int labels, 1 = OOD: the image's batch was flagged by the attention test (a = 0), or its
     score is above the fitted threshold; 0 = in-distribution."""
-    result = self.score_batches(x, key)
+    return self.decide(self.score_batches(x, key))
+
+  def decide(self, result: BatchScores) -> np.ndarray:
+    """`predict`'s labels from `score_batches`' result: 1 where a = 0 or score > threshold."""
+    self._check_fitted()
     return ((result.attention == 0.0) | (result.scores > self.threshold_)).astype(np.int64)
 
   # Persistence: <dir>/config.json (model config, settings, threshold, static MMD fields) and
@@ -156,6 +203,7 @@ class InFlowDetector:
                         "early_layers": self.encoder.early_layers},
             "mmd": {"image_shape": list(state.image_shape)}}
     (directory / "config.json").write_text(json.dumps(meta, indent=2))
+    integrity.write_manifest(directory)
     return directory
 
   @classmethod
@@ -165,9 +213,12 @@ class InFlowDetector:
     if not (directory / "config.json").is_file() or not (directory / "arrays").is_dir():
       raise FileNotFoundError(f"{directory} does not hold a saved InFlowDetector "
                               "(config.json and arrays/ expected)")
-    meta = json.loads((directory / "config.json").read_text())
-    with ocp.StandardCheckpointer() as checkpointer:
-      arrays = checkpointer.restore(directory / "arrays")
+    if integrity.has_manifest(directory):
+      reason = integrity.verify_manifest(directory)
+      if reason is not None:
+        raise ValueError(f"{directory}: the saved detector is corrupt: {reason}")
+    meta = _read_config(directory / "config.json")
+    arrays = _restore_as_numpy(directory / "arrays")
     model = InFlow(**{k: _tuples(v) for k, v in meta["model"].items()})
     encoder = Embedder(params=arrays["encoder"], features=tuple(meta["encoder"]["features"]),
                        embedding_dim=meta["encoder"]["embedding_dim"],

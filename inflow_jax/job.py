@@ -14,74 +14,55 @@ classifier trained on data.train, PGD against it, adaptive attacks on the detect
 before any training starts. The workdir holds `checkpoints/`, `metrics.jsonl`, `report.json`,
 `report.md` and the PNG figures.
 """
+import contextlib
 import pathlib
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
-from configs import default as default_config
 from inflow_jax import data, torch_checkpoint, training
 from inflow_jax.adversarial import classifier as classifier_lib
-from inflow_jax.adversarial.evaluation import (check_attack_config, evaluate_adversarial,
-                                               set_name_prefix)
+from inflow_jax.adversarial.evaluation import evaluate_adversarial, set_name_prefix
 from inflow_jax.attention.encoder import load_reference_encoder, make_encoder
 from inflow_jax.attention.mmd import MMDState, fit_mmd
-from inflow_jax.evaluation.protocols import evaluate_ood
+from inflow_jax.config_checks import attacks_classifier, check_config
+from inflow_jax.detector import InFlowDetector
+from inflow_jax.evaluation.protocols import ood_table
 from inflow_jax.model import InFlow
+from inflow_jax.report import plots
 from inflow_jax.report.tables import format_adversarial_report, format_table
 from inflow_jax.report.write import write_report
-from inflow_jax.training.flow import check_train_config
-
-MODES = ("train", "evaluate", "all")
-
-
-def schema() -> ml_collections.ConfigDict:
-  """configs/default.py's config: no config may have a key it lacks (values may differ)."""
-  return default_config.get_config()
+from inflow_jax.score_job import save_job_detector
+from inflow_jax import workdir as workdir_lib
+from inflow_jax.training import checkpoint as checkpoint_lib
+from inflow_jax.training.flow import CHECKPOINT_DIR
 
 
-def check_config_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
-                      prefix: str = "config") -> None:
-  """Raises KeyError naming the first key of `config` that the schema does not have."""
-  for key in config.keys():
-    where = f"{prefix}.{key}"
-    if key not in reference:
-      raise KeyError(f"{where} is not a config key; known keys of {prefix}: {sorted(reference.keys())}")
-    if isinstance(config[key], ml_collections.ConfigDict):
-      if not isinstance(reference[key], ml_collections.ConfigDict):
-        raise KeyError(f"{where} must be a value, not a group")
-      check_config_keys(config[key], reference[key], where)
 
-
-def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
-  """Every check that needs no data: keys, mode, train settings against the device count."""
-  if mode not in MODES:
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-  check_config_keys(config, schema())
-  if config.checkpoint_path is not None and mode == "train":
-    raise ValueError(f"config.checkpoint_path={config.checkpoint_path!r} is a pretrained model: there is "
-                     "nothing to train; use --mode=evaluate")
-  if mode != "evaluate" and config.checkpoint_path is None:
-    check_train_config(config.train, jax.device_count(), jax.process_count())
-  if mode != "train":
-    if config.attention.n_reference < 2:
-      raise ValueError(f"attention.n_reference must be >= 2, got {config.attention.n_reference}")
-    if not config.data.ood:
-      raise ValueError("data.ood is empty: give at least one OOD dataset")
-    if config.adversarial.enabled:
-      check_attack_config(config.adversarial.attack, tuple(config.data.ood))
-      if attacks_classifier(config):   # trained on this process's devices (the evaluation's)
-        classifier_lib.check_classifier_train_config(config.adversarial.train, jax.local_device_count(),
-                                                     prefix="adversarial.train")
-
-
-def attacks_classifier(config: ml_collections.ConfigDict) -> bool:
-  """Whether the job trains and attacks the classifier (adversarial.enabled, epsilons given)."""
-  return bool(config.adversarial.enabled and config.adversarial.attack.epsilons)
+def check_resume(config: ml_collections.ConfigDict, workdir: pathlib.Path, mode: str,
+                 force_resume: bool) -> Optional[int]:
+  """The newest checkpoint step in workdir (None: none). Training on from it must not change the
+  stored training settings (unless force_resume) nor ask for fewer steps than it holds."""
+  step = checkpoint_lib.latest_step(workdir / CHECKPOINT_DIR)
+  if step is None or mode == "evaluate" or config.checkpoint_path is not None:
+    return step
+  stored = workdir_lib.read_config(workdir)
+  changed = [] if stored is None else workdir_lib.changed_training_keys(stored, config.to_dict())
+  if changed and not force_resume:
+    flat = lambda c, k: workdir_lib.flat_value(c, k)
+    raise ValueError(
+        f"the workdir {workdir} holds checkpoints of another config: " + ", ".join(
+            f"{k} (stored {flat(stored, k)!r}, now {flat(config.to_dict(), k)!r})" for k in changed)
+        + " differ; rerun with the stored settings, pass --force_resume, or use another --workdir")
+  if config.train.num_steps < step:
+    raise ValueError(f"train.num_steps={config.train.num_steps} is below step {step} of the newest "
+                     f"checkpoint in {workdir / CHECKPOINT_DIR}; ask for at least {step} steps (or "
+                     "--mode=evaluate to evaluate it)")
+  return step
 
 
 def checked_labels(config: ml_collections.ConfigDict, key: str, labels, n: int) -> np.ndarray:
@@ -101,15 +82,14 @@ def load_data(config: ml_collections.ConfigDict, mode: str) -> Dict[str, Any]:
   "labels" the train/test labels when the adversarial classifier needs them."""
   d = config.data
   load = lambda name, split, limit=None: data.load_images(name, split, d.image_size, d.data_dir, limit)
-  sets = {}
-  sets["train"], y_train = load(d.train, d.train_split)
+  images, y_train = data.load_split(d.train, d.train_split, d.data_dir)
+  sets = {"train_shape": images.shape[1:],   # native H, W, C (the score mode's inputs must match)
+          "train": data.preprocess(images, d.image_size, data.default_center_crop(d.train))}
   if mode != "train":
     sets["test"], y_test = load(d.test, d.test_split, d.max_eval_images)
     sets["heldout"] = load(d.train, d.heldout_split)[0] if d.heldout_split else None
     sets["ood"] = {name: load(name, d.ood_split, d.max_eval_images)[0] for name in d.ood}
-    if config.attention.n_reference > len(sets["train"]):
-      raise ValueError(f"attention.n_reference={config.attention.n_reference} exceeds the "
-                       f"{len(sets['train'])} images of {d.train!r} {d.train_split!r}")
+    check_set_sizes(config, sets)
     if attacks_classifier(config):
       sets["labels"] = {"train": checked_labels(config, "train", y_train, len(sets["train"])),
                         "test": checked_labels(config, "test", y_test, len(sets["test"]))}
@@ -117,6 +97,26 @@ def load_data(config: ml_collections.ConfigDict, mode: str) -> Dict[str, Any]:
         raise ValueError(f"adversarial.train.batch_size={config.adversarial.train.batch_size} exceeds "
                          f"the {len(sets['train'])} images of {d.train!r} {d.train_split!r}")
   return sets
+
+
+def check_set_sizes(config: ml_collections.ConfigDict, sets: Dict[str, Any]) -> None:
+  """The loaded sets against the attention and evaluation settings (before any training)."""
+  d, e = config.data, config.eval
+  if config.attention.n_reference > len(sets["train"]):
+    raise ValueError(f"attention.n_reference={config.attention.n_reference} exceeds the "
+                     f"{len(sets['train'])} images of {d.train!r} {d.train_split!r}")
+  sizes = {f"data.test={d.test!r} {d.test_split!r}": len(sets["test"])}
+  sizes.update({f"data.ood {name!r} {d.ood_split!r}": len(x) for name, x in sets["ood"].items()})
+  for name, n in sizes.items():
+    if n < e.batch_size:
+      raise ValueError(f"{name} holds {n} images (after data.max_eval_images), fewer than "
+                       f"eval.batch_size={e.batch_size}")
+  if "mixed" in e.protocols and max(e.mixed_batch_sizes) > len(sets["test"]):
+    raise ValueError(f"eval.mixed_batch_sizes up to {max(e.mixed_batch_sizes)} exceed the "
+                     f"{len(sets['test'])} test images")
+  if (e.baselines or "mixed" in e.protocols) and (sets["heldout"] is None or not len(sets["heldout"])):
+    raise ValueError("the typicality test (eval.baselines or the mixed protocol) needs held-out "
+                     f"images: data.heldout_split={d.heldout_split!r} gives none")
 
 
 def load_model(config: ml_collections.ConfigDict):
@@ -134,29 +134,46 @@ def reference_images(x_train: np.ndarray, n: int, seed: int) -> np.ndarray:
   return x_train[np.sort(np.random.default_rng([seed, 1]).permutation(len(x_train))[:n])]
 
 
+def make_embed(config: ml_collections.ConfigDict):
+  """The attention's encoder: the original's weights (attention.encoder_path) or a seeded one."""
+  settings = config.attention
+  return (load_reference_encoder(settings.encoder_path) if settings.encoder_path
+          else make_encoder(settings.encoder_seed))
+
+
 def fit_attention(config: ml_collections.ConfigDict, x_train: np.ndarray) -> MMDState:
   """The attention's MMD test on `attention.n_reference` training images (`reference_images`)."""
   settings = config.attention
-  embed = (load_reference_encoder(settings.encoder_path) if settings.encoder_path
-           else make_encoder(settings.encoder_seed))
-  return fit_mmd(reference_images(x_train, settings.n_reference, config.seed), embed,
+  return fit_mmd(reference_images(x_train, settings.n_reference, config.seed), make_embed(config),
                  settings.n_permutations, settings.level, settings.sigma)
 
 
-def evaluate(model, variables, sets, config, workdir, timings: Dict[str, float]) -> Dict[str, Any]:
-  """Fits the attention and runs `evaluate_ood` (figures go to workdir), then, with
+def save_detector(config, model, variables, mmd_state: MMDState, sets, workdir) -> None:
+  """`<workdir>/detector/`: the flow, the evaluation's attention test and a threshold at 5% false
+  positives on the held-out in-distribution images (data.heldout_split; without it, the reference)."""
+  x_ref = reference_images(sets["train"], config.attention.n_reference, config.seed)
+  detector = InFlowDetector(model, variables, encoder=mmd_state.embed,
+                            n_permutations=mmd_state.n_permutations, level=mmd_state.level,
+                            batch_size=config.eval.batch_size, seed=config.seed)
+  detector.fit(x_ref, x_threshold=sets["heldout"], mmd_state=mmd_state)
+  save_job_detector(workdir, detector, sets["train_shape"])
+
+
+def evaluate(model, variables, sets, config, timings: Dict[str, float]) -> Tuple[Dict, Dict, MMDState]:
+  """(table, the scores its figures plot, the attention test): fits the attention and runs `evaluate_ood`, then, with
   config.adversarial.enabled, `evaluate_adversarial` (its table under "adversarial"). Stage seconds
   go to `timings`. Key streams: PRNGKey(seed) for the evaluation, fold_in(it, 1) for the attacks."""
   tick = time.perf_counter()
   mmd_state = fit_attention(config, sets["train"])
+  timings["fit_attention"] = time.perf_counter() - tick
   e = config.eval
   key = jax.random.PRNGKey(config.seed)
-  table = evaluate_ood(
+  table, figure_scores = ood_table(
       model, variables, mmd_state, sets["test"], sets["ood"], key=key,
       batch_size=e.batch_size, protocols=tuple(e.protocols), baselines=e.baselines,
       x_heldout=sets["heldout"], mixed_rhos=tuple(e.mixed_rhos),
       mixed_batch_sizes=tuple(e.mixed_batch_sizes), mixed_n_batches=e.mixed_n_batches,
-      n_bootstrap=e.n_bootstrap, seed=config.seed, plot_dir=str(workdir))
+      n_bootstrap=e.n_bootstrap, seed=config.seed)
   timings["evaluate"] = time.perf_counter() - tick
   if config.adversarial.enabled:
     tick, labels = time.perf_counter(), sets.get("labels", {})   # labels only when the classifier runs
@@ -166,7 +183,7 @@ def evaluate(model, variables, sets, config, workdir, timings: Dict[str, float])
         x_train=sets["train"], y_train=labels.get("train"), y_test=labels.get("test"),
         in_name=set_name_prefix(config.data.test))
     timings["adversarial"] = time.perf_counter() - tick
-  return table
+  return table, figure_scores, mmd_state
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -179,30 +196,58 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> None:
 
 
 def run_job(config: ml_collections.ConfigDict, workdir, mode: str = "all", *,
-            progress: bool = True) -> Optional[Dict[str, Any]]:
-  """The whole job (see the module docstring); returns the evaluation table (None for mode=train)."""
+            progress: bool = True, force_resume: bool = False) -> Optional[Dict[str, Any]]:
+  """The whole job (see the module docstring); returns the evaluation table (None for mode=train).
+
+  Every check comes first: the config (`check_config`), a writable workdir, its lock (a second run on
+  the same workdir fails at once), the stored config against this one (`check_resume`; force_resume
+  skips the comparison), the pretrained checkpoint and every data set.
+  """
   timings, start = {}, time.perf_counter()
   check_config(config, mode)
   workdir = pathlib.Path(workdir)
-  model, variables = load_model(config)
-  sets = load_data(config, mode)
-  timings["load"] = time.perf_counter() - start
+  is_main = jax.process_index() == 0
+  if is_main:
+    workdir_lib.probe_writable(workdir)
+  with workdir_lib.WorkdirLock(workdir) if is_main else contextlib.nullcontext():
+    stored_step = check_resume(config, workdir, mode, force_resume)
+    model, variables = load_model(config)
+    sets = load_data(config, mode)
+    timings["load"] = time.perf_counter() - start
+    return _train_and_evaluate(config, workdir, mode, model, variables, sets, stored_step, timings,
+                               start, progress)
 
+
+def _train_and_evaluate(config, workdir, mode, model, variables, sets, stored_step, timings, start,
+                        progress) -> Optional[Dict[str, Any]]:
+  """run_job after its checks: train (or resume), restore or take the pretrained weights, evaluate,
+  write the report (the table before the figures)."""
+  is_main = jax.process_index() == 0
+  step = None
   if variables is None and mode != "evaluate":
+    if is_main and stored_step is None:
+      workdir_lib.write_config(workdir, config.to_dict())   # stored with the first checkpoint
     tick = time.perf_counter()
     variables = training.train(model, sets["train"], config, workdir, progress=progress).variables
     timings["train"] = time.perf_counter() - tick
+    step = config.train.num_steps
   if mode == "train":
     return None
   if variables is None:
     variables, step = training.restore_variables(model, config, workdir,
                                                   sets["train"][:config.train.batch_size])
     logging.info("evaluating the checkpoint of step %d", step)
-  if jax.process_index() != 0:
+  if not is_main:
     return None   # the evaluation is single-process; process 0 writes the report
-  table = evaluate(model, training.host_copy(variables), sets, config, workdir, timings)
+  variables = training.host_copy(variables)
+  table, figure_scores, mmd_state = evaluate(model, variables, sets, config, timings)
+  if workdir_lib.read_config(workdir) is None:   # training stores it with its first checkpoint
+    workdir_lib.write_config(workdir, config.to_dict())
+  save_detector(config, model, variables, mmd_state, sets, workdir)
   timings["total"] = time.perf_counter() - start
-  paths = write_report(workdir, config, table, timings)
+  write_report(workdir, config, table, timings, checkpoint_step=step, with_figures=False)
+  table["figures"] = plots.plot_all(table, figure_scores, str(workdir))
+  paths = write_report(workdir, config, table, timings, checkpoint_step=step)
   print(format_table(table))
   if "adversarial" in table:
     print("\nAdversarial sets:\n" + format_adversarial_report(table["adversarial"]))

@@ -93,7 +93,7 @@ def test_statistic_p_value_threshold_match_float64_brute_force(sigma):
 def test_permutations_in_chunks_match_one_batch(monkeypatch):
   """Past _PERMUTATION_ENTRIES kernel entries the permutations run in lax.map chunks: same results."""
   rng = np.random.default_rng(4)
-  state = fit_mmd(_vectors(rng, 150), _flatten, n_permutations=9)
+  state = fit_mmd(_vectors(rng, 150), _flatten, n_permutations=9, level=0.2)
   emb, key = _flatten(_vectors(rng, 10, shift=0.02)), jax.random.PRNGKey(3)
   whole = mmd_test_embedded(state, emb, key)
   jax.clear_caches()
@@ -213,7 +213,7 @@ def test_stream_gate_windows_flag_a_shift_and_match_the_live_gate():
 
 def test_bad_input_raises_clear_errors():
   rng = np.random.default_rng(5)
-  state = fit_mmd(_vectors(rng, 20), _flatten, n_permutations=10)
+  state = fit_mmd(_vectors(rng, 20), _flatten, n_permutations=20)
   key = jax.random.PRNGKey(0)
   with pytest.raises(ValueError, match="at least 2"):
     mmd_test(state, _vectors(rng, 1), key)
@@ -235,3 +235,50 @@ def test_bad_input_raises_clear_errors():
     fit_mmd(_vectors(rng, 10), _flatten, level=1.5)
   with pytest.raises(ValueError, match="window"):
     gate_stream(state, _vectors(rng, 30), 50, key)
+
+
+def test_bad_test_sizes_and_keys_raise_clear_errors():
+  rng = np.random.default_rng(6)
+  x_ref = _vectors(rng, 20)
+  for bad in (2.7, 20.0, True):
+    with pytest.raises(TypeError, match="n_permutations must be an integer"):
+      fit_mmd(x_ref, _flatten, n_permutations=bad)
+    with pytest.raises(TypeError, match="n_permutations must be an integer"):
+      fit_mmd_embedded(_flatten(x_ref), _flatten, n_permutations=bad)
+  with pytest.raises(ValueError, match=r"smallest p-value.*n_permutations >= 20"):
+    fit_mmd(x_ref, _flatten, n_permutations=10)
+  with pytest.raises(ValueError, match=r"smallest p-value.*n_permutations >= 100"):
+    fit_mmd_embedded(_flatten(x_ref), None, n_permutations=99, level=0.01)
+  state = fit_mmd(x_ref, _flatten, n_permutations=np.int64(20))
+  assert state.n_permutations == 20 and type(state.n_permutations) is int
+  emb = _flatten(_vectors(rng, 5))
+  for call in (mmd_test_embedded, lambda s, e, k: mmd_test(s, e.reshape(5, 1, 1, 6), k)):
+    with pytest.raises(ValueError, match="PRNG key"):
+      call(state, emb, None)
+    with pytest.raises(TypeError, match="PRNG key"):
+      call(state, emb, 0)
+    with pytest.raises(TypeError, match="PRNG key"):
+      call(state, emb, np.zeros(3, np.uint32))
+  raw = mmd_test_embedded(state, emb, jax.random.PRNGKey(0))
+  typed = mmd_test_embedded(state, emb, jax.random.key(0))
+  assert float(raw.p_value) == float(typed.p_value)
+
+
+def test_stream_gate_rejects_bad_windows_and_warmup_attention():
+  rng = np.random.default_rng(7)
+  state = fit_mmd(_vectors(rng, 20), _flatten, n_permutations=20)
+  stream, key = _vectors(rng, 12), jax.random.PRNGKey(0)
+  for make in (lambda **kw: gate_stream(state, stream, key=key, **kw),
+               lambda **kw: StreamingGate(state, key=key, **kw)):
+    for window in (10.5, 4.0, True):
+      with pytest.raises(TypeError, match="window must be an integer"):
+        make(window=window)
+    with pytest.raises(ValueError, match="window must be >= 2"):
+      make(window=1)
+    with pytest.raises(ValueError, match="window holds 21 samples"):
+      make(window=21)
+    for warmup in (5, -0.1, np.nan):
+      with pytest.raises(ValueError, match=r"warmup_attention must be an attention in \[0, 1\]"):
+        make(window=4, warmup_attention=warmup)
+  result = gate_stream(state, stream, np.int32(4), key, warmup_attention=0.0)
+  assert result.attention[:3].tolist() == [0.0] * 3

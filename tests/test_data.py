@@ -170,6 +170,16 @@ def test_array_file_errors(tmp_path):
     data.load_split(f'npy:{tmp_path / "missing.npy"}', 'test')
 
 
+def test_npz_and_npy_prefixes_swapped(tmp_path):
+  images = _random_images((3, 4, 4, 3))
+  np.save(tmp_path / 'array.npy', images)
+  with pytest.raises(ValueError, match=r'array\.npy.*a \.npy array, not an \.npz archive \(use npy:'):
+    data.load_split(f'npz:{tmp_path / "array.npy"}', 'test')
+  np.savez(tmp_path / 'archive.npz', x=images)
+  with pytest.raises(ValueError, match=r'archive\.npz.*an \.npz archive, not a \.npy array \(use npz:'):
+    data.load_split(f'npy:{tmp_path / "archive.npz"}', 'test')
+
+
 def test_folder_with_class_subfolders_and_split_subfolder(tmp_path):
   images = _random_images((6, 9, 11, 3))
   for i, image in enumerate(images):

@@ -1,4 +1,6 @@
 """InFlowDetector: fit / score / predict behaviour, save-load round trip, errors."""
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -77,3 +79,46 @@ def test_fit_trains_the_flow_when_given_training_data(fitted):
   after = jax.tree_util.tree_leaves(fresh.variables)
   assert any(not np.allclose(a, b) for a, b in zip(before, after))   # the flow was trained
   assert fresh.score(x_in).shape == (len(x_in),)
+
+
+def _flip_middle_byte(path):
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+def test_load_rejects_corrupt_saves(fitted, tmp_path):
+  detector, _ = fitted
+  path = detector.save(tmp_path / "det")
+  files = [p for p in (path / "arrays").rglob("*") if p.is_file()]
+  _flip_middle_byte(max(files, key=lambda p: ("d/" in str(p), p.stat().st_size)))
+  with pytest.raises(ValueError, match=re.escape(f"{path}: the saved detector is corrupt")):
+    InFlowDetector.load(path)
+  path = detector.save(tmp_path / "config")
+  config = path / "config.json"
+  config.write_text(config.read_text()[:40])
+  with pytest.raises(ValueError, match=r"corrupt.*config\.json.*truncated"):
+    InFlowDetector.load(path)
+  (path / "MANIFEST.sha256.json").unlink()   # no manifest: loaded unchecked, config.json still parsed
+  with pytest.raises(ValueError, match=r"config\.json is corrupt"):
+    InFlowDetector.load(path)
+
+
+def test_non_finite_flows_are_rejected(fitted):
+  detector, x_in = fitted
+  leaves, treedef = jax.tree_util.tree_flatten(detector.variables)
+  broken = jax.tree_util.tree_unflatten(treedef, [leaves[0] * np.nan] + leaves[1:])
+  with pytest.raises(ValueError, match="variables contain NaN or infinite"):
+    InFlowDetector(detector.model, broken)
+  fresh = InFlowDetector(detector.model, detector.variables, n_permutations=50, batch_size=20)
+  fresh._score_fn = lambda x, attention: np.full(len(x), np.nan, np.float32)
+  with pytest.raises(ValueError, match="threshold scores"):
+    fresh.fit(x_in)
+
+
+def test_bad_test_sizes_are_rejected(fitted):
+  detector, _ = fitted
+  with pytest.raises(TypeError, match="n_permutations must be an integer"):
+    InFlowDetector(detector.model, detector.variables, n_permutations=2.7)
+  with pytest.raises(ValueError, match=r"never reject.*n_permutations >= 20"):
+    InFlowDetector(detector.model, detector.variables, n_permutations=10)

@@ -176,7 +176,7 @@ def test_unreadable_and_mismatched_checkpoints(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match="different model"):
     train.train(InFlow(**wider.model), x, wider, tmp_path / "run", devices=devices, progress=False)
 
-  for path in (tmp_path / "run/checkpoints/2").rglob("*"):
+  for path in (tmp_path / "run/checkpoints").rglob("*"):   # every step: nothing intact to fall back to
     if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
       path.write_bytes(b"garbage")
   with pytest.raises(checkpoint.CheckpointError, match="cannot (read|restore) the checkpoint"):
@@ -210,3 +210,47 @@ def test_flow_loss_is_the_original_formula():
   np.testing.assert_allclose(train.flow_loss(Fixed(), variables, x), by_hand, rtol=1e-6)
   np.testing.assert_allclose(train.flow_loss(Fixed(), variables, x, loss="per_dim"),
                              by_hand * 3 / (32 * 32 * 3), rtol=1e-6)
+
+
+def _largest_array_file(directory):
+  """The largest file of orbax's array data (under a `d/` folder) in a checkpoint directory."""
+  return max((p for p in directory.rglob("*") if p.is_file() and p.parent.name == "d"),
+             key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_newest_checkpoint_is_set_aside_and_training_resumes_from_the_one_before(
+    tmp_path, damage, caplog):
+  config = tiny.get_config()   # 6 steps, checkpoints every 2, keeps 2: steps 4 and 6 remain
+  model, x = InFlow(**config.model), tiny_images()
+  devices = jax.devices()[:1]
+  straight = train.train(model, x, config, tmp_path / "straight", devices=devices, progress=False)
+  train.train(model, x, config, tmp_path / "run", devices=devices, progress=False)
+  array_file = _largest_array_file(tmp_path / "run/checkpoints/6")
+  data = bytearray(array_file.read_bytes())
+  if damage == "flip":
+    data[len(data) // 2] ^= 0x40
+    array_file.write_bytes(bytes(data))
+  else:
+    array_file.write_bytes(bytes(data[: len(data) // 2]))
+  with caplog.at_level("WARNING"):
+    restored, step = train.restore_variables(model, config, tmp_path / "run", x[:16])
+  assert step == 4 and "is corrupt" in caplog.text
+  assert ("checksum" if damage == "flip" else "were written (truncated?)") in caplog.text
+  assert (tmp_path / "run/checkpoints/corrupt-6").is_dir()   # moved aside, nothing deleted
+  resumed = train.train(model, x, config, tmp_path / "run", devices=devices, progress=False)
+  np.testing.assert_array_equal(resumed.steps, [5, 6])
+  for a, b in zip(_params(resumed.variables), _params(straight.variables)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoint_with_non_finite_weights_is_set_aside(tmp_path, caplog):
+  manager = checkpoint.make_manager(tmp_path / "checkpoints", keep=3, every=1)
+  checkpoint.save(manager, 1, {"w": np.ones(3, np.float32)})
+  checkpoint.save(manager, 2, {"w": np.array([1.0, np.nan, 7.7e33], np.float32)})
+  abstract = {"w": jax.ShapeDtypeStruct((3,), np.float32)}
+  with caplog.at_level("WARNING"):
+    state, step = checkpoint.restore_latest(manager, abstract)
+  manager.close()
+  assert step == 1 and "NaN or infinite" in caplog.text
+  np.testing.assert_array_equal(np.asarray(state["w"]), np.ones(3))

@@ -28,6 +28,7 @@ values centred near zero keep MMD^2 accurate to ~1e-8 at n = 5000.
 Beyond the paper, `inflow_jax.attention.streaming` gates images that arrive one at a time by testing the last
 `window` of them.
 """
+import math
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import flax
@@ -108,8 +109,9 @@ def fit_mmd(x_ref: Array, embed: Callable[[Array], Array], n_permutations: int =
     x_ref: (n, H, W, C) float reference images in [0, 1].
     embed: images -> (n, d) embeddings, e.g. `inflow_jax.attention.encoder.make_encoder(seed)` or
       `load_reference_encoder(path)`; any other callable is wrapped in `jax.tree_util.Partial`.
-    n_permutations: P, the number of random re-splits in each test.
-    level: the significance level; attention = 0 when p_value < level.
+    n_permutations: P, the number of random re-splits in each test: an integer with
+      1 / (1 + P) < level, so that the test can reject (P >= ceil(1 / level)).
+    level: the significance level in (0, 1); attention = 0 when p_value < level.
     sigma: kernel bandwidth(s). None: the median heuristic sigma = sqrt(median_ij |z_i - z_j|^2 / 2)
       over reference pairs (alibi's lower median, see `median_sq_distance`), on the first
       `median_max_points` reference embeddings (exact for n <= median_max_points).
@@ -127,6 +129,43 @@ def fit_mmd(x_ref: Array, embed: Callable[[Array], Array], n_permutations: int =
                           image_shape=tuple(int(s) for s in x_ref.shape[1:]))
 
 
+def check_integer(value, name: str, minimum: int) -> int:
+  """`value` as an int: a Python or numpy integer (not a bool) >= minimum, else a clear error."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+  if value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {value}")
+  return int(value)
+
+
+def check_test_size(n_permutations, level) -> Tuple[int, float]:
+  """Checks P and the level, and that the smallest p-value 1 / (1 + P) can fall below the level."""
+  n_permutations = check_integer(n_permutations, "n_permutations", 1)
+  if not 0.0 < float(level) < 1.0:
+    raise ValueError(f"level must lie in (0, 1), got {level}")
+  if 1.0 / (1.0 + n_permutations) >= level:
+    raise ValueError(
+        f"n_permutations = {n_permutations} can never reject at level {level}: the smallest p-value "
+        f"1/(1 + n_permutations) = {1.0 / (1.0 + n_permutations):.4g} is not below the level; use "
+        f"n_permutations >= {math.ceil(1.0 / level)}")
+  return n_permutations, float(level)
+
+
+def check_key(key, name: str = "key") -> None:
+  """Raises unless `key` is a PRNG key: a typed key array or a raw uint32 array of shape (2,)."""
+  if key is None:
+    raise ValueError(f"{name} is None: the test needs a PRNG key (jax.random.PRNGKey(seed) or "
+                     "jax.random.key(seed)) for its permutations")
+  if isinstance(key, jax.core.Tracer):
+    return
+  dtype, shape = getattr(key, "dtype", None), tuple(getattr(key, "shape", (None,)))
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+    return
+  if dtype != np.uint32 or shape != (2,):
+    raise TypeError(f"{name} must be a PRNG key (jax.random.PRNGKey(seed) or jax.random.key(seed)), "
+                    f"got {key!r}")
+
+
 def fit_mmd_embedded(emb_ref: Array, embed: Optional[Callable[[Array], Array]] = None,
                      n_permutations: int = 100, level: float = 0.05,
                      sigma: Union[None, float, Sequence[float]] = None, *, median_max_points: int = 5000,
@@ -138,10 +177,7 @@ def fit_mmd_embedded(emb_ref: Array, embed: Optional[Callable[[Array], Array]] =
     raise ValueError(f"emb_ref must have shape (n, d) with n >= 2, got {emb.shape}")
   if not np.all(np.isfinite(emb)):
     raise ValueError("the reference embeddings contain NaN or infinite values")
-  if int(n_permutations) < 1:
-    raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
-  if not 0.0 < float(level) < 1.0:
-    raise ValueError(f"level must lie in (0, 1), got {level}")
+  n_permutations, level = check_test_size(n_permutations, level)
   center = emb.mean(axis=0, dtype=np.float64)
   reference = (emb - center).astype(np.float32)
   median_d2 = median_sq_distance(reference[:median_max_points])
@@ -264,6 +300,7 @@ def mmd_test_embedded(state: MMDState, emb: Array, key: Array) -> MMDResult:
   if len(shape) != 2 or shape[1] != d:
     raise ValueError(f"emb must have shape (m, {d}) like the reference embeddings, got {shape}")
   _check_batch_size(state, shape[0], "emb")
+  check_key(key)
   if not isinstance(emb, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(emb))):
     raise ValueError("emb contains NaN or infinite values")
   return _test_embedded(state, emb, key)
@@ -294,8 +331,7 @@ def mmd_test(state: MMDState, x: Array, key: Array) -> MMDResult:
   check_images(x, name="x", spatial=state.image_shape[:2], channels=state.image_shape[2],
                value_range=(0.0, 1.0))
   _check_batch_size(state, x.shape[0], "x")
-  if key is None:
-    raise ValueError("mmd_test needs a PRNG key (jax.random.PRNGKey) for its permutations")
+  check_key(key)
   return mmd_test_unchecked(state, x, key)
 
 

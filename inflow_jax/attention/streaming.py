@@ -6,13 +6,14 @@ fitted reference, with the key fold_in(key, t), so a deployed detector needs no 
 holds the embeddings of the last `window` images.
 """
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from inflow_jax.attention.mmd import (MMDResult, MMDState, _check_batch_size, _check_has_encoder,
-                                      _test_embedded)
+                                      _test_embedded, check_integer, check_key)
 from inflow_jax.checks import check_images
 
 Array = jax.Array
@@ -38,6 +39,17 @@ def _gate_windows(state: MMDState, emb: Array, key: Array, window: int) -> MMDRe
   return jax.lax.map(one_window, ends)
 
 
+def _check_gate(state: MMDState, window, key, warmup_attention) -> Tuple[int, float]:
+  """Checks the arguments shared by `gate_stream` and `StreamingGate`; returns (window, warmup)."""
+  _check_has_encoder(state)
+  window = check_integer(window, "window", 2)
+  _check_batch_size(state, window, "window")
+  check_key(key)
+  if isinstance(warmup_attention, (bool, np.bool_)) or not 0.0 <= float(warmup_attention) <= 1.0:
+    raise ValueError(f"warmup_attention must be an attention in [0, 1], got {warmup_attention!r}")
+  return window, float(warmup_attention)
+
+
 def gate_stream(state: MMDState, images: Array, window: int, key: Array, *,
                 warmup_attention: float = 1.0) -> StreamResult:
   """The attention for images arriving one at a time: image t is gated by the MMD test of the last
@@ -50,19 +62,19 @@ def gate_stream(state: MMDState, images: Array, window: int, key: Array, *,
   Args:
     state: from `fit_mmd`.
     images: (T, H, W, C) float images in [0, 1], in arrival order.
-    window: the number of most recent images tested, 2 <= window <= n_reference.
+    window: the number of most recent images tested, an integer, 2 <= window <= n_reference.
     key: PRNG key.
+    warmup_attention: the attention, in [0, 1], of the first window - 1 images.
   """
-  _check_has_encoder(state)
+  window, warmup_attention = _check_gate(state, window, key, warmup_attention)
   check_images(images, name="images", spatial=state.image_shape[:2], channels=state.image_shape[2],
                value_range=(0.0, 1.0))
-  _check_batch_size(state, int(window), "window")
-  n_images, warmup = images.shape[0], min(int(window) - 1, images.shape[0])
+  n_images, warmup = images.shape[0], min(window - 1, images.shape[0])
   fill = lambda value: jnp.full((warmup,), value, jnp.float32)
   if n_images < window:
     tested = MMDResult(*(jnp.zeros((0,), jnp.float32),) * 4)
   else:
-    tested = _gate_windows(state, state.embed(images), key, int(window))
+    tested = _gate_windows(state, state.embed(images), key, window)
   return StreamResult(
       p_value=jnp.concatenate([fill(1.0), tested.p_value]),
       mmd2=jnp.concatenate([fill(jnp.nan), tested.mmd2]),
@@ -79,10 +91,9 @@ class StreamingGate:
   """
 
   def __init__(self, state: MMDState, window: int, key: Array, *, warmup_attention: float = 1.0):
-    _check_has_encoder(state)
-    _check_batch_size(state, int(window), "window")
-    self.state, self.window, self.key = state, int(window), key
-    self.warmup_attention = float(warmup_attention)
+    window, warmup_attention = _check_gate(state, window, key, warmup_attention)
+    self.state, self.window, self.key = state, window, key
+    self.warmup_attention = warmup_attention
     self.count = 0
     self._buffer = []
 

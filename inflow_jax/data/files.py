@@ -69,11 +69,15 @@ def as_labels(array: np.ndarray, count: int, where: str) -> np.ndarray:
 
 def _read_arrays(path: pathlib.Path, split: str, kind: str):
   """Returns (images key, images, labels key, labels or None) read from a .npy or .npz file."""
+  loaded = np.load(path, allow_pickle=False)
   if kind == 'npy':
-    return 'array', np.load(path, allow_pickle=False), None, None
-  with np.load(path, allow_pickle=False) as archive:
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-      raise ValueError('it is a single array, not an .npz archive (use the npy: prefix)')
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+      loaded.close()
+      raise ValueError(f'it is an .npz archive, not a .npy array (use npz:{path})')
+    return 'array', loaded, None, None
+  if not isinstance(loaded, np.lib.npyio.NpzFile):
+    raise ValueError(f'it is a .npy array, not an .npz archive (use npy:{path})')
+  with loaded as archive:
     keys = list(archive.keys())
     if f'x_{split}' in keys:
       image_key, label_key = f'x_{split}', f'y_{split}'
@@ -114,13 +118,8 @@ def _read_image(path: pathlib.Path) -> Image.Image:
     raise ValueError(f'cannot read image file {path}: {error}') from error
 
 
-def load_folder(path: str, split: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-  """Reads PNG/JPEG files from `path/<split>` if that is a folder, else from `path`.
-
-  Image files directly in the folder: labels None. Otherwise one subfolder per class, in sorted
-  order, each holding image files: label = the subfolder's index. All images must have one size;
-  all-grayscale sets give C = 1, anything else is converted to RGB (C = 3).
-  """
+def folder_files(path: str, split: str) -> Tuple[List[pathlib.Path], Optional[np.ndarray]]:
+  """The image files `load_folder` reads, in its order, and their labels (None without classes)."""
   folder = _existing(path)
   if not folder.is_dir():
     raise NotADirectoryError(f'{folder} is not a folder')
@@ -136,6 +135,17 @@ def load_folder(path: str, split: str) -> Tuple[np.ndarray, Optional[np.ndarray]
   if not files:
     raise ValueError(f'{folder} holds no {"/".join(IMAGE_SUFFIXES)} files, neither directly nor in '
                      'class subfolders')
+  return files, None if labels is None else np.asarray(labels, np.int64)
+
+
+def load_folder(path: str, split: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+  """Reads PNG/JPEG files from `path/<split>` if that is a folder, else from `path`.
+
+  Image files directly in the folder: labels None. Otherwise one subfolder per class, in sorted
+  order, each holding image files: label = the subfolder's index. All images must have one size;
+  all-grayscale sets give C = 1, anything else is converted to RGB (C = 3).
+  """
+  files, labels = folder_files(path, split)
   images = [_read_image(p) for p in files]
   gray = all(image.mode == 'L' for image in images)
   arrays = [np.asarray(image if gray else image.convert('RGB')) for image in images]
@@ -147,4 +157,4 @@ def load_folder(path: str, split: str) -> Tuple[np.ndarray, Optional[np.ndarray]
   stacked = np.stack(arrays)
   if gray:
     stacked = stacked[..., None]
-  return stacked, None if labels is None else np.asarray(labels, np.int64)
+  return stacked, labels

@@ -23,7 +23,7 @@ set s fold_in(key, 1 + s), the mixed protocol fold_in(key, 10_000) (`mixed.py` n
 The tables are plain dicts (JSON-serialisable); `inflow_jax.report.tables.format_table` formats them.
 """
 import dataclasses
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -120,7 +120,7 @@ def baseline_rows(in_scores: SetScores, out_scores: SetScores, png_in, png_out, 
               typicality, nll_out, out_scores.tests.starts).sum())}
 
 
-def evaluate_ood(
+def ood_table(
     model,
     variables,
     mmd_state,
@@ -137,9 +137,9 @@ def evaluate_ood(
     mixed_n_batches: int = 20,
     n_bootstrap: int = 1000,
     seed: int = 0,
-    plot_dir: Optional[str] = None,
-) -> Dict:
-  """Scores `x_in` against each OOD set; returns a JSON-serialisable table (see `format_table`).
+) -> Tuple[Dict, Dict[str, Dict[str, np.ndarray]]]:
+  """(table, figure scores): `evaluate_ood`'s table, and {score name: {set name ('in' for x_in):
+  per-image scores}} for `inflow_jax.report.plots.plot_all`.
 
   Args:
     model, variables: the InFlow flow (either `paper_compat`).
@@ -156,7 +156,6 @@ def evaluate_ood(
     mixed_rhos, mixed_batch_sizes, mixed_n_batches: the mixed protocol's grid and batches per cell.
     n_bootstrap: bootstrap batches per batch size of the typicality thresholds.
     seed: seed of the mixed-batch draws and of the bootstrap.
-    plot_dir: when given, the PNG figures are written there and their paths listed under 'figures'.
   """
   needs_typicality = baselines or "mixed" in protocols
   check_inputs(x_in, ood_sets, batch_size, protocols, x_heldout, needs_typicality)
@@ -211,6 +210,16 @@ def evaluate_ood(
   for protocol in ("paper", "strict"):
     if protocol not in protocols:
       figure_scores.pop(protocol)
+  return table, figure_scores
+
+
+def evaluate_ood(model, variables, mmd_state, x_in, ood_sets: Mapping[str, np.ndarray], *,
+                 plot_dir: Optional[str] = None, **settings) -> Dict:
+  """Scores `x_in` against each OOD set; returns a JSON-serialisable table (see
+  `inflow_jax.report.tables.format_table`). `settings` are `ood_table`'s keyword arguments (key,
+  batch_size, protocols, baselines, x_heldout, mixed_*, n_bootstrap, seed); with `plot_dir` the PNG
+  figures are written there and their paths listed under 'figures'."""
+  table, figure_scores = ood_table(model, variables, mmd_state, x_in, ood_sets, **settings)
   if plot_dir is not None:
     table["figures"] = plots.plot_all(table, figure_scores, plot_dir)
   return table

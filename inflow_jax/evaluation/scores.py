@@ -76,6 +76,31 @@ def flow_scores(model, variables, x, attention=1.0, conventions: Sequence[str] =
                       attention, None)
 
 
+def make_sharded_score_fn(model, variables, convention: str, mesh: jax.sharding.Mesh) -> ScoreFn:
+  """`score_fn(x, attention) -> (B,)` numpy, data-parallel: the batch is split along `mesh`'s `data`
+  axis (padded with copies of its last image to a multiple of the device count, the padding dropped
+  from the result), the variables replicated. Each image's score is computed on one device exactly as
+  on a single device. Unchecked: x float32 NHWC in [0, 1], attention scalar or (B,)."""
+  if convention not in CONVENTIONS:
+    raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+  sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  exact_model = exact_log_det(model)
+
+  def score_fn(x, attention=1.0) -> np.ndarray:
+    n = x.shape[0]
+    padded = -(-n // mesh.size) * mesh.size
+    a = np.broadcast_to(np.asarray(attention, np.float32), (n,))
+    x = np.concatenate([x, np.repeat(x[-1:], padded - n, axis=0)]) if padded > n else x
+    a = np.concatenate([a, np.ones(padded - n, np.float32)])
+    out = _flow_scores(exact_model, (convention,), variables, jax.device_put(np.asarray(x, np.float32),
+                                                                            sharded),
+                       jax.device_put(a, sharded), None)[convention]
+    return np.asarray(out)[:n]
+
+  return score_fn
+
+
 def make_scores_fn(model, variables, conventions: Sequence[str] = CONVENTIONS) -> ScoreFn:
   """Like `make_score_fn`, but returns {convention: (B,) scores} for several conventions from ONE
   pass of the flow: `scores_fn(x, attention=1.0, key=None) -> dict` (key: 'nll' dequantization)."""
@@ -142,7 +167,7 @@ class BatchScores:
 
 
 def score_batches(score_fn: ScoreFn, mmd_state, x, batch_size: int, key: Optional[jax.Array] = None,
-                  attention=None) -> BatchScores:
+                  attention=None, *, first_batch: int = 0) -> BatchScores:
   """Runs the attention test on each batch of `x` and scores the batch with the resulting a.
 
   Batch i is `x[starts[i]:starts[i+1]]` (see `inflow_jax.batching.batch_starts`: the last partial batch is scored; a leftover
@@ -158,6 +183,8 @@ def score_batches(score_fn: ScoreFn, mmd_state, x, batch_size: int, key: Optiona
     key: PRNG key of the permutation tests (needed when mmd_state is given).
     attention: None (use the test's a), or an override: a scalar, (n_batches,) one per batch, or (N,)
       one per image. The test still runs (and reports p-values/flags) when mmd_state is given.
+    first_batch: when x is a slice of a larger set starting at that set's batch `first_batch`, the
+      tests use the keys fold_in(key, first_batch + i), as they would on the whole set.
   """
   if mmd_state is None and attention is None:
     raise ValueError("score_batches needs mmd_state (to test each batch) or an explicit attention")
@@ -170,7 +197,7 @@ def score_batches(score_fn: ScoreFn, mmd_state, x, batch_size: int, key: Optiona
   else:
     if key is None:
       raise ValueError("the attention test needs a PRNG key for its permutations")
-    tests = attention_tests(mmd_state, x, batch_size, key)
+    tests = attention_tests(mmd_state, x, batch_size, key, first_batch=first_batch)
     starts, p_values, flagged = tests.starts, tests.p_values, tests.flagged
   n, n_batches = x.shape[0], starts.size - 1
   batch_index = np.repeat(np.arange(n_batches), np.diff(starts))

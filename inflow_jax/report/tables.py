@@ -91,7 +91,7 @@ def format_adversarial_report(table: Mapping) -> str:
   return format_adversarial_table(table) + "\n\n" + format_table(table)
 
 
-def report_markdown(config, table, training, timings, figures) -> str:
+def report_markdown(config, table, training, timings, figures, checkpoint_step=None) -> str:
   data = config.data
   lines = ["# InFlow report", "",
            f"In-distribution: `{data.train}` split `{data.train_split}` (training and attention "
@@ -102,7 +102,8 @@ def report_markdown(config, table, training, timings, figures) -> str:
   else:
     m = config.model
     lines += [f"Model: InFlow, {m.num_blocks} coupling blocks, width {m.width}, clamp {m.clamp}, "
-              f"{m.num_scales} scale(s), glow={m.glow}.", ""]
+              f"{m.num_scales} scale(s), glow={m.glow}; evaluated: the checkpoint of step "
+              f"{checkpoint_step}.", ""]
   if training:
     t = config.train
     lines += ["## Training", "",

@@ -58,25 +58,36 @@ def _jsonable(value):
 
 
 def write_report(workdir, config: ml_collections.ConfigDict, table: Mapping,
-                 timings: Mapping[str, float]) -> Dict[str, str]:
-  """Writes report.json, report.md and the training-loss figure; returns {file kind: path}.
+                 timings: Mapping[str, float], *, checkpoint_step: Optional[int] = None,
+                 with_figures: bool = True) -> Dict[str, str]:
+  """Writes report.json, report.md (and, with_figures, the training-loss figure); returns {file kind:
+  path}. Each file is written to a temporary name and renamed, so a failure keeps the previous one.
 
   Args:
     workdir: the job's directory (holds metrics.jsonl and the evaluation's figures).
     config: the job's config (stored in report.json).
-    table: the `evaluate_ood` table (its 'figures' entry lists the figures it wrote).
+    table: the evaluation table (its 'figures' entry lists the figures it wrote).
     timings: {stage: seconds}.
+    checkpoint_step: the training step of the evaluated checkpoint (None: a pretrained model).
+    with_figures: False writes the table alone (the job does so before drawing any figure).
   """
   workdir = pathlib.Path(workdir)
   training = training_summary(workdir)
   figures = dict(table.get("figures", {}))   # absent when the evaluation wrote no figures
-  if training:
+  if training and with_figures:
     figures["training_loss"] = plots.plot_training_loss(
         training["steps"], training["loss"], str(workdir / LOSS_FIGURE),
         f"training loss ({config.train.loss}), mean per {config.train.log_every} steps")
   report = {"config": config.to_dict(), "environment": _environment(), "training": training,
-            "evaluation": table, "figures": figures, "timings_s": dict(timings)}
+            "checkpoint_step": checkpoint_step, "evaluation": table, "figures": figures,
+            "timings_s": dict(timings)}
   json_path, md_path = workdir / REPORT_JSON, workdir / REPORT_MD
-  json_path.write_text(json.dumps(_jsonable(report), indent=1) + "\n")
-  md_path.write_text(report_markdown(config, table, training, timings, figures))
+  _write_atomically(json_path, json.dumps(_jsonable(report), indent=1) + "\n")
+  _write_atomically(md_path, report_markdown(config, table, training, timings, figures, checkpoint_step))
   return {"json": str(json_path), "markdown": str(md_path), **figures}
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)

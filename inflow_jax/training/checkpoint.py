@@ -2,7 +2,10 @@
 
 A checkpoint directory holds one sub-directory per saved step (`<workdir>/checkpoints/<step>/`). Orbax
 writes each one under a temporary name and renames it when complete, so a run killed mid-save leaves
-the previous checkpoints intact and the partial one is never restored. Restoring needs an abstract
+the previous checkpoints intact and the partial one is never restored. Each finished step gets a
+SHA-256 manifest of its files (`inflow_jax.integrity`); a step whose bytes changed (a flipped bit, a
+truncated file) or whose arrays are not finite is reported as corrupt, moved aside to
+`corrupt-<step>/` and the newest intact step is restored instead (`restore_latest`). Restoring needs an abstract
 state (shapes, dtypes, shardings; `jax.eval_shape` of the initial state), which places every array on
 the current mesh directly.
 """
@@ -10,7 +13,11 @@ import pathlib
 from typing import Any, Optional, Tuple
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+
+from inflow_jax import integrity
 
 
 class CheckpointError(RuntimeError):
@@ -38,23 +45,81 @@ def make_manager(directory, *, keep: int, every: int) -> ocp.CheckpointManager:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, *, force: bool = False) -> bool:
-  """Saves `state` as step `step` if the interval (or `force`) says so; True when it saved."""
-  return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+  """Saves `state` as step `step` if the interval (or `force`) says so, then (process 0) writes the
+  step's SHA-256 manifest once orbax has finished it; True when it saved."""
+  saved = manager.save(step, args=ocp.args.StandardSave(state), force=force)
+  if saved:
+    manager.wait_until_finished()
+    if jax.process_index() == 0:
+      integrity.write_manifest(pathlib.Path(manager.directory) / str(step))
+  return saved
+
+
+def latest_step(directory) -> Optional[int]:
+  """The newest finished step directory under `directory` (None when there is none); no orbax."""
+  directory = pathlib.Path(directory)
+  steps = [int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()] \
+      if directory.is_dir() else []
+  return max(steps, default=None)
+
+
+def _problem(where: pathlib.Path) -> Optional[str]:
+  """Why the step directory `where` cannot be trusted (its manifest fails), or None."""
+  if not integrity.has_manifest(where):
+    return None   # written before manifests existed, or killed between finishing and the manifest
+  return integrity.verify_manifest(where)
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int, reason: str) -> None:
+  where = pathlib.Path(manager.directory) / str(step)
+  aside = where.with_name(f"corrupt-{step}")
+  logging.warning("the checkpoint %s is corrupt: %s; moved to %s, falling back to the newest intact "
+                  "checkpoint", where, reason, aside)
+  if jax.process_index() == 0:
+    where.rename(aside)
+  manager.reload()
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> Tuple[Optional[Any], int]:
   """Restores the newest checkpoint into the structure of `abstract_state`.
 
+  A step whose manifest fails or whose arrays are not finite is moved aside with a warning, and the
+  next older step is tried; when none is left, CheckpointError (nothing is trained from scratch
+  silently).
+
   Returns:
-    (state, step), or (None, 0) when the directory holds no checkpoint.
+    (state, step), or (None, 0) when the directory holds no (intact) checkpoint.
   Raises:
     CheckpointError: the checkpoint is unreadable or does not match `abstract_state` (another
       model width, optimiser or config wrote it).
   """
-  step = manager.latest_step()
-  if step is None:
-    return None, 0
-  return restore_step(manager, step, abstract_state), step
+  set_aside = []
+  while True:
+    step = manager.latest_step()
+    if step is None and set_aside:
+      raise CheckpointError(
+          f"cannot restore the checkpoint {set_aside[-1][0]}: it is corrupt ({set_aside[-1][1]}) and no "
+          "older intact checkpoint remains; the corrupt ones were moved to corrupt-<step> (delete "
+          "them to train from scratch)")
+    if step is None:
+      return None, 0
+    problem = _problem(pathlib.Path(manager.directory) / str(step))
+    if problem is None:
+      state = restore_step(manager, step, abstract_state)
+      problem = _non_finite(state)
+    if problem is None:
+      return state, step
+    _set_aside(manager, step, problem)
+    set_aside.append((pathlib.Path(manager.directory) / str(step), problem))
+
+
+def _non_finite(state: Any) -> Optional[str]:
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    values = np.asarray(jax.device_get(leaf.addressable_data(0) if hasattr(leaf, "addressable_data")
+                                       else leaf))
+    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+      return f"its array {jax.tree_util.keystr(path)} holds NaN or infinite values"
+  return None
 
 
 def restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> Any:

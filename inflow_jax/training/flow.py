@@ -228,8 +228,9 @@ def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir
   if start_step:
     logging.warning("resuming from the checkpoint of step %d in %s", start_step, workdir / CHECKPOINT_DIR)
   if start_step > c.num_steps:
-    logging.warning("the checkpoint is at step %d, beyond train.num_steps=%d: nothing to train",
-                    start_step, c.num_steps)
+    manager.close()
+    raise ValueError(f"train.num_steps={c.num_steps} is below step {start_step} of the newest "
+                     f"checkpoint in {workdir / CHECKPOINT_DIR}; ask for at least {start_step} steps")
   metrics_path = workdir / METRICS_FILE
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,85 @@
+"""Every value check of a job's config, before any loading or training: the keys against the schema
+(`configs/default.py`), the mode, the training settings against the devices, the attention and
+evaluation settings and their cross-checks, the adversarial settings."""
+import jax
+import ml_collections
+
+from configs import default as default_config
+from inflow_jax.adversarial import classifier as classifier_lib
+from inflow_jax.adversarial.evaluation import check_attack_config
+from inflow_jax.attention.mmd import check_test_size
+from inflow_jax.evaluation.protocols import PROTOCOLS
+from inflow_jax.training.flow import check_train_config
+
+MODES = ("train", "evaluate", "all")
+
+
+def schema() -> ml_collections.ConfigDict:
+  """configs/default.py's config: no config may have a key it lacks (values may differ)."""
+  return default_config.get_config()
+
+
+def check_config_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
+                      prefix: str = "config") -> None:
+  """Raises KeyError naming the first key of `config` that the schema does not have."""
+  for key in config.keys():
+    where = f"{prefix}.{key}"
+    if key not in reference:
+      raise KeyError(f"{where} is not a config key; known keys of {prefix}: {sorted(reference.keys())}")
+    if isinstance(config[key], ml_collections.ConfigDict):
+      if not isinstance(reference[key], ml_collections.ConfigDict):
+        raise KeyError(f"{where} must be a value, not a group")
+      check_config_keys(config[key], reference[key], where)
+
+
+def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
+  """Every check that needs no data: keys, mode, train settings against the device count."""
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  check_config_keys(config, schema())
+  if config.checkpoint_path is not None and mode == "train":
+    raise ValueError(f"config.checkpoint_path={config.checkpoint_path!r} is a pretrained model: there is "
+                     "nothing to train; use --mode=evaluate")
+  if mode != "evaluate" and config.checkpoint_path is None:
+    check_train_config(config.train, jax.device_count(), jax.process_count())
+    if config.train.num_steps < 1:
+      raise ValueError(f"train.num_steps={config.train.num_steps} trains nothing: the evaluation would "
+                       "score an untrained flow; give num_steps >= 1, or config.checkpoint_path")
+  if mode != "train":
+    check_evaluation_config(config)
+    if not config.data.ood:
+      raise ValueError("data.ood is empty: give at least one OOD dataset")
+    if config.adversarial.enabled:
+      check_attack_config(config.adversarial.attack, tuple(config.data.ood))
+      if attacks_classifier(config):   # trained on this process's devices (the evaluation's)
+        classifier_lib.check_classifier_train_config(config.adversarial.train, jax.local_device_count(),
+                                                     prefix="adversarial.train")
+
+
+def check_evaluation_config(config: ml_collections.ConfigDict) -> None:
+  """The attention and evaluation settings, and their cross-checks, before any work."""
+  settings, e = config.attention, config.eval
+  if settings.n_reference < 2:
+    raise ValueError(f"attention.n_reference must be >= 2, got {settings.n_reference}")
+  try:
+    check_test_size(settings.n_permutations, settings.level)
+  except (TypeError, ValueError) as error:
+    raise type(error)(f"attention.n_permutations / attention.level: {error}") from error
+  if settings.sigma is not None and not settings.sigma > 0:
+    raise ValueError(f"attention.sigma must be > 0 (or None: the median heuristic), got {settings.sigma}")
+  if not e.protocols or set(e.protocols) - set(PROTOCOLS):
+    raise ValueError(f"eval.protocols must be a non-empty subset of {PROTOCOLS}, got {tuple(e.protocols)}")
+  sizes = [("eval.batch_size", e.batch_size)]
+  if "mixed" in e.protocols:
+    sizes += [(f"eval.mixed_batch_sizes[{i}]", m) for i, m in enumerate(e.mixed_batch_sizes)]
+  for name, m in sizes:
+    if m < 2:
+      raise ValueError(f"{name}={m}: the attention test needs batches of at least 2 images")
+    if m > settings.n_reference:
+      raise ValueError(f"{name}={m} exceeds attention.n_reference={settings.n_reference}: the test "
+                       "needs at least as many reference images as batch images")
+
+
+def attacks_classifier(config: ml_collections.ConfigDict) -> bool:
+  """Whether the job trains and attacks the classifier (adversarial.enabled, epsilons given)."""
+  return bool(config.adversarial.enabled and config.adversarial.attack.epsilons)
