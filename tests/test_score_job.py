@@ -102,20 +102,21 @@ def test_bad_inputs_exit_with_one_line(workdir, tmp_path):
   (tmp_path / "empty").mkdir()
   (tmp_path / "broken").mkdir()
   (tmp_path / "broken/a.png").write_bytes(b"not a png")
-  small = np.zeros((4, 28, 28, 3), np.uint8)
-  np.savez(tmp_path / "small.npz", x=small)
-  cases = [(f"folder:{tmp_path / 'missing'}", "does not exist"),
-           (f"folder:{tmp_path / 'empty'}", "holds no"),
-           (f"folder:{tmp_path / 'broken'}", "cannot read image file"),
-           (f"npz:{tmp_path / 'small.npz'}", "28x28x3")]
-  for source, message in cases:
+  np.savez(tmp_path / "small.npz", x=np.zeros((4, 28, 28, 3), np.uint8))
+  for source, message in [(f"folder:{tmp_path / 'missing'}", "does not exist"),    # through run.py
+                          (f"npz:{tmp_path / 'small.npz'}", "28x28x3")]:
     process = subprocess.run(
         [sys.executable, str(REPO / "run.py"), "--mode=score", "--workdir", str(workdir), "--input",
          source, "--output", str(tmp_path / "out.csv")], cwd=REPO, capture_output=True, text=True,
         timeout=TIMEOUT_S, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert process.returncode != 0, source
     assert message in process.stderr and "Traceback" not in process.stderr, process.stderr[-2000:]
-    assert not (tmp_path / "out.csv").exists()
+    assert process.stderr.strip().splitlines()[-1].startswith("error: ")
+  for source, message in [(f"folder:{tmp_path / 'empty'}", "holds no"),             # the same errors
+                          (f"folder:{tmp_path / 'broken'}", "cannot read image file")]:
+    with pytest.raises(score_job.ScoreError, match=message):
+      score_job.run_score(workdir, source, output=tmp_path / "out.csv", progress=False)
+  assert not (tmp_path / "out.csv").exists()
   with pytest.raises(score_job.ScoreError, match="holds no saved detector"):
     score_job.run_score(tmp_path, f"npz:{workdir / 'inputs.npz'}")
   with pytest.raises(score_job.ScoreError, match="cannot be written"):
