@@ -20,8 +20,8 @@ import optax
 import common
 from configs.cifar10 import get_config
 from inflow_jax.model import InFlow
-from inflow_jax.training.flow import flow_loss
-from inflow_jax.training.step import make_optimizer
+from inflow_jax.training.losses import flow_loss
+from inflow_jax.training.optimizer import make_optimizer
 
 
 def time_calls(fn, steps):

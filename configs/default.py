@@ -63,7 +63,20 @@ def get_config() -> ml_collections.ConfigDict:
       learning_rate=1e-4,
       b1=0.8, b2=0.99, eps=1e-8,
       weight_decay=2e-5,     # L2 added to the gradient (coupled), as torch.optim.Adam
-      loss='paper',          # 'paper': mean(0.5 |z|^2 - log_det) / 3 (the original); 'per_dim': / (H*W*C)
+      # beyond the paper (inflow_jax.training.optimizer): linear warm-up, then 'constant' or 'cosine'
+      # decay to 0 at num_steps; global-norm clipping; an EMA of the parameters, used for evaluation
+      warmup_steps=0, schedule='constant',
+      clip_norm=ml_collections.config_dict.placeholder(float),
+      ema_decay=ml_collections.config_dict.placeholder(float),
+      # 'paper': mean(0.5 |z|^2 - log_det) / 3 (the original); 'per_dim': / (H*W*C); 'bpd': bits/dim of
+      # the 8-bit image, uniformly dequantized with fresh noise every step
+      loss='paper',
+      # held-out bits/dim every eval_every steps (0: never) on eval_data (None: data.train) split
+      # eval_split (None: data.heldout_split), the first eval_max_images, dequantized with a fixed seed
+      eval_every=0,
+      eval_data=ml_collections.config_dict.placeholder(str),
+      eval_split=ml_collections.config_dict.placeholder(str),
+      eval_max_images=1000,
       log_every=100,
       checkpoint_every=1000,
       keep_checkpoints=3,
@@ -105,7 +118,9 @@ def get_config() -> ml_collections.ConfigDict:
       model=dict(num_classes=10, features=(32, 64), hidden=128),
       # the classifier's training: the flow's optimiser (inflow_jax.training.step), its own settings
       train=dict(num_steps=1500, batch_size=100, learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-                 weight_decay=0.0),
+                 weight_decay=0.0, warmup_steps=0, schedule='constant',
+                 clip_norm=ml_collections.config_dict.placeholder(float),
+                 ema_decay=ml_collections.config_dict.placeholder(float)),
       attack=attack,
   ))
   return config

@@ -24,12 +24,12 @@ from inflow_jax.model import InFlow
 from inflow_jax.report.tables import format_table
 from inflow_jax.torch_checkpoint import (load_reference_checkpoint, state_dict_to_variables,
                                          variables_to_state_dict)
-from inflow_jax.training import make_optimizer, train_on_batches
+from inflow_jax.training import load_flow, make_optimizer, train_on_batches
 
 __all__ = [
     "InFlow", "load_reference_checkpoint", "state_dict_to_variables", "variables_to_state_dict",
     "load_split", "load_images", "preprocess", "batches", "make_encoder", "load_reference_encoder",
     "fit_mmd", "fit_mmd_embedded", "mmd_test", "mmd_test_embedded", "gate_stream", "StreamingGate",
     "make_score_fn", "score_batches", "auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr", "ood_metrics",
-    "evaluate_ood", "format_table", "InFlowDetector", "train_on_batches", "make_optimizer",
+    "evaluate_ood", "format_table", "InFlowDetector", "train_on_batches", "make_optimizer", "load_flow",
 ]

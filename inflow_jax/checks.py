@@ -5,6 +5,7 @@ Value checks (NaN, range) need concrete values: inside `jax.jit` the array is a 
 static properties (rank, shape, dtype) are checked, so jitted public functions validate their
 inputs in a thin Python wrapper before the traced call.
 """
+import math
 from typing import Optional, Sequence, Tuple
 
 import jax
@@ -73,3 +74,40 @@ def check_attention(attention, batch_size: int, *, name: str = "attention"):
     if not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > 1:
       raise ValueError(f"{name} must lie in [0, 1], got {values}")
   return attention
+
+
+def check_integer(value, name: str, minimum: int) -> int:
+  """`value` as an int: a Python or numpy integer (not a bool) >= minimum, else a clear error."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+  if value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {value}")
+  return int(value)
+
+
+def check_test_size(n_permutations, level) -> Tuple[int, float]:
+  """Checks P and the level, and that the smallest p-value 1 / (1 + P) can fall below the level."""
+  n_permutations = check_integer(n_permutations, "n_permutations", 1)
+  if not 0.0 < float(level) < 1.0:
+    raise ValueError(f"level must lie in (0, 1), got {level}")
+  if 1.0 / (1.0 + n_permutations) >= level:
+    raise ValueError(
+        f"n_permutations = {n_permutations} can never reject at level {level}: the smallest p-value "
+        f"1/(1 + n_permutations) = {1.0 / (1.0 + n_permutations):.4g} is not below the level; use "
+        f"n_permutations >= {math.ceil(1.0 / level)}")
+  return n_permutations, float(level)
+
+
+def check_key(key, name: str = "key") -> None:
+  """Raises unless `key` is a PRNG key: a typed key array or a raw uint32 array of shape (2,)."""
+  if key is None:
+    raise ValueError(f"{name} is None: the test needs a PRNG key (jax.random.PRNGKey(seed) or "
+                     "jax.random.key(seed)) for its permutations")
+  if isinstance(key, jax.core.Tracer):
+    return
+  dtype, shape = getattr(key, "dtype", None), tuple(getattr(key, "shape", (None,)))
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+    return
+  if dtype != np.uint32 or shape != (2,):
+    raise TypeError(f"{name} must be a PRNG key (jax.random.PRNGKey(seed) or jax.random.key(seed)), "
+                    f"got {key!r}")

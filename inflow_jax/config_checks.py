@@ -7,7 +7,7 @@ import ml_collections
 from configs import default as default_config
 from inflow_jax.adversarial import classifier as classifier_lib
 from inflow_jax.adversarial.evaluation import check_attack_config
-from inflow_jax.attention.mmd import check_test_size
+from inflow_jax.checks import check_test_size
 from inflow_jax.evaluation.protocols import PROTOCOLS
 from inflow_jax.training.flow import check_train_config
 

@@ -30,8 +30,8 @@ import orbax.checkpoint as ocp
 
 from inflow_jax import integrity, training
 from inflow_jax.attention.encoder import Embedder, make_encoder
-from inflow_jax.attention.mmd import MMDState, check_test_size, fit_mmd
-from inflow_jax.checks import check_images
+from inflow_jax.attention.mmd import MMDState, fit_mmd
+from inflow_jax.checks import check_images, check_test_size
 from inflow_jax.evaluation.scores import CONVENTIONS, BatchScores, make_score_fn, score_batches
 from inflow_jax.model import InFlow
 

@@ -85,6 +85,16 @@ def load_data(config: ml_collections.ConfigDict, mode: str) -> Dict[str, Any]:
   images, y_train = data.load_split(d.train, d.train_split, d.data_dir)
   sets = {"train_shape": images.shape[1:],   # native H, W, C (the score mode's inputs must match)
           "train": data.preprocess(images, d.image_size, data.default_center_crop(d.train))}
+  t = config.train
+  if t.eval_every and mode != "evaluate" and config.checkpoint_path is None:
+    name, split = t.eval_data or d.train, t.eval_split or d.heldout_split
+    if split is None:
+      raise ValueError("train.eval_every > 0 needs held-out images: set train.eval_split (or "
+                       "data.heldout_split)")
+    try:
+      sets["eval"] = load(name, split, t.eval_max_images)[0]
+    except ValueError as error:
+      raise ValueError(f"train.eval_data={name!r} train.eval_split={split!r}: {error}") from error
   if mode != "train":
     sets["test"], y_test = load(d.test, d.test_split, d.max_eval_images)
     sets["heldout"] = load(d.train, d.heldout_split)[0] if d.heldout_split else None
@@ -228,7 +238,8 @@ def _train_and_evaluate(config, workdir, mode, model, variables, sets, stored_st
     if is_main and stored_step is None:
       workdir_lib.write_config(workdir, config.to_dict())   # stored with the first checkpoint
     tick = time.perf_counter()
-    variables = training.train(model, sets["train"], config, workdir, progress=progress).variables
+    variables = training.train(model, sets["train"], config, workdir, x_eval=sets.get("eval"),
+                               progress=progress).variables
     timings["train"] = time.perf_counter() - tick
     step = config.train.num_steps
   if mode == "train":

@@ -16,7 +16,7 @@ from PIL import Image
 from configs import tiny
 from helpers import REPO
 from inflow_jax import job
-from inflow_jax.training import flow as train
+from inflow_jax.training import flow as train, state
 from inflow_jax.model import InFlow
 
 
@@ -188,7 +188,7 @@ def test_sigkill_then_rerun_ends_with_the_uninterrupted_parameters(tmp_path, sub
   model = InFlow(**config.model)
   x_train = job.load_data(config, "train")["train"]
   straight = train.train(model, x_train, config, tmp_path / "straight", progress=False)
-  resumed, step = train.restore_variables(model, config, workdir, x_train[:config.train.batch_size])
+  resumed, step = state.restore_variables(model, config, workdir, x_train[:config.train.batch_size])
   assert step == num_steps
   for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(straight.variables)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))   # bitwise

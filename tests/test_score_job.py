@@ -86,12 +86,13 @@ def _score_process(workdir, output, extra=(), env=None):
 
 def test_two_processes_write_the_single_process_csv(workdir, tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2")
-  single = _score_process(workdir, tmp_path / "single.csv", env=env)
   port = _free_port()
   workers = [_score_process(workdir, tmp_path / "multi.csv", env=env, extra=(
       f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"))
              for i in range(2)]
-  for process in [single] + workers:
+  score_job.run_score(workdir, f"npz:{workdir / 'inputs.npz'}", output=tmp_path / "single.csv",
+                      devices=jax.devices()[:2], progress=False)   # one process, 2 devices as each worker
+  for process in workers:
     _, stderr = process.communicate(timeout=TIMEOUT_S)
     assert process.returncode == 0, stderr[-3000:]
   assert (tmp_path / "multi.csv").read_text() == (tmp_path / "single.csv").read_text()
@@ -103,8 +104,7 @@ def test_bad_inputs_exit_with_one_line(workdir, tmp_path):
   (tmp_path / "broken").mkdir()
   (tmp_path / "broken/a.png").write_bytes(b"not a png")
   np.savez(tmp_path / "small.npz", x=np.zeros((4, 28, 28, 3), np.uint8))
-  for source, message in [(f"folder:{tmp_path / 'missing'}", "does not exist"),    # through run.py
-                          (f"npz:{tmp_path / 'small.npz'}", "28x28x3")]:
+  for source, message in [(f"npz:{tmp_path / 'small.npz'}", "28x28x3")]:            # through run.py
     process = subprocess.run(
         [sys.executable, str(REPO / "run.py"), "--mode=score", "--workdir", str(workdir), "--input",
          source, "--output", str(tmp_path / "out.csv")], cwd=REPO, capture_output=True, text=True,
@@ -112,7 +112,8 @@ def test_bad_inputs_exit_with_one_line(workdir, tmp_path):
     assert process.returncode != 0, source
     assert message in process.stderr and "Traceback" not in process.stderr, process.stderr[-2000:]
     assert process.stderr.strip().splitlines()[-1].startswith("error: ")
-  for source, message in [(f"folder:{tmp_path / 'empty'}", "holds no"),             # the same errors
+  for source, message in [(f"folder:{tmp_path / 'missing'}", "does not exist"),     # the same errors
+                          (f"folder:{tmp_path / 'empty'}", "holds no"),
                           (f"folder:{tmp_path / 'broken'}", "cannot read image file")]:
     with pytest.raises(score_job.ScoreError, match=message):
       score_job.run_score(workdir, source, output=tmp_path / "out.csv", progress=False)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from configs import cifar10, tiny
-from helpers import shared_file
-from inflow_jax import torch_checkpoint as convert
-from inflow_jax.training import checkpoint, flow as train
+from helpers import fast_jit, shared_file
+from inflow_jax import load_flow, torch_checkpoint as convert, workdir as workdir_lib
+from inflow_jax.training import checkpoint, flow as train, losses, state
+from inflow_jax.training.optimizer import make_optimizer
+from inflow_jax.training.step import local_batches
 from inflow_jax.model import InFlow
 
 
@@ -42,7 +44,7 @@ def test_optimizer_is_torch_adam_with_coupled_weight_decay():
   rng = np.random.default_rng(0)
   w0 = rng.normal(size=5)
   grads = [rng.normal(size=5) for _ in range(4)]
-  optimizer = train.make_optimizer(config.train)
+  optimizer = make_optimizer(config.train)
   w, state = jnp.asarray(w0, jnp.float32), optimizer.init(jnp.asarray(w0, jnp.float32))
   for g in grads:
     updates, state = optimizer.update(jnp.asarray(g, jnp.float32), state, w)
@@ -89,9 +91,20 @@ def _params(variables):
   return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(variables["params"])]
 
 
-def test_resume_is_exact_and_metrics_are_not_duplicated(tmp_path):
+GLOW_LIKE = dict(loss="bpd", warmup_steps=2, schedule="cosine", clip_norm=5.0, ema_decay=0.9)
+
+
+GLOW_MODEL = dict(glow=True, num_scales=2, num_blocks=1, width=4)
+
+
+@pytest.mark.parametrize("model_settings, settings", [({}, {}), (GLOW_MODEL, GLOW_LIKE)],
+                         ids=["paper", "glow_bpd_schedule_clip_ema"])
+def test_resume_is_exact_and_metrics_are_not_duplicated(tmp_path, model_settings, settings):
   config = tiny.get_config()   # 6 steps, checkpoints every 2, keeps 2
+  config.model.update(model_settings)
+  config.train.update(settings)
   model, x = InFlow(**config.model), tiny_images()
+  x = np.round(x * 255) / 255 if config.train.loss == "bpd" else x   # bpd: 8-bit images
   devices = jax.devices()[:1]
   straight = train.train(model, x, config, tmp_path / "straight", devices=devices, progress=False)
 
@@ -113,22 +126,30 @@ def test_resume_is_exact_and_metrics_are_not_duplicated(tmp_path):
   assert logged == [2, 4, 6]   # the line of step 2 kept, nothing written twice
   kept = sorted(int(p.name) for p in (tmp_path / "resumed/checkpoints").iterdir())
   assert kept == [4, 6]
-  restored, step = train.restore_variables(model, config, tmp_path / "resumed", x[:16])
+  restored, step = state.restore_variables(model, config, tmp_path / "resumed", x[:16])
   assert step == 6
   for a, b in zip(_params(restored), _params(straight.variables)):
     np.testing.assert_array_equal(a, b)
+  if settings:   # load_flow: the model from config.json, the trained (EMA) variables from the checkpoint
+    workdir_lib.write_config(tmp_path / "resumed", config.to_dict())
+    loaded_model, loaded = load_flow(tmp_path / "resumed", devices=devices)
+    assert loaded_model == model
+    for a, b in zip(_params(loaded), _params(straight.variables)):
+      np.testing.assert_array_equal(a, b)
+    z, log_det = fast_jit(model.apply)(loaded, x[:4], 1.0)
+    assert z.shape == x[:4].shape and np.all(np.isfinite(np.asarray(log_det)))
 
 
 def test_batches_depend_only_on_the_step():
   x = tiny_images(n=40)
-  whole = train.local_batches(x, batch_size=8, seed=3)
+  whole = local_batches(x, batch_size=8, seed=3)
   reference = [next(whole) for _ in range(12)]   # 5 steps per epoch: crosses two epoch boundaries
   for start in (0, 4, 5, 7):
-    resumed = train.local_batches(x, batch_size=8, seed=3, start_step=start)
+    resumed = local_batches(x, batch_size=8, seed=3, start_step=start)
     for step in range(start, 12):
       np.testing.assert_array_equal(next(resumed), reference[step])
   assert not np.array_equal(reference[0], reference[5])   # epochs are reshuffled
-  halves = [train.local_batches(x, batch_size=8, seed=3, process_index=i, process_count=2)
+  halves = [local_batches(x, batch_size=8, seed=3, process_index=i, process_count=2)
             for i in range(2)]
   first = [next(h) for h in halves]
   assert first[0].shape == (4, 32, 32, 3)
@@ -138,8 +159,8 @@ def test_batches_depend_only_on_the_step():
 def test_labelled_batches_are_the_image_batches_with_their_labels():
   x = tiny_images(n=40)
   labels = np.arange(40)[::-1].copy()   # label i <-> image 39 - i
-  images = train.local_batches(x, batch_size=8, seed=3, start_step=3)
-  labelled = train.local_batches(x, batch_size=8, seed=3, start_step=3, labels=labels)
+  images = local_batches(x, batch_size=8, seed=3, start_step=3)
+  labelled = local_batches(x, batch_size=8, seed=3, start_step=3, labels=labels)
   for _ in range(4):   # crosses an epoch boundary
     x_batch, y_batch = next(labelled)
     np.testing.assert_array_equal(x_batch, next(images))
@@ -188,7 +209,7 @@ def test_unreadable_and_mismatched_checkpoints(tmp_path):
 def test_train_on_batches_rejects_bad_batches():
   config = tiny.get_config()
   model = InFlow(**config.model)
-  variables = train.init_variables(model, 0, tiny_images(n=16))
+  variables = state.init_variables(model, 0, tiny_images(n=16))
   with pytest.raises(ValueError, match="lie in"):
     train.train_on_batches(model, variables, [2.0 * tiny_images(n=8) + 1.0], config)
   with pytest.raises(ValueError, match="not divisible"):
@@ -207,8 +228,8 @@ def test_flow_loss_is_the_original_formula():
                    log_det=rng.normal(size=4).astype(np.float32))
   by_hand = np.mean([0.5 * np.sum(variables["z"][b].astype(np.float64) ** 2) - variables["log_det"][b]
                      for b in range(4)]) / 3
-  np.testing.assert_allclose(train.flow_loss(Fixed(), variables, x), by_hand, rtol=1e-6)
-  np.testing.assert_allclose(train.flow_loss(Fixed(), variables, x, loss="per_dim"),
+  np.testing.assert_allclose(losses.flow_loss(Fixed(), variables, x), by_hand, rtol=1e-6)
+  np.testing.assert_allclose(losses.flow_loss(Fixed(), variables, x, loss="per_dim"),
                              by_hand * 3 / (32 * 32 * 3), rtol=1e-6)
 
 
@@ -234,7 +255,7 @@ def test_corrupt_newest_checkpoint_is_set_aside_and_training_resumes_from_the_on
   else:
     array_file.write_bytes(bytes(data[: len(data) // 2]))
   with caplog.at_level("WARNING"):
-    restored, step = train.restore_variables(model, config, tmp_path / "run", x[:16])
+    restored, step = state.restore_variables(model, config, tmp_path / "run", x[:16])
   assert step == 4 and "is corrupt" in caplog.text
   assert ("checksum" if damage == "flip" else "were written (truncated?)") in caplog.text
   assert (tmp_path / "run/checkpoints/corrupt-6").is_dir()   # moved aside, nothing deleted
@@ -254,3 +275,11 @@ def test_checkpoint_with_non_finite_weights_is_set_aside(tmp_path, caplog):
   manager.close()
   assert step == 1 and "NaN or infinite" in caplog.text
   np.testing.assert_array_equal(np.asarray(state["w"]), np.ones(3))
+
+
+def test_bpd_loss_refuses_continuous_images_before_training(tmp_path):
+  config = tiny.get_config()
+  config.train.loss = "bpd"
+  with pytest.raises(ValueError, match="needs 8-bit images"):
+    train.train(InFlow(**config.model), tiny_images(), config, tmp_path, progress=False)
+  assert not (tmp_path / "checkpoints").exists()

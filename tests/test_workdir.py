@@ -1,16 +1,19 @@
 """The job's workdir: the run lock (busy, stale), the stored config and resume checks, the report's
-evaluated step, and the table written before the figures."""
+evaluated step and its table written before the figures, bad settings refused before any work."""
 import json
 import os
 import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
 from configs import tiny
-from helpers import REPO
-from inflow_jax import job, workdir as workdir_lib
+from inflow_jax import job, load_flow, workdir as workdir_lib
+from inflow_jax.model import InFlow
+from inflow_jax.training import state
 from inflow_jax.report import plots
 
 
@@ -27,28 +30,23 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path):
     assert json.loads(lock.path.read_text())["pid"] == os.getpid()
 
 
-def test_second_run_on_a_busy_workdir_fails_at_once_while_the_first_finishes(tmp_path):
-  workdir = tmp_path / "busy"
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  first = subprocess.Popen(
-      [sys.executable, str(REPO / "run.py"), "--config", "configs/tiny.py", "--workdir", str(workdir),
-       "--mode=train", "--config.train.num_steps=40"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
-  deadline = time.monotonic() + 300
-  while not (workdir / workdir_lib.LOCK_FILE).exists() and time.monotonic() < deadline:
-    time.sleep(0.05)
-  assert first.poll() is None, first.communicate()[1][-2000:]
-  start = time.monotonic()
-  with pytest.raises(workdir_lib.WorkdirBusy, match="workdir in use"):
-    job.run_job(tiny.get_config(), workdir, "train", progress=False)
-  assert time.monotonic() - start < 30
-  _, stderr = first.communicate(timeout=600)
-  assert first.returncode == 0, stderr[-3000:]
-  steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert steps == sorted(set(steps)) and steps[-1] == 40   # no line written twice
+def test_a_run_on_a_busy_workdir_fails_at_once(tmp_path):
+  holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])   # a live process
+  try:
+    (tmp_path / workdir_lib.LOCK_FILE).write_text(json.dumps(
+        {"host": os.uname().nodename, "pid": holder.pid}))
+    start = time.monotonic()
+    with pytest.raises(workdir_lib.WorkdirBusy, match=f"locked by process {holder.pid}"):
+      job.run_job(tiny.get_config(), tmp_path, "train", progress=False)
+    assert time.monotonic() - start < 10
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
+    assert json.loads((tmp_path / workdir_lib.LOCK_FILE).read_text())["pid"] == holder.pid   # kept
+  finally:
+    holder.kill()
+    holder.wait()
 
 
-def test_resume_checks_the_stored_config_and_the_report_names_the_step(tmp_path):
+def test_resume_checks_the_stored_config_and_the_report_names_the_step(tmp_path, monkeypatch):
   config = tiny.get_config()
   config.train.num_steps = 4
   job.run_job(config, tmp_path, "train", progress=False)
@@ -70,10 +68,21 @@ def test_resume_checks_the_stored_config_and_the_report_names_the_step(tmp_path)
   forced = tiny.get_config()
   forced.train.update(num_steps=6, learning_rate=0.5)
   job.run_job(forced, tmp_path, "train", progress=False, force_resume=True)
-  job.run_job(tiny.get_config(), tmp_path, "evaluate", progress=False)   # evaluate: no resume check
-  report = json.loads((tmp_path / "report.json").read_text())
-  assert report["checkpoint_step"] == 6
-  assert "the checkpoint of step 6" in (tmp_path / "report.md").read_text()
+
+  def broken(*args, **kwargs):
+    raise RuntimeError("plotting failed")
+  monkeypatch.setattr(plots, "plot_all", broken)   # evaluate (no resume check); a figure fails
+  with pytest.raises(RuntimeError, match="plotting failed"):
+    job.run_job(tiny.get_config(), tmp_path, "evaluate", progress=False)
+  report = json.loads((tmp_path / "report.json").read_text())   # written before the figures
+  assert report["checkpoint_step"] == 6 and set(report["evaluation"]["ood"]) == set(config.data.ood)
+  markdown = (tmp_path / "report.md").read_text()
+  assert "the checkpoint of step 6" in markdown and "| uniform_noise | InFlow, paper protocol |" in markdown
+  model, variables = load_flow(tmp_path)   # the paper flow back from the workdir
+  restored, step = state.restore_variables(model, forced, tmp_path, np.zeros((2, 32, 32, 3), np.float32))
+  assert step == 6 and model == InFlow(**forced.model)
+  for got, want in zip(jax.tree.leaves(variables), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_bad_settings_fail_before_anything_is_written(tmp_path):
@@ -83,7 +92,11 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path):
            ("untrained", dict(train=dict(num_steps=0)), "trains nothing"),
            ("protocols", dict(eval=dict(protocols=("paper,strict",))), "eval.protocols must be"),
            ("small_test", dict(data=dict(max_eval_images=10)), "fewer than eval.batch_size=16"),
-           ("no_heldout", dict(data=dict(heldout_split=None)), "needs held-out")]
+           ("no_heldout", dict(data=dict(heldout_split=None)), "needs held-out"),
+           ("warmup", dict(train=dict(warmup_steps=6)), "warmup_steps=6 must lie in"),
+           ("clip", dict(train=dict(clip_norm=0.0)), "clip_norm must be > 0"),
+           ("eval_every", dict(train=dict(eval_every=3)), "multiple of train.log_every"),
+           ("empty_eval", dict(train=dict(eval_every=2, eval_split="train[300:300]")), "eval")]
   for name, groups, message in cases:
     config = tiny.get_config()
     for group, values in groups.items():
@@ -91,7 +104,7 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path):
     workdir = tmp_path / name
     with pytest.raises((ValueError, TypeError), match=message):
       job.run_job(config, workdir, "all", progress=False)
-    if name in ("small_test", "no_heldout"):   # found once the data are loaded: nothing written yet
+    if name in ("small_test", "no_heldout", "empty_eval"):   # found once the data are loaded: nothing written yet
       assert not list(workdir.iterdir()), name
     else:                                       # found from the config alone: no workdir at all
       assert not workdir.exists(), name
@@ -99,16 +112,3 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path):
   blocked.write_text("not a directory")
   with pytest.raises(PermissionError, match="not writable"):
     job.run_job(tiny.get_config(), blocked / "workdir", "all", progress=False)
-
-
-def test_the_table_is_written_before_the_figures(tmp_path, monkeypatch):
-  def broken(*args, **kwargs):
-    raise RuntimeError("plotting failed")
-  config = tiny.get_config()
-  config.train.num_steps = 2
-  monkeypatch.setattr(plots, "plot_all", broken)
-  with pytest.raises(RuntimeError, match="plotting failed"):
-    job.run_job(config, tmp_path, "all", progress=False)
-  report = json.loads((tmp_path / "report.json").read_text())
-  assert set(report["evaluation"]["ood"]) == set(config.data.ood) and report["checkpoint_step"] == 2
-  assert "| uniform_noise | InFlow, paper protocol |" in (tmp_path / "report.md").read_text()

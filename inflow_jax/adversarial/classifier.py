@@ -23,6 +23,7 @@ import optax
 from inflow_jax.batching import batched
 from inflow_jax.checks import check_images
 from inflow_jax.training import step as train_step_lib
+from inflow_jax.training.optimizer import check_optimizer_config
 
 
 class Classifier(nn.Module):
@@ -89,7 +90,7 @@ def check_labels(labels, n: int, num_classes: int, *, name: str = "y_train",
 def check_classifier_train_config(train_config: ml_collections.ConfigDict, num_devices: int, *,
                                   prefix: str = "train") -> None:
   """Raises ValueError, naming `{prefix}.<key>`, for settings `train_classifier` cannot train with."""
-  train_step_lib.check_optimizer_config(train_config, num_devices, prefix=prefix, min_steps=1)
+  check_optimizer_config(train_config, num_devices, prefix=prefix, min_steps=1)
 
 
 def init_classifier(model: Classifier, key: jax.Array, image_shape: Sequence[int]) -> Any:
@@ -135,7 +136,7 @@ def train_classifier(model: Classifier, x_train, y_train, config, *,
     x_train: (N, H, W, C) float32 images in [0, 1].
     y_train: (N,) integer labels in [0, model.num_classes).
     config: `seed`, and `train` with `num_steps` (>= 1), `batch_size` (divisible by the device count)
-      and the optimiser fields of `train_step.make_optimizer` (learning_rate, b1, b2, eps, weight_decay).
+      and the optimiser fields of `inflow_jax.training.optimizer.make_optimizer` (OPTIMIZER_KEYS).
     devices: the devices to shard over (default: all of this process's).
   Returns:
     ClassifierResult; the variables are host (numpy) copies.

@@ -28,7 +28,6 @@ values centred near zero keep MMD^2 accurate to ~1e-8 at n = 5000.
 Beyond the paper, `inflow_jax.attention.streaming` gates images that arrive one at a time by testing the last
 `window` of them.
 """
-import math
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import flax
@@ -38,7 +37,7 @@ import numpy as np
 
 from inflow_jax.attention.kernels import (centered_row_sums, gaussian_kernel, kernel_factors,
                                           median_sq_distance, random_subsets)
-from inflow_jax.checks import check_images
+from inflow_jax.checks import check_images, check_key, check_test_size
 
 Array = jax.Array
 
@@ -127,43 +126,6 @@ def fit_mmd(x_ref: Array, embed: Callable[[Array], Array], n_permutations: int =
                      f"{x_ref.shape[0]}")
   return fit_mmd_embedded(emb, embed, n_permutations, level, sigma, median_max_points=median_max_points,
                           image_shape=tuple(int(s) for s in x_ref.shape[1:]))
-
-
-def check_integer(value, name: str, minimum: int) -> int:
-  """`value` as an int: a Python or numpy integer (not a bool) >= minimum, else a clear error."""
-  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-  if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}")
-  return int(value)
-
-
-def check_test_size(n_permutations, level) -> Tuple[int, float]:
-  """Checks P and the level, and that the smallest p-value 1 / (1 + P) can fall below the level."""
-  n_permutations = check_integer(n_permutations, "n_permutations", 1)
-  if not 0.0 < float(level) < 1.0:
-    raise ValueError(f"level must lie in (0, 1), got {level}")
-  if 1.0 / (1.0 + n_permutations) >= level:
-    raise ValueError(
-        f"n_permutations = {n_permutations} can never reject at level {level}: the smallest p-value "
-        f"1/(1 + n_permutations) = {1.0 / (1.0 + n_permutations):.4g} is not below the level; use "
-        f"n_permutations >= {math.ceil(1.0 / level)}")
-  return n_permutations, float(level)
-
-
-def check_key(key, name: str = "key") -> None:
-  """Raises unless `key` is a PRNG key: a typed key array or a raw uint32 array of shape (2,)."""
-  if key is None:
-    raise ValueError(f"{name} is None: the test needs a PRNG key (jax.random.PRNGKey(seed) or "
-                     "jax.random.key(seed)) for its permutations")
-  if isinstance(key, jax.core.Tracer):
-    return
-  dtype, shape = getattr(key, "dtype", None), tuple(getattr(key, "shape", (None,)))
-  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
-    return
-  if dtype != np.uint32 or shape != (2,):
-    raise TypeError(f"{name} must be a PRNG key (jax.random.PRNGKey(seed) or jax.random.key(seed)), "
-                    f"got {key!r}")
 
 
 def fit_mmd_embedded(emb_ref: Array, embed: Optional[Callable[[Array], Array]] = None,

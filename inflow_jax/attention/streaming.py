@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from inflow_jax.attention.mmd import (MMDResult, MMDState, _check_batch_size, _check_has_encoder,
-                                      _test_embedded, check_integer, check_key)
-from inflow_jax.checks import check_images
+                                      _test_embedded)
+from inflow_jax.checks import check_images, check_integer, check_key
 
 Array = jax.Array
 

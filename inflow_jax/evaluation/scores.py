@@ -44,6 +44,17 @@ def gaussian_log_prob(z: jax.Array, variance: float) -> jax.Array:
   return -0.5 * squared / variance - 0.5 * dims * jnp.log(2.0 * jnp.pi * variance)
 
 
+def dequantize(x: jax.Array, key: jax.Array) -> jax.Array:
+  """Uniform dequantization of 8-bit images x = k/255: x + (u - 1/2)/255, u ~ U[0, 1)^D."""
+  return x + (jax.random.uniform(key, x.shape, x.dtype) - 0.5) / 255.0
+
+
+def bits_per_dim(z: jax.Array, log_det: jax.Array) -> jax.Array:
+  """(B,) NLL of the 8-bit images in bits/dim: (-log N(z; 0, I) - log_det + D log 255) / (D log 2)."""
+  dims = np.prod(z.shape[1:])
+  return (-gaussian_log_prob(z, 1.0) - log_det + dims * np.log(255.0)) / (dims * np.log(2.0))
+
+
 @functools.partial(jax.jit, static_argnames=("model", "conventions"))
 def _flow_scores(model, conventions: Tuple[str, ...], variables, x, attention, key) -> Dict[str, jax.Array]:
   """{convention: (B,) scores} from one pass of `model` (which must return the exact log-det).
@@ -51,15 +62,13 @@ def _flow_scores(model, conventions: Tuple[str, ...], variables, x, attention, k
   Module-level and keyed on the (hashable) model, so every score function of the same model and
   shapes shares one compilation."""
   if key is not None:
-    x = x + (jax.random.uniform(key, x.shape, x.dtype) - 0.5) / 255.0
+    x = dequantize(x, key)
   z, log_det = model.apply(variables, x, attention)
-  dims = np.prod(x.shape[1:])
   out = {}
   if "paper" in conventions:
     out["paper"] = gaussian_log_prob(z, PAPER_PRIOR_VARIANCE) - log_det
   if "nll" in conventions:
-    nll_nats = -gaussian_log_prob(z, 1.0) - log_det + dims * np.log(255.0)
-    out["nll"] = nll_nats / (dims * np.log(2.0))
+    out["nll"] = bits_per_dim(z, log_det)
   return out
 
 
@@ -68,12 +77,13 @@ def exact_log_det(model):
   return model.clone(paper_compat=False) if getattr(model, "paper_compat", False) else model
 
 
-def flow_scores(model, variables, x, attention=1.0, conventions: Sequence[str] = CONVENTIONS):
+def flow_scores(model, variables, x, attention=1.0, conventions: Sequence[str] = CONVENTIONS,
+                key=None):
   """{convention: (B,) scores} at attention (scalar or (B,)) without input checks: for callers that
-  validated a whole set once (x float32 NHWC in [0, 1])."""
+  validated a whole set once (x float32 NHWC in [0, 1]); key: 'nll' dequantization noise."""
   attention = jnp.broadcast_to(jnp.asarray(attention, jnp.float32), (x.shape[0],))
   return _flow_scores(exact_log_det(model), tuple(conventions), variables, jnp.asarray(x, jnp.float32),
-                      attention, None)
+                      attention, key)
 
 
 def make_sharded_score_fn(model, variables, convention: str, mesh: jax.sharding.Mesh) -> ScoreFn:

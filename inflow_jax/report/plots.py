@@ -94,15 +94,19 @@ def plot_score_histograms(scores: Mapping[str, np.ndarray], path: str, title: Op
 
 
 def plot_training_loss(steps: Sequence[int], losses: Sequence[float], path: str,
-                       title: Optional[str] = None) -> str:
-  """Training loss against step."""
+                       title: Optional[str] = None, *, eval_steps: Sequence[int] = (),
+                       eval_values: Sequence[float] = ()) -> str:
+  """Training loss against step, and (when given) the held-out bits/dim at `eval_steps`."""
   steps = np.asarray(steps)
   losses = np.asarray(losses, dtype=np.float64)
   if steps.shape != losses.shape or steps.ndim != 1 or steps.size == 0:
     raise ValueError(
         f"steps and losses must be non-empty 1-D arrays of equal length, got {steps.shape}, {losses.shape}")
   fig, ax = plt.subplots(figsize=(5.5, 3.5))
-  ax.plot(steps, losses, lw=1)
+  ax.plot(steps, losses, lw=1, label="training loss")
+  if len(eval_steps):
+    ax.plot(eval_steps, eval_values, "o-", ms=3, lw=1, label="held-out bits/dim")
+    ax.legend(fontsize=8)
   ax.set_xlabel("step")
   ax.set_ylabel("loss")
   ax.grid(alpha=0.3)

@@ -111,7 +111,12 @@ def report_markdown(config, table, training, timings, figures, checkpoint_step=N
               f"(betas {t.b1}, {t.b2}), L2 {t.weight_decay}, loss `{t.loss}`. Loss "
               f"{training['loss'][0]:.4g} (first {config.train.log_every} steps) -> "
               f"{training['last_loss'][-1]:.4g} (last step); "
-              f"{np.median(training['images_per_s']):.0f} images/s (median over logging intervals).", ""]
+              f"{np.median(training['images_per_s']):.0f} images/s (median over logging intervals); "
+              f"schedule {t.schedule} (warm-up {t.warmup_steps} steps), clip_norm {t.clip_norm}, "
+              f"ema_decay {t.ema_decay}.", ""]
+    if training["eval_bpd"]:
+      lines += ["Held-out bits/dim (dequantized, fixed seed): " + ", ".join(
+          f"{v:.3f} (step {k})" for k, v in zip(training["eval_steps"], training["eval_bpd"])) + ".", ""]
   lines += ["## OOD detection", "", format_table({k: v for k, v in table.items() if k != "figures"}), ""]
   if table.get("adversarial"):
     lines += adversarial_markdown(config, table["adversarial"])

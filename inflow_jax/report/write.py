@@ -33,6 +33,8 @@ def training_summary(workdir) -> Optional[Dict[str, Any]]:
     return None
   return {
       "steps": [r["step"] for r in records],
+      "eval_steps": [r["step"] for r in records if "eval_bpd" in r],   # train.eval_every
+      "eval_bpd": [r["eval_bpd"] for r in records if "eval_bpd" in r],
       "loss": [r["loss"] for r in records],           # mean over each logging interval
       "last_loss": [r["last_loss"] for r in records],
       "images_per_s": [r["images_per_s"] for r in records],
@@ -77,7 +79,8 @@ def write_report(workdir, config: ml_collections.ConfigDict, table: Mapping,
   if training and with_figures:
     figures["training_loss"] = plots.plot_training_loss(
         training["steps"], training["loss"], str(workdir / LOSS_FIGURE),
-        f"training loss ({config.train.loss}), mean per {config.train.log_every} steps")
+        f"training loss ({config.train.loss}), mean per {config.train.log_every} steps",
+        eval_steps=training["eval_steps"], eval_values=training["eval_bpd"])
   report = {"config": config.to_dict(), "environment": _environment(), "training": training,
             "checkpoint_step": checkpoint_step, "evaluation": table, "figures": figures,
             "timings_s": dict(timings)}

@@ -1,63 +1,37 @@
 """Maximum-likelihood training of the flow: a jitted, data-parallel optax step.
 
-Loss (the original, attention a = 1, z = f(x), per image of D = H*W*C values):
-
-  paper:   L = mean_b( 0.5 * ||z_b||^2 - log|det J_f(x_b)| ) / 3
-  per_dim: L = mean_b( 0.5 * ||z_b||^2 - log|det J_f(x_b)| ) / D
-
-The optimiser (PyTorch's Adam with coupled L2), the data-parallel step over the `data` mesh axis and
+The losses ('paper', 'per_dim', 'bpd') are `inflow_jax.training.losses`'s. The optimiser (PyTorch's Adam with coupled L2), the data-parallel step over the `data` mesh axis and
 the batch order (a pure function of (seed, step), so a resumed run sees the batches of an uninterrupted
 one) are `inflow_jax.training.step`'s, shared with the adversarial classifier; this module adds the flow's
-loss, checkpointing (orbax), resuming and the metrics log.
+loss, checkpointing (orbax), resuming, held-out bits/dim every `train.eval_every` steps and the metrics
+log (`metrics.jsonl`: one line per `log_every` steps; `eval_bpd` on the lines of evaluated steps).
 """
-import dataclasses
-import functools
 import json
 import pathlib
 import time
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 from absl import logging
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from inflow_jax.checks import check_images
 from inflow_jax.training import checkpoint as checkpoint_lib
-from inflow_jax.training.step import (TrainState, check_optimizer_config, fit_batches, global_batch,
-                                      local_batches, make_mesh, make_optimizer, make_step, replicate,
-                                      split_variables)
+from inflow_jax.training.losses import LOSSES, FlowLoss, check_8bit, heldout_bpd
+from inflow_jax.training.optimizer import check_optimizer_config
+from inflow_jax.training.state import (CHECKPOINT_DIR, abstract_train_state, eval_variables,
+                                       initial_train_state)
+from inflow_jax.training.step import fit_batches, global_batch, local_batches, make_mesh, make_step
 
-LOSSES = ("paper", "per_dim")
 METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
 
 
 class TrainResult(NamedTuple):
   variables: Any           # the model's variables after the last step
   steps: np.ndarray        # (n,) the step numbers run in this call (1-based: after the update)
   losses: np.ndarray       # (n,) the loss of each of these steps, computed before its update
-
-
-def flow_loss(model, variables, x: jax.Array, *, loss: str = "paper", attention=1.0) -> jax.Array:
-  """The training loss of the module docstring for a batch x (B, H, W, C)."""
-  z, log_det = model.apply(variables, x, attention)
-  per_image = 0.5 * jnp.sum(jnp.square(z), axis=(1, 2, 3)) - log_det
-  divisor = 3.0 if loss == "paper" else float(np.prod(x.shape[1:]))
-  return jnp.mean(per_image) / divisor
-
-
-@dataclasses.dataclass(frozen=True)
-class FlowLoss:
-  """`flow_loss` as the `loss_fn(variables, x)` of `train_step.make_step` (hashable by value)."""
-  model: Any
-  loss: str = "paper"
-
-  def __call__(self, variables, x: jax.Array) -> jax.Array:
-    return flow_loss(self.model, variables, x, loss=self.loss)
 
 
 def check_train_config(train_config: ml_collections.ConfigDict, num_devices: int,
@@ -70,22 +44,18 @@ def check_train_config(train_config: ml_collections.ConfigDict, num_devices: int
   for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
     if c[name] < 1:
       raise ValueError(f"train.{name} must be >= 1, got {c[name]}")
+  if c.eval_every < 0 or (c.eval_every and c.eval_every % c.log_every):
+    raise ValueError(f"train.eval_every={c.eval_every} must be 0 (off) or a multiple of "
+                     f"train.log_every={c.log_every} (held-out bits/dim go on the metrics lines)")
+  if c.eval_every and c.eval_max_images < 1:
+    raise ValueError(f"train.eval_max_images must be >= 1, got {c.eval_max_images}")
 
 
-def make_train_step(model, train_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Callable:
-  """jit(state, constants, x) -> (state, loss): `train_step.make_step` of the flow's loss."""
-  return make_step(FlowLoss(model, train_config.loss), train_config, mesh)
-
-
-@functools.lru_cache(maxsize=32)
-def _jitted_init(model) -> Callable:
-  return jax.jit(model.init)
-
-
-def init_variables(model, seed: int, sample) -> Any:
-  """`model.init(PRNGKey(seed), sample, attention=1)`, jitted once per model (the PRNG's compile
-  dominates; eager init dispatches hundreds of small programs). Same values on every process."""
-  return _jitted_init(model)(jax.random.PRNGKey(seed), np.asarray(sample, np.float32), 1.0)
+def make_train_step(model, train_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                    seed: int = 0) -> Callable:
+  """jit(state, constants, x) -> (state, loss): `training.step.make_step` of the flow's loss (seed:
+  of the bpd loss's dequantization noise)."""
+  return make_step(FlowLoss(model, train_config.loss, seed), train_config, mesh)
 
 
 def train_on_batches(model, variables, batches: Iterable, config: ml_collections.ConfigDict, *,
@@ -102,7 +72,7 @@ def train_on_batches(model, variables, batches: Iterable, config: ml_collections
     (variables, losses): the variables after the last step, and (n,) losses, each computed before
     its step's update.
   """
-  return fit_batches(FlowLoss(model, config.train.loss), variables, batches,
+  return fit_batches(FlowLoss(model, config.train.loss, config.seed), variables, batches,
                      config.train, devices=devices)
 
 
@@ -120,54 +90,6 @@ def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
     kept = [line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line)["step"] <= last_step]
     path.write_text("".join(line + "\n" for line in kept))
-
-
-def initial_train_state(model, config, sample: np.ndarray, mesh) -> tuple:
-  """(TrainState at step 0, constants) from `init_variables(model, config.seed, sample)`, replicated.
-
-  Every process computes the same initial values (same seed, same sample, deterministic init).
-  """
-  params, constants = split_variables(init_variables(model, config.seed, sample))
-  state = TrainState(np.zeros((), np.int32), params, make_optimizer(config.train).init(params))
-  return replicate(state, mesh), replicate(constants, mesh)
-
-
-def abstract_train_state(model, config, sample: np.ndarray, mesh) -> tuple:
-  """(abstract TrainState, abstract constants): shapes, dtypes and replicated shardings."""
-  optimizer = make_optimizer(config.train)
-
-  def initial(key, sample):
-    params, constants = split_variables(model.init(key, sample, 1.0))
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params)), constants
-
-  replicated = NamedSharding(mesh, P())
-  shapes = jax.eval_shape(initial, jax.random.PRNGKey(config.seed), np.asarray(sample, np.float32))
-  return jax.tree_util.tree_map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
-
-
-def restore_variables(model, config, workdir, sample: np.ndarray, *,
-                      devices: Optional[Sequence[jax.Device]] = None):
-  """The model variables of the newest checkpoint in `<workdir>/checkpoints` (for evaluation).
-
-  Raises:
-    FileNotFoundError: no checkpoint there; checkpoint.CheckpointError: unreadable/mismatched.
-  """
-  mesh = make_mesh(devices)
-  abstract_state, abstract_constants = abstract_train_state(model, config, sample, mesh)
-  directory = pathlib.Path(workdir) / CHECKPOINT_DIR
-  if not directory.is_dir():
-    raise FileNotFoundError(f"no training checkpoint in {directory}; run with --mode=train (or all) "
-                            "first")
-  manager = checkpoint_lib.make_manager(directory, keep=config.train.keep_checkpoints, every=1)
-  state, step = checkpoint_lib.restore_latest(manager, abstract_state)
-  manager.close()
-  if state is None:
-    raise FileNotFoundError(f"no training checkpoint in {directory}; run with --mode=train (or all) "
-                            "first")
-  if jax.tree_util.tree_leaves(abstract_constants):
-    _, abstract_constants = initial_train_state(model, config, sample, mesh)
-  return {"params": state.params, **abstract_constants}, step
 
 
 def _start_state(model, config, sample: np.ndarray, mesh, manager, workdir) -> tuple:
@@ -196,7 +118,8 @@ def _log_record(step: int, values: np.ndarray, images_per_s: float) -> Dict[str,
 
 
 def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir, *,
-          devices: Optional[Sequence[jax.Device]] = None, progress: bool = True) -> TrainResult:
+          x_eval: Optional[np.ndarray] = None, devices: Optional[Sequence[jax.Device]] = None,
+          progress: bool = True) -> TrainResult:
   """Trains (or resumes) `model` on `x_train` for `config.train.num_steps` steps.
 
   Args:
@@ -204,10 +127,12 @@ def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir
     x_train: (N, H, W, C) float32 in [0, 1]; every process holds the whole set and feeds its slice.
     config: a full config (`seed`, `train`).
     workdir: holds `checkpoints/` (orbax) and `metrics.jsonl`; an existing checkpoint is resumed.
+    x_eval: held-out images whose bits/dim are logged every `train.eval_every` steps (needed then).
     devices: the devices to shard over (default: all devices of all processes).
     progress: show a tqdm bar (on process 0).
   Returns:
-    TrainResult with the final variables and the losses of the steps this call ran.
+    TrainResult with the final variables (`eval_variables`: the EMA parameters with train.ema_decay)
+    and the losses of the steps this call ran.
   """
   c = config.train
   mesh = make_mesh(devices)
@@ -215,8 +140,12 @@ def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir
   check_images(x_train, name="x_train", value_range=(0.0, 1.0))
   if c.batch_size > len(x_train):
     raise ValueError(f"train.batch_size={c.batch_size} exceeds the {len(x_train)} training images")
+  if c.loss == "bpd":
+    check_8bit(x_train, "x_train")
+  if c.eval_every and (x_eval is None or not len(x_eval)):
+    raise ValueError("train.eval_every > 0 needs held-out images (train.eval_data / eval_split); none "
+                     "were given")
   workdir = pathlib.Path(workdir)
-  is_main = jax.process_index() == 0
   sample = x_train[: min(len(x_train), c.batch_size)]
   manager = checkpoint_lib.make_manager(workdir / CHECKPOINT_DIR, keep=c.keep_checkpoints,
                                         every=c.checkpoint_every)
@@ -231,12 +160,23 @@ def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir
     manager.close()
     raise ValueError(f"train.num_steps={c.num_steps} is below step {start_step} of the newest "
                      f"checkpoint in {workdir / CHECKPOINT_DIR}; ask for at least {start_step} steps")
-  metrics_path = workdir / METRICS_FILE
-  if is_main:
+  if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
-    _truncate_metrics(metrics_path, start_step)
+    _truncate_metrics(workdir / METRICS_FILE, start_step)
+  try:
+    state, steps, losses = _run_steps(model, x_train, x_eval, config, state, constants, start_step,
+                                      mesh, manager, workdir / METRICS_FILE, progress)
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+  return TrainResult(eval_variables(state, constants), steps, losses)
 
-  train_step = make_train_step(model, c, mesh)
+
+def _run_steps(model, x_train, x_eval, config, state, constants, start_step, mesh, manager,
+               metrics_path: pathlib.Path, progress: bool):
+  """The training loop from `start_step`: steps, logging, held-out evaluation, checkpoints."""
+  c, is_main = config.train, jax.process_index() == 0
+  train_step = make_train_step(model, c, mesh, config.seed)
   stream = local_batches(x_train, batch_size=c.batch_size, seed=config.seed, start_step=start_step,
                          process_index=jax.process_index(), process_count=jax.process_count())
   bar = tqdm.tqdm(total=c.num_steps, initial=start_step, disable=not (progress and is_main),
@@ -252,18 +192,19 @@ def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir
         values = np.asarray(jax.device_get([value for _, value in pending]), np.float64)
         now = time.perf_counter()
         record = _log_record(step, values, (step - tick_step) * c.batch_size / max(now - tick, 1e-9))
-        tick, tick_step = now, step
+        if c.eval_every and (step % c.eval_every == 0 or step == c.num_steps):
+          record["eval_bpd"] = heldout_bpd(model, eval_variables(state, constants), x_eval,
+                                           seed=config.seed, batch_size=c.batch_size)
+        tick, tick_step = time.perf_counter(), step
         all_steps += [s for s, _ in pending]
         all_losses += list(values)
         pending = []
-        bar.set_postfix(loss=f"{values[-1]:.4g}", img_per_s=f"{record['images_per_s']:.0f}")
+        bar.set_postfix({**{k: f"{record[k]:.4g}" for k in ("last_loss", "eval_bpd") if k in record},
+                         "img_per_s": f"{record['images_per_s']:.0f}"})
         if is_main:
           with metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
       checkpoint_lib.save(manager, step, state, force=step == c.num_steps)
   finally:
     bar.close()
-    manager.wait_until_finished()
-    manager.close()
-  return TrainResult({"params": state.params, **constants}, np.asarray(all_steps, np.int64),
-                     np.asarray(all_losses, np.float32))
+  return state, np.asarray(all_steps, np.int64), np.asarray(all_losses, np.float32)

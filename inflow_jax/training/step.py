@@ -2,7 +2,8 @@
 
 A model is trained by minimising `loss_fn(variables, batch)`, a scalar, with PyTorch's
 `Adam(lr, betas=(b1, b2), eps, weight_decay=wd)`, i.e. L2 *coupled* into the gradient before the
-moments (not AdamW):
+moments (not AdamW), optionally with a warm-up/cosine schedule, clipping and an EMA of the parameters
+(`inflow_jax.training.optimizer`):
 
   g_t = grad L(w) + wd * w;   m_t = b1 m + (1 - b1) g_t;   v_t = b2 v + (1 - b2) g_t^2
   w  <- w - lr * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
@@ -29,9 +30,11 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from inflow_jax import data as data_lib
 from inflow_jax.checks import check_images
+from inflow_jax.training.optimizer import OPTIMIZER_KEYS, make_optimizer
 
-# loss_fn(variables, batch) -> scalar; hashable by value (a frozen dataclass), so that equal losses
-# share one compiled step.
+# loss_fn(variables, batch) -> scalar, or loss_fn(variables, batch, step) when it has a true
+# `uses_step` attribute (e.g. fresh dequantization noise per step); hashable by value (a frozen
+# dataclass), so that equal losses share one compiled step.
 LossFn = Callable[[Any, Any], jax.Array]
 
 
@@ -41,41 +44,6 @@ class TrainState:
   step: jax.Array
   params: Any
   opt_state: Any
-
-
-def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """torch.optim.Adam with coupled L2 weight decay (see the module docstring), as an optax chain."""
-  return optax.chain(
-      optax.add_decayed_weights(train_config.weight_decay),
-      optax.scale_by_adam(b1=train_config.b1, b2=train_config.b2, eps=train_config.eps),
-      optax.scale(-train_config.learning_rate),
-  )
-
-
-def check_optimizer_config(train_config: ml_collections.ConfigDict, num_devices: int,
-                           num_processes: int = 1, *, prefix: str = "train",
-                           min_steps: int = 0) -> None:
-  """Raises ValueError, naming `{prefix}.<key>`, for step counts, batch sizes or Adam settings that
-  cannot train on `num_devices` devices of `num_processes` processes."""
-  c = train_config
-  if c.num_steps < min_steps:
-    raise ValueError(f"{prefix}.num_steps must be >= {min_steps}, got {c.num_steps}")
-  if c.batch_size < 1:
-    raise ValueError(f"{prefix}.batch_size must be >= 1, got {c.batch_size}")
-  if c.batch_size % num_devices:
-    raise ValueError(
-        f"{prefix}.batch_size={c.batch_size} is not divisible by the number of devices "
-        f"({num_devices}); use a multiple of {num_devices}")
-  if c.batch_size % num_processes:
-    raise ValueError(f"{prefix}.batch_size={c.batch_size} is not divisible by the number of processes "
-                     f"({num_processes})")
-  for name in ("learning_rate", "eps"):
-    if not c[name] > 0:
-      raise ValueError(f"{prefix}.{name} must be > 0, got {c[name]}")
-  if not (0 <= c.b1 < 1 and 0 <= c.b2 < 1):
-    raise ValueError(f"{prefix}.b1 and {prefix}.b2 must lie in [0, 1), got {c.b1}, {c.b2}")
-  if c.weight_decay < 0:
-    raise ValueError(f"{prefix}.weight_decay must be >= 0, got {c.weight_decay}")
 
 
 def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> jax.sharding.Mesh:
@@ -102,21 +70,21 @@ def make_step(loss_fn: LossFn, train_config: ml_collections.ConfigDict,
   non-trainable variable collections (passed through unchanged). The jitted function is cached per
   (loss_fn, optimiser settings, mesh): repeated runs in one process compile once.
   """
-  c = train_config
-  return _cached_step(loss_fn, float(c.learning_rate), float(c.b1), float(c.b2), float(c.eps),
-                      float(c.weight_decay), mesh)
+  settings = tuple((k, train_config[k]) for k in OPTIMIZER_KEYS)
+  return _cached_step(loss_fn, settings, mesh)
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_step(loss_fn, learning_rate, b1, b2, eps, weight_decay, mesh) -> Callable:
-  optimizer = make_optimizer(ml_collections.ConfigDict(dict(
-      learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)))
+def _cached_step(loss_fn, settings: tuple, mesh) -> Callable:
+  optimizer = make_optimizer(ml_collections.ConfigDict(dict(settings)))
   replicated = NamedSharding(mesh, P())
   sharded = NamedSharding(mesh, P("data"))
+  uses_step = getattr(loss_fn, "uses_step", False)
 
   def step(state: TrainState, constants, batch):
     def loss_of(params):
-      return loss_fn({"params": params, **constants}, batch)
+      variables = {"params": params, **constants}
+      return loss_fn(variables, batch, state.step) if uses_step else loss_fn(variables, batch)
     value, grads = jax.value_and_grad(loss_of)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -1,0 +1,115 @@
+"""The optimiser: PyTorch's Adam with coupled L2, a learning-rate schedule, clipping, an EMA of the
+parameters. All of it is optax; the paper's settings give exactly the original chain.
+
+  g  = clip(grad L(w), clip_norm)                      (global norm; off when clip_norm is None)
+  g' = g + wd * w;  m, v = Adam moments of g' (b1, b2, eps)
+  w <- w - lr_t * m_hat / (sqrt(v_hat) + eps)
+  lr_t = learning_rate * min(1, t / warmup_steps)          schedule 'constant'
+       = ... then cosine decay to 0 at num_steps           schedule 'cosine'
+  ema <- d_t * ema + (1 - d_t) * w,  d_t = min(ema_decay, (1 + t) / (10 + t))
+        (after update t = 0, 1, ...; the warm-up of tf.train.ExponentialMovingAverage's num_updates,
+        so early averages are not dominated by the initial weights; ema_decay None: no EMA)
+
+The EMA lives in the optimiser state (`ParamsEMA`), so checkpoints hold it and a resumed run continues
+it exactly; `ema_params(opt_state)` reads it back. With warmup_steps = 0, a constant schedule, no
+clipping and no EMA the chain is add_decayed_weights -> scale_by_adam -> scale(-lr), bit for bit the
+paper's optimiser (the recorded-trajectory test checks it).
+"""
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+SCHEDULES = ("constant", "cosine")
+# The settings `make_optimizer` reads (of `train` and `adversarial.train`): one compiled step per value.
+OPTIMIZER_KEYS = ("learning_rate", "b1", "b2", "eps", "weight_decay", "num_steps", "warmup_steps",
+                  "schedule", "clip_norm", "ema_decay")
+
+
+class ParamsEMA(NamedTuple):
+  """Optimiser state of `track_ema`: the number of updates averaged and the moving average."""
+  count: Any
+  ema: Any
+
+
+def track_ema(decay: float) -> optax.GradientTransformation:
+  """Leaves the updates unchanged and keeps ema = d_t ema + (1 - d_t) (params + updates), the
+  average of the parameters after each step (module docstring; initialised to the initial ones)."""
+  def init(params):
+    return ParamsEMA(count=jnp.zeros((), jnp.int32), ema=jax.tree.map(jnp.asarray, params))
+
+  def update(updates, state, params):
+    new = optax.apply_updates(params, updates)
+    t = state.count.astype(jnp.float32)
+    d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+    ema = jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), state.ema, new)
+    return updates, ParamsEMA(count=state.count + 1, ema=ema)
+
+  return optax.GradientTransformation(init, update)
+
+
+def make_schedule(train_config: ml_collections.ConfigDict):
+  """The learning rate: a float (constant, no warm-up) or an optax schedule of the step."""
+  c = train_config
+  if not c.warmup_steps and c.schedule == "constant":
+    return float(c.learning_rate)
+  warmup = optax.linear_schedule(0.0, c.learning_rate, max(1, c.warmup_steps))
+  after = (optax.constant_schedule(c.learning_rate) if c.schedule == "constant" else
+           optax.cosine_decay_schedule(c.learning_rate, max(1, c.num_steps - c.warmup_steps)))
+  return optax.join_schedules([warmup, after], [c.warmup_steps])
+
+
+def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The chain of the module docstring for `train_config`."""
+  c = train_config
+  schedule = make_schedule(c)
+  parts = [] if c.clip_norm is None else [optax.clip_by_global_norm(c.clip_norm)]
+  parts += [optax.add_decayed_weights(c.weight_decay),
+            optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps),
+            optax.scale(-schedule) if isinstance(schedule, float) else
+            optax.scale_by_learning_rate(schedule)]
+  if c.ema_decay is not None:
+    parts.append(track_ema(c.ema_decay))
+  return optax.chain(*parts)
+
+
+def ema_params(opt_state) -> Optional[Any]:
+  """The EMA parameters held in an optimiser state of `make_optimizer` (None without EMA)."""
+  for part in (opt_state if isinstance(opt_state, tuple) else (opt_state,)):
+    if isinstance(part, ParamsEMA):
+      return part.ema
+  return None
+
+
+def check_optimizer_config(train_config: ml_collections.ConfigDict, num_devices: int,
+                           num_processes: int = 1, *, prefix: str = "train",
+                           min_steps: int = 0) -> None:
+  """Raises ValueError, naming `{prefix}.<key>`, for step counts, batch sizes, Adam, schedule,
+  clipping or EMA settings that cannot train on `num_devices` devices of `num_processes` processes."""
+  c = train_config
+  if c.num_steps < min_steps:
+    raise ValueError(f"{prefix}.num_steps must be >= {min_steps}, got {c.num_steps}")
+  if c.batch_size < 1:
+    raise ValueError(f"{prefix}.batch_size must be >= 1, got {c.batch_size}")
+  for count, what in ((num_devices, "devices"), (num_processes, "processes")):
+    if c.batch_size % count:
+      raise ValueError(f"{prefix}.batch_size={c.batch_size} is not divisible by the number of {what} "
+                       f"({count}); use a multiple of {count}")
+  for name in ("learning_rate", "eps"):
+    if not c[name] > 0:
+      raise ValueError(f"{prefix}.{name} must be > 0, got {c[name]}")
+  if not (0 <= c.b1 < 1 and 0 <= c.b2 < 1):
+    raise ValueError(f"{prefix}.b1 and {prefix}.b2 must lie in [0, 1), got {c.b1}, {c.b2}")
+  if c.weight_decay < 0:
+    raise ValueError(f"{prefix}.weight_decay must be >= 0, got {c.weight_decay}")
+  if c.schedule not in SCHEDULES:
+    raise ValueError(f"{prefix}.schedule must be one of {SCHEDULES}, got {c.schedule!r}")
+  if c.warmup_steps < 0 or (c.warmup_steps and c.warmup_steps >= c.num_steps):
+    raise ValueError(f"{prefix}.warmup_steps={c.warmup_steps} must lie in [0, num_steps={c.num_steps}) "
+                     "(a warm-up as long as the training never reaches the learning rate)")
+  if c.clip_norm is not None and not c.clip_norm > 0:
+    raise ValueError(f"{prefix}.clip_norm must be > 0 (or None: no clipping), got {c.clip_norm}")
+  if c.ema_decay is not None and not 0 < c.ema_decay < 1:
+    raise ValueError(f"{prefix}.ema_decay must lie in (0, 1) (or None: no EMA), got {c.ema_decay}")

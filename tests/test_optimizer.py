@@ -1,0 +1,70 @@
+"""The optimiser beyond the paper: warm-up/cosine schedules, clipping and the EMA are the configured
+ones (against hand-written optax-free formulas); bad settings fail naming the key."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import tiny
+from inflow_jax.training import optimizer
+
+
+def _train_config(**settings):
+  config = tiny.get_config().train
+  config.update({"weight_decay": 0.0, "b1": 0.0, "b2": 0.0, "eps": 1e-30, "num_steps": 20, **settings})
+  return config
+
+
+def test_schedule_is_linear_warmup_then_cosine():
+  config = _train_config(learning_rate=0.1, warmup_steps=5, schedule="cosine")
+  schedule = optimizer.make_schedule(config)
+  for t in range(21):
+    expected = 0.1 * t / 5 if t < 5 else 0.05 * (1 + np.cos(np.pi * (t - 5) / 15))
+    assert float(schedule(t)) == pytest.approx(expected, abs=1e-7), t
+  constant = optimizer.make_schedule(_train_config(learning_rate=0.1, warmup_steps=4))
+  assert [float(constant(t)) for t in (0, 2, 4, 10)] == pytest.approx([0.0, 0.05, 0.1, 0.1])
+  assert optimizer.make_schedule(_train_config(learning_rate=0.1)) == 0.1   # the paper: a float
+
+
+def test_clipping_scales_the_gradient_to_the_global_norm():
+  params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+  grads = {"a": jnp.array([3.0, 0.0, 0.0]), "b": jnp.array([0.0, 4.0])}   # global norm 5
+  # eps = 1: Adam is then not blind to the gradient's scale, so a wrong clip changes the update
+  settings = dict(learning_rate=0.1, b1=0.9, b2=0.999, eps=1.0, weight_decay=0.01)
+  clipped = optimizer.make_optimizer(_train_config(clip_norm=2.0, **settings))
+  plain = optimizer.make_optimizer(_train_config(**settings))
+  for scale, expected_scale in [(1.0, 2.0 / 5.0), (0.1, 1.0)]:   # above the norm: scaled; below: kept
+    g = jax.tree.map(lambda x: scale * x, grads)
+    got, _ = clipped.update(g, clipped.init(params), params)
+    want, _ = plain.update(jax.tree.map(lambda x: expected_scale * x, g), plain.init(params), params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
+
+
+def test_ema_tracks_the_parameters_with_its_warm_up():
+  config = _train_config(learning_rate=1.0, ema_decay=0.9)
+  tx = optimizer.make_optimizer(config)
+  params = {"w": jnp.zeros(2)}
+  state = tx.init(params)
+  ema, expected = np.zeros(2), np.zeros(2)
+  for t in range(6):
+    grads = {"w": jnp.array([1.0, -2.0])}
+    updates, state = tx.update(grads, state, params)
+    params = optimizer.optax.apply_updates(params, updates)
+    d = min(0.9, (1 + t) / (10 + t))
+    expected = d * expected + (1 - d) * np.asarray(params["w"])
+  ema = optimizer.ema_params(state)["w"]
+  np.testing.assert_allclose(ema, expected, rtol=1e-6)
+  assert optimizer.ema_params(optimizer.make_optimizer(_train_config()).init(params)) is None
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(warmup_steps=20), "warmup_steps=20 must lie in"),
+    (dict(warmup_steps=30), "warmup_steps=30"),
+    (dict(clip_norm=0.0), "clip_norm must be > 0"),
+    (dict(clip_norm=-1.0), "clip_norm must be > 0"),
+    (dict(ema_decay=1.0), "ema_decay must lie in"),
+    (dict(schedule="linear"), "schedule must be one of"),
+])
+def test_bad_settings_name_the_key(settings, message):
+  with pytest.raises(ValueError, match=message):
+    optimizer.check_optimizer_config(_train_config(**settings), num_devices=1)
