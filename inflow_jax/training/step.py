@@ -70,8 +70,10 @@ def make_step(loss_fn: LossFn, train_config: ml_collections.ConfigDict,
   non-trainable variable collections (passed through unchanged). The jitted function is cached per
   (loss_fn, optimiser settings, mesh): repeated runs in one process compile once.
   """
-  settings = tuple((k, train_config[k]) for k in OPTIMIZER_KEYS)
-  return _cached_step(loss_fn, settings, mesh)
+  settings = dict((k, train_config[k]) for k in OPTIMIZER_KEYS)
+  if settings["schedule"] == "constant":
+    settings["num_steps"] = None   # unused: runs of other lengths share one compiled step
+  return _cached_step(loss_fn, tuple(settings.items()), mesh)
 
 
 @functools.lru_cache(maxsize=32)
