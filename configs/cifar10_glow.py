@@ -4,9 +4,10 @@ InFlow(num_blocks=4, width=128, glow=True, num_scales=3) (1.75M parameters: ActN
 convolution and an attention-gated affine coupling per block, squeeze/split between scales); uniform
 dequantization with fresh noise every step (`train.loss='bpd'`); Adam lr 1e-3 after a 500-step linear
 warm-up, cosine decay to 0, global-norm clipping at 50, an EMA (0.999) of the parameters for
-evaluation; batch 64. 14,000 steps (17.9 epochs of 50,000 images) is the budget of about two hours on
-2 CPU cores (~2 steps/s); `--config.train.num_steps=100000` is the accelerator-length run. Held-out
-bits/dim on 2000 CIFAR-10 test images every 1000 steps.
+evaluation; batch 64. 14,000 steps (17.9 epochs of 50,000 images) assumes the 2 steps/s of the
+fixture flow's training on 2 CPU cores; this code measured 1.2 steps/s there (~3.3 hours), so the
+length is still to be sized (issue 13). `--config.train.num_steps=100000` is the accelerator-length
+run. Held-out bits/dim on 2000 CIFAR-10 test images every 1000 steps.
 
 Data: `npz:../shared/data/cifar10_train_50k.npz` (train) and `cifar10_test_5k.npz` (test) when
 ../shared is there (INFLOW_SHARED honoured; JPEG-75 copies), else tfds `cifar10`.
