@@ -34,6 +34,7 @@ from inflow_jax.attention.mmd import MMDState, fit_mmd
 from inflow_jax.checks import check_images, check_test_size
 from inflow_jax.evaluation.scores import CONVENTIONS, BatchScores, make_score_fn, score_batches
 from inflow_jax.model import InFlow
+from inflow_jax.workdir import tuples_from_json
 
 _SETTINGS = ("n_permutations", "level", "batch_size", "convention", "false_positive_rate", "seed")
 _MMD_ARRAYS = ("reference", "center", "sigma", "kernel_offset", "reference_row_sums", "reference_total")
@@ -42,11 +43,6 @@ _MMD_ARRAYS = ("reference", "center", "sigma", "kernel_offset", "reference_row_s
 def _model_config(model: InFlow) -> Dict[str, Any]:
   return {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
           if f.name not in ("parent", "name")}
-
-
-def _tuples(value):
-  """JSON lists back to (nested) tuples, as linen module attributes need hashable values."""
-  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _check_finite_variables(variables, what: str):
@@ -171,12 +167,13 @@ class InFlowDetector:
   def predict(self, x, key: Optional[jax.Array] = None) -> np.ndarray:
     """(N,) int labels, 1 = OOD: the image's batch was flagged by the attention test (a = 0), or its
     score is above the fitted threshold; 0 = in-distribution."""
-    return self.decide(self.score_batches(x, key))
+    result = self.score_batches(x, key)
+    return self.decide(result.attention, result.scores)
 
-  def decide(self, result: BatchScores) -> np.ndarray:
-    """`predict`'s labels from `score_batches`' result: 1 where a = 0 or score > threshold."""
+  def decide(self, attention: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """`predict`'s labels from per-image attention and scores: 1 where a = 0 or score > threshold."""
     self._check_fitted()
-    return ((result.attention == 0.0) | (result.scores > self.threshold_)).astype(np.int64)
+    return ((np.asarray(attention) == 0.0) | (np.asarray(scores) > self.threshold_)).astype(np.int64)
 
   # Persistence: <dir>/config.json (model config, settings, threshold, static MMD fields) and
   # <dir>/arrays (orbax: flow variables, encoder parameters, MMD reference statistics).
@@ -219,7 +216,7 @@ class InFlowDetector:
         raise ValueError(f"{directory}: the saved detector is corrupt: {reason}")
     meta = _read_config(directory / "config.json")
     arrays = _restore_as_numpy(directory / "arrays")
-    model = InFlow(**{k: _tuples(v) for k, v in meta["model"].items()})
+    model = InFlow(**{k: tuples_from_json(v) for k, v in meta["model"].items()})
     encoder = Embedder(params=arrays["encoder"], features=tuple(meta["encoder"]["features"]),
                        embedding_dim=meta["encoder"]["embedding_dim"],
                        **{k: meta["encoder"][k] for k in ("chunk_size", "early_chunk_size",

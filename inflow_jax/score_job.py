@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import time
 from typing import Any, Dict, List, Optional
 
@@ -52,21 +53,15 @@ def save_job_detector(workdir, detector: InFlowDetector, input_shape) -> pathlib
                      workdir / f".{DETECTOR_DIR}.old")
   for path in (tmp, old):
     if path.exists():
-      _remove_tree(path)
+      shutil.rmtree(path)
   detector.save(tmp)
   (tmp / INPUT_SHAPE_FILE).write_text(json.dumps([int(s) for s in input_shape]))
   if final.exists():
     final.rename(old)
   tmp.rename(final)
   if old.exists():
-    _remove_tree(old)
+    shutil.rmtree(old)
   return final
-
-
-def _remove_tree(path: pathlib.Path) -> None:
-  for child in sorted(path.rglob("*"), reverse=True):
-    child.rmdir() if child.is_dir() else child.unlink()
-  path.rmdir()
 
 
 def load_job_detector(workdir) -> tuple:
@@ -109,7 +104,7 @@ def _score_block(detector, score_fn, x, batch_size: int, key, first_batch: int) 
   result: BatchScores = score_batches(score_fn, detector.mmd_state_, x, batch_size, key,
                                       first_batch=first_batch)
   return {"score": result.scores, "batch_p_value": result.p_values[result.batch_index],
-          "attention": result.attention, "is_ood": detector.decide(result),
+          "attention": result.attention, "is_ood": detector.decide(result.attention, result.scores),
           "batch": first_batch + result.batch_index}
 
 
@@ -136,9 +131,8 @@ def score_stream(detector, x: np.ndarray, window: int, key, mesh) -> Dict[str, n
   score_fn = make_sharded_score_fn(detector.model, detector.variables, detector.convention, mesh)
   scores = np.concatenate([score_fn(x[i:i + window], attention[i:i + window])
                            for i in range(0, len(x), window)])
-  is_ood = ((attention == 0.0) | (scores > detector.threshold_)).astype(np.int64)
   return {"index": np.arange(len(x)), "score": scores, "batch_p_value": np.asarray(gated.p_value),
-          "attention": attention, "is_ood": is_ood}
+          "attention": attention, "is_ood": detector.decide(attention, scores)}
 
 
 def write_csv(path: pathlib.Path, columns: Dict[str, np.ndarray], paths: Optional[List[str]]) -> None:

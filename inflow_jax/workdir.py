@@ -111,6 +111,11 @@ def _flat(config: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
   return out
 
 
+def tuples_from_json(value):
+  """JSON lists back to (nested) tuples: linen module attributes and config values must be hashable."""
+  return tuple(tuples_from_json(v) for v in value) if isinstance(value, list) else value
+
+
 def flat_value(config: Mapping[str, Any], key: str) -> Any:
   """The value of a dotted key ("train.learning_rate") of a config dict (None when absent)."""
   return _flat(json.loads(json.dumps(config, default=list))).get(key)

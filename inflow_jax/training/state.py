@@ -88,10 +88,6 @@ def eval_variables(state: TrainState, constants) -> dict:
   return {"params": state.params if ema is None else ema, **constants}
 
 
-def _tuples(value):
-  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
 def load_flow(workdir, *, devices: Optional[Sequence[jax.Device]] = None):
   """(model, variables) of a job's workdir: the model rebuilt from its stored `config.json`, the
   variables of its newest checkpoint (EMA parameters when trained with them), or of the pretrained
@@ -101,9 +97,8 @@ def load_flow(workdir, *, devices: Optional[Sequence[jax.Device]] = None):
   if stored is None:
     raise FileNotFoundError(f"{workdir} holds no config.json: it is not a job's workdir (or the job "
                             "stopped before its first checkpoint)")
-  config = ml_collections.ConfigDict({k: _tuples(v) if isinstance(v, list) else v
-                                      for k, v in stored.items()})
-  model_settings = {k: _tuples(v) for k, v in stored["model"].items()}
+  config = ml_collections.ConfigDict({k: workdir_lib.tuples_from_json(v) for k, v in stored.items()})
+  model_settings = {k: workdir_lib.tuples_from_json(v) for k, v in stored["model"].items()}
   if config.checkpoint_path is not None:
     return torch_checkpoint.load_reference_checkpoint(config.checkpoint_path,
                                                       model_settings["paper_compat"])
