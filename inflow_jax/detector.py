@@ -5,6 +5,21 @@
     labels = detector.predict(x)      # (N,), 1 = OOD
     detector.save(directory); detector = InFlowDetector.load(directory)
 
+    detector = InFlowDetector(model, variables, attention="combined", jpeg_quality=75).fit(
+        x_ref, x_calibration=x_cal)
+    detector.image_scores(x); detector.image_p_values(x); detector.test_batch(x, key)
+
+Attention kinds (`attention=`):
+* "mmd" (default, the paper's): the batch's MMD test against x_ref (`inflow_jax.attention.mmd`).
+* "conformal": per-image conformal p-values of a density of the flow's statistics
+  (`inflow_jax.conformal`, fitted on x_ref, calibrated on x_calibration) and a batch test of them
+  (`batch_test`: Fisher or Simes); an image gets a = 0 when its batch is flagged or its own p < level.
+* "combined": the conformal batch test and the MMD test in one gate (`combination`: Bonferroni or
+  Cauchy of the two p-values), per-image p-values as "conformal".
+Preprocessing is part of the detector: with `jpeg_quality`, every image it fits on or scores goes
+through that JPEG round trip first (`inflow_jax.data.jpeg`), so that sets from different pipelines
+are compared by content.
+
 `fit` fits the attention (the MMD test's reference embeddings, `inflow_jax.attention.mmd.fit_mmd`) on x_ref
 and sets the decision threshold to the (1 - false_positive_rate) quantile of the scores of in-distribution
 images with a = 1 (x_threshold, default x_ref). `predict` labels an image OOD when the attention test
@@ -15,62 +30,47 @@ log-density of x, on another scale than the a = 1 scores of an arbitrary flow. G
 first trains the flow (`inflow_jax.training.train_on_batches`).
 
 `score(x)` tests x in batches of `batch_size` (or all of x as one batch when smaller; >= 2 images), see
-`inflow_jax.evaluation.scores.score_batches`.
+`inflow_jax.evaluation.scores.score_batches`. With the conformal kinds `predict` is 1 - a (the flow's
+score is not thresholded: the p-values are the calibrated decision).
 """
-import dataclasses
 import itertools
-import json
-import pathlib
-from typing import Any, Dict, Optional
+from typing import NamedTuple, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from inflow_jax import integrity, training
+from inflow_jax import conformal, training
 from inflow_jax.attention.encoder import Embedder, make_encoder
-from inflow_jax.attention.mmd import MMDState, fit_mmd
-from inflow_jax.checks import check_images, check_test_size
-from inflow_jax.evaluation.scores import CONVENTIONS, BatchScores, make_score_fn, score_batches
+from inflow_jax.attention.mmd import MMDState, fit_mmd, mmd_test_unchecked
+from inflow_jax.batching import batch_starts
+from inflow_jax.checks import check_images, check_key, check_test_size
+from inflow_jax.data.jpeg import check_jpeg_quality, jpeg_round_trip
+from inflow_jax.detector_files import check_finite_variables, load_detector, save_detector
+from inflow_jax.evaluation.scores import (CONVENTIONS, BatchScores, make_score_fn, score_batches,
+                                         scores_from_terms)
 from inflow_jax.model import InFlow
-from inflow_jax.workdir import tuples_from_json
 
-_SETTINGS = ("n_permutations", "level", "batch_size", "convention", "false_positive_rate", "seed")
-_MMD_ARRAYS = ("reference", "center", "sigma", "kernel_offset", "reference_row_sums", "reference_total")
+ATTENTION_KINDS = ("mmd", "conformal", "combined")
 
 
-def _model_config(model: InFlow) -> Dict[str, Any]:
-  return {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-          if f.name not in ("parent", "name")}
+class _Gate(NamedTuple):
+  """Per batch: the gate's p-value and attention, the MMD and conformal p-values (NaN when unused);
+  per image (conformal kinds, else None): p-values and the flow's score at a = 1."""
+  p_value: np.ndarray
+  attention: np.ndarray
+  p_mmd: np.ndarray
+  p_conformal: np.ndarray
+  image_p: Optional[np.ndarray]
+  flow_score: Optional[np.ndarray]
 
 
-def _check_finite_variables(variables, what: str):
-  """Raises ValueError naming the first leaf of `variables` holding NaN or infinite values."""
-  for path, leaf in jax.tree_util.tree_leaves_with_path(variables):
-    array = np.asarray(leaf)
-    if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
-      raise ValueError(f"{what} contain NaN or infinite values (in {jax.tree_util.keystr(path)}): "
-                       "the flow is corrupt (a damaged checkpoint or a diverged training run?)")
-
-
-def _read_config(path: pathlib.Path) -> Dict[str, Any]:
-  """The saved detector's config.json, or a ValueError naming the path when it is not valid JSON."""
-  try:
-    return json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as error:
-    raise ValueError(f"{path} is corrupt (not valid JSON: {error}); the saved detector cannot be "
-                     "read") from error
-
-
-def _restore_as_numpy(path: pathlib.Path):
-  """The arrays saved at `path` as host numpy arrays, whatever the process topology that saved them
-  (so several `jax.distributed` processes can each load a detector saved by one)."""
-  with ocp.PyTreeCheckpointer() as checkpointer:
-    metadata = checkpointer.metadata(path)
-    tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", metadata)
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+class BatchTest(NamedTuple):
+  """`test_batch`'s result: the gate's p-value, attention (1.0 passed, 0.0 flagged) and the parts
+  (NaN where the kind has no such test)."""
+  p_value: float
+  attention: float
+  p_mmd: float
+  p_conformal: float
 
 
 class InFlowDetector:
@@ -78,153 +78,227 @@ class InFlowDetector:
 
   Args:
     model, variables: the InFlow flow and its variables.
-    encoder: the attention's image encoder (an `inflow_jax.attention.encoder.Embedder`); default
+    encoder: the MMD test's image encoder (an `inflow_jax.attention.encoder.Embedder`); default
       `make_encoder(seed)`.
-    n_permutations, level: the attention test's permutations and significance level.
+    attention: "mmd" | "conformal" | "combined" (module docstring).
+    n_permutations, level: the MMD test's permutations; the significance level of every test.
     batch_size: images per tested batch in `score`/`predict`.
-    convention: the score, 'paper' (default) or 'nll' (see `inflow_jax.evaluation.scores`).
-    false_positive_rate: the fraction of in-distribution images (of passed batches) above the threshold.
-    seed: seed of the encoder (when not given) and of the permutation tests.
+    convention: the flow's score, 'paper' (default) or 'nll' (see `inflow_jax.evaluation.scores`).
+    false_positive_rate: ("mmd") the fraction of in-distribution images (of passed batches) above the
+      threshold.
+    batch_test, combination, n_components: the conformal batch test ('fisher' | 'simes'), the
+      combination with the MMD test ('bonferroni' | 'cauchy'), the density's mixture components.
+    jpeg_quality: None, or the JPEG round trip every input goes through first.
+    seed: seed of the encoder (when not given), the density fit and the permutation tests.
   """
 
   def __init__(self, model: InFlow, variables, *, encoder: Optional[Embedder] = None,
-               n_permutations: int = 100, level: float = 0.05, batch_size: int = 250,
-               convention: str = "paper", false_positive_rate: float = 0.05, seed: int = 0):
-    if convention not in CONVENTIONS:
-      raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+               attention: str = "mmd", n_permutations: int = 100, level: float = 0.05,
+               batch_size: int = 250, convention: str = "paper", false_positive_rate: float = 0.05,
+               batch_test: str = "fisher", combination: str = "bonferroni", n_components: int = 4,
+               jpeg_quality: Optional[int] = None, seed: int = 0):
+    for name, value, allowed in (("attention", attention, ATTENTION_KINDS),
+                                 ("convention", convention, CONVENTIONS),
+                                 ("batch_test", batch_test, conformal.BATCH_TESTS),
+                                 ("combination", combination, conformal.COMBINATIONS)):
+      if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     if not 0.0 < false_positive_rate < 1.0:
       raise ValueError(f"false_positive_rate must lie in (0, 1), got {false_positive_rate}")
     if batch_size < 2:
       raise ValueError(f"batch_size must be >= 2 (the attention test needs 2 images), got {batch_size}")
-    _check_finite_variables(variables, "the flow's variables")
+    check_finite_variables(variables, "the flow's variables")
     self.model, self.variables = model, variables
     self.encoder = make_encoder(seed) if encoder is None else encoder
+    self.attention, self.batch_test, self.combination = attention, batch_test, combination
+    self.n_components, self.jpeg_quality = int(n_components), check_jpeg_quality(jpeg_quality)
     self.n_permutations, self.level = check_test_size(n_permutations, level)
     self.batch_size = int(batch_size)
     self.convention, self.false_positive_rate, self.seed = convention, float(false_positive_rate), int(seed)
     self.mmd_state_: Optional[MMDState] = None
+    self.conformal_state_: Optional[conformal.ConformalState] = None
     self.threshold_: Optional[float] = None
     self._score_fn = make_score_fn(model, variables, convention)
 
-  def fit(self, x_ref, *, x_threshold=None, x_train=None, config=None,
+  @property
+  def uses_mmd(self) -> bool:
+    return self.attention in ("mmd", "combined")
+
+  @property
+  def uses_conformal(self) -> bool:
+    return self.attention in ("conformal", "combined")
+
+  def preprocess(self, x, name: str = "x", min_batch: int = 1) -> np.ndarray:
+    """Checks x (N, H, W, C) float in [0, 1] and applies the detector's preprocessing (JPEG)."""
+    x = np.asarray(check_images(x, name=name, min_batch=min_batch, value_range=(0.0, 1.0)), np.float32)
+    return x if self.jpeg_quality is None else jpeg_round_trip(x, self.jpeg_quality)
+
+  def fit(self, x_ref, *, x_calibration=None, x_threshold=None, x_train=None, config=None,
           mmd_state: Optional[MMDState] = None) -> "InFlowDetector":
-    """Fits the attention reference (and threshold); optionally trains the flow on x_train first.
+    """Fits the attention (and threshold); optionally trains the flow on x_train first.
 
     Args:
-      x_ref: (n, 32, 32, 3) float32 in-distribution reference images in [0, 1].
-      x_threshold: in-distribution images whose a = 1 scores set the threshold (default x_ref).
-      x_train: optional training images: the flow is trained on them with `config.train`
-        (`config.train.num_steps` steps of `config.train.batch_size`) before the rest of the fit.
+      x_ref: (n, H, W, C) float32 in-distribution reference images in [0, 1] (the MMD reference and
+        the density's fitting set; may be the flow's training images).
+      x_calibration: ("conformal", "combined") in-distribution images unseen by the flow's training
+        and disjoint from x_ref (and from x_train): their scores calibrate the p-values. >= 1/level.
+      x_threshold: ("mmd") in-distribution images whose a = 1 scores set the threshold (default x_ref).
+      x_train: optional training images: the flow is trained on them with `config.train` first.
       config: a full config (e.g. `configs/cifar10.py`), needed with x_train.
-      mmd_state: the attention test already fitted on x_ref with this encoder (`fit_mmd`): used as it
-        is instead of fitting again (its n_permutations and level must be the detector's).
+      mmd_state: the MMD test already fitted on x_ref with this encoder (`fit_mmd`), used as it is.
     """
-    check_images(x_ref, name="x_ref", min_batch=2, value_range=(0.0, 1.0))
+    x_ref = self.preprocess(x_ref, "x_ref", min_batch=2)
+    if self.uses_conformal:
+      if x_calibration is None:
+        raise ValueError(f"attention={self.attention!r} needs x_calibration: held-out in-distribution "
+                         "images, disjoint from x_ref and from the flow's training images")
+      x_calibration = self.preprocess(x_calibration, "x_calibration")
+      x_train_seen = None if x_train is None else self.preprocess(x_train, "x_train")
+      conformal.check_calibration(x_calibration, self.level,
+                                  {"x_ref": x_ref, "the training images (x_train)": x_train_seen})
     if x_train is not None:
-      if config is None:
-        raise ValueError("training the flow (x_train given) needs config (with a `train` sub-config)")
-      check_images(x_train, name="x_train", value_range=(0.0, 1.0))
-      batches = itertools.islice(
-          training.local_batches(np.asarray(x_train, np.float32), batch_size=config.train.batch_size,
-                                  seed=self.seed), config.train.num_steps)
-      self.variables, self.train_losses_ = training.train_on_batches(
-          self.model, self.variables, batches, config)
-      _check_finite_variables(self.variables, "the trained flow's variables")
-      self._score_fn = make_score_fn(self.model, self.variables, self.convention)
+      self._train(x_train, config)
+    if self.uses_mmd:
+      self._fit_mmd(x_ref, mmd_state)
+    if self.uses_conformal:
+      self.conformal_state_ = conformal.fit_conformal(
+          self.model, self.variables, x_ref, x_calibration, level=self.level, batch_test=self.batch_test,
+          n_components=self.n_components, seed=self.seed)
+    else:
+      x_threshold = x_ref if x_threshold is None else self.preprocess(x_threshold, "x_threshold")
+      self._fit_threshold(x_threshold)
+    return self
+
+  def _train(self, x_train, config):
+    if config is None:
+      raise ValueError("training the flow (x_train given) needs config (with a `train` sub-config)")
+    x_train = check_images(x_train, name="x_train", value_range=(0.0, 1.0))
+    batches = itertools.islice(
+        training.local_batches(np.asarray(x_train, np.float32), batch_size=config.train.batch_size,
+                               seed=self.seed), config.train.num_steps)
+    self.variables, self.train_losses_ = training.train_on_batches(self.model, self.variables, batches,
+                                                                   config)
+    check_finite_variables(self.variables, "the trained flow's variables")
+    self._score_fn = make_score_fn(self.model, self.variables, self.convention)
+
+  def _fit_mmd(self, x_ref, mmd_state):
     if mmd_state is None:
       mmd_state = fit_mmd(x_ref, self.encoder, self.n_permutations, self.level)
     elif (mmd_state.n_permutations, mmd_state.level) != (self.n_permutations, self.level):
       raise ValueError(f"mmd_state has n_permutations={mmd_state.n_permutations}, level="
                        f"{mmd_state.level}; the detector {self.n_permutations}, {self.level}")
     self.mmd_state_ = mmd_state
-    x_threshold = x_ref if x_threshold is None else x_threshold
-    check_images(x_threshold, name="x_threshold", value_range=(0.0, 1.0))
-    scores = score_batches(self._score_fn, None, np.asarray(x_threshold, np.float32),
-                           min(self.batch_size, len(x_threshold)), attention=1.0).scores
+
+  def _fit_threshold(self, x_threshold):
+    scores = score_batches(self._score_fn, None, x_threshold, min(self.batch_size, len(x_threshold)),
+                           attention=1.0).scores
     if not np.all(np.isfinite(scores)):
       raise ValueError(f"{int(np.sum(~np.isfinite(scores)))} of the {len(scores)} threshold scores "
                        "(of x_threshold, or x_ref) are NaN or infinite: the flow gives no finite "
                        "density there, so no threshold can be set")
     self.threshold_ = float(np.quantile(scores, 1.0 - self.false_positive_rate))
-    return self
 
-  def _check_fitted(self):
-    if self.mmd_state_ is None:
+  def _check_fitted(self, conformal_needed: bool = False):
+    if (self.mmd_state_ is None) == self.uses_mmd or (
+        self.conformal_state_ is None) == self.uses_conformal:
       raise RuntimeError("the detector is not fitted: call fit(x_ref) (or load a saved one) first")
+    if conformal_needed and not self.uses_conformal:
+      raise ValueError("per-image scores and p-values need attention='conformal' or 'combined'; this "
+                       "detector uses the paper's MMD gate, which tests batches only")
+
+  def image_scores(self, x) -> np.ndarray:
+    """(N,) per-image scores (the density of the flow's statistics), higher = more OOD; they do not
+    depend on how x is batched. x: (N, H, W, C) float32 in [0, 1], N >= 1."""
+    self._check_fitted(conformal_needed=True)
+    return self._image_scores(self.preprocess(x))
+
+  def _image_scores(self, x: np.ndarray) -> np.ndarray:
+    return conformal.image_scores(self.conformal_state_, self.model, self.variables, x,
+                                  self.convention)[0]
+
+  def image_p_values(self, x) -> np.ndarray:
+    """(N,) conformal p-values in (0, 1]: P(p <= u) <= u for in-distribution x."""
+    return conformal.image_p_values(self.conformal_state_, self.image_scores(x))
+
+  def test_batch(self, x, key: Optional[jax.Array] = None) -> BatchTest:
+    """The gate on x as one batch (>= 2 images): p-value and attention (1.0 passed, 0.0 flagged)."""
+    self._check_fitted()
+    x = self.preprocess(x, min_batch=2)
+    gate = self._gate(x, batch_starts(len(x), len(x)), self._key(key))
+    return BatchTest(*(float(v[0]) for v in (gate.p_value, gate.attention, gate.p_mmd, gate.p_conformal)))
+
+  def _key(self, key):
+    if key is None:
+      return jax.random.PRNGKey(self.seed)
+    check_key(key)
+    return key
+
+  def _gate(self, x: np.ndarray, starts: np.ndarray, key) -> "_Gate":
+    """The gate on each batch x[starts[i]:starts[i+1]] of preprocessed x (unchecked)."""
+    n_batches = len(starts) - 1
+    p_mmd = p_conformal = np.full(n_batches, np.nan)
+    image_p = flow_score = None
+    if self.uses_mmd:
+      p_mmd = np.array([float(mmd_test_unchecked(self.mmd_state_, x[lo:hi], jax.random.fold_in(key, i))
+                              .p_value) for i, (lo, hi) in enumerate(zip(starts[:-1], starts[1:]))])
+    if self.uses_conformal:
+      scores, flow_score = conformal.image_scores(self.conformal_state_, self.model, self.variables, x,
+                                                  self.convention)
+      image_p = conformal.image_p_values(self.conformal_state_, scores)
+      p_conformal = conformal.batch_p_values(self.conformal_state_, image_p, starts)
+    if self.attention == "mmd":
+      p = p_mmd
+    elif self.attention == "conformal":
+      p = p_conformal
+    else:
+      p = np.array([conformal.combine_p_values(a, b, self.combination) for a, b in zip(p_mmd, p_conformal)])
+    return _Gate(p, np.where(p < self.level, 0.0, 1.0), p_mmd, p_conformal, image_p, flow_score)
 
   def score_batches(self, x, key: Optional[jax.Array] = None) -> BatchScores:
-    """`inflow_jax.evaluation.scores.score_batches` of x: scores, per-image attention, per-batch p-values."""
+    """Per-image flow scores at the gate's attention, per batch of `batch_size` (see
+    `inflow_jax.evaluation.scores.score_batches`). Conformal kinds: a = 0 also where an image's own
+    p-value < level; the flow runs once, at a = 1 (at a = 0 the flow is a fixed permutation, so the
+    score there is that of z = x with log_det 0)."""
     self._check_fitted()
-    check_images(x, name="x", min_batch=2, value_range=(0.0, 1.0))
-    key = jax.random.PRNGKey(self.seed) if key is None else key
-    return score_batches(self._score_fn, self.mmd_state_, np.asarray(x, np.float32),
-                         min(self.batch_size, len(x)), key)
+    x = self.preprocess(x, min_batch=2)
+    key = self._key(key)
+    size = min(self.batch_size, len(x))
+    if self.attention == "mmd":
+      return score_batches(self._score_fn, self.mmd_state_, x, size, key)
+    starts = batch_starts(len(x), size)
+    gate = self._gate(x, starts, key)
+    batch_index = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+    per_image = (gate.attention[batch_index] * (gate.image_p >= self.level)).astype(np.float32)
+    at_zero = scores_from_terms(np.sum(np.square(x, dtype=np.float64), axis=(1, 2, 3)), 0.0,
+                                int(np.prod(x.shape[1:])), self.convention)
+    scores = np.where(per_image == 1.0, gate.flow_score, at_zero).astype(np.float32)
+    return BatchScores(scores=scores, attention=per_image, p_values=gate.p_value,
+                       flagged=gate.attention == 0.0, batch_index=batch_index, batch_starts=starts)
 
   def score(self, x, key: Optional[jax.Array] = None) -> np.ndarray:
-    """(N,) scores, higher = more OOD; x (N, 32, 32, 3) float32 in [0, 1], N >= 2."""
+    """(N,) scores, higher = more OOD; x (N, H, W, C) float32 in [0, 1], N >= 2."""
     return self.score_batches(x, key).scores
 
   def predict(self, x, key: Optional[jax.Array] = None) -> np.ndarray:
-    """(N,) int labels, 1 = OOD: the image's batch was flagged by the attention test (a = 0), or its
-    score is above the fitted threshold; 0 = in-distribution."""
+    """(N,) int labels, 1 = OOD: the image got a = 0 (its batch, or with the conformal kinds its own
+    p-value, was flagged), or ("mmd") its score is above the fitted threshold; 0 = in-distribution."""
     result = self.score_batches(x, key)
     return self.decide(result.attention, result.scores)
 
   def decide(self, attention: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """`predict`'s labels from per-image attention and scores: 1 where a = 0 or score > threshold."""
+    """`predict`'s labels from per-image attention and scores."""
     self._check_fitted()
-    return ((np.asarray(attention) == 0.0) | (np.asarray(scores) > self.threshold_)).astype(np.int64)
+    flagged = np.asarray(attention) == 0.0
+    if self.threshold_ is not None:
+      flagged = flagged | (np.asarray(scores) > self.threshold_)
+    return flagged.astype(np.int64)
 
-  # Persistence: <dir>/config.json (model config, settings, threshold, static MMD fields) and
-  # <dir>/arrays (orbax: flow variables, encoder parameters, MMD reference statistics).
-  def save(self, directory) -> pathlib.Path:
-    """Writes the detector to `directory` (created; must not exist yet)."""
+  def save(self, directory):
+    """Writes the detector to `directory` (created; must not exist yet); see `detector_files`."""
     self._check_fitted()
-    if not isinstance(self.encoder, Embedder):
-      raise TypeError("only detectors with an inflow_jax.attention.encoder.Embedder encoder can be saved")
-    directory = pathlib.Path(directory).resolve()
-    if directory.exists():
-      raise FileExistsError(f"{directory} exists; save into a new directory")
-    state = self.mmd_state_
-    arrays = {"variables": self.variables, "encoder": self.encoder.params,
-              "mmd": {k: getattr(state, k) for k in _MMD_ARRAYS}}
-    with ocp.StandardCheckpointer() as checkpointer:
-      checkpointer.save(directory / "arrays", jax.tree.map(jnp.asarray, arrays))
-    meta = {"model": _model_config(self.model),
-            "settings": {k: getattr(self, k) for k in _SETTINGS},
-            "threshold": self.threshold_,
-            "encoder": {"features": list(self.encoder.features),
-                        "embedding_dim": self.encoder.embedding_dim,
-                        "chunk_size": self.encoder.chunk_size,
-                        "early_chunk_size": self.encoder.early_chunk_size,
-                        "early_layers": self.encoder.early_layers},
-            "mmd": {"image_shape": list(state.image_shape)}}
-    (directory / "config.json").write_text(json.dumps(meta, indent=2))
-    integrity.write_manifest(directory)
-    return directory
+    return save_detector(self, directory)
 
   @classmethod
   def load(cls, directory) -> "InFlowDetector":
     """Reads a detector written by `save`."""
-    directory = pathlib.Path(directory).resolve()
-    if not (directory / "config.json").is_file() or not (directory / "arrays").is_dir():
-      raise FileNotFoundError(f"{directory} does not hold a saved InFlowDetector "
-                              "(config.json and arrays/ expected)")
-    if integrity.has_manifest(directory):
-      reason = integrity.verify_manifest(directory)
-      if reason is not None:
-        raise ValueError(f"{directory}: the saved detector is corrupt: {reason}")
-    meta = _read_config(directory / "config.json")
-    arrays = _restore_as_numpy(directory / "arrays")
-    model = InFlow(**{k: tuples_from_json(v) for k, v in meta["model"].items()})
-    encoder = Embedder(params=arrays["encoder"], features=tuple(meta["encoder"]["features"]),
-                       embedding_dim=meta["encoder"]["embedding_dim"],
-                       **{k: meta["encoder"][k] for k in ("chunk_size", "early_chunk_size",
-                                                          "early_layers") if k in meta["encoder"]})
-    detector = cls(model, arrays["variables"], encoder=encoder, **meta["settings"])
-    detector.mmd_state_ = MMDState(
-        embed=encoder, **{k: jnp.asarray(arrays["mmd"][k]) for k in _MMD_ARRAYS},
-        n_permutations=detector.n_permutations, level=detector.level,
-        image_shape=tuple(meta["mmd"]["image_shape"]))
-    detector.threshold_ = meta["threshold"]
-    return detector
+    return load_detector(cls, directory)

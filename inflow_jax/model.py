@@ -24,10 +24,11 @@ Beyond the paper:
 Permutations: block k (counted over all levels) uses `permutations[k]` when given, else
 `numpy.random.RandomState(permutation_seed + k).permutation(C_level)` (seed 0 = the original's).
 """
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from inflow_jax.checks import check_attention, check_images
 from inflow_jax.flows import (ActNorm, AttentionCoupling, InvertibleConv1x1, Permutation, merge,
@@ -117,19 +118,47 @@ class InFlow(nn.Module):
         h, _ = unsqueeze(h)
     return h
 
-  def __call__(self, x: jnp.ndarray, attention) -> Tuple[jnp.ndarray, jnp.ndarray]:
-    """x (B, H, W, C) float -> (z (B, H, W, C), log|det dz/dx| (B,)); attention: scalar or (B,)."""
-    self._check(x, attention, "x")
-    log_dets = []
+  def _forward(self, x, attention):
+    """(the last level's h, the factored-out parts, [(B,) log-det of each block]) of x."""
+    block_log_dets = []
 
     def flow_level(level, h):
-      for layer in self._level_layers(level):
-        h, layer_log_det = layer(h, attention)
-        log_dets.append(layer_log_det)
+      layers = self._level_layers(level)
+      per_block = len(layers) // self.num_blocks
+      for start in range(0, len(layers), per_block):
+        block_log_det = 0.0
+        for layer in layers[start:start + per_block]:
+          h, layer_log_det = layer(h, attention)
+          block_log_det = block_log_det + layer_log_det
+        block_log_dets.append(block_log_det)
       return h
 
     h, factored = self._descend(x, flow_level)
-    return self._ascend(h, factored, lambda level, h: h), sum(log_dets)
+    return h, factored, block_log_dets
+
+  def __call__(self, x: jnp.ndarray, attention) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """x (B, H, W, C) float -> (z (B, H, W, C), log|det dz/dx| (B,)); attention: scalar or (B,)."""
+    self._check(x, attention, "x")
+    h, factored, block_log_dets = self._forward(x, attention)
+    return self._ascend(h, factored, lambda level, h: h), sum(block_log_dets)
+
+  def statistics(self, x: jnp.ndarray, attention) -> Dict[str, jnp.ndarray]:
+    """Per-image statistics of the forward pass (the inputs of DoSE-style detectors), x (B, H, W, C):
+
+      log_det_blocks (B, K): log|det| of block k (its ActNorm, 1x1 convolution, coupling), in
+                             forward order over all levels; sum over k = the forward log_det.
+      log_prior_scales (B, L): log N(z_l; 0, I) of the part of z that leaves level l (the factored
+                             half at l < L-1, the rest at L-1); sum over l = log N(z; 0, I).
+      sq_norm_scales (B, L): |z_l|^2 of the same parts; sum = |z|^2.
+    """
+    self._check(x, attention, "x")
+    h, factored, block_log_dets = self._forward(x, attention)
+    parts = list(factored) + [h]
+    sq_norms = jnp.stack([jnp.sum(jnp.square(p).reshape(p.shape[0], -1), axis=1) for p in parts], 1)
+    dims = np.array([int(np.prod(p.shape[1:])) for p in parts])
+    return {"log_det_blocks": jnp.stack(block_log_dets, axis=1),
+            "log_prior_scales": -0.5 * sq_norms - 0.5 * dims * np.log(2.0 * np.pi),
+            "sq_norm_scales": sq_norms}
 
   def inverse(self, z: jnp.ndarray, attention) -> jnp.ndarray:
     """z (B, H, W, C) -> x with model(x, attention)[0] == z."""

@@ -39,9 +39,20 @@ ScoreFn = Callable[..., jax.Array]
 
 def gaussian_log_prob(z: jax.Array, variance: float) -> jax.Array:
   """log N(z; 0, variance I) summed over all non-batch dimensions: (B,)."""
-  dims = np.prod(z.shape[1:])
   squared = jnp.sum(jnp.square(z).reshape(z.shape[0], -1), axis=1)
-  return -0.5 * squared / variance - 0.5 * dims * jnp.log(2.0 * jnp.pi * variance)
+  return log_prob_from_sq_norm(squared, int(np.prod(z.shape[1:])), variance)
+
+
+def log_prob_from_sq_norm(sq_norm, dims: int, variance: float):
+  """log N(z; 0, variance I) of a D-dimensional z from |z|^2 (any array library)."""
+  return -0.5 * sq_norm / variance - 0.5 * dims * np.log(2.0 * np.pi * variance)
+
+
+def scores_from_terms(sq_norm, log_det, dims: int, convention: str):
+  """The score of the module docstring from |z|^2 and the exact log_det of D-dimensional images."""
+  if convention == "paper":
+    return log_prob_from_sq_norm(sq_norm, dims, PAPER_PRIOR_VARIANCE) - log_det
+  return (-log_prob_from_sq_norm(sq_norm, dims, 1.0) - log_det + dims * np.log(255.0)) / (dims * np.log(2.0))
 
 
 def dequantize(x: jax.Array, key: jax.Array) -> jax.Array:
@@ -51,8 +62,8 @@ def dequantize(x: jax.Array, key: jax.Array) -> jax.Array:
 
 def bits_per_dim(z: jax.Array, log_det: jax.Array) -> jax.Array:
   """(B,) NLL of the 8-bit images in bits/dim: (-log N(z; 0, I) - log_det + D log 255) / (D log 2)."""
-  dims = np.prod(z.shape[1:])
-  return (-gaussian_log_prob(z, 1.0) - log_det + dims * np.log(255.0)) / (dims * np.log(2.0))
+  squared = jnp.sum(jnp.square(z).reshape(z.shape[0], -1), axis=1)
+  return scores_from_terms(squared, log_det, int(np.prod(z.shape[1:])), "nll")
 
 
 @functools.partial(jax.jit, static_argnames=("model", "conventions"))
@@ -64,12 +75,8 @@ def _flow_scores(model, conventions: Tuple[str, ...], variables, x, attention, k
   if key is not None:
     x = dequantize(x, key)
   z, log_det = model.apply(variables, x, attention)
-  out = {}
-  if "paper" in conventions:
-    out["paper"] = gaussian_log_prob(z, PAPER_PRIOR_VARIANCE) - log_det
-  if "nll" in conventions:
-    out["nll"] = bits_per_dim(z, log_det)
-  return out
+  squared = jnp.sum(jnp.square(z).reshape(z.shape[0], -1), axis=1)
+  return {c: scores_from_terms(squared, log_det, int(np.prod(z.shape[1:])), c) for c in conventions}
 
 
 def exact_log_det(model):

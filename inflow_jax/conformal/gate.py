@@ -1,0 +1,95 @@
+"""The conformal attention: per-image scores, their conformal p-values and a batch test. A pytree-free
+state of numpy arrays, fitted once:
+
+    fit:     density  <- fit_density(features(x_ref))               (the in-distribution statistics)
+             calib    <- sorted density_scores(features(x_calibration))
+    image:   s(x) = density_scores(features(x)),   p(x) = (1 + #{calib >= s(x)}) / (1 + n)
+    batch:   p_batch = fisher or simes of the batch's p(x);   attention 0 when p_batch < level
+
+Split conformal needs the calibration images to be unseen by everything the score was fitted on: the
+flow's training images and x_ref (the density's fitting set). `fit_conformal` refuses calibration images
+that also appear in x_ref or in the training images it is given (exact 8-bit duplicates), and fewer than
+1/level of them (the smallest p-value, 1/(1+n), could not fall below the level).
+"""
+import dataclasses
+import hashlib
+from typing import Dict, Optional
+
+import numpy as np
+
+from inflow_jax.conformal.density import density_scores, fit_density
+from inflow_jax.conformal.features import features_of, flow_pass, image_features
+from inflow_jax.conformal.p_values import BATCH_TESTS, batch_p_value, conformal_p_values
+
+
+@dataclasses.dataclass
+class ConformalState:
+  """density: the mixture's arrays (`conformal.density`); calibration_scores: (n,) ascending."""
+  density: Dict[str, np.ndarray]
+  calibration_scores: np.ndarray
+  level: float
+  batch_test: str = "fisher"
+
+  @property
+  def n_calibration(self) -> int:
+    return int(self.calibration_scores.shape[0])
+
+
+def image_hashes(x: np.ndarray) -> set:
+  """SHA-1 digests of each image's 8-bit values round(255 x)."""
+  images = np.round(np.asarray(x, np.float64) * 255.0).astype(np.uint8)
+  return {hashlib.sha1(image.tobytes()).hexdigest() for image in images}
+
+
+def check_calibration(x_calibration: np.ndarray, level: float,
+                      others: Dict[str, Optional[np.ndarray]]) -> None:
+  """Raises ValueError when x_calibration has fewer than 1/level images or shares an image with one of
+  `others` (name -> images or None)."""
+  if len(x_calibration) * level < 1.0:
+    raise ValueError(f"{len(x_calibration)} calibration images cannot reach level {level}: the "
+                     f"smallest conformal p-value is 1/(1 + n); give at least {int(np.ceil(1 / level))}")
+  calibration = image_hashes(x_calibration)
+  for name, x in others.items():
+    if x is not None:
+      shared = len(calibration & image_hashes(x))
+      if shared:
+        raise ValueError(f"{shared} calibration images also appear in {name}: split conformal needs "
+                         f"calibration images unseen by the flow's training and by the density's fit "
+                         f"(x_ref); use a disjoint held-out split")
+
+
+def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray, *, level: float,
+                  batch_test: str = "fisher", n_components: int = 4, seed: int = 0,
+                  x_train: Optional[np.ndarray] = None) -> ConformalState:
+  """Fits the density on x_ref's features and calibrates on x_calibration (both (n, H, W, C) float32
+  in [0, 1], already preprocessed; x_train: the flow's training images, checked for overlap)."""
+  if batch_test not in BATCH_TESTS:
+    raise ValueError(f"batch_test must be one of {BATCH_TESTS}, got {batch_test!r}")
+  if len(x_ref) <= 10 * n_components:
+    raise ValueError(f"fitting a {n_components}-component density needs more than {10 * n_components} "
+                     f"reference images, got {len(x_ref)}")
+  check_calibration(x_calibration, level, {"x_ref": x_ref, "the training images (x_train)": x_train})
+  density = fit_density(image_features(model, variables, x_ref), n_components, seed)
+  calibration = np.sort(density_scores(density, image_features(model, variables, x_calibration)))
+  if not np.all(np.isfinite(calibration)):
+    raise ValueError("some calibration scores are NaN or infinite: the flow gives no finite density there")
+  return ConformalState(density=density, calibration_scores=calibration, level=float(level),
+                        batch_test=batch_test)
+
+
+def image_scores(state: ConformalState, model, variables, x: np.ndarray, convention: str = "nll"):
+  """((N,) s(x), higher = more OOD; (N,) the flow's `convention` score at a = 1 from the same pass) of
+  preprocessed x (unchecked)."""
+  scale_bits, flow_score = flow_pass(model, variables, x, convention)
+  return density_scores(state.density, features_of(scale_bits, x)), flow_score
+
+
+def image_p_values(state: ConformalState, scores: np.ndarray) -> np.ndarray:
+  """(N,) conformal p-values of the scores."""
+  return conformal_p_values(state.calibration_scores, scores)
+
+
+def batch_p_values(state: ConformalState, p_values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+  """(n_batches,) the batch test's p-value of each batch p_values[starts[i]:starts[i+1]]."""
+  return np.array([batch_p_value(p_values[lo:hi], state.batch_test)
+                   for lo, hi in zip(starts[:-1], starts[1:])])

@@ -1,0 +1,178 @@
+"""The conformal attention: flow statistics, p-values, batch tests, the density, and the detector's
+"conformal" / "combined" kinds (fit, per-image scores and p-values, batch tests, save/load, errors)."""
+import io
+import json
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import stats
+from sklearn.mixture import GaussianMixture
+
+from inflow_jax import InFlowDetector, data
+from inflow_jax.conformal import batch_p_value, combine_p_values, conformal_p_values
+from inflow_jax.conformal.density import density_scores, fit_density
+from inflow_jax.data.jpeg import jpeg_round_trip
+from inflow_jax.evaluation.scores import gaussian_log_prob, make_score_fn
+from inflow_jax.flow_file import load_flow_file
+from inflow_jax.model import InFlow
+from helpers import fast_jit
+
+
+def test_statistics_sum_to_the_forward_pass():
+  model = InFlow(num_blocks=2, width=8, glow=True, num_scales=2)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (3, 8, 8, 3))
+  variables = fast_jit(model.init)(jax.random.PRNGKey(0), x, 1.0)
+  attention = np.array([1.0, 0.5, 0.0], np.float32)
+  z, log_det, stats_ = fast_jit(lambda v, x, a: model.apply(v, x, a) + (
+      model.apply(v, x, a, method=InFlow.statistics),))(variables, x, attention)
+  assert stats_["log_det_blocks"].shape == (3, 4) and stats_["log_prior_scales"].shape == (3, 2)
+  np.testing.assert_allclose(stats_["log_det_blocks"].sum(1), log_det, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(stats_["log_prior_scales"].sum(1), gaussian_log_prob(z, 1.0), rtol=1e-6)
+  np.testing.assert_allclose(stats_["sq_norm_scales"].sum(1), np.sum(np.square(z), axis=(1, 2, 3)),
+                             rtol=1e-6)
+  np.testing.assert_allclose(stats_["log_det_blocks"][2], 0.0, atol=1e-6)   # a = 0: the identity
+
+
+def test_conformal_p_values_formula_and_uniformity():
+  rng = np.random.default_rng(0)
+  calibration = np.sort(rng.normal(size=2000))
+  scores = np.r_[rng.normal(size=5000), calibration[[0, 10, -1]]]
+  p = conformal_p_values(calibration, scores)
+  brute = (1 + (calibration[None, :] >= scores[:, None]).sum(1)) / 2001
+  np.testing.assert_array_equal(p, brute)
+  assert p.min() >= 1 / 2001 and p.max() <= 1.0
+  # marginally (fresh calibration and test draws) p is uniform on {1, ..., n+1}/(n+1): KS on a null
+  null = np.array([conformal_p_values(np.sort(rng.normal(size=999)), rng.normal(size=1))[0]
+                   for _ in range(3000)])
+  assert stats.kstest(null, "uniform").pvalue > 0.01
+  for u in (0.01, 0.05, 0.2):
+    assert np.mean(null <= u) <= u + 3 * np.sqrt(u / 3000)
+
+
+def test_batch_tests_match_their_definitions_and_hold_the_level():
+  rng = np.random.default_rng(1)
+  p = rng.uniform(size=7)
+  assert batch_p_value(p, "fisher") == pytest.approx(stats.combine_pvalues(p, method="fisher")[1])
+  assert batch_p_value(p, "simes") == pytest.approx(min(1.0, np.min(7 * np.sort(p) / np.arange(1, 8))))
+  assert combine_p_values(0.01, 0.3, "bonferroni") == pytest.approx(0.02)
+  assert combine_p_values(0.3, 0.3, "cauchy") == pytest.approx(0.3)
+  null = rng.uniform(size=(4000, 5))
+  for test in ("fisher", "simes"):
+    rate = np.mean([batch_p_value(row, test) < 0.05 for row in null])
+    assert 0.04 < rate < 0.06, (test, rate)
+  for method in ("bonferroni", "cauchy"):
+    rate = np.mean([combine_p_values(a, b, method) < 0.05 for a, b in null[:, :2]])
+    assert 0.035 < rate < 0.06, (method, rate)
+  # power: one very small p-value among 10 is found by Simes
+  assert batch_p_value(np.r_[1e-4, rng.uniform(size=9)], "simes") < 0.05
+
+
+def test_density_scores_equal_sklearn():
+  rng = np.random.default_rng(2)
+  features = np.c_[rng.normal(3.0, 2.0, 600), rng.normal(size=600) * 0.1 + 1.0, rng.gamma(2.0, size=600)]
+  density = fit_density(features, n_components=3, seed=0)
+  mixture = GaussianMixture(3, covariance_type="full", reg_covar=1e-3, random_state=0)
+  standardised = (features - features.mean(0)) / features.std(0)
+  mixture.fit(standardised)
+  np.testing.assert_allclose(density_scores(density, features), -mixture.score_samples(standardised),
+                             rtol=1e-6)
+
+
+def test_jpeg_round_trip_is_pil():
+  rng = np.random.default_rng(3)
+  images = rng.integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
+  out = jpeg_round_trip(images / 255.0, 75)
+  buffer = io.BytesIO()
+  Image.fromarray(images[1]).save(buffer, format="JPEG", quality=75)
+  np.testing.assert_array_equal(np.round(out[1] * 255).astype(np.uint8), np.asarray(Image.open(buffer)))
+  assert out.dtype == np.float32 and jpeg_round_trip(images[..., :1] / 255.0, 50).shape == (2, 16, 16, 1)
+
+
+@pytest.fixture(scope="module")
+def digits():
+  return data.load_images("digits", "train")[0]
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+  model = InFlow(num_blocks=1, width=8, glow=True, num_scales=2)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), digits[:64], 1.0)
+  detector = InFlowDetector(model, variables, attention="combined", n_permutations=50, batch_size=10,
+                            n_components=2)
+  return detector.fit(digits[:300], x_calibration=digits[300:500])
+
+
+def test_combined_detector_scores_p_values_and_batches(fitted, digits):
+  detector, x_in = fitted, digits[500:560]
+  noise = data.load_images("uniform_noise", "test", max_images=30)[0]
+  scores = detector.image_scores(x_in)
+  np.testing.assert_array_equal(np.concatenate([detector.image_scores(x_in[:7]),
+                                                detector.image_scores(x_in[7:])]), scores)
+  p_in, p_out = detector.image_p_values(x_in), detector.image_p_values(noise)
+  assert np.all((p_in > 0) & (p_in <= 1)) and p_out.max() == pytest.approx(1 / 201)
+  result = detector.test_batch(noise[:5], jax.random.PRNGKey(0))
+  assert result.attention == 0.0 and result.p_value < 0.05
+  assert result.p_value == pytest.approx(combine_p_values(result.p_mmd, result.p_conformal, "bonferroni"))
+  assert result.p_conformal == pytest.approx(batch_p_value(p_out[:5], "fisher"))
+  # score: the flow's score at the per-image attention; predict = 1 - a
+  mixed = np.concatenate([x_in[:15], noise[:5]])
+  batch = detector.score_batches(mixed)
+  direct = make_score_fn(detector.model, detector.variables, "paper")(mixed, batch.attention)
+  np.testing.assert_allclose(batch.scores, direct, rtol=1e-4)
+  assert np.all(batch.attention[15:] == 0.0)
+  np.testing.assert_array_equal(detector.predict(mixed), (batch.attention == 0.0).astype(int))
+
+
+def test_conformal_kind_save_load_and_jpeg(fitted, digits, tmp_path):
+  detector = InFlowDetector(fitted.model, fitted.variables, attention="conformal", batch_test="simes",
+                            n_components=2, jpeg_quality=80, batch_size=10)
+  detector.fit(digits[:300], x_calibration=digits[300:500])
+  assert detector.mmd_state_ is None and detector.threshold_ is None
+  plain = InFlowDetector(fitted.model, fitted.variables, attention="conformal", n_components=2)
+  plain.fit(jpeg_round_trip(digits[:300], 80), x_calibration=jpeg_round_trip(digits[300:500], 80))
+  np.testing.assert_allclose(detector.image_scores(digits[500:520]),
+                             plain.image_scores(jpeg_round_trip(digits[500:520], 80)), rtol=1e-6)
+  loaded = InFlowDetector.load(detector.save(tmp_path / "det"))
+  assert (loaded.attention, loaded.batch_test, loaded.jpeg_quality) == ("conformal", "simes", 80)
+  np.testing.assert_array_equal(loaded.image_p_values(digits[500:520]), detector.image_p_values(digits[500:520]))
+  np.testing.assert_array_equal(loaded.test_batch(digits[500:520]), detector.test_batch(digits[500:520]))
+
+
+def test_conformal_errors(fitted, digits):
+  model, variables = fitted.model, fitted.variables
+  with pytest.raises(ValueError, match="attention must be one of"):
+    InFlowDetector(model, variables, attention="kde")
+  detector = InFlowDetector(model, variables, attention="conformal", n_components=2)
+  with pytest.raises(ValueError, match="needs x_calibration"):
+    detector.fit(digits[:300])
+  with pytest.raises(ValueError, match="10 calibration images cannot reach level 0.05"):
+    detector.fit(digits[:300], x_calibration=digits[300:310])
+  with pytest.raises(ValueError, match="5 calibration images also appear in x_ref"):
+    detector.fit(digits[:300], x_calibration=digits[295:400])
+  with pytest.raises(ValueError, match=r"also appear in the training images \(x_train\)"):
+    detector.fit(digits[:300], x_calibration=digits[300:400], x_train=digits[350:360])
+  mmd = InFlowDetector(model, variables, n_permutations=50).fit(digits[:100])
+  with pytest.raises(ValueError, match="need attention='conformal' or 'combined'"):
+    mmd.image_scores(digits[:5])
+  with pytest.raises(RuntimeError, match="not fitted"):
+    detector.image_scores(digits[:5])
+
+
+def test_load_flow_file(tmp_path):
+  model = InFlow(num_blocks=1, width=8, glow=True, num_scales=2)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (2, 8, 8, 3))
+  variables = fast_jit(model.init)(jax.random.PRNGKey(0), x, 1.0)
+  flat = {"/".join(k.key for k in path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(variables)}
+  np.savez(tmp_path / "flow.npz", **flat)
+  (tmp_path / "flow.json").write_text(json.dumps({"model": {"num_blocks": 1, "width": 8, "glow": True,
+                                                            "num_scales": 2}}))
+  loaded_model, loaded = load_flow_file(tmp_path / "flow.npz")
+  apply = fast_jit(lambda v, x: model.apply(v, x, 1.0)[0])
+  assert loaded_model == model
+  np.testing.assert_array_equal(apply(loaded, x), apply(variables, x))
+  (tmp_path / "other.npz").write_bytes((tmp_path / "flow.npz").read_bytes())
+  with pytest.raises(ValueError, match="is not a flow file"):
+    load_flow_file(tmp_path / "other.npz")
