@@ -55,6 +55,12 @@ def get_config() -> ml_collections.ConfigDict:
       data_dir=ml_collections.config_dict.placeholder(str),
       image_size=32,
       max_eval_images=ml_collections.config_dict.placeholder(int),
+      # beyond the paper: in-distribution images of `test`'s dataset, in neither the training, the
+      # test nor the held-out images, that calibrate the conformal attention (attention.kind)
+      calibration_split=ml_collections.config_dict.placeholder(str),
+      # None, or a JPEG round trip at this quality that every set goes through after loading (and
+      # the saved detector applies before scoring): compares sets from different pipelines fairly
+      jpeg_quality=ml_collections.config_dict.placeholder(int),
   ))
 
   config.train = ml_collections.ConfigDict(dict(
@@ -94,6 +100,13 @@ def get_config() -> ml_collections.ConfigDict:
       sigma=ml_collections.config_dict.placeholder(float),   # None: median heuristic
       encoder_seed=0,
       encoder_path=ml_collections.config_dict.placeholder(str),  # original encoder .npz
+      # 'mmd' (the paper's gate), or beyond the paper 'conformal' / 'combined' (inflow_jax.conformal:
+      # per-image conformal p-values calibrated on data.calibration_split, their batch test, and that
+      # test combined with the MMD test); the evaluation reports the MMD gate beside them
+      kind='mmd',
+      batch_test='fisher',       # 'fisher' | 'simes'
+      combination='bonferroni',  # 'bonferroni' | 'cauchy'
+      n_components=4,            # Gaussian-mixture components of the per-image density
   ))
 
   config.eval = ml_collections.ConfigDict(dict(
@@ -102,7 +115,7 @@ def get_config() -> ml_collections.ConfigDict:
       baselines=True,        # likelihood, paper score at a=1, input complexity, typicality test
       mixed_n_batches=20,
       n_bootstrap=1000,      # typicality thresholds
-      mixed_rhos=(0.1, 0.25, 0.5, 1.0),
+      mixed_rhos=(0.1, 0.25, 0.5, 1.0),   # OOD fraction; 0 = exactly one OOD image per batch
       mixed_batch_sizes=(10, 25, 50, 100, 250),
   ))
 

@@ -8,6 +8,9 @@ from configs import default as default_config
 from inflow_jax.adversarial import classifier as classifier_lib
 from inflow_jax.adversarial.evaluation import check_attack_config
 from inflow_jax.checks import check_test_size
+from inflow_jax.conformal import BATCH_TESTS, COMBINATIONS
+from inflow_jax.data.jpeg import check_jpeg_quality
+from inflow_jax.detector import ATTENTION_KINDS
 from inflow_jax.evaluation.protocols import PROTOCOLS
 from inflow_jax.training.flow import check_train_config
 
@@ -67,13 +70,22 @@ def check_evaluation_config(config: ml_collections.ConfigDict) -> None:
     raise type(error)(f"attention.n_permutations / attention.level: {error}") from error
   if settings.sigma is not None and not settings.sigma > 0:
     raise ValueError(f"attention.sigma must be > 0 (or None: the median heuristic), got {settings.sigma}")
+  for name, allowed in (("kind", ATTENTION_KINDS), ("batch_test", BATCH_TESTS),
+                        ("combination", COMBINATIONS)):
+    if settings[name] not in allowed:
+      raise ValueError(f"attention.{name} must be one of {allowed}, got {settings[name]!r}")
+  conformal_kind = settings.kind != "mmd"
+  if conformal_kind and not config.data.calibration_split:
+    raise ValueError(f"attention.kind={settings.kind!r} needs data.calibration_split: held-out images "
+                     "of data.test's dataset, disjoint from the test and training images")
+  check_jpeg_quality(config.data.jpeg_quality)
   if not e.protocols or set(e.protocols) - set(PROTOCOLS):
     raise ValueError(f"eval.protocols must be a non-empty subset of {PROTOCOLS}, got {tuple(e.protocols)}")
   sizes = [("eval.batch_size", e.batch_size)]
   if "mixed" in e.protocols:
     sizes += [(f"eval.mixed_batch_sizes[{i}]", m) for i, m in enumerate(e.mixed_batch_sizes)]
   for name, m in sizes:
-    if m < 2:
+    if m < (1 if conformal_kind and name != "eval.batch_size" else 2):
       raise ValueError(f"{name}={m}: the attention test needs batches of at least 2 images")
     if m > settings.n_reference:
       raise ValueError(f"{name}={m} exceeds attention.n_reference={settings.n_reference}: the test "

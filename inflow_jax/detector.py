@@ -134,7 +134,9 @@ class InFlowDetector:
     return x if self.jpeg_quality is None else jpeg_round_trip(x, self.jpeg_quality)
 
   def fit(self, x_ref, *, x_calibration=None, x_threshold=None, x_train=None, config=None,
-          mmd_state: Optional[MMDState] = None) -> "InFlowDetector":
+          mmd_state: Optional[MMDState] = None,
+          conformal_state: Optional[conformal.ConformalState] = None,
+          preprocessed: bool = False) -> "InFlowDetector":
     """Fits the attention (and threshold); optionally trains the flow on x_train first.
 
     Args:
@@ -146,14 +148,26 @@ class InFlowDetector:
       x_train: optional training images: the flow is trained on them with `config.train` first.
       config: a full config (e.g. `configs/cifar10.py`), needed with x_train.
       mmd_state: the MMD test already fitted on x_ref with this encoder (`fit_mmd`), used as it is.
+      conformal_state: the conformal attention already fitted (`conformal.fit_conformal` on x_ref
+        and a calibration set, with this level and batch test), used as it is.
+      preprocessed: the images already went through the detector's preprocessing (JPEG): skip it.
     """
-    x_ref = self.preprocess(x_ref, "x_ref", min_batch=2)
-    if self.uses_conformal:
+    prepare = self.preprocess if not preprocessed else (
+        lambda x, name, min_batch=1: np.asarray(check_images(x, name=name, min_batch=min_batch,
+                                                             value_range=(0.0, 1.0)), np.float32))
+    x_ref = prepare(x_ref, "x_ref", min_batch=2)
+    if conformal_state is not None:
+      if not self.uses_conformal:
+        raise ValueError("conformal_state given to a detector with attention='mmd'")
+      if (conformal_state.level, conformal_state.batch_test) != (self.level, self.batch_test):
+        raise ValueError(f"conformal_state has level={conformal_state.level}, batch_test="
+                         f"{conformal_state.batch_test!r}; the detector {self.level}, {self.batch_test!r}")
+    elif self.uses_conformal:
       if x_calibration is None:
         raise ValueError(f"attention={self.attention!r} needs x_calibration: held-out in-distribution "
                          "images, disjoint from x_ref and from the flow's training images")
-      x_calibration = self.preprocess(x_calibration, "x_calibration")
-      x_train_seen = None if x_train is None else self.preprocess(x_train, "x_train")
+      x_calibration = prepare(x_calibration, "x_calibration")
+      x_train_seen = None if x_train is None else prepare(x_train, "x_train")
       conformal.check_calibration(x_calibration, self.level,
                                   {"x_ref": x_ref, "the training images (x_train)": x_train_seen})
     if x_train is not None:
@@ -161,11 +175,11 @@ class InFlowDetector:
     if self.uses_mmd:
       self._fit_mmd(x_ref, mmd_state)
     if self.uses_conformal:
-      self.conformal_state_ = conformal.fit_conformal(
+      self.conformal_state_ = conformal_state or conformal.fit_conformal(
           self.model, self.variables, x_ref, x_calibration, level=self.level, batch_test=self.batch_test,
           n_components=self.n_components, seed=self.seed)
     else:
-      x_threshold = x_ref if x_threshold is None else self.preprocess(x_threshold, "x_threshold")
+      x_threshold = x_ref if x_threshold is None else prepare(x_threshold, "x_threshold")
       self._fit_threshold(x_threshold)
     return self
 
@@ -233,14 +247,16 @@ class InFlowDetector:
     check_key(key)
     return key
 
-  def _gate(self, x: np.ndarray, starts: np.ndarray, key) -> "_Gate":
-    """The gate on each batch x[starts[i]:starts[i+1]] of preprocessed x (unchecked)."""
+  def _gate(self, x: np.ndarray, starts: np.ndarray, key, first_batch: int = 0) -> "_Gate":
+    """The gate on each batch x[starts[i]:starts[i+1]] of preprocessed x (unchecked); batch i's MMD
+    test uses the key fold_in(key, first_batch + i)."""
     n_batches = len(starts) - 1
     p_mmd = p_conformal = np.full(n_batches, np.nan)
     image_p = flow_score = None
     if self.uses_mmd:
-      p_mmd = np.array([float(mmd_test_unchecked(self.mmd_state_, x[lo:hi], jax.random.fold_in(key, i))
-                              .p_value) for i, (lo, hi) in enumerate(zip(starts[:-1], starts[1:]))])
+      p_mmd = np.array([float(mmd_test_unchecked(self.mmd_state_, x[lo:hi],
+                                                 jax.random.fold_in(key, first_batch + i)).p_value)
+                        for i, (lo, hi) in enumerate(zip(starts[:-1], starts[1:]))])
     if self.uses_conformal:
       scores, flow_score = conformal.image_scores(self.conformal_state_, self.model, self.variables, x,
                                                   self.convention)
@@ -254,26 +270,29 @@ class InFlowDetector:
       p = np.array([conformal.combine_p_values(a, b, self.combination) for a, b in zip(p_mmd, p_conformal)])
     return _Gate(p, np.where(p < self.level, 0.0, 1.0), p_mmd, p_conformal, image_p, flow_score)
 
-  def score_batches(self, x, key: Optional[jax.Array] = None) -> BatchScores:
-    """Per-image flow scores at the gate's attention, per batch of `batch_size` (see
-    `inflow_jax.evaluation.scores.score_batches`). Conformal kinds: a = 0 also where an image's own
-    p-value < level; the flow runs once, at a = 1 (at a = 0 the flow is a fixed permutation, so the
-    score there is that of z = x with log_det 0)."""
+  def score_batches(self, x, key: Optional[jax.Array] = None, *, batch_size: Optional[int] = None,
+                    first_batch: int = 0, preprocessed: bool = False) -> BatchScores:
+    """Per-image flow scores at the gate's attention, per batch of `batch_size` (default the
+    detector's; see `inflow_jax.evaluation.scores.score_batches`, also for `first_batch`). Conformal
+    kinds: a = 0 also where an image's own p-value < level, and BatchScores.image_p_values holds
+    them; the flow runs once, at a = 1 (at a = 0 the flow is a fixed permutation, so the score there
+    is that of z = x with log_det 0). preprocessed: x already went through `preprocess`."""
     self._check_fitted()
-    x = self.preprocess(x, min_batch=2)
+    x = check_images(x, name="x", min_batch=2) if preprocessed else self.preprocess(x, min_batch=2)
     key = self._key(key)
-    size = min(self.batch_size, len(x))
+    size = min(batch_size or self.batch_size, len(x))
     if self.attention == "mmd":
-      return score_batches(self._score_fn, self.mmd_state_, x, size, key)
+      return score_batches(self._score_fn, self.mmd_state_, x, size, key, first_batch=first_batch)
     starts = batch_starts(len(x), size)
-    gate = self._gate(x, starts, key)
+    gate = self._gate(x, starts, key, first_batch)
     batch_index = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
     per_image = (gate.attention[batch_index] * (gate.image_p >= self.level)).astype(np.float32)
     at_zero = scores_from_terms(np.sum(np.square(x, dtype=np.float64), axis=(1, 2, 3)), 0.0,
                                 int(np.prod(x.shape[1:])), self.convention)
     scores = np.where(per_image == 1.0, gate.flow_score, at_zero).astype(np.float32)
     return BatchScores(scores=scores, attention=per_image, p_values=gate.p_value,
-                       flagged=gate.attention == 0.0, batch_index=batch_index, batch_starts=starts)
+                       flagged=gate.attention == 0.0, batch_index=batch_index, batch_starts=starts,
+                       image_p_values=gate.image_p)
 
   def score(self, x, key: Optional[jax.Array] = None) -> np.ndarray:
     """(N,) scores, higher = more OOD; x (N, H, W, C) float32 in [0, 1], N >= 2."""

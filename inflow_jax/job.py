@@ -29,6 +29,9 @@ from inflow_jax.adversarial import classifier as classifier_lib
 from inflow_jax.adversarial.evaluation import evaluate_adversarial, set_name_prefix
 from inflow_jax.attention.encoder import load_reference_encoder, make_encoder
 from inflow_jax.attention.mmd import MMDState, fit_mmd
+from inflow_jax.conformal import ConformalState, check_calibration, fit_conformal
+from inflow_jax.data.jpeg import jpeg_round_trip
+from inflow_jax.flow_file import is_flow_file, load_flow_file
 from inflow_jax.config_checks import attacks_classifier, check_config
 from inflow_jax.detector import InFlowDetector
 from inflow_jax.evaluation.protocols import ood_table
@@ -99,6 +102,8 @@ def load_data(config: ml_collections.ConfigDict, mode: str) -> Dict[str, Any]:
     sets["test"], y_test = load(d.test, d.test_split, d.max_eval_images)
     sets["heldout"] = load(d.train, d.heldout_split)[0] if d.heldout_split else None
     sets["ood"] = {name: load(name, d.ood_split, d.max_eval_images)[0] for name in d.ood}
+    if d.calibration_split:
+      sets["calibration"] = load(d.test, d.calibration_split)[0]
     check_set_sizes(config, sets)
     if attacks_classifier(config):
       sets["labels"] = {"train": checked_labels(config, "train", y_train, len(sets["train"])),
@@ -106,7 +111,17 @@ def load_data(config: ml_collections.ConfigDict, mode: str) -> Dict[str, Any]:
       if config.adversarial.train.batch_size > len(sets["train"]):
         raise ValueError(f"adversarial.train.batch_size={config.adversarial.train.batch_size} exceeds "
                          f"the {len(sets['train'])} images of {d.train!r} {d.train_split!r}")
-  return sets
+  return jpeg_sets(sets, d.jpeg_quality)
+
+
+def jpeg_sets(sets: Dict[str, Any], quality) -> Dict[str, Any]:
+  """Every image set of `load_data` through the JPEG round trip (data.jpeg_quality; None: as is)."""
+  if quality is None:
+    return sets
+  convert = lambda x: None if x is None else jpeg_round_trip(x, quality)
+  return {k: (v if k in ("train_shape", "labels") else
+              {name: convert(x) for name, x in v.items()} if k == "ood" else convert(v))
+          for k, v in sets.items()}
 
 
 def check_set_sizes(config: ml_collections.ConfigDict, sets: Dict[str, Any]) -> None:
@@ -124,15 +139,23 @@ def check_set_sizes(config: ml_collections.ConfigDict, sets: Dict[str, Any]) -> 
   if "mixed" in e.protocols and max(e.mixed_batch_sizes) > len(sets["test"]):
     raise ValueError(f"eval.mixed_batch_sizes up to {max(e.mixed_batch_sizes)} exceed the "
                      f"{len(sets['test'])} test images")
+  if "calibration" in sets and config.attention.kind != "mmd":
+    check_calibration(sets["calibration"], config.attention.level, {
+        f"the training images (data.train {d.train_split!r})": sets["train"],
+        f"the test images (data.test {d.test_split!r})": sets["test"]})
   if (e.baselines or "mixed" in e.protocols) and (sets["heldout"] is None or not len(sets["heldout"])):
     raise ValueError("the typicality test (eval.baselines or the mixed protocol) needs held-out "
                      f"images: data.heldout_split={d.heldout_split!r} gives none")
 
 
 def load_model(config: ml_collections.ConfigDict):
-  """(model, pretrained variables or None). Reading the pretrained checkpoint fails here, early."""
+  """(model, pretrained variables or None). Reading the pretrained checkpoint fails here, early: an
+  original (PyTorch-named) state dict, or a flow file (`inflow_jax.flow_file`: .npz + .json)."""
   if config.checkpoint_path is None:
     return InFlow(**config.model), None
+  if is_flow_file(config.checkpoint_path):
+    model, variables = load_flow_file(config.checkpoint_path)
+    return model, jax.tree.map(jax.numpy.asarray, variables)
   try:
     return torch_checkpoint.load_reference_checkpoint(config.checkpoint_path, config.model.paper_compat)
   except (OSError, ValueError, KeyError) as error:
@@ -158,23 +181,42 @@ def fit_attention(config: ml_collections.ConfigDict, x_train: np.ndarray) -> MMD
                  settings.n_permutations, settings.level, settings.sigma)
 
 
-def save_detector(config, model, variables, mmd_state: MMDState, sets, workdir) -> None:
-  """`<workdir>/detector/`: the flow, the evaluation's attention test and a threshold at 5% false
-  positives on the held-out in-distribution images (data.heldout_split; without it, the reference)."""
-  x_ref = reference_images(sets["train"], config.attention.n_reference, config.seed)
-  detector = InFlowDetector(model, variables, encoder=mmd_state.embed,
+def fit_conformal_attention(config, model, variables, sets) -> Optional[ConformalState]:
+  """attention.kind 'conformal' / 'combined': the density fitted on the reference images, calibrated
+  on data.calibration_split (checked disjoint from the training images); else None."""
+  a = config.attention
+  if a.kind == "mmd":
+    return None
+  # (the calibration images were checked disjoint from the training and test images at loading)
+  return fit_conformal(model, variables, reference_images(sets["train"], a.n_reference, config.seed),
+                       sets["calibration"], level=a.level, batch_test=a.batch_test,
+                       n_components=a.n_components, seed=config.seed)
+
+
+def save_detector(config, model, variables, mmd_state: MMDState, conformal_state, sets, workdir) -> None:
+  """`<workdir>/detector/`: the flow, the evaluation's attention (attention.kind) and, for 'mmd', a
+  threshold at 5% false positives on the held-out in-distribution images (data.heldout_split; without
+  it, the reference); the detector applies data.jpeg_quality to what it scores."""
+  a = config.attention
+  x_ref = reference_images(sets["train"], a.n_reference, config.seed)
+  detector = InFlowDetector(model, variables, encoder=mmd_state.embed, attention=a.kind,
                             n_permutations=mmd_state.n_permutations, level=mmd_state.level,
-                            batch_size=config.eval.batch_size, seed=config.seed)
-  detector.fit(x_ref, x_threshold=sets["heldout"], mmd_state=mmd_state)
+                            batch_size=config.eval.batch_size, batch_test=a.batch_test,
+                            combination=a.combination, n_components=a.n_components,
+                            jpeg_quality=config.data.jpeg_quality, seed=config.seed)
+  detector.fit(x_ref, x_threshold=sets["heldout"], mmd_state=mmd_state, conformal_state=conformal_state,
+               preprocessed=True)   # the sets went through data.jpeg_quality at loading
   save_job_detector(workdir, detector, sets["train_shape"])
 
 
-def evaluate(model, variables, sets, config, timings: Dict[str, float]) -> Tuple[Dict, Dict, MMDState]:
+def evaluate(model, variables, sets, config, timings: Dict[str, float]) -> Tuple[Dict, Dict, MMDState,
+                                                                              Optional[ConformalState]]:
   """(table, the scores its figures plot, the attention test): fits the attention and runs `evaluate_ood`, then, with
   config.adversarial.enabled, `evaluate_adversarial` (its table under "adversarial"). Stage seconds
   go to `timings`. Key streams: PRNGKey(seed) for the evaluation, fold_in(it, 1) for the attacks."""
   tick = time.perf_counter()
   mmd_state = fit_attention(config, sets["train"])
+  conformal_state = fit_conformal_attention(config, model, variables, sets)
   timings["fit_attention"] = time.perf_counter() - tick
   e = config.eval
   key = jax.random.PRNGKey(config.seed)
@@ -183,7 +225,9 @@ def evaluate(model, variables, sets, config, timings: Dict[str, float]) -> Tuple
       batch_size=e.batch_size, protocols=tuple(e.protocols), baselines=e.baselines,
       x_heldout=sets["heldout"], mixed_rhos=tuple(e.mixed_rhos),
       mixed_batch_sizes=tuple(e.mixed_batch_sizes), mixed_n_batches=e.mixed_n_batches,
-      n_bootstrap=e.n_bootstrap, seed=config.seed)
+      n_bootstrap=e.n_bootstrap, seed=config.seed, conformal_state=conformal_state,
+      combination=config.attention.combination)
+  table["settings"].update(attention=config.attention.kind, jpeg_quality=config.data.jpeg_quality)
   timings["evaluate"] = time.perf_counter() - tick
   if config.adversarial.enabled:
     tick, labels = time.perf_counter(), sets.get("labels", {})   # labels only when the classifier runs
@@ -193,7 +237,7 @@ def evaluate(model, variables, sets, config, timings: Dict[str, float]) -> Tuple
         x_train=sets["train"], y_train=labels.get("train"), y_test=labels.get("test"),
         in_name=set_name_prefix(config.data.test))
     timings["adversarial"] = time.perf_counter() - tick
-  return table, figure_scores, mmd_state
+  return table, figure_scores, mmd_state, conformal_state
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -251,10 +295,10 @@ def _train_and_evaluate(config, workdir, mode, model, variables, sets, stored_st
   if not is_main:
     return None   # the evaluation is single-process; process 0 writes the report
   variables = training.host_copy(variables)
-  table, figure_scores, mmd_state = evaluate(model, variables, sets, config, timings)
+  table, figure_scores, mmd_state, conformal_state = evaluate(model, variables, sets, config, timings)
   if workdir_lib.read_config(workdir) is None:   # training stores it with its first checkpoint
     workdir_lib.write_config(workdir, config.to_dict())
-  save_detector(config, model, variables, mmd_state, sets, workdir)
+  save_detector(config, model, variables, mmd_state, conformal_state, sets, workdir)
   timings["total"] = time.perf_counter() - start
   write_report(workdir, config, table, timings, checkpoint_step=step, with_figures=False)
   table["figures"] = plots.plot_all(table, figure_scores, str(workdir))

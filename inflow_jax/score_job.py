@@ -101,11 +101,19 @@ def load_inputs(source: str, split: str, config: Dict[str, Any], input_shape, re
 
 
 def _score_block(detector, score_fn, x, batch_size: int, key, first_batch: int) -> Dict[str, np.ndarray]:
-  result: BatchScores = score_batches(score_fn, detector.mmd_state_, x, batch_size, key,
-                                      first_batch=first_batch)
+  """The columns of x's batches: the paper's gate through the sharded score function, the conformal
+  kinds through the detector (x preprocessed)."""
+  if detector.attention == "mmd":
+    result: BatchScores = score_batches(score_fn, detector.mmd_state_, x, batch_size, key,
+                                        first_batch=first_batch)
+    image_p = np.full(len(x), np.nan)
+  else:
+    result = detector.score_batches(x, key, batch_size=batch_size, first_batch=first_batch,
+                                    preprocessed=True)
+    image_p = result.image_p_values
   return {"score": result.scores, "batch_p_value": result.p_values[result.batch_index],
-          "attention": result.attention, "is_ood": detector.decide(result.attention, result.scores),
-          "batch": first_batch + result.batch_index}
+          "image_p_value": image_p, "attention": result.attention,
+          "is_ood": detector.decide(result.attention, result.scores), "batch": first_batch + result.batch_index}
 
 
 def score_in_batches(detector, x: np.ndarray, batch_size: int, key, mesh, *, progress: bool = True,
@@ -120,7 +128,7 @@ def score_in_batches(detector, x: np.ndarray, batch_size: int, key, mesh, *, pro
     block = _score_block(detector, score_fn, x[starts[first]:starts[last + 1]], batch_size, key, first)
     block["index"] = np.arange(starts[first], starts[last + 1])
     parts.append(block)
-  names = ("index", "score", "batch_p_value", "attention", "is_ood", "batch")
+  names = ("index", "score", "batch_p_value", "image_p_value", "attention", "is_ood", "batch")
   return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in names}
 
 
@@ -132,22 +140,22 @@ def score_stream(detector, x: np.ndarray, window: int, key, mesh) -> Dict[str, n
   scores = np.concatenate([score_fn(x[i:i + window], attention[i:i + window])
                            for i in range(0, len(x), window)])
   return {"index": np.arange(len(x)), "score": scores, "batch_p_value": np.asarray(gated.p_value),
-          "attention": attention, "is_ood": detector.decide(attention, scores)}
+          "image_p_value": np.full(len(x), np.nan), "attention": attention, "is_ood": detector.decide(attention, scores)}
 
 
 def write_csv(path: pathlib.Path, columns: Dict[str, np.ndarray], paths: Optional[List[str]]) -> None:
   """The rows in index order, to a temporary file renamed onto `path`."""
   tmp = path.with_name(f".{path.name}.tmp")
   names = ["index"] + (["path"] if paths is not None else []) + [
-      "score", "batch_p_value", "attention", "is_ood"]
+      "score", "batch_p_value", "image_p_value", "attention", "is_ood"]
   with tmp.open("w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(names)
     for i in range(len(columns["index"])):
       index = int(columns["index"][i])
       row = [index] + ([paths[index]] if paths is not None else [])
-      row += [f"{columns['score'][i]:.6g}", f"{columns['batch_p_value'][i]:.6g}",
-              f"{columns['attention'][i]:g}", int(columns["is_ood"][i])]
+      row += [f"{columns[k][i]:.6g}" for k in ("score", "batch_p_value", "image_p_value")]
+      row += [f"{columns['attention'][i]:g}", int(columns["is_ood"][i])]
       writer.writerow(row)
   os.replace(tmp, path)
 
@@ -187,7 +195,13 @@ def run_score(workdir, source: str, *, output=None, split: str = "test", batch_s
   if batch_size < 2:
     raise ScoreError(f"--batch-size must be >= 2 (the attention test needs 2 images), got {batch_size}")
   x, paths = load_inputs(source, split, config, input_shape, resize)
-  batch_size = min(batch_size, len(x), detector.mmd_state_.n_reference)
+  x = detector.preprocess(x)   # the detector's JPEG round trip, when it has one
+  if stream and detector.attention != "mmd":
+    raise ScoreError(f"--stream gates with the MMD test; this detector's attention is "
+                     f"{detector.attention!r} (score its images in batches, without --stream)")
+  if detector.mmd_state_ is not None:
+    batch_size = min(batch_size, detector.mmd_state_.n_reference)
+  batch_size = min(batch_size, len(x))
   key = jax.random.PRNGKey(detector.seed)
   mesh = make_mesh(jax.local_devices() if devices is None else devices)
   tick = time.perf_counter()

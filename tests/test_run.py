@@ -112,6 +112,15 @@ def _error_cases(tmp_path):
     adversarial[case] = tiny.get_config()
     adversarial[case].adversarial.enabled = True
     adversarial[case].adversarial[group].update(setting)
+  conformal = {}
+  for case, group, setting in [("kind", "attention", dict(kind="kde")),
+                               ("calibration", "attention", dict(kind="combined")),
+                               ("jpeg", "data", dict(jpeg_quality=100)),
+                               ("overlap", "data", dict(calibration_split="train[200:300]"))]:
+    conformal[case] = tiny.get_config()
+    conformal[case][group].update(setting)
+  conformal["overlap"].attention.kind = "conformal"
+  conformal["overlap"].data.test = "digits"
   unlabelled = tmp_path / "unlabelled.npy"
   np.save(unlabelled, np.random.default_rng(0).integers(0, 256, (320, 32, 32, 3), np.uint8))
   adversarial["labels"] = tiny.get_config()
@@ -133,6 +142,10 @@ def _error_cases(tmp_path):
       (adversarial["classifier_batch"], "all", ValueError, "adversarial.train.batch_size=12 is not"),
       (adversarial["classes"], "all", ValueError, "adversarial.model.num_classes"),
       (adversarial["labels"], "all", ValueError, r"data.train='npy:.*' split 'train\[:256\]' has none"),
+      (conformal["kind"], "all", ValueError, r"attention.kind must be one of \('mmd', 'conformal'"),
+      (conformal["calibration"], "all", ValueError, "needs data.calibration_split"),
+      (conformal["jpeg"], "all", ValueError, r"jpeg_quality must be None \(off\) or an integer in \[1, 95\]"),
+      (conformal["overlap"], "all", ValueError, r"56 calibration images also appear in the training images"),
   ]
 
 

@@ -2,23 +2,36 @@
 
 For every batch size m in `batch_sizes`: the false-alarm rate on `n_batches` pure in-distribution
 batches; for every OOD set and OOD fraction rho in `rhos`: the fraction of `n_batches` batches of
-k = max(1, round(rho m)) OOD and m - k in-distribution images flagged. Images are drawn without
-replacement within a batch (numpy Generator seeded with `seed`, in the order of the table). The InFlow
-attention test and the typicality test run on the very same batches.
+k = max(1, round(rho m)) OOD and m - k in-distribution images flagged (rho = 0: exactly one OOD image).
+Images are drawn without replacement within a batch (numpy Generator seeded with `seed`, in the order of
+the table). Every gate runs on the very same batches: 'inflow' (the paper's MMD test), 'typicality',
+and, given per-image conformal p-values (`inflow_jax.conformal`), 'conformal' (their batch test) and
+'combined' (that test and the MMD test combined). The MMD test needs 2 images: at m = 1 its rate is
+NaN and 'combined' is the conformal test alone.
 
 Key streams (below the protocol's key): fold_in(key, j) for the false alarms at the j-th batch size,
 fold_in(fold_in(fold_in(key, 1000 + s), r), j) for OOD set s, fraction r, batch size j; batch b of a
 cell is tested with fold_in(cell_key, b).
 """
-from typing import Callable, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
 
+from inflow_jax import conformal
 from inflow_jax.attention.batches import attention_tests
 from inflow_jax.evaluation import baselines as baselines_lib
 
 MIXED_OOD_STREAM = 1000   # fold_in(key, 1000 + s): OOD set s
+
+
+class Gates(NamedTuple):
+  """The batch tests the protocol compares: the MMD test, the typicality test and, optionally, the
+  conformal state with the combination rule of the combined gate."""
+  mmd_state: Any
+  typicality: baselines_lib.TypicalityState
+  conformal_state: Optional[conformal.ConformalState] = None
+  combination: str = "bonferroni"
 
 
 def typicality_flags(state: baselines_lib.TypicalityState, nll: np.ndarray, starts) -> np.ndarray:
@@ -27,61 +40,81 @@ def typicality_flags(state: baselines_lib.TypicalityState, nll: np.ndarray, star
                    for lo, hi in zip(starts[:-1], starts[1:])])
 
 
-def _cell(mmd_state, typicality, cell_key, draw: Callable[[], Tuple[np.ndarray, np.ndarray]],
-          m: int, n_batches: int) -> Tuple[float, float]:
-  """Fractions of `n_batches` drawn batches of m images flagged by (InFlow, typicality)."""
-  drawn = [draw() for _ in range(n_batches)]
-  x = np.concatenate([images for images, _ in drawn])
-  nll = np.concatenate([values for _, values in drawn])
-  tests = attention_tests(mmd_state, x, m, cell_key)
-  return float(tests.flagged.mean()), float(typicality_flags(typicality, nll, tests.starts).mean())
+def _gate_rates(gates: Gates, cell_key, x, nll, image_p, m: int) -> Dict[str, float]:
+  """The fraction of the batches x[b m : (b + 1) m] each gate flags."""
+  starts = np.arange(0, x.shape[0] + 1, m)
+  rates = {"typicality": float(typicality_flags(gates.typicality, nll, starts).mean())}
+  p_mmd = None
+  if m >= 2:
+    tests = attention_tests(gates.mmd_state, x, m, cell_key)
+    rates["inflow"], p_mmd = float(tests.flagged.mean()), tests.p_values
+  else:
+    rates["inflow"] = float("nan")
+  if gates.conformal_state is not None:
+    p_conformal = conformal.batch_p_values(gates.conformal_state, image_p, starts)
+    level = gates.conformal_state.level
+    rates["conformal"] = float(np.mean(p_conformal < level))
+    combined = p_conformal if p_mmd is None else np.array(
+        [conformal.combine_p_values(a, b, gates.combination) for a, b in zip(p_mmd, p_conformal)])
+    rates["combined"] = float(np.mean(combined < level))
+  return rates
 
 
-def mixed_protocol(mmd_state, typicality, x_in: np.ndarray, nll_in: np.ndarray,
+def mixed_protocol(gates: Gates, x_in: np.ndarray, nll_in: np.ndarray, p_in: Optional[np.ndarray],
                    ood_sets: Mapping[str, np.ndarray], nll_out: Mapping[str, np.ndarray],
-                   rhos: Sequence[float], batch_sizes: Sequence[int], n_batches: int, key: jax.Array,
-                   seed: int) -> Dict:
+                   p_out: Mapping[str, Optional[np.ndarray]], rhos: Sequence[float],
+                   batch_sizes: Sequence[int], n_batches: int, key: jax.Array, seed: int) -> Dict:
   """The protocol's table: rhos, batch_sizes, n_batches, false_alarm {method: [rate per m]}, power
-  {set: {method: [[rate per m] per rho]}}, methods 'inflow' and 'typicality'. Unchecked inputs
-  (`evaluate_ood` validated them); nll_*: per-image NLL bits/dim at a = 1."""
+  {set: {method: [[rate per m] per rho]}}. Unchecked inputs (`evaluate_ood` validated them); nll_*:
+  per-image NLL bits/dim at a = 1; p_*: per-image conformal p-values (None without a conformal gate)."""
   rng = np.random.default_rng(seed)
   n_in = x_in.shape[0]
   table = {"rhos": [float(r) for r in rhos], "batch_sizes": [int(m) for m in batch_sizes],
-           "n_batches": int(n_batches), "false_alarm": {"inflow": [], "typicality": []}, "power": {}}
+           "n_batches": int(n_batches), "false_alarm": {}, "power": {}}
+  pick = lambda values, idx: None if values is None else values[idx]
+
+  def cell(cell_key, m, draw) -> Dict[str, float]:
+    idx = [draw() for _ in range(n_batches)]
+    gather = lambda which: np.concatenate([which(i_out, i_in) for i_out, i_in in idx])
+    return _gate_rates(gates, cell_key, *(gather(which) for which in draw.fields), m)
+
   for j, m in enumerate(batch_sizes):
     if m > n_in:
       raise ValueError(f"mixed batch size {m} is larger than the in-distribution set of {n_in} images")
-
-    def draw_in(m=m):
-      idx = rng.choice(n_in, m, replace=False)
-      return x_in[idx], nll_in[idx]
-
-    inflow, typ = _cell(mmd_state, typicality, jax.random.fold_in(key, j), draw_in, m, n_batches)
-    table["false_alarm"]["inflow"].append(inflow)
-    table["false_alarm"]["typicality"].append(typ)
+    draw = _Draw(rng, n_in, m, 0, x_in, nll_in, p_in, x_in, nll_in, p_in)
+    for method, rate in cell(jax.random.fold_in(key, j), m, draw).items():
+      table["false_alarm"].setdefault(method, []).append(rate)
 
   for s, (name, x_out) in enumerate(ood_sets.items()):
-    power = {"inflow": [], "typicality": []}
+    power: Dict[str, list] = {}
+    set_key = jax.random.fold_in(key, MIXED_OOD_STREAM + s)
     for r, rho in enumerate(rhos):
-      row = {"inflow": [], "typicality": []}
+      row: Dict[str, list] = {}
       for j, m in enumerate(batch_sizes):
         k = max(1, int(round(rho * m)))
         if k > x_out.shape[0]:
           raise ValueError(f"mixed batch (rho={rho}, m={m}) needs {k} images of {name!r}, "
                            f"which has {x_out.shape[0]}")
-
-        def draw(m=m, k=k, x_out=x_out, nll=nll_out[name]):
-          i_out = rng.choice(x_out.shape[0], k, replace=False)
-          i_in = rng.choice(n_in, m - k, replace=False)
-          return (np.concatenate([x_out[i_out], x_in[i_in]]),
-                  np.concatenate([nll[i_out], nll_in[i_in]]))
-
-        set_key = jax.random.fold_in(key, MIXED_OOD_STREAM + s)
-        cell_key = jax.random.fold_in(jax.random.fold_in(set_key, r), j)
-        inflow, typ = _cell(mmd_state, typicality, cell_key, draw, m, n_batches)
-        row["inflow"].append(inflow)
-        row["typicality"].append(typ)
-      for method in power:
-        power[method].append(row[method])
+        draw = _Draw(rng, n_in, m, k, x_out, nll_out[name], pick(p_out, name), x_in, nll_in, p_in)
+        for method, rate in cell(jax.random.fold_in(jax.random.fold_in(set_key, r), j), m, draw).items():
+          row.setdefault(method, []).append(rate)
+      for method, rates in row.items():
+        power.setdefault(method, []).append(rates)
     table["power"][name] = power
   return table
+
+
+class _Draw:
+  """Draws (OOD indices, in-distribution indices) of one batch; `fields` gather x, nll and p."""
+
+  def __init__(self, rng, n_in, m, k, x_out, nll_out, p_out, x_in, nll_in, p_in):
+    self.rng, self.n_in, self.m, self.k, self.n_out = rng, n_in, m, k, x_out.shape[0]
+    join = lambda a, b: None if a is None else (lambda i_out, i_in: np.concatenate([a[i_out], b[i_in]]))
+    fields = [join(x_out, x_in), join(nll_out, nll_in), join(p_out, p_in)]
+    self.fields = [f if f is not None else (lambda i_out, i_in: np.zeros(0)) for f in fields]
+
+  def __call__(self):
+    if self.k == 0:
+      return np.zeros(0, np.int64), self.rng.choice(self.n_in, self.m, replace=False)
+    return (self.rng.choice(self.n_out, self.k, replace=False),
+            self.rng.choice(self.n_in, self.m - self.k, replace=False))

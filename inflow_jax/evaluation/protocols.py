@@ -28,12 +28,13 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
+from inflow_jax import conformal
 from inflow_jax.attention.batches import BatchTests, attention_tests
 from inflow_jax.batching import batch_starts, batched
 from inflow_jax.checks import check_images
 from inflow_jax.evaluation import baselines as baselines_lib
 from inflow_jax.evaluation.metrics import ood_metrics
-from inflow_jax.evaluation.mixed import mixed_protocol, typicality_flags
+from inflow_jax.evaluation.mixed import Gates, mixed_protocol, typicality_flags
 from inflow_jax.evaluation.scores import flow_scores
 from inflow_jax.report import plots
 
@@ -137,6 +138,8 @@ def ood_table(
     mixed_n_batches: int = 20,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    conformal_state: Optional[conformal.ConformalState] = None,
+    combination: str = "bonferroni",
 ) -> Tuple[Dict, Dict[str, Dict[str, np.ndarray]]]:
   """(table, figure scores): `evaluate_ood`'s table, and {score name: {set name ('in' for x_in):
   per-image scores}} for `inflow_jax.report.plots.plot_all`.
@@ -156,6 +159,10 @@ def ood_table(
     mixed_rhos, mixed_batch_sizes, mixed_n_batches: the mixed protocol's grid and batches per cell.
     n_bootstrap: bootstrap batches per batch size of the typicality thresholds.
     seed: seed of the mixed-batch draws and of the bootstrap.
+    conformal_state, combination: the conformal attention (`inflow_jax.conformal.fit_conformal`,
+      calibrated on images in none of these sets) and the rule combining it with the MMD test: adds
+      the per-image rows ('image_score': metrics of its per-image scores, 'image_false_alarm' on x_in)
+      and the 'conformal' and 'combined' gates of the mixed protocol.
   """
   needs_typicality = baselines or "mixed" in protocols
   check_inputs(x_in, ood_sets, batch_size, protocols, x_heldout, needs_typicality)
@@ -186,6 +193,14 @@ def ood_table(
     figure_scores.update({"likelihood": {"in": in_scores.at_one["nll"]},
                           "input_complexity": {"in": in_scores.at_one["nll"] - png_in}})
 
+  image = None
+  if conformal_state is not None:
+    image = {name: _image_p_values(model, variables, conformal_state, x)
+             for name, x in [("in", x_in), *ood_sets.items()]}
+    table["settings"].update(conformal=conformal_state.batch_test, combination=combination,
+                             n_calibration=conformal_state.n_calibration)
+    table["in_distribution"]["image_false_alarm"] = float(np.mean(image["in"][1] < level))
+    figure_scores["image_score"] = {"in": image["in"][0]}
   table["ood"] = {}
   for name, x_out in ood_sets.items():
     scores = out_scores[name]
@@ -200,17 +215,29 @@ def ood_table(
       row.update(baseline_rows(in_scores, scores, png_in, png_out, typicality))
       figure_scores["likelihood"][name] = scores.at_one["nll"]
       figure_scores["input_complexity"][name] = scores.at_one["nll"] - png_out
+    if image is not None:
+      row["image_score"] = ood_metrics(image["in"][0], image[name][0])
+      row["image_flagged"] = float(np.mean(image[name][1] < level))
+      figure_scores["image_score"][name] = image[name][0]
     table["ood"][name] = row
 
   if "mixed" in protocols:
+    p_of = lambda name: None if image is None else image[name][1]
     table["mixed"] = mixed_protocol(
-        mmd_state, typicality, x_in, in_scores.at_one["nll"], ood_sets,
-        {name: s.at_one["nll"] for name, s in out_scores.items()}, mixed_rhos, mixed_batch_sizes,
-        mixed_n_batches, jax.random.fold_in(key, MIXED_STREAM), seed)
+        Gates(mmd_state, typicality, conformal_state, combination), x_in, in_scores.at_one["nll"],
+        p_of("in"), ood_sets, {name: s.at_one["nll"] for name, s in out_scores.items()},
+        {name: p_of(name) for name in ood_sets}, mixed_rhos, mixed_batch_sizes, mixed_n_batches,
+        jax.random.fold_in(key, MIXED_STREAM), seed)
   for protocol in ("paper", "strict"):
     if protocol not in protocols:
       figure_scores.pop(protocol)
   return table, figure_scores
+
+
+def _image_p_values(model, variables, state, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """(per-image conformal scores, their p-values) of x."""
+  scores = conformal.image_scores(state, model, variables, x)[0]
+  return scores, conformal.image_p_values(state, scores)
 
 
 def evaluate_ood(model, variables, mmd_state, x_in, ood_sets: Mapping[str, np.ndarray], *,

@@ -169,7 +169,8 @@ class BatchScores:
   scores: (N,) per-image scores; attention: (N,) the a each image was scored with;
   p_values: (n_batches,) the attention test's p-value per tested batch (NaN when not tested);
   flagged: (n_batches,) True where the test flagged the batch (p < level); batch_index: (N,) the batch of
-  each image; batch_starts: (n_batches + 1,) image offsets of the batches.
+  each image; batch_starts: (n_batches + 1,) image offsets of the batches; image_p_values: (N,)
+  per-image conformal p-values (the detector's conformal kinds; else None).
   """
   scores: np.ndarray
   attention: np.ndarray
@@ -177,6 +178,7 @@ class BatchScores:
   flagged: np.ndarray
   batch_index: np.ndarray
   batch_starts: np.ndarray
+  image_p_values: Optional[np.ndarray] = None
 
   @property
   def n_batches(self) -> int:

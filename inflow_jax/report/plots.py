@@ -21,13 +21,18 @@ def _save(fig, path: str) -> str:
   return path
 
 
+STYLES = {"inflow": "-", "typicality": "--", "conformal": ":", "combined": "-."}
+STYLE_NAMES = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
+
+
 def plot_mixed_power(mixed: Mapping, path: str, title: Optional[str] = None) -> str:
   """Detection power vs. batch size, one panel per OOD set, one line per OOD fraction rho.
 
   Args:
     mixed: the `mixed` entry of an `evaluate_ood` table: `batch_sizes`, `rhos`,
       `false_alarm` {method: [rate per batch size]}, `power` {set: {method: [[rate per batch size]
-      per rho]}}, methods 'inflow' (the MMD attention test, solid) and 'typicality' (dashed).
+      per rho]}}, methods 'inflow' (the MMD attention test, solid), 'typicality' (dashed) and, when
+      present, 'conformal' (dotted) and 'combined' (dash-dot).
   """
   batch_sizes = list(mixed["batch_sizes"])
   rhos = list(mixed["rhos"])
@@ -35,11 +40,11 @@ def plot_mixed_power(mixed: Mapping, path: str, title: Optional[str] = None) -> 
   fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True)
   colours = plt.cm.viridis(np.linspace(0.0, 0.85, len(rhos)))
   for ax, name in zip(axes[0], names):
-    for method, style in (("inflow", "-"), ("typicality", "--")):
+    for method, style in STYLES.items():
       if method not in mixed["power"][name]:
         continue
       for rho, colour, power in zip(rhos, colours, mixed["power"][name][method]):
-        label = f"rho={rho:g}" if method == "inflow" else None
+        label = ("one OOD image" if rho == 0 else f"rho={rho:g}") if method == "inflow" else None
         ax.plot(batch_sizes, power, style, marker="o", ms=3, color=colour, label=label)
       if method in mixed["false_alarm"]:
         ax.plot(batch_sizes, mixed["false_alarm"][method], style, color="red",
@@ -53,7 +58,9 @@ def plot_mixed_power(mixed: Mapping, path: str, title: Optional[str] = None) -> 
     ax.set_title(name)
     ax.grid(alpha=0.3)
   axes[0][0].set_ylabel("fraction of batches flagged")
-  axes[0][0].legend(fontsize=7, title="solid: InFlow MMD\ndashed: typicality", title_fontsize=7)
+  present = [m for m in STYLES if m in mixed["false_alarm"]]
+  axes[0][0].legend(fontsize=7, title="\n".join(f"{STYLE_NAMES[STYLES[m]]}: {m}" for m in present),
+                    title_fontsize=7)
   if title:
     fig.suptitle(title, y=1.0)
     fig.tight_layout(rect=(0, 0, 1, 0.93))   # keep the title above the panels' titles

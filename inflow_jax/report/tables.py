@@ -15,7 +15,32 @@ from inflow_jax.adversarial.evaluation import eps_name, set_name_prefix
 _ROWS = (("paper", "InFlow, paper protocol"), ("strict", "InFlow, strict protocol"),
          ("likelihood", "flow likelihood (NLL bits/dim, a=1)"),
          ("paper_score_a1", "paper score at a=1 (no attention)"),
-         ("input_complexity", "input complexity (NLL - PNG bits/dim)"))
+         ("input_complexity", "input complexity (NLL - PNG bits/dim)"),
+         ("image_score", "per-image score (density of the flow's statistics)"))
+GATES = {"inflow": "MMD (paper)", "typicality": "typicality", "conformal": "conformal",
+         "combined": "combined"}
+
+
+def _rho_name(rho: float) -> str:
+  return "one image" if rho == 0 else f"{rho:g}"
+
+
+def _mixed_lines(mixed: Mapping) -> list:
+  """The mixed protocol: one row per (set, OOD fraction, gate), one column per batch size."""
+  sizes = mixed["batch_sizes"]
+  cell = lambda rate: "-" if rate != rate else f"{rate:.2f}"   # NaN: the gate cannot test that m
+  lines = ["", f"Mixed protocol: fraction of {mixed['n_batches']} batches flagged, by batch size m:", "",
+           "| set | OOD fraction rho | gate | " + " | ".join(f"m={m}" for m in sizes) + " |",
+           "| --- | --- | --- | " + " | ".join("---" for _ in sizes) + " |"]
+  for method, rates in mixed["false_alarm"].items():
+    lines.append(f"| in-distribution (false alarms) | 0 | {GATES[method]} | "
+                 + " | ".join(cell(r) for r in rates) + " |")
+  for name, power in mixed["power"].items():
+    for r, rho in enumerate(mixed["rhos"]):
+      for method, rows in power.items():
+        lines.append(f"| {name} | {_rho_name(rho)} | {GATES[method]} | "
+                     + " | ".join(cell(v) for v in rows[r]) + " |")
+  return lines
 
 
 def format_table(table: Mapping) -> str:
@@ -43,20 +68,12 @@ def format_table(table: Mapping) -> str:
     if has_typ:
       cells.append(f"{row[typ_key]} / {row['n_batches']}")
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  if "image_false_alarm" in ind:
+    lines += ["", f"Per image (conformal p < {s['level']}): in-distribution flagged "
+              f"{ind['image_false_alarm']:.3f}; " + ", ".join(
+                  f"{name} {row['image_flagged']:.3f}" for name, row in table["ood"].items())]
   if "mixed" in table:
-    mixed = table["mixed"]
-    sizes = mixed["batch_sizes"]
-    lines += ["", f"Mixed protocol: fraction of {mixed['n_batches']} batches flagged, InFlow attention "
-              "test / typicality test, by batch size m:", "",
-              "| set | OOD fraction rho | " + " | ".join(f"m={m}" for m in sizes) + " |",
-              "| --- | --- | " + " | ".join("---" for _ in sizes) + " |"]
-    fa = mixed["false_alarm"]
-    lines.append("| in-distribution (false alarms) | 0 | " + " | ".join(
-        f"{inflow:.2f} / {typ:.2f}" for inflow, typ in zip(fa["inflow"], fa["typicality"])) + " |")
-    for name, power in mixed["power"].items():
-      for rho, inflow, typ in zip(mixed["rhos"], power["inflow"], power["typicality"]):
-        lines.append(f"| {name} | {rho:g} | " + " | ".join(
-            f"{rate:.2f} / {typ_rate:.2f}" for rate, typ_rate in zip(inflow, typ)) + " |")
+    lines += _mixed_lines(table["mixed"])
   if "figures" in table:
     lines += ["", "Figures: " + ", ".join(table["figures"].values())]
   return "\n".join(lines)

@@ -1,0 +1,41 @@
+"""The conformal attention (issue 14) against the paper's MMD gate, on the local ../shared copies, with
+the Glow fixture flow (`../shared/fixtures/inflow_glow_cifar10.npz`: InFlow(num_blocks=4, width=128,
+glow=True, num_scales=3), 3.02 bits/dim, trained on all 50k CIFAR-10 training images). No training.
+
+Splits (say which is which): reference (MMD reference and the per-image density's fitting set) = 5000
+of the 50k training images (the flow's own training data); calibration = cifar10_test_5k[:2500]
+(unseen by the flow and the density; the job checks it shares no image with the training set);
+in-distribution evaluation = cifar10_test_5k[2500:]; OOD = the first 2500 of svhn_test_5k, celeba_3k,
+mnist_test_5k and all 1000 of fashion_mnist_test_1k; typicality held-out = the last 2000 training
+images. Fair JPEG protocol: every set, OOD included, goes through JPEG q75 (`data.jpeg_quality`), as
+the CIFAR-10 copies already did. Mixed protocol at m in {1, 2, 5, 10, 25, 50, 100, 250}, rho in {one
+image, 0.1, 0.25, 0.5, 1}, 100 batches per cell.
+
+  python run.py --config configs/cifar10_glow_conformal_shared.py --workdir DIR --mode evaluate
+"""
+import os
+import pathlib
+
+import ml_collections
+
+from configs import default
+
+SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED",
+                                     pathlib.Path(__file__).resolve().parents[2] / "shared"))
+OOD_FILES = ("svhn_test_5k", "celeba_3k", "mnist_test_5k", "fashion_mnist_test_1k")
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default.get_config()
+  config.checkpoint_path = str(SHARED / "fixtures" / "inflow_glow_cifar10.npz")
+  config.model.update(num_blocks=4, width=128, glow=True, num_scales=3)   # as the fixture's .json
+  npz = lambda stem: f"npz:{SHARED / 'data' / (stem + '.npz')}"
+  config.data.update(
+      train=npz("cifar10_train_50k"), train_split="train", heldout_split="train[-2000:]",
+      test=npz("cifar10_test_5k"), test_split="test[2500:]", calibration_split="test[:2500]",
+      ood=tuple(npz(stem) for stem in OOD_FILES), ood_split="test", max_eval_images=2500,
+      jpeg_quality=75)
+  config.attention.update(kind="combined", n_reference=5000)
+  config.eval.update(protocols=("strict", "mixed"), mixed_batch_sizes=(1, 2, 5, 10, 25, 50, 100, 250),
+                     mixed_rhos=(0.0, 0.1, 0.25, 0.5, 1.0), mixed_n_batches=100)
+  return config
