@@ -54,6 +54,9 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
       raise ValueError("data.ood is empty: give at least one OOD dataset")
     if config.adversarial.enabled:
       check_attack_config(config.adversarial.attack, tuple(config.data.ood))
+      if "conformal" in config.adversarial.attack.adaptive_targets and config.attention.kind == "mmd":
+        raise ValueError("adversarial.attack.adaptive_targets has 'conformal', which attacks the "
+                         "conformal attention: set attention.kind to 'conformal' or 'combined'")
       if attacks_classifier(config):   # trained on this process's devices (the evaluation's)
         classifier_lib.check_classifier_train_config(config.adversarial.train, jax.local_device_count(),
                                                      prefix="adversarial.train")

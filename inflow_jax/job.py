@@ -235,7 +235,8 @@ def evaluate(model, variables, sets, config, timings: Dict[str, float]) -> Tuple
         config, model=model, variables=variables, mmd_state=mmd_state, x_test=sets["test"],
         ood_sets=sets["ood"], x_heldout=sets["heldout"], key=jax.random.fold_in(key, 1),
         x_train=sets["train"], y_train=labels.get("train"), y_test=labels.get("test"),
-        in_name=set_name_prefix(config.data.test))
+        in_name=set_name_prefix(config.data.test), conformal_state=conformal_state,
+        combination=config.attention.combination)
     timings["adversarial"] = time.perf_counter() - tick
   return table, figure_scores, mmd_state, conformal_state
 

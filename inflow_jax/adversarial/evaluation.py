@@ -8,27 +8,35 @@ Every set is float32 images in [0, 1] with ||x' - x||_inf <= epsilon (pixel unit
   (`LowerScore` of the 'nll' score): an attacker who knows the flow.
 * `{ood}_adaptive_mmd`: OOD images perturbed to LOWER the attention test's MMD^2, batch by batch over
   exactly the batches the evaluation tests (`batching.batch_starts`): an attacker who knows the test.
+* `{ood}_adaptive_conformal`: OOD images perturbed to LOWER the conformal attention's per-image score
+  (`LowerImageScore`, white-box through the flow and the density; the PNG length held fixed during
+  the ascent): an attacker who knows the new gate.
 
 `evaluate_adversarial` scores these sets as OOD sets with `inflow_jax.evaluation.protocols.evaluate_ood` (paper and
 strict protocols and the baselines) and adds the classifier's accuracy under attack and the adaptive
 attacks' effect on their own objectives (before/after).
 """
+import functools
 import pathlib
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from inflow_jax import conformal
+
 from inflow_jax.adversarial import classifier as classifier_lib
 from inflow_jax.adversarial.attacks import check_attack_parameters, default_step_size, fgsm, pgd
-from inflow_jax.adversarial.objectives import LowerMMD, LowerScore
+from inflow_jax.adversarial.objectives import LowerImageScore, LowerMMD, LowerScore
 from inflow_jax.attention.batches import attention_tests
 from inflow_jax.batching import batch_starts, batched
 from inflow_jax.evaluation.protocols import evaluate_ood
-from inflow_jax.evaluation.scores import make_score_fn
+from inflow_jax.evaluation.baselines import png_bits_per_dim
+from inflow_jax.evaluation.scores import exact_log_det, make_score_fn
 
-ADAPTIVE_TARGETS = ("log_likelihood", "mmd")
+ADAPTIVE_TARGETS = ("log_likelihood", "mmd", "conformal")
 
 
 def check_attack_config(attack_config: ml_collections.ConfigDict,
@@ -106,7 +114,7 @@ def attack_classifier(model: classifier_lib.Classifier, variables, x, y, attack_
 
 
 def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarray], attack_config,
-                    batch_size: int, key) -> Tuple[Dict[str, np.ndarray], Dict]:
+                    batch_size: int, key, conformal_state=None) -> Tuple[Dict[str, np.ndarray], Dict]:
   """The adaptive attacks of `attack_config.adaptive_targets` on each OOD set, at `adaptive_epsilon`.
 
   Args:
@@ -116,51 +124,77 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
     attack_config: `num_steps`, `step_size`, `random_start`, `adaptive_epsilon`, `adaptive_targets`.
     batch_size: the evaluation's test batch size (the MMD attack perturbs exactly these batches).
     key: PRNG key of the random starts and of the before/after attention tests.
+    conformal_state: the conformal attention (`inflow_jax.conformal`), needed by the 'conformal'
+      target; with it the summary also gives the fraction of images its per-image test flags.
   Returns:
-    ({f"{name}_adaptive_{llh|mmd}": images}, summary {set: {"nll_bpd": [before, after] (mean NLL
-    bits/dim at a = 1; lower = more likely), "mmd2": [before, after] (mean over test batches),
-    "batches_flagged": [before, after], "n_batches": n}}).
+    ({f"{name}_adaptive_{llh|mmd|conformal}": images}, summary {set: {"nll_bpd": [before, after]
+    (mean NLL bits/dim at a = 1; lower = more likely), "mmd2": [before, after] (mean over test
+    batches), "batches_flagged": [before, after], "n_batches": n; with conformal_state also
+    "image_score" (mean per-image score) and "images_flagged" (fraction with p < level): [before, after]}}).
   """
   check_attack_config(attack_config, tuple(ood_sets))
   targets = tuple(attack_config.adaptive_targets)
-  epsilon = float(attack_config.adaptive_epsilon)
-  step_size = _step_size(attack_config, epsilon)
+  if "conformal" in targets and conformal_state is None:
+    raise ValueError("the 'conformal' adaptive target needs the conformal attention (attention.kind "
+                     "'conformal' or 'combined')")
   nll_fn = make_score_fn(model, variables, "nll")
-  raise_likelihood = LowerScore(nll_fn)
-  lower_mmd = LowerMMD()
   batch_memory = int(attack_config.batch_size)
 
   def describe(x, test_key):
     tests = attention_tests(mmd_state, x, batch_size, test_key)
     nll = batched(lambda xb: nll_fn(xb, 1.0), x, batch_memory)
-    return (float(nll.mean()), float(tests.mmd2.mean()), int(tests.flagged.sum()), tests.flagged.size)
+    described = {"nll_bpd": float(nll.mean()), "mmd2": float(tests.mmd2.mean()),
+                 "batches_flagged": int(tests.flagged.sum()), "n_batches": int(tests.flagged.size)}
+    if conformal_state is not None:
+      scores = conformal.image_scores(conformal_state, model, variables, x)[0]
+      described["image_score"] = float(np.mean(scores))
+      described["images_flagged"] = float(np.mean(
+          conformal.image_p_values(conformal_state, scores) < conformal_state.level))
+    return described
 
+  attack = functools.partial(_adaptive_images, model=model, variables=variables, mmd_state=mmd_state,
+                             conformal_state=conformal_state, nll_fn=nll_fn, batch_size=batch_size,
+                             attack_config=attack_config)
   sets, summary = {}, {}
   for s, (name, x) in enumerate(ood_sets.items()):
     set_key = jax.random.fold_in(key, s)
     test_key = jax.random.fold_in(set_key, 99)  # the same tests before and after
     before = describe(x, test_key)
     for t, target in enumerate(targets):
-      attack_key = jax.random.fold_in(set_key, t)
-      if target == "log_likelihood":
-        x_adv = batched(lambda i, xb: pgd(
-            raise_likelihood, xb, epsilon, step_size=step_size, num_steps=attack_config.num_steps,
-            random_start=attack_config.random_start, key=jax.random.fold_in(attack_key, i)),
-            x, batch_memory, with_index=True)
-        adv_name = f"{name}_adaptive_llh"
-      else:
-        starts = batch_starts(len(x), batch_size)
-        x_adv = np.concatenate([np.asarray(pgd(
-            lower_mmd, x[lo:hi], epsilon, step_size=step_size, num_steps=attack_config.num_steps,
-            random_start=attack_config.random_start, key=jax.random.fold_in(attack_key, i),
-            loss_args=(mmd_state,))) for i, (lo, hi) in enumerate(zip(starts[:-1], starts[1:]))])
-        adv_name = f"{name}_adaptive_mmd"
+      x_adv = attack(target, x, jax.random.fold_in(set_key, t))
+      adv_name = f"{name}_adaptive_{_TARGET_SUFFIX[target]}"
       after = describe(x_adv, test_key)
       sets[adv_name] = x_adv
-      summary[adv_name] = {"target": target, "epsilon": epsilon, "n_batches": before[3],
-                           "nll_bpd": [before[0], after[0]], "mmd2": [before[1], after[1]],
-                           "batches_flagged": [before[2], after[2]]}
+      summary[adv_name] = {"target": target, "epsilon": float(attack_config.adaptive_epsilon),
+                           "n_batches": before["n_batches"],
+                           **{k: [before[k], after[k]] for k in before if k != "n_batches"}}
   return sets, summary
+
+
+_TARGET_SUFFIX = {"log_likelihood": "llh", "mmd": "mmd", "conformal": "conformal"}
+
+
+def _adaptive_images(target: str, x: np.ndarray, key, *, model, variables, mmd_state, conformal_state,
+                     nll_fn, batch_size: int, attack_config) -> np.ndarray:
+  """x perturbed by PGD against one target: the likelihood and the conformal score per image (in
+  chunks of attack_config.batch_size), the MMD test per evaluation batch."""
+  epsilon = float(attack_config.adaptive_epsilon)
+  run = lambda objective, xb, i, args=(): pgd(
+      objective, xb, epsilon, step_size=_step_size(attack_config, epsilon),
+      num_steps=attack_config.num_steps, random_start=attack_config.random_start,
+      key=jax.random.fold_in(key, i), loss_args=args)
+  if target == "log_likelihood":
+    return batched(lambda i, xb: run(LowerScore(nll_fn), xb, i), x, int(attack_config.batch_size),
+                   with_index=True)
+  if target == "conformal":
+    density = jax.tree.map(jnp.asarray, conformal_state.density)
+    objective = LowerImageScore(exact_log_det(model))
+    return batched(lambda i, xb: run(objective, xb, i, (variables, density,
+                                                        jnp.asarray(png_bits_per_dim(xb), jnp.float32))),
+                   x, int(attack_config.batch_size), with_index=True)
+  starts = batch_starts(len(x), batch_size)
+  return np.concatenate([np.asarray(run(LowerMMD(), x[lo:hi], i, (mmd_state,)))
+                         for i, (lo, hi) in enumerate(zip(starts[:-1], starts[1:]))])
 
 
 def evaluate_adversarial(
@@ -179,6 +213,8 @@ def evaluate_adversarial(
     y_test: Optional[np.ndarray] = None,
     in_name: str = "in",
     include_clean: bool = False,
+    conformal_state=None,
+    combination: str = "bonferroni",
 ) -> Dict:
   """Builds the adversarial sets and scores them with `evaluate_ood` (paper, strict, baselines).
 
@@ -196,6 +232,8 @@ def evaluate_adversarial(
       `config.adversarial`. Without labels (y_test None) the classifier attack is skipped.
     in_name: prefix of the classifier-attack set names.
     include_clean: also score the clean attacked OOD sets (for a before/after detection table).
+    conformal_state, combination: the conformal attention (the 'conformal' target attacks it; the
+      detection table then has its per-image rows, as `evaluate_ood`).
   Returns:
     `evaluate_ood`'s table over the adversarial sets, plus "classifier" (accuracy under attack, or None)
     and "adaptive" (before/after of each adaptive attack), JSON-serialisable.
@@ -219,14 +257,15 @@ def evaluate_adversarial(
   names = attack.adaptive_ood or tuple(ood_sets)
   adaptive_sets, adaptive_table = attack_detector(
       model, variables, mmd_state, {n: ood_sets[n] for n in names}, attack, config.eval.batch_size,
-      jax.random.fold_in(key, 1))
+      jax.random.fold_in(key, 1), conformal_state)
   if include_clean:
     sets.update({n: ood_sets[n] for n in names})
   sets.update(adaptive_sets)
   table = evaluate_ood(model, variables, mmd_state, x_test, sets, key=jax.random.fold_in(key, 2),
                        batch_size=config.eval.batch_size, protocols=("paper", "strict"),
                        baselines=config.eval.baselines, x_heldout=x_heldout,
-                       n_bootstrap=config.eval.n_bootstrap, seed=config.seed)
+                       n_bootstrap=config.eval.n_bootstrap, seed=config.seed,
+                       conformal_state=conformal_state, combination=combination)
   table["classifier"] = classifier_table
   table["adaptive"] = adaptive_table
   return table

@@ -4,13 +4,22 @@
                            the flow log-likelihood (bits/dim, up to a constant), so PGD raises log p(x).
   `LowerMMD()`:            -MMD^2(x, reference) of the whole batch, `loss_args=(mmd_state,)`: the batch
                            moves towards passing the attention test (a = 1).
+  `LowerImageScore(model)`: -s(x) per image, the conformal attention's per-image score
+                           (`inflow_jax.conformal`), `loss_args=(variables, density, png_bits)`: the
+                           image moves towards a large conformal p-value. The PNG length is not
+                           differentiable; it is held at the clean image's value during the ascent
+                           (BPDA, Athalye et al. 2018) and recomputed when the result is scored.
 """
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from inflow_jax.attention.mmd import MMDState, mmd2_embedded
+from inflow_jax.conformal.density import density_scores
+from inflow_jax.conformal.features import scale_bits
+from inflow_jax.model import InFlow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,3 +53,16 @@ class LowerMMD:
 
   def __call__(self, x: jax.Array, state: MMDState) -> jax.Array:
     return -batch_mmd2(state, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class LowerImageScore:
+  """Objective -s(x) (B,) of the conformal per-image score, `loss_args=(variables, density,
+  png_bits)` with png_bits (B,) the clean images' PNG bits/dim (held fixed: see the module docstring)."""
+  model: Any
+
+  def __call__(self, x: jax.Array, variables, density, png_bits: jax.Array) -> jax.Array:
+    stats = self.model.apply(variables, x, 1.0, method=InFlow.statistics)
+    dims = x.shape[1] * x.shape[2] * x.shape[3]
+    features = jnp.concatenate([scale_bits(stats, dims), png_bits[:, None]], axis=1)
+    return -density_scores(density, features)

@@ -30,13 +30,18 @@ from inflow_jax.model import InFlow
 CHUNK = 250   # images per jitted flow call
 
 
+def scale_bits(stats, dims: int) -> jax.Array:
+  """(B, L) f_0..f_{L-1} from `InFlow.statistics` of D-dimensional images (traceable)."""
+  return -stats["log_prior_scales"] / (dims * np.log(2.0))
+
+
 @functools.partial(jax.jit, static_argnames=("model", "convention"))
 def _flow_pass(model, convention, variables, x):
   stats = model.apply(variables, x, 1.0, method=InFlow.statistics)
   dims = int(np.prod(x.shape[1:]))
   score = scores_from_terms(jnp.sum(stats["sq_norm_scales"], axis=1),
                             jnp.sum(stats["log_det_blocks"], axis=1), dims, convention)
-  return -stats["log_prior_scales"] / (dims * np.log(2.0)), score
+  return scale_bits(stats, dims), score
 
 
 def flow_pass(model, variables, x: np.ndarray, convention: str = "nll",

@@ -70,7 +70,8 @@ def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray
                      f"reference images, got {len(x_ref)}")
   check_calibration(x_calibration, level, {"x_ref": x_ref, "the training images (x_train)": x_train})
   density = fit_density(image_features(model, variables, x_ref), n_components, seed)
-  calibration = np.sort(density_scores(density, image_features(model, variables, x_calibration)))
+  calibration = np.sort(np.asarray(density_scores(density, image_features(model, variables, x_calibration)),
+                                   np.float64))
   if not np.all(np.isfinite(calibration)):
     raise ValueError("some calibration scores are NaN or infinite: the flow gives no finite density there")
   return ConformalState(density=density, calibration_scores=calibration, level=float(level),
@@ -81,7 +82,7 @@ def image_scores(state: ConformalState, model, variables, x: np.ndarray, convent
   """((N,) s(x), higher = more OOD; (N,) the flow's `convention` score at a = 1 from the same pass) of
   preprocessed x (unchecked)."""
   scale_bits, flow_score = flow_pass(model, variables, x, convention)
-  return density_scores(state.density, features_of(scale_bits, x)), flow_score
+  return np.asarray(density_scores(state.density, features_of(scale_bits, x)), np.float64), flow_score
 
 
 def image_p_values(state: ConformalState, scores: np.ndarray) -> np.ndarray:

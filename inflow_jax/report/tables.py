@@ -93,13 +93,15 @@ def format_adversarial_table(table: Mapping) -> str:
     lines.append("")
   lines += ["Adaptive attacks (before -> after): mean NLL bits/dim at a = 1 (lower = more likely), "
             "mean MMD^2 of the test batches, batches flagged by the attention test:", "",
-            "| set | target | epsilon | NLL bits/dim | MMD^2 | batches flagged |",
-            "| --- | --- | --- | --- | --- | --- |"]
+            "| set | target | epsilon | NLL bits/dim | MMD^2 | batches flagged | images flagged "
+            "(conformal p < level) |", "| --- | --- | --- | --- | --- | --- | --- |"]
   for name, row in table["adaptive"].items():
+    images = row.get("images_flagged")
     lines.append(
         f"| {name} | {row['target']} | {eps_name(row['epsilon'])}/255 | {row['nll_bpd'][0]:.4f} -> "
         f"{row['nll_bpd'][1]:.4f} | {row['mmd2'][0]:.4g} -> {row['mmd2'][1]:.4g} | "
-        f"{row['batches_flagged'][0]} -> {row['batches_flagged'][1]} / {row['n_batches']} |")
+        f"{row['batches_flagged'][0]} -> {row['batches_flagged'][1]} / {row['n_batches']} | "
+        + (f"{images[0]:.3f} -> {images[1]:.3f} |" if images else "- |"))
   return "\n".join(lines)
 
 
