@@ -177,33 +177,3 @@ def test_load_flow_file(tmp_path):
   with pytest.raises(ValueError, match="is not a flow file"):
     load_flow_file(tmp_path / "other.npz")
 
-
-def test_job_evaluates_the_new_gates_and_scores_with_them(tmp_path):
-  from configs import tiny
-  from inflow_jax import job, score_job
-  config = tiny.get_config()
-  config.attention.update(kind="combined", n_components=2)
-  config.data.update(calibration_split="test[-100:]", test_split="test[:-100]", jpeg_quality=75)
-  config.eval.update(mixed_rhos=(0.0, 1.0), mixed_batch_sizes=(1, 16))
-  config.adversarial.enabled = True
-  config.adversarial.attack.update(epsilons=(), adaptive_targets=("mmd", "conformal"), num_steps=3)
-  table = job.run_job(config, tmp_path, "all", progress=False)
-  attacked = table["adversarial"]["adaptive"]["uniform_noise_adaptive_conformal"]
-  assert attacked["image_score"][1] < attacked["image_score"][0]   # PGD lowered its objective
-  assert "image_score" in table["adversarial"]["ood"]["uniform_noise_adaptive_conformal"]
-  assert table["settings"]["attention"] == "combined" and table["settings"]["jpeg_quality"] == 75
-  assert 0.0 <= table["in_distribution"]["image_false_alarm"] <= 1.0
-  for row in table["ood"].values():
-    assert 0.0 <= row["image_score"]["auroc"] <= 1.0
-  mixed = table["mixed"]
-  assert set(mixed["false_alarm"]) == {"inflow", "typicality", "conformal", "combined"}
-  assert np.isnan(mixed["false_alarm"]["inflow"][0]) and not np.isnan(mixed["false_alarm"]["combined"][0])
-  markdown = (tmp_path / "report.md").read_text()
-  assert "| uniform_noise | one image | combined |" in markdown
-  detector = InFlowDetector.load(tmp_path / "detector")
-  assert (detector.attention, detector.jpeg_quality) == ("combined", 75)
-  summary = score_job.run_score(tmp_path, "uniform_noise", progress=False)
-  rows = (tmp_path / score_job.SCORES_FILE).read_text().splitlines()
-  assert rows[0].split(",")[:4] == ["index", "score", "batch_p_value", "image_p_value"]
-  p = np.array([float(r.split(",")[3]) for r in rows[1:]])
-  assert summary["images"] == len(p) and np.all((p > 0) & (p <= 1))

@@ -15,7 +15,7 @@ from PIL import Image
 
 from configs import tiny
 from helpers import REPO
-from inflow_jax import job
+from inflow_jax import InFlowDetector, job, score_job
 from inflow_jax.training import flow as train, state
 from inflow_jax.model import InFlow
 
@@ -62,27 +62,49 @@ def test_tiny_job_writes_a_readable_report(tmp_path):
   assert json.dumps(again["ood"], sort_keys=True) == json.dumps(table["ood"], sort_keys=True)
 
 
-def test_tiny_job_reports_the_adversarial_sets(tmp_path):
+def test_tiny_job_reports_the_adversarial_sets_and_the_conformal_gates(tmp_path):
   config = tiny.get_config()
   config.adversarial.enabled = True   # tiny's settings: PGD at 8/255, the MMD attack on uniform_noise
   config.train.num_steps = 2          # the flow's training is tested above
-  job.run_job(config, tmp_path, "all", progress=False)
+  # beyond the paper: the combined gate (calibrated on held-out test images), JPEG for every set
+  config.attention.update(kind="combined", n_components=2)
+  config.data.update(calibration_split="test[-100:]", test_split="test[:-100]", jpeg_quality=75)
+  config.eval.update(mixed_rhos=(0.0, 1.0), mixed_batch_sizes=(1, 16))
+  config.adversarial.attack.adaptive_targets = ("mmd", "conformal")
+  table = job.run_job(config, tmp_path, "all", progress=False)
 
   report = json.loads((tmp_path / "report.json").read_text())
   adversarial = report["evaluation"]["adversarial"]
-  assert set(adversarial["ood"]) == {"digits_pgd8", "uniform_noise_adaptive_mmd"}   # data.test = digits
+  assert set(adversarial["ood"]) == {"digits_pgd8", "uniform_noise_adaptive_mmd",
+                                     "uniform_noise_adaptive_conformal"}   # data.test = digits
   for row in adversarial["ood"].values():
-    for method in ("paper", "strict", "likelihood", "input_complexity"):
+    for method in ("paper", "strict", "likelihood", "input_complexity", "image_score"):
       assert 0.0 <= row[method]["auroc"] <= 1.0, (row, method)   # also rejects NaN
   classifier = adversarial["classifier"]
   assert classifier["n_images"] == config.data.max_eval_images and set(classifier["pgd"]) == {"8"}
   mmd_attack = adversarial["adaptive"]["uniform_noise_adaptive_mmd"]
   assert mmd_attack["target"] == "mmd" and np.all(np.isfinite(mmd_attack["mmd2"]))
+  attacked = adversarial["adaptive"]["uniform_noise_adaptive_conformal"]
+  assert attacked["image_score"][1] < attacked["image_score"][0]   # PGD lowered its objective
   assert report["timings_s"]["adversarial"] > 0
   markdown = (tmp_path / "report.md").read_text()
   assert "## Adversarial inputs" in markdown and "| 8/255 |" in markdown
   for name in adversarial["ood"]:
     assert f"| {name} | InFlow, paper protocol |" in markdown
+
+  assert table["settings"]["attention"] == "combined" and table["settings"]["jpeg_quality"] == 75
+  assert 0.0 <= table["in_distribution"]["image_false_alarm"] <= 1.0
+  mixed = table["mixed"]
+  assert set(mixed["false_alarm"]) == {"inflow", "typicality", "conformal", "combined"}
+  assert np.isnan(mixed["false_alarm"]["inflow"][0]) and not np.isnan(mixed["false_alarm"]["combined"][0])
+  assert "| uniform_noise | one image | combined |" in markdown
+  detector = InFlowDetector.load(tmp_path / "detector")
+  assert (detector.attention, detector.jpeg_quality) == ("combined", 75)
+  summary = score_job.run_score(tmp_path, "uniform_noise", progress=False)
+  rows = (tmp_path / score_job.SCORES_FILE).read_text().splitlines()
+  assert rows[0].split(",")[:4] == ["index", "score", "batch_p_value", "image_p_value"]
+  p = np.array([float(r.split(",")[3]) for r in rows[1:]])
+  assert summary["images"] == len(p) and np.all((p > 0) & (p <= 1))
 
 
 def _error_cases(tmp_path):
