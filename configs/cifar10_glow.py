@@ -14,21 +14,16 @@ Data: `npz:../shared/data/cifar10_train_50k.npz` (train) and `cifar10_test_5k.np
 
   python run.py --config configs/cifar10_glow.py --workdir DIR
 """
-import os
-import pathlib
-
 import ml_collections
 
 from configs import default
-
-SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED",
-                                     pathlib.Path(__file__).resolve().parents[2] / "shared"))
+from configs.shared import data_file
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model.update(num_blocks=4, width=128, glow=True, num_scales=3)
-  train_file, test_file = SHARED / "data/cifar10_train_50k.npz", SHARED / "data/cifar10_test_5k.npz"
+  train_file, test_file = data_file("cifar10_train_50k"), data_file("cifar10_test_5k")
   if train_file.exists() and test_file.exists():
     config.data.update(train=f"npz:{train_file}", train_split="train", test=f"npz:{test_file}",
                        test_split="test[2000:]", heldout_split=None)

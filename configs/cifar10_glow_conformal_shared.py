@@ -13,23 +13,16 @@ image, 0.1, 0.25, 0.5, 1}, 100 batches per cell.
 
   python run.py --config configs/cifar10_glow_conformal_shared.py --workdir DIR --mode evaluate
 """
-import os
-import pathlib
-
 import ml_collections
 
 from configs import default
-
-SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED",
-                                     pathlib.Path(__file__).resolve().parents[2] / "shared"))
-OOD_FILES = ("svhn_test_5k", "celeba_3k", "mnist_test_5k", "fashion_mnist_test_1k")
+from configs.shared import OOD_FILES, fixture, npz
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
-  config.checkpoint_path = str(SHARED / "fixtures" / "inflow_glow_cifar10.npz")
+  config.checkpoint_path = fixture("inflow_glow_cifar10.npz")
   config.model.update(num_blocks=4, width=128, glow=True, num_scales=3)   # as the fixture's .json
-  npz = lambda stem: f"npz:{SHARED / 'data' / (stem + '.npz')}"
   config.data.update(
       train=npz("cifar10_train_50k"), train_split="train", heldout_split="train[-2000:]",
       test=npz("cifar10_test_5k"), test_split="test[2500:]", calibration_split="test[:2500]",

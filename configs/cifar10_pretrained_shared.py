@@ -12,23 +12,16 @@ mnist_test_5k and all 1000 of fashion_mnist_test_1k (28x28 grayscale resized to 
 The CIFAR-10 copies went through JPEG quality 75 and the OOD sets did not (../shared/data/README.md):
 likelihood-based baselines can separate them by compression artefacts alone.
 """
-import os
-import pathlib
-
 import ml_collections
 
 from configs import cifar10_pretrained
-
-SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED",
-                                     pathlib.Path(__file__).resolve().parents[2] / "shared"))
-OOD_FILES = ("svhn_test_5k", "celeba_3k", "mnist_test_5k", "fashion_mnist_test_1k")
+from configs.shared import OOD_FILES, fixture, npz
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = cifar10_pretrained.get_config()
-  config.checkpoint_path = str(SHARED / "fixtures" / "inflow_cifar10_epoch150_torch_state.npz")
-  config.attention.encoder_path = str(SHARED / "fixtures" / "uae_encoder_torch_seed0.npz")
-  npz = lambda stem: f"npz:{SHARED / 'data' / (stem + '.npz')}"
+  config.checkpoint_path = fixture("inflow_cifar10_epoch150_torch_state.npz")
+  config.attention.encoder_path = fixture("uae_encoder_torch_seed0.npz")
   config.data.update(
       train=npz("cifar10_train_10k"), train_split="train[:5000]", heldout_split="train[5000:7000]",
       test=npz("cifar10_test_5k"), test_split="test[:2000]",
