@@ -59,7 +59,9 @@ def test_batch_tests_match_their_definitions_and_hold_the_level():
   assert combine_p_values(0.01, 0.3, "bonferroni") == pytest.approx(0.02)
   assert combine_p_values(0.3, 0.3, "cauchy") == pytest.approx(0.3)
   null = rng.uniform(size=(4000, 5))
-  for test in ("fisher", "simes"):
+  assert batch_p_value(p, "cauchy") == pytest.approx(
+      0.5 - np.arctan(np.mean(np.tan((0.5 - p) * np.pi))) / np.pi)
+  for test in ("cauchy", "fisher", "simes"):
     rate = np.mean([batch_p_value(row, test) < 0.05 for row in null])
     assert 0.04 < rate < 0.06, (test, rate)
   for method in ("bonferroni", "cauchy"):
@@ -115,7 +117,7 @@ def test_combined_detector_scores_p_values_and_batches(fitted, digits):
   result = detector.test_batch(noise[:5], jax.random.PRNGKey(0))
   assert result.attention == 0.0 and result.p_value < 0.05
   assert result.p_value == pytest.approx(combine_p_values(result.p_mmd, result.p_conformal, "bonferroni"))
-  assert result.p_conformal == pytest.approx(batch_p_value(p_out[:5], "fisher"))
+  assert result.p_conformal == pytest.approx(batch_p_value(p_out[:5], "cauchy"))
   # score: the flow's score at the per-image attention; predict = 1 - a
   mixed = np.concatenate([x_in[:15], noise[:5]])
   batch = detector.score_batches(mixed)

@@ -2,7 +2,7 @@
 
   features.py   per-image statistics: the flow's per-scale prior bits/dim and the PNG length
   density.py    a Gaussian mixture of those statistics (the per-image score)
-  p_values.py   conformal p-values, batch tests (Fisher, Simes), combining two tests
+  p_values.py   conformal p-values, batch tests (Cauchy, Fisher, Simes), combining two tests
   gate.py       ConformalState, fit_conformal: calibrated per-image and per-batch tests
 """
 from inflow_jax.conformal.gate import (ConformalState, batch_p_values, check_calibration, fit_conformal,

@@ -4,7 +4,7 @@ state of numpy arrays, fitted once:
     fit:     density  <- fit_density(features(x_ref))               (the in-distribution statistics)
              calib    <- sorted density_scores(features(x_calibration))
     image:   s(x) = density_scores(features(x)),   p(x) = (1 + #{calib >= s(x)}) / (1 + n)
-    batch:   p_batch = fisher or simes of the batch's p(x);   attention 0 when p_batch < level
+    batch:   p_batch = cauchy, fisher or simes of the batch's p(x);   attention 0 when p_batch < level
 
 Split conformal needs the calibration images to be unseen by everything the score was fitted on: the
 flow's training images and x_ref (the density's fitting set). `fit_conformal` refuses calibration images
@@ -28,7 +28,7 @@ class ConformalState:
   density: Dict[str, np.ndarray]
   calibration_scores: np.ndarray
   level: float
-  batch_test: str = "fisher"
+  batch_test: str = "cauchy"
 
   @property
   def n_calibration(self) -> int:
@@ -59,7 +59,7 @@ def check_calibration(x_calibration: np.ndarray, level: float,
 
 
 def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray, *, level: float,
-                  batch_test: str = "fisher", n_components: int = 4, seed: int = 0,
+                  batch_test: str = "cauchy", n_components: int = 4, seed: int = 0,
                   x_train: Optional[np.ndarray] = None) -> ConformalState:
   """Fits the density on x_ref's features and calibrates on x_calibration (both (n, H, W, C) float32
   in [0, 1], already preprocessed; x_train: the flow's training images, checked for overlap)."""

@@ -11,11 +11,17 @@ every u: the per-image test "p < level" has false-alarm rate <= level, whatever 
 
 Batch tests of m images with p-values p_1..p_m (the batch is OOD when the p-value < level):
 
+    cauchy:  T = mean_j tan((1/2 - p_j) pi),  p = 1/2 - arctan(T) / pi   (Liu & Xie 2020, the default)
     fisher:  T = -2 sum_j log p_j,           p = P(chi^2_{2m} >= T)     (power when all are shifted)
     simes:   p = min_j m p_(j) / j           (p_(j) sorted ascending)   (power with a few outliers)
 
-Both treat the p-values as independent; conformal p-values sharing one calibration set are positively
-dependent (PRDS, Bates et al.), under which Simes stays valid and Fisher is close (measured: README).
+Conformal p-values sharing one calibration set are positively dependent (PRDS, Bates et al.): Simes
+stays valid under PRDS, the Cauchy combination is asymptotically valid under any dependence (its heavy
+tail lets the smallest p-values dominate), Fisher assumes independence. Why Cauchy by default
+(measured with the Glow fixture, fair JPEG protocol, README "Attention per image"): at m = 5 it keeps
+Fisher's power on pure OOD batches (SVHN 0.99 vs 1.00, MNIST and Fashion-MNIST 1.00) and nearly
+Simes' power on one OOD image among 10 (SVHN 0.33 vs Fisher 0.22 and Simes 0.34; MNIST 0.62 vs
+0.32 and 0.65), with false alarms 0.037 / 0.050 / 0.030 at m = 5 / 10 / 50.
 
 Combining two p-values (the conformal batch test and the MMD test) into one gate:
 
@@ -26,7 +32,7 @@ Combining two p-values (the conformal batch test and the MMD test) into one gate
 import numpy as np
 from scipy import stats
 
-BATCH_TESTS = ("fisher", "simes")
+BATCH_TESTS = ("cauchy", "fisher", "simes")
 COMBINATIONS = ("bonferroni", "cauchy")
 
 
@@ -37,10 +43,18 @@ def conformal_p_values(calibration_sorted: np.ndarray, scores: np.ndarray) -> np
   return (1.0 + at_least) / (1.0 + n)
 
 
+def cauchy_combination(p_values) -> float:
+  """1/2 - arctan(mean_j tan((1/2 - p_j) pi)) / pi (p-values clipped to [1e-300, 1])."""
+  p = np.clip(np.asarray(p_values, np.float64), 1e-300, 1.0)
+  return float(np.clip(0.5 - np.arctan(np.mean(np.tan((0.5 - p) * np.pi))) / np.pi, 0.0, 1.0))
+
+
 def batch_p_value(p_values: np.ndarray, test: str) -> float:
-  """The p-value of the batch test `test` ('fisher' or 'simes') of one batch's per-image p-values."""
+  """The p-value of the batch test `test` (BATCH_TESTS) of one batch's per-image p-values."""
   p = np.asarray(p_values, np.float64)
   m = p.shape[0]
+  if test == "cauchy":
+    return cauchy_combination(p)
   if test == "fisher":
     return float(stats.chi2.sf(-2.0 * np.sum(np.log(p)), 2 * m))
   return float(min(1.0, np.min(m * np.sort(p) / np.arange(1, m + 1))))
@@ -50,6 +64,4 @@ def combine_p_values(p_first: float, p_second: float, method: str) -> float:
   """One p-value from two tests of the same batch ('bonferroni' or 'cauchy')."""
   if method == "bonferroni":
     return float(min(1.0, 2.0 * min(p_first, p_second)))
-  p = np.clip(np.array([p_first, p_second], np.float64), 1e-300, 1.0)
-  statistic = np.mean(np.tan((0.5 - p) * np.pi))
-  return float(np.clip(0.5 - np.arctan(statistic) / np.pi, 0.0, 1.0))
+  return cauchy_combination([p_first, p_second])
