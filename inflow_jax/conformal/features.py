@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from inflow_jax.evaluation.baselines import png_bits_per_dim
-from inflow_jax.evaluation.scores import exact_log_det, scores_from_terms
+from inflow_jax.evaluation.scores import CONVENTIONS, exact_log_det, scores_from_terms
 from inflow_jax.model import InFlow
 
 CHUNK = 250   # images per jitted flow call
@@ -35,13 +35,13 @@ def scale_bits(stats, dims: int) -> jax.Array:
   return -stats["log_prior_scales"] / (dims * np.log(2.0))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "convention"))
-def _flow_pass(model, convention, variables, x):
+@functools.partial(jax.jit, static_argnames=("model",))
+def _flow_pass(model, variables, x):
+  """(scale bits, {convention: score at a = 1}): both conventions, so one compilation serves all."""
   stats = model.apply(variables, x, 1.0, method=InFlow.statistics)
   dims = int(np.prod(x.shape[1:]))
-  score = scores_from_terms(jnp.sum(stats["sq_norm_scales"], axis=1),
-                            jnp.sum(stats["log_det_blocks"], axis=1), dims, convention)
-  return scale_bits(stats, dims), score
+  sq_norm, log_det = jnp.sum(stats["sq_norm_scales"], axis=1), jnp.sum(stats["log_det_blocks"], axis=1)
+  return scale_bits(stats, dims), {c: scores_from_terms(sq_norm, log_det, dims, c) for c in CONVENTIONS}
 
 
 def flow_pass(model, variables, x: np.ndarray, convention: str = "nll",
@@ -51,10 +51,10 @@ def flow_pass(model, variables, x: np.ndarray, convention: str = "nll",
   n = x.shape[0]
   pad = (-n) % chunk
   padded = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
-  parts = [_flow_pass(exact_log_det(model), convention, variables, padded[i:i + chunk])
+  parts = [_flow_pass(exact_log_det(model), variables, padded[i:i + chunk])
            for i in range(0, len(padded), chunk)]
   bits = np.concatenate([np.asarray(b) for b, _ in parts])[:n].astype(np.float64)
-  return bits, np.concatenate([np.asarray(s) for _, s in parts])[:n]
+  return bits, np.concatenate([np.asarray(s[convention]) for _, s in parts])[:n]
 
 
 def features_of(scale_bits: np.ndarray, x: np.ndarray) -> np.ndarray:
