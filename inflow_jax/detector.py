@@ -41,7 +41,8 @@ import numpy as np
 
 from inflow_jax import conformal, training
 from inflow_jax.attention.encoder import Embedder, make_encoder
-from inflow_jax.attention.mmd import MMDState, fit_mmd, mmd_test_unchecked
+from inflow_jax.attention.batches import attention_tests
+from inflow_jax.attention.mmd import MMDState, fit_mmd
 from inflow_jax.batching import batch_starts
 from inflow_jax.checks import check_images, check_key, check_test_size
 from inflow_jax.data.jpeg import check_jpeg_quality, jpeg_round_trip
@@ -238,7 +239,7 @@ class InFlowDetector:
     """The gate on x as one batch (>= 2 images): p-value and attention (1.0 passed, 0.0 flagged)."""
     self._check_fitted()
     x = self.preprocess(x, min_batch=2)
-    gate = self._gate(x, batch_starts(len(x), len(x)), self._key(key))
+    gate = self._gate(x, len(x), self._key(key))
     return BatchTest(*(float(v[0]) for v in (gate.p_value, gate.attention, gate.p_mmd, gate.p_conformal)))
 
   def _key(self, key):
@@ -247,16 +248,15 @@ class InFlowDetector:
     check_key(key)
     return key
 
-  def _gate(self, x: np.ndarray, starts: np.ndarray, key, first_batch: int = 0) -> "_Gate":
-    """The gate on each batch x[starts[i]:starts[i+1]] of preprocessed x (unchecked); batch i's MMD
-    test uses the key fold_in(key, first_batch + i)."""
+  def _gate(self, x: np.ndarray, batch_size: int, key, first_batch: int = 0) -> "_Gate":
+    """The gate on each batch (`batch_starts(len(x), batch_size)`) of preprocessed x (unchecked);
+    batch i's MMD test (`attention_tests`) uses the key fold_in(key, first_batch + i)."""
+    starts = batch_starts(len(x), batch_size)
     n_batches = len(starts) - 1
     p_mmd = p_conformal = np.full(n_batches, np.nan)
     image_p = flow_score = None
     if self.uses_mmd:
-      p_mmd = np.array([float(mmd_test_unchecked(self.mmd_state_, x[lo:hi],
-                                                 jax.random.fold_in(key, first_batch + i)).p_value)
-                        for i, (lo, hi) in enumerate(zip(starts[:-1], starts[1:]))])
+      p_mmd = attention_tests(self.mmd_state_, x, batch_size, key, first_batch=first_batch).p_values
     if self.uses_conformal:
       scores, flow_score = conformal.image_scores(self.conformal_state_, self.model, self.variables, x,
                                                   self.convention)
@@ -284,7 +284,7 @@ class InFlowDetector:
     if self.attention == "mmd":
       return score_batches(self._score_fn, self.mmd_state_, x, size, key, first_batch=first_batch)
     starts = batch_starts(len(x), size)
-    gate = self._gate(x, starts, key, first_batch)
+    gate = self._gate(x, size, key, first_batch)
     batch_index = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
     per_image = (gate.attention[batch_index] * (gate.image_p >= self.level)).astype(np.float32)
     at_zero = scores_from_terms(np.sum(np.square(x, dtype=np.float64), axis=(1, 2, 3)), 0.0,
