@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import tiny
+from configs import cifar10_glow, tiny
+from inflow_jax.config_checks import check_config
 from inflow_jax.training import optimizer
 
 
@@ -68,3 +69,20 @@ def test_ema_tracks_the_parameters_with_its_warm_up():
 def test_bad_settings_name_the_key(settings, message):
   with pytest.raises(ValueError, match=message):
     optimizer.check_optimizer_config(_train_config(**settings), num_devices=1)
+
+
+@pytest.mark.parametrize("variant", cifar10_glow.VARIANTS)
+def test_glow_config_variants_pass_the_job_checks_and_differ_only_in_the_recipe(variant):
+  config = cifar10_glow.get_config(variant)
+  check_config(config, "all")
+  default = cifar10_glow.get_config()
+  assert config.model == default.model and config.train.batch_size == 64 and config.train.loss == "bpd"
+  if variant == "script":   # the fixture script's recipe: constant after the warm-up, no EMA
+    assert (config.train.schedule, config.train.ema_decay) == ("constant", None)
+  if variant == "accelerator":
+    assert config.train.num_steps > 10 * default.train.num_steps
+
+
+def test_unknown_glow_variant_is_an_error():
+  with pytest.raises(ValueError, match="unknown variant 'tpu'"):
+    cifar10_glow.get_config("tpu")
