@@ -3,9 +3,9 @@
 
     python benchmarks/glow_equal_images.py --workdir /tmp/equal_images [--steps 400] [--json]
 
-Each recipe is the real job: `run.py --config configs/cifar10_glow.py` (the script's recipe adds
-`train.schedule=constant`, `train.ema_decay=None`: Adam 1e-3, 500-step warm-up, clip 50, batch 64, no
-decay, no EMA), with `train.checkpoint_every=--steps`; once its step-`--steps` checkpoint is written
+Each recipe is the real job: `run.py --config configs/cifar10_glow.py` and the script's recipe
+`--config configs/cifar10_glow.py:script` (Adam 1e-3, 500-step warm-up, clip 50, batch 64, no decay,
+no EMA), with `train.checkpoint_every=--steps`; once its step-`--steps` checkpoint is written
 (manifest and all) the job is killed. The flow is then read back with `load_flow(workdir)` alone
 (the EMA parameters for the config) and scored on the first 2000 images of
 `../shared/data/cifar10_test_5k.npz` (held out: not in the 50k training images), dequantized once with
@@ -32,18 +32,17 @@ import common
 from inflow_jax import load_flow
 from inflow_jax.integrity import MANIFEST
 
-RECIPES = {
-    "config": [],
-    "script": ["--config.train.schedule=constant", "--config.train.ema_decay=None"],
-}
+RECIPES = {"config": "configs/cifar10_glow.py", "script": "configs/cifar10_glow.py:script"}
 
 
-def train_until(workdir: pathlib.Path, steps: int, overrides, timeout_s: float) -> float:
-  """Runs the glow job in `workdir` until its step-`steps` checkpoint is complete; its wall seconds."""
-  command = [sys.executable, str(common.REPO / "run.py"), "--config",
-             str(common.REPO / "configs/cifar10_glow.py"), "--workdir", str(workdir),
-             f"--config.train.checkpoint_every={steps}", *overrides]
+def train_until(workdir: pathlib.Path, steps: int, config: str, timeout_s: float) -> float:
+  """Runs the job of `config` in `workdir` until its step-`steps` checkpoint is complete (not again
+  when it is there: a rerun scores what an earlier one trained); its wall seconds."""
+  command = [sys.executable, str(common.REPO / "run.py"), "--config", str(common.REPO / config),
+             "--workdir", str(workdir), f"--config.train.checkpoint_every={steps}"]
   start = time.perf_counter()
+  if (workdir / "checkpoints" / str(steps) / MANIFEST).exists():
+    return float("nan")
   with open(workdir.parent / f"{workdir.name}.log", "w") as log:
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=common.REPO)
     manifest = workdir / "checkpoints" / str(steps) / MANIFEST
@@ -88,11 +87,11 @@ def main():
   test_file = common.SHARED / "data" / "cifar10_test_5k.npz"
   if not test_file.exists():
     raise SystemExit(f"{test_file} is missing: this benchmark needs ../shared (or INFLOW_SHARED)")
-  args.workdir.mkdir(parents=True, exist_ok=False)
+  args.workdir.mkdir(parents=True, exist_ok=True)
   images = np.load(test_file)["x"][: args.heldout]
   result = {"steps": args.steps, "images": 64 * args.steps, "heldout_images": len(images)}
-  for name, overrides in RECIPES.items():
-    seconds = train_until(args.workdir / name, args.steps, overrides, args.timeout)
+  for name, config in RECIPES.items():
+    seconds = train_until(args.workdir / name, args.steps, config, args.timeout)
     result[f"{name}_bpd"] = round(heldout_bpd(args.workdir / name, images, args.seed), 4)
     result[f"{name}_job_seconds"] = round(seconds, 1)
   common.emit({**result, **common.machine()}, args.json)
