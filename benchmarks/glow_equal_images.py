@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 import common
+from configs.cifar10_glow import get_config
 from inflow_jax import load_flow
 from inflow_jax.integrity import MANIFEST
 
@@ -40,12 +41,12 @@ def train_until(workdir: pathlib.Path, steps: int, config: str, timeout_s: float
   when it is there: a rerun scores what an earlier one trained); its wall seconds."""
   command = [sys.executable, str(common.REPO / "run.py"), "--config", str(common.REPO / config),
              "--workdir", str(workdir), f"--config.train.checkpoint_every={steps}"]
-  start = time.perf_counter()
-  if (workdir / "checkpoints" / str(steps) / MANIFEST).exists():
+  manifest = workdir / "checkpoints" / str(steps) / MANIFEST
+  if manifest.exists():
     return float("nan")
+  start = time.perf_counter()
   with open(workdir.parent / f"{workdir.name}.log", "w") as log:
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=common.REPO)
-    manifest = workdir / "checkpoints" / str(steps) / MANIFEST
     while not manifest.exists():
       if process.poll() is not None:
         raise RuntimeError(f"the job in {workdir} ended (exit {process.returncode}) before step {steps}; "
@@ -89,7 +90,7 @@ def main():
     raise SystemExit(f"{test_file} is missing: this benchmark needs ../shared (or INFLOW_SHARED)")
   args.workdir.mkdir(parents=True, exist_ok=True)
   images = np.load(test_file)["x"][: args.heldout]
-  result = {"steps": args.steps, "images": 64 * args.steps, "heldout_images": len(images)}
+  result = {"steps": args.steps, "images": get_config().train.batch_size * args.steps, "heldout_images": len(images)}
   for name, config in RECIPES.items():
     seconds = train_until(args.workdir / name, args.steps, config, args.timeout)
     result[f"{name}_bpd"] = round(heldout_bpd(args.workdir / name, images, args.seed), 4)
