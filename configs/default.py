@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
       glow=False,            # beyond the paper: ActNorm + invertible 1x1 conv before each coupling
       num_scales=1,          # beyond the paper: > 1 gives a multi-scale (squeeze + split) flow
       paper_compat=False,    # True: the original's log-det (not multiplied by the attention)
+      zero_init=False,       # beyond the paper: zero-initialised last subnet conv (couplings start as identity)
   ))
 
   config.data = ml_collections.ConfigDict(dict(
@@ -70,9 +71,10 @@ def get_config() -> ml_collections.ConfigDict:
       learning_rate=1e-4,
       b1=0.8, b2=0.99, eps=1e-8,
       weight_decay=2e-5,     # L2 added to the gradient (coupled), as torch.optim.Adam
-      # beyond the paper (inflow_jax.training.optimizer): linear warm-up, then 'constant' or 'cosine'
-      # decay to 0 at num_steps; global-norm clipping; an EMA of the parameters, used for evaluation
-      warmup_steps=0, schedule='constant',
+      # beyond the paper (inflow_jax.training.optimizer): linear warm-up, then 'constant', 'cosine'
+      # decay to 0 at num_steps, or 'wsd' (constant, then linear to 0 over the last decay_steps);
+      # global-norm clipping; an EMA of the parameters, used for evaluation
+      warmup_steps=0, schedule='constant', decay_steps=0,
       clip_norm=ml_collections.config_dict.placeholder(float),
       ema_decay=ml_collections.config_dict.placeholder(float),
       # 'paper': mean(0.5 |z|^2 - log_det) / 3 (the original); 'per_dim': / (H*W*C); 'bpd': bits/dim of
@@ -132,7 +134,7 @@ def get_config() -> ml_collections.ConfigDict:
       model=dict(num_classes=10, features=(32, 64), hidden=128),
       # the classifier's training: the flow's optimiser (inflow_jax.training.step), its own settings
       train=dict(num_steps=1500, batch_size=100, learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-                 weight_decay=0.0, warmup_steps=0, schedule='constant',
+                 weight_decay=0.0, warmup_steps=0, schedule='constant', decay_steps=0,
                  clip_norm=ml_collections.config_dict.placeholder(float),
                  ema_decay=ml_collections.config_dict.placeholder(float)),
       attack=attack,

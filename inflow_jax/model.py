@@ -21,6 +21,9 @@ Beyond the paper:
   z re-assembles the factored parts (merge + unsqueeze in reverse order), so z has x's shape and the
   standard-normal prior applies to all of it. H and W must be divisible by 2^L.
 
+zero_init=True: the couplings' subnets end in a zero-initialised conv (Glow's initialisation), so
+the initial flow is ActNorm + 1x1 convolutions only; the default keeps PyTorch's (the paper's) init.
+
 Permutations: block k (counted over all levels) uses `permutations[k]` when given, else
 `numpy.random.RandomState(permutation_seed + k).permutation(C_level)` (seed 0 = the original's).
 """
@@ -51,6 +54,7 @@ class InFlow(nn.Module):
   paper_compat: bool = False
   permutations: Optional[Tuple[Tuple[int, ...], ...]] = None
   condition_channels: int = 3
+  zero_init: bool = False
 
   def setup(self):
     total = self.num_blocks * self.num_scales
@@ -60,7 +64,7 @@ class InFlow(nn.Module):
       raise ValueError(f"permutations must hold {total} permutations (one per block), "
                        f"got {len(self.permutations)}")
     self.coupling = [AttentionCoupling(self.width, self.clamp, self.condition_channels,
-                                       self.paper_compat) for _ in range(total)]
+                                       self.paper_compat, self.zero_init) for _ in range(total)]
     self.permutation = [
         Permutation(seed=self.permutation_seed + k,
                     perm=None if self.permutations is None else tuple(self.permutations[k]))

@@ -137,6 +137,19 @@ def test_paper_compat_log_det_is_not_gated():
   np.testing.assert_array_equal(y_paper, y)
 
 
+def test_zero_init_coupling_starts_as_the_identity_and_still_learns():
+  x = jnp.asarray(LAYER_INPUT)
+  layer = AttentionCoupling(width=8, zero_init=True)
+  variables = fast_jit(layer.init)(jax.random.PRNGKey(0), x, 1.0)
+  (y, log_det), grads = fast_jit(lambda v: (layer.apply(v, x, 1.0), jax.grad(
+      lambda v: jnp.sum(layer.apply(v, x, 1.0)[0] ** 2))(v)))(variables)
+  np.testing.assert_array_equal(y, x)
+  np.testing.assert_array_equal(log_det, 0.0)
+  first = variables["params"]["subnet_s1"]
+  assert not np.any(first["kernel_1"]) and np.any(first["kernel_0"])   # only the last conv is zero
+  assert np.any(grads["params"]["subnet_t2"]["kernel_1"])               # and it gets a gradient
+
+
 def test_actnorm_data_dependent_init_normalises_the_batch():
   x = random_images(7, (8, 4, 4, 3)) * jnp.array([1.0, 5.0, 0.1]) + jnp.array([0.0, -2.0, 3.0])
   layer = ActNorm()

@@ -27,6 +27,14 @@ def test_schedule_is_linear_warmup_then_cosine():
   assert optimizer.make_schedule(_train_config(learning_rate=0.1)) == 0.1   # the paper: a float
 
 
+def test_wsd_schedule_is_warmup_constant_then_linear_to_zero():
+  schedule = optimizer.make_schedule(
+      _train_config(learning_rate=0.1, warmup_steps=4, schedule="wsd", decay_steps=6))  # 20 steps
+  for t in range(21):
+    expected = 0.1 * t / 4 if t < 4 else 0.1 if t < 14 else 0.1 * (20 - t) / 6
+    assert float(schedule(t)) == pytest.approx(expected, abs=1e-7), t
+
+
 def test_clipping_scales_the_gradient_to_the_global_norm():
   params = {"a": jnp.ones(3), "b": jnp.ones(2)}
   grads = {"a": jnp.array([3.0, 0.0, 0.0]), "b": jnp.array([0.0, 4.0])}   # global norm 5
@@ -65,6 +73,8 @@ def test_ema_tracks_the_parameters_with_its_warm_up():
     (dict(clip_norm=-1.0), "clip_norm must be > 0"),
     (dict(ema_decay=1.0), "ema_decay must lie in"),
     (dict(schedule="linear"), "schedule must be one of"),
+    (dict(schedule="wsd"), "decay_steps=0 must lie in"),
+    (dict(schedule="wsd", warmup_steps=5, decay_steps=16), r"decay_steps=16 must lie in \(0, num_steps - "),
 ])
 def test_bad_settings_name_the_key(settings, message):
   with pytest.raises(ValueError, match=message):
@@ -76,9 +86,14 @@ def test_glow_config_variants_pass_the_job_checks_and_differ_only_in_the_recipe(
   config = cifar10_glow.get_config(variant)
   check_config(config, "all")
   default = cifar10_glow.get_config()
-  assert config.model == default.model and config.train.batch_size == 64 and config.train.loss == "bpd"
-  if variant == "script":   # the fixture script's recipe: constant after the warm-up, no EMA
+  assert config.train.batch_size == 64 and config.train.loss == "bpd"
+  model = dict(config.model, zero_init=True)
+  assert model == dict(default.model) and default.model.zero_init
+  if variant == "script":   # the fixture script's recipe: PyTorch init, constant lr 1e-3, no EMA
+    assert not config.model.zero_init and config.train.learning_rate == 1e-3
     assert (config.train.schedule, config.train.ema_decay) == ("constant", None)
+  else:
+    assert config.model.zero_init
   if variant == "accelerator":
     assert config.train.num_steps > 10 * default.train.num_steps
 

@@ -33,6 +33,7 @@ class AttentionCoupling(nn.Module):
   clamp: float = 2.0
   condition_channels: int = 3
   paper_compat: bool = False
+  zero_init: bool = False  # the subnets' last conv starts at 0: the coupling starts as the identity
 
   def _split(self, x: jnp.ndarray) -> Tuple[int, int]:
     channels = x.shape[-1]
@@ -43,8 +44,8 @@ class AttentionCoupling(nn.Module):
   def _nets(self, half: jnp.ndarray, a: jnp.ndarray, name: str, out: int):
     """(clamped s, t) of the nets s{name}/t{name} that read `half` and give `out` channels."""
     in_channels = half.shape[-1] + self.condition_channels
-    s_weights = Subnet(self.width, out, name=f"subnet_s{name}")(in_channels)
-    t_weights = Subnet(self.width, out, name=f"subnet_t{name}")(in_channels)
+    s_weights = Subnet(self.width, out, self.zero_init, name=f"subnet_s{name}")(in_channels)
+    t_weights = Subnet(self.width, out, self.zero_init, name=f"subnet_t{name}")(in_channels)
     s_raw, t = fused_subnets(half, a, s_weights, t_weights)
     return self.clamp * CLAMP_SLOPE * jnp.arctan(s_raw), t
 

@@ -42,9 +42,12 @@ class Subnet(nn.Module):
   U(-1/sqrt(fan_in_i), 1/sqrt(fan_in_i)), fan_in = 9 * input channels. All four are slices of ONE
   flat uniform draw (scaled per slice): each jax.random call site adds its own threefry code, and
   XLA's CPU compile time of `model.init` grows with their number.
+  With `zero_output=True` the second conv starts at zero (Glow's zero-initialised last layer), so
+  that every coupling begins as the identity.
   """
   width: int
   out_channels: int
+  zero_output: bool = False
 
   @nn.compact
   def __call__(self, in_channels: int) -> Weights:
@@ -62,7 +65,8 @@ class Subnet(nn.Module):
       def init(_, start=start, stop=stop, name=name, shape=shape):
         if draw is None:  # flax may evaluate the initialiser's shape outside init
           return jnp.zeros(shape, jnp.float32)
-        return (bounds[name] * draw[start:stop]).reshape(shape)
+        scale = 0.0 if self.zero_output and name.endswith("_1") else bounds[name]
+        return (scale * draw[start:stop]).reshape(shape)
       params.append(self.param(name, init))
     return tuple(params)
 

@@ -6,6 +6,9 @@ parameters. All of it is optax; the paper's settings give exactly the original c
   w <- w - lr_t * m_hat / (sqrt(v_hat) + eps)
   lr_t = learning_rate * min(1, t / warmup_steps)          schedule 'constant'
        = ... then cosine decay to 0 at num_steps           schedule 'cosine'
+       = ... constant, then linear decay to 0 over the last decay_steps   schedule 'wsd'
+         (warm-up-stable-decay: Hagele et al. 2024, "Scaling laws and compute-optimal training
+         beyond fixed training durations")
   ema <- d_t * ema + (1 - d_t) * w,  d_t = min(ema_decay, (1 + t) / (10 + t))
         (after update t = 0, 1, ...; the warm-up of tf.train.ExponentialMovingAverage's num_updates,
         so early averages are not dominated by the initial weights; ema_decay None: no EMA)
@@ -22,10 +25,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "wsd")
 # The settings `make_optimizer` reads (of `train` and `adversarial.train`): one compiled step per value.
 OPTIMIZER_KEYS = ("learning_rate", "b1", "b2", "eps", "weight_decay", "num_steps", "warmup_steps",
-                  "schedule", "clip_norm", "ema_decay")
+                  "schedule", "decay_steps", "clip_norm", "ema_decay")
 
 
 class ParamsEMA(NamedTuple):
@@ -56,6 +59,12 @@ def make_schedule(train_config: ml_collections.ConfigDict):
   if not c.warmup_steps and c.schedule == "constant":
     return float(c.learning_rate)
   warmup = optax.linear_schedule(0.0, c.learning_rate, max(1, c.warmup_steps))
+  if c.schedule == "wsd":
+    stable = c.num_steps - c.warmup_steps - c.decay_steps
+    return optax.join_schedules(
+        [warmup, optax.constant_schedule(c.learning_rate),
+         optax.linear_schedule(c.learning_rate, 0.0, c.decay_steps)],
+        [c.warmup_steps, c.warmup_steps + stable])
   after = (optax.constant_schedule(c.learning_rate) if c.schedule == "constant" else
            optax.cosine_decay_schedule(c.learning_rate, max(1, c.num_steps - c.warmup_steps)))
   return optax.join_schedules([warmup, after], [c.warmup_steps])
@@ -109,6 +118,9 @@ def check_optimizer_config(train_config: ml_collections.ConfigDict, num_devices:
   if c.warmup_steps < 0 or (c.warmup_steps and c.warmup_steps >= c.num_steps):
     raise ValueError(f"{prefix}.warmup_steps={c.warmup_steps} must lie in [0, num_steps={c.num_steps}) "
                      "(a warm-up as long as the training never reaches the learning rate)")
+  if c.schedule == "wsd" and not 0 < c.decay_steps <= c.num_steps - c.warmup_steps:
+    raise ValueError(f"{prefix}.decay_steps={c.decay_steps} must lie in (0, num_steps - warmup_steps = "
+                     f"{c.num_steps - c.warmup_steps}] for schedule 'wsd'")
   if c.clip_norm is not None and not c.clip_norm > 0:
     raise ValueError(f"{prefix}.clip_norm must be > 0 (or None: no clipping), got {c.clip_norm}")
   if c.ema_decay is not None and not 0 < c.ema_decay < 1:
