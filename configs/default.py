@@ -45,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
       glow=False,            # beyond the paper: ActNorm + invertible 1x1 conv before each coupling
       num_scales=1,          # beyond the paper: > 1 gives a multi-scale (squeeze + split) flow
       paper_compat=False,    # True: the original's log-det (not multiplied by the attention)
-      zero_init=False,       # beyond the paper: zero-initialised last subnet conv (couplings start as identity)
+      zero_init=False,       # beyond the paper: zero last subnet conv (each coupling starts as identity)
   ))
 
   config.data = ml_collections.ConfigDict(dict(

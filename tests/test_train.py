@@ -94,7 +94,7 @@ def _params(variables):
 GLOW_LIKE = dict(loss="bpd", warmup_steps=2, schedule="cosine", clip_norm=5.0, ema_decay=0.9)
 
 
-GLOW_MODEL = dict(glow=True, num_scales=2, num_blocks=1, width=4)
+GLOW_MODEL = dict(glow=True, num_scales=2, num_blocks=1, width=4, zero_init=True)   # as the Glow config
 
 
 @pytest.mark.parametrize("model_settings, settings", [({}, {}), (GLOW_MODEL, GLOW_LIKE)],
