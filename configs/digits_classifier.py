@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
       learning_rate=1e-3,
       b1=0.9, b2=0.999, eps=1e-8,
       weight_decay=0.0,
-      warmup_steps=0, schedule='constant',
+      warmup_steps=0, schedule='constant', decay_steps=0,
       clip_norm=ml_collections.config_dict.placeholder(float),
       ema_decay=ml_collections.config_dict.placeholder(float),
   ))
