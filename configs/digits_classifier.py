@@ -5,6 +5,8 @@
 decay) and attacks it with the settings of `config.attack` (`configs/default.get_attack_config()`, also
 what `config.adversarial.attack` of a run config holds).
 """
+import copy
+
 import ml_collections
 
 from configs import default
@@ -21,15 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
   ))
   # inflow_jax.adversarial.classifier.Classifier(**config.model)
   config.model = ml_collections.ConfigDict(dict(num_classes=10, features=(16, 32), hidden=64))
-  config.train = ml_collections.ConfigDict(dict(
-      num_steps=300,
-      batch_size=50,
-      learning_rate=1e-3,
-      b1=0.9, b2=0.999, eps=1e-8,
-      weight_decay=0.0,
-      warmup_steps=0, schedule='constant', decay_steps=0,
-      clip_norm=ml_collections.config_dict.placeholder(float),
-      ema_decay=ml_collections.config_dict.placeholder(float),
-  ))
+  # the run configs' classifier optimiser (configs/default.py `adversarial.train`), shorter here
+  config.train = copy.deepcopy(default.get_config().adversarial.train)
+  config.train.update(num_steps=300, batch_size=50)
   config.attack = default.get_attack_config()
   return config

@@ -73,6 +73,8 @@ def make_step(loss_fn: LossFn, train_config: ml_collections.ConfigDict,
   settings = dict((k, train_config[k]) for k in OPTIMIZER_KEYS)
   if settings["schedule"] == "constant":
     settings["num_steps"] = None   # unused: runs of other lengths share one compiled step
+  if settings["schedule"] != "wsd":
+    settings["decay_steps"] = None
   return _cached_step(loss_fn, tuple(settings.items()), mesh)
 
 
