@@ -73,10 +73,12 @@ def get_config() -> ml_collections.ConfigDict:
       weight_decay=2e-5,     # L2 added to the gradient (coupled), as torch.optim.Adam
       # beyond the paper (inflow_jax.training.optimizer): linear warm-up, then 'constant', 'cosine'
       # decay to 0 at num_steps, or 'wsd' (constant, then linear to 0 over the last decay_steps);
-      # global-norm clipping; an EMA of the parameters, used for evaluation
+      # global-norm clipping; an EMA of the parameters, used for evaluation; skip_factor: skip steps
+      # whose gradient norm is non-finite or above skip_factor x its running mean (loss spikes)
       warmup_steps=0, schedule='constant', decay_steps=0,
       clip_norm=ml_collections.config_dict.placeholder(float),
       ema_decay=ml_collections.config_dict.placeholder(float),
+      skip_factor=ml_collections.config_dict.placeholder(float),
       # 'paper': mean(0.5 |z|^2 - log_det) / 3 (the original); 'per_dim': / (H*W*C); 'bpd': bits/dim of
       # the 8-bit image, uniformly dequantized with fresh noise every step
       loss='paper',
@@ -136,7 +138,8 @@ def get_config() -> ml_collections.ConfigDict:
       train=dict(num_steps=1500, batch_size=100, learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
                  weight_decay=0.0, warmup_steps=0, schedule='constant', decay_steps=0,
                  clip_norm=ml_collections.config_dict.placeholder(float),
-                 ema_decay=ml_collections.config_dict.placeholder(float)),
+                 ema_decay=ml_collections.config_dict.placeholder(float),
+                 skip_factor=ml_collections.config_dict.placeholder(float)),
       attack=attack,
   ))
   return config

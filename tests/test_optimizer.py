@@ -7,7 +7,7 @@ import pytest
 
 from configs import cifar10_glow, tiny
 from inflow_jax.config_checks import check_config
-from inflow_jax.training import optimizer
+from inflow_jax.training import optimizer, skip
 
 
 def _train_config(**settings):
@@ -66,12 +66,58 @@ def test_ema_tracks_the_parameters_with_its_warm_up():
   assert optimizer.ema_params(optimizer.make_optimizer(_train_config()).init(params)) is None
 
 
+def _grads(norm):
+  return {"w": jnp.array([0.6, 0.8]) * norm}   # global norm `norm`
+
+
+def test_skip_guard_skips_nonfinite_and_outlier_steps_keeping_the_state():
+  """After the guard's warm-up, a gradient 20x its running norm and a NaN gradient change nothing
+  (zero updates, the Adam/EMA state kept: the next step equals the unguarded chain's), ordinary
+  steps equal the unguarded chain's, and the skips are counted."""
+  settings = dict(learning_rate=0.1, b1=0.9, b2=0.999, eps=1e-8, ema_decay=0.9)
+  guarded = optimizer.make_optimizer(_train_config(skip_factor=5.0, **settings))
+  plain = optimizer.make_optimizer(_train_config(**settings))
+  params = {"w": jnp.ones(2)}
+  state_g, state_p = guarded.init(params), plain.init(params)
+  rng = np.random.default_rng(0)
+  norms = list(rng.uniform(0.5, 2.0, skip.WARMUP_STEPS + 5))
+  sequence = norms + [20.0 * np.exp(np.mean(np.log(norms))), np.nan, 1.0, 1.5]
+  for i, norm in enumerate(sequence):
+    is_outlier = i >= len(norms) and i < len(norms) + 2
+    got, state_g = guarded.update(_grads(norm), state_g, params)
+    if is_outlier:
+      assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(got)), norm
+      continue
+    want, state_p = plain.update(_grads(norm), state_p, params)
+    np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
+  assert skip.skipped_steps(state_g) == 2
+  np.testing.assert_allclose(optimizer.ema_params(state_g)["w"], optimizer.ema_params(state_p)["w"])
+  assert skip.skipped_steps(state_p) == 0
+
+
+def test_skip_guard_follows_a_lasting_rise_of_the_gradient_norm():
+  """A gradient norm that jumps 10x and stays there is skipped only for a while: the reference
+  rises (skipped norms enter it at the threshold) and the steps are applied again."""
+  guarded = optimizer.make_optimizer(_train_config(skip_factor=5.0, learning_rate=0.1))
+  params = {"w": jnp.ones(2)}
+  state = guarded.init(params)
+  for _ in range(skip.WARMUP_STEPS + 10):
+    _, state = guarded.update(_grads(1.0), state, params)
+  applied = []
+  for _ in range(400):
+    updates, state = guarded.update(_grads(10.0), state, params)
+    applied.append(bool(np.any(np.asarray(updates["w"]) != 0)))
+  assert not applied[0] and all(applied[-100:])
+  assert 0 < skip.skipped_steps(state) < 400
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(warmup_steps=20), "warmup_steps=20 must lie in"),
     (dict(warmup_steps=30), "warmup_steps=30"),
     (dict(clip_norm=0.0), "clip_norm must be > 0"),
     (dict(clip_norm=-1.0), "clip_norm must be > 0"),
     (dict(ema_decay=1.0), "ema_decay must lie in"),
+    (dict(skip_factor=1.0), "skip_factor must be > 1"),
     (dict(schedule="linear"), "schedule must be one of"),
     (dict(schedule="wsd"), "decay_steps=0 must lie in"),
     (dict(schedule="wsd", warmup_steps=5, decay_steps=16), r"decay_steps=16 must lie in \(0, num_steps - "),
@@ -87,17 +133,12 @@ def test_glow_config_variants_pass_the_job_checks_and_differ_only_in_the_recipe(
   check_config(config, "all")
   default = cifar10_glow.get_config()
   assert config.train.batch_size == 64 and config.train.loss == "bpd"
-  model = dict(config.model, zero_init=True)
-  assert model == dict(default.model) and default.model.zero_init
-  if variant == "script":   # the fixture script's recipe: PyTorch init, constant lr 1e-3, no EMA
-    assert not config.model.zero_init and config.train.learning_rate == 1e-3
-    assert (config.train.schedule, config.train.ema_decay) == ("constant", None)
+  assert dict(config.model) == dict(default.model) and not default.model.zero_init
+  if variant == "script":   # the fixture script's recipe: constant lr 1e-3, no EMA, no skipping
+    assert config.train.learning_rate == 1e-3
+    assert (config.train.schedule, config.train.ema_decay, config.train.skip_factor) == (
+        "constant", None, None)
   else:
-    assert config.model.zero_init
+    assert config.train.skip_factor is not None
   if variant == "accelerator":
     assert config.train.num_steps > 10 * default.train.num_steps
-
-
-def test_unknown_glow_variant_is_an_error():
-  with pytest.raises(ValueError, match="unknown variant 'tpu'"):
-    cifar10_glow.get_config("tpu")

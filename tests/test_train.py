@@ -91,10 +91,11 @@ def _params(variables):
   return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(variables["params"])]
 
 
-GLOW_LIKE = dict(loss="bpd", warmup_steps=2, schedule="cosine", clip_norm=5.0, ema_decay=0.9)
+GLOW_LIKE = dict(loss="bpd", warmup_steps=2, schedule="cosine", clip_norm=5.0, ema_decay=0.9,
+                 skip_factor=5.0)
 
 
-GLOW_MODEL = dict(glow=True, num_scales=2, num_blocks=1, width=4, zero_init=True)   # as the Glow config
+GLOW_MODEL = dict(glow=True, num_scales=2, num_blocks=1, width=4, zero_init=True)
 
 
 @pytest.mark.parametrize("model_settings, settings", [({}, {}), (GLOW_MODEL, GLOW_LIKE)],
@@ -283,3 +284,13 @@ def test_bpd_loss_refuses_continuous_images_before_training(tmp_path):
   with pytest.raises(ValueError, match="needs 8-bit images"):
     train.train(InFlow(**config.model), tiny_images(), config, tmp_path, progress=False)
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_nonfinite_loss_fails_without_the_skip_guard_and_is_logged_with_it():
+  values = np.array([3.0, np.nan, 2.0])
+  with pytest.raises(FloatingPointError, match="skip_factor"):
+    train._log_record(10, values, 1.0)
+  record = train._log_record(10, values, 1.0, skipped=1)
+  assert (record["loss"], record["last_loss"], record["skipped_steps"]) == (2.5, 2.0, 1)
+  with pytest.raises(FloatingPointError, match="nan"):
+    train._log_record(10, np.full(3, np.nan), 1.0, skipped=3)

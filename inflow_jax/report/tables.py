@@ -132,7 +132,8 @@ def report_markdown(config, table, training, timings, figures, checkpoint_step=N
               f"{training['last_loss'][-1]:.4g} (last step); "
               f"{np.median(training['images_per_s']):.0f} images/s (median over logging intervals); "
               f"schedule {t.schedule} (warm-up {t.warmup_steps} steps), clip_norm {t.clip_norm}, "
-              f"ema_decay {t.ema_decay}.", ""]
+              f"ema_decay {t.ema_decay}, skip_factor {t.skip_factor} "
+              f"({training.get('skipped_steps', 0)} steps skipped).", ""]
     if training["eval_bpd"]:
       lines += ["Held-out bits/dim (dequantized, fixed seed): " + ", ".join(
           f"{v:.3f} (step {k})" for k, v in zip(training["eval_steps"], training["eval_bpd"])) + ".", ""]

@@ -38,6 +38,7 @@ def training_summary(workdir) -> Optional[Dict[str, Any]]:
       "loss": [r["loss"] for r in records],           # mean over each logging interval
       "last_loss": [r["last_loss"] for r in records],
       "images_per_s": [r["images_per_s"] for r in records],
+      "skipped_steps": records[-1].get("skipped_steps", 0),   # train.skip_factor
   }
 
 

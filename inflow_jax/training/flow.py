@@ -21,6 +21,7 @@ from inflow_jax.checks import check_images
 from inflow_jax.training import checkpoint as checkpoint_lib
 from inflow_jax.training.losses import LOSSES, FlowLoss, check_8bit, heldout_bpd
 from inflow_jax.training.optimizer import check_optimizer_config
+from inflow_jax.training.skip import skipped_steps
 from inflow_jax.training.state import (CHECKPOINT_DIR, abstract_train_state, eval_variables,
                                        initial_train_state)
 from inflow_jax.training.step import fit_batches, global_batch, local_batches, make_mesh, make_step
@@ -108,13 +109,18 @@ def _start_state(model, config, sample: np.ndarray, mesh, manager, workdir) -> t
   return state, constants, start_step
 
 
-def _log_record(step: int, values: np.ndarray, images_per_s: float) -> Dict[str, Any]:
-  """The metrics.jsonl line of a logging interval with losses `values`; a non-finite loss fails."""
-  if not np.all(np.isfinite(values)):
-    raise FloatingPointError(f"the training loss became {values[-1]} at step {step}; lower "
-                             "train.learning_rate or check the data")
-  return dict(step=step, loss=float(values.mean()), last_loss=float(values[-1]),
-              images_per_s=images_per_s, time=time.time())
+def _log_record(step: int, values: np.ndarray, images_per_s: float,
+                skipped: Optional[int] = None) -> Dict[str, Any]:
+  """The metrics.jsonl line of a logging interval with losses `values`. Without the skip guard
+  (`skipped` None) a non-finite loss fails; with it, such steps were skipped (their parameters kept)
+  and the line averages the finite losses and counts the skipped steps so far."""
+  finite = values[np.isfinite(values)]
+  if len(finite) < (len(values) if skipped is None else 1):
+    raise FloatingPointError(f"the training loss became {values[~np.isfinite(values)][0]} by step "
+                             f"{step}; lower train.learning_rate, set train.skip_factor or check the data")
+  record = dict(step=step, loss=float(finite.mean()), last_loss=float(finite[-1]),
+                images_per_s=images_per_s, time=time.time())
+  return record if skipped is None else {**record, "skipped_steps": skipped}
 
 
 def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir, *,
@@ -191,7 +197,8 @@ def _run_steps(model, x_train, x_eval, config, state, constants, start_step, mes
       if step % c.log_every == 0 or step == c.num_steps:
         values = np.asarray(jax.device_get([value for _, value in pending]), np.float64)
         now = time.perf_counter()
-        record = _log_record(step, values, (step - tick_step) * c.batch_size / max(now - tick, 1e-9))
+        record = _log_record(step, values, (step - tick_step) * c.batch_size / max(now - tick, 1e-9),
+                             None if c.skip_factor is None else skipped_steps(state.opt_state))
         if c.eval_every and (step % c.eval_every == 0 or step == c.num_steps):
           record["eval_bpd"] = heldout_bpd(model, eval_variables(state, constants), x_eval,
                                            seed=config.seed, batch_size=c.batch_size)

@@ -12,6 +12,8 @@ parameters. All of it is optax; the paper's settings give exactly the original c
   ema <- d_t * ema + (1 - d_t) * w,  d_t = min(ema_decay, (1 + t) / (10 + t))
         (after update t = 0, 1, ...; the warm-up of tf.train.ExponentialMovingAverage's num_updates,
         so early averages are not dominated by the initial weights; ema_decay None: no EMA)
+  skip_factor: steps whose raw gradient norm is non-finite or above skip_factor x its running
+        geometric mean change nothing (`inflow_jax.training.skip`; None: every step is applied)
 
 The EMA lives in the optimiser state (`ParamsEMA`), so checkpoints hold it and a resumed run continues
 it exactly; `ema_params(opt_state)` reads it back. With warmup_steps = 0, a constant schedule, no
@@ -25,10 +27,12 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from inflow_jax.training.skip import SkipState, skip_outlier_steps
+
 SCHEDULES = ("constant", "cosine", "wsd")
 # The settings `make_optimizer` reads (of `train` and `adversarial.train`): one compiled step per value.
 OPTIMIZER_KEYS = ("learning_rate", "b1", "b2", "eps", "weight_decay", "num_steps", "warmup_steps",
-                  "schedule", "decay_steps", "clip_norm", "ema_decay")
+                  "schedule", "decay_steps", "clip_norm", "ema_decay", "skip_factor")
 
 
 class ParamsEMA(NamedTuple):
@@ -81,11 +85,14 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
             optax.scale_by_learning_rate(schedule)]
   if c.ema_decay is not None:
     parts.append(track_ema(c.ema_decay))
-  return optax.chain(*parts)
+  chain = optax.chain(*parts)
+  return chain if c.skip_factor is None else skip_outlier_steps(chain, c.skip_factor)
 
 
 def ema_params(opt_state) -> Optional[Any]:
   """The EMA parameters held in an optimiser state of `make_optimizer` (None without EMA)."""
+  if isinstance(opt_state, SkipState):
+    opt_state = opt_state.inner
   for part in (opt_state if isinstance(opt_state, tuple) else (opt_state,)):
     if isinstance(part, ParamsEMA):
       return part.ema
@@ -125,3 +132,6 @@ def check_optimizer_config(train_config: ml_collections.ConfigDict, num_devices:
     raise ValueError(f"{prefix}.clip_norm must be > 0 (or None: no clipping), got {c.clip_norm}")
   if c.ema_decay is not None and not 0 < c.ema_decay < 1:
     raise ValueError(f"{prefix}.ema_decay must lie in (0, 1) (or None: no EMA), got {c.ema_decay}")
+  if c.skip_factor is not None and not c.skip_factor > 1:
+    raise ValueError(f"{prefix}.skip_factor must be > 1 (or None: no skipping), got {c.skip_factor} "
+                     "(a threshold at or below the typical gradient norm skips ordinary steps)")
