@@ -14,8 +14,8 @@ a fixed seed, x = k/255 + (u - 1/2)/255, computing
     bits/dim = (0.5 |z|^2 + 0.5 D log(2 pi) - log_det + D log 255) / (D log 2)
 
 from `model.apply(variables, x, 1.0) = (z, log_det)` here, not with the library's scores. Both runs
-see the same batches (same seed) and the same dequantization noise; the config's zero-initialised
-last subnet convs, its schedule and its EMA are what differ. The script started its warm-up at 1e-5, the job's starts at 0 (negligible
+see the same batches (same seed) and the same dequantization noise; the config's schedule, EMA and
+skip guard (and its `model.zero_init`, when set) are what differ. The script started its warm-up at 1e-5, the job's starts at 0 (negligible
 after a few steps). Needs ../shared.
 """
 import argparse
