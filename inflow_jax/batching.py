@@ -4,6 +4,9 @@
   single image joins the batch before it: the two-sample test needs >= 2 images).
 * `batched(fn, arrays, size)`: `fn` over consecutive slices of at most `size` rows (to bound memory),
   the results concatenated along axis 0 (any pytree of arrays).
+* `fixed_size(fn, x, size)`: the same over slices of exactly `size` rows (the last one zero-padded), so
+  a row's result does not depend on where it sat in x (one compilation; no batch-size dependent
+  rounding of vectorised kernels).
 """
 from typing import Any, Callable, Sequence, Union
 
@@ -47,3 +50,12 @@ def batched(fn: Callable[..., Any], arrays: Arrays, size: int, *, with_index: bo
     slices = tuple(a[start:start + size] for a in arrays)
     parts.append(jax.device_get(fn(i, *slices) if with_index else fn(*slices)))
   return jax.tree.map(lambda *p: np.concatenate([np.asarray(a) for a in p]), *parts)
+
+
+def fixed_size(fn: Callable[[np.ndarray], Any], x: np.ndarray, size: int) -> Any:
+  """`batched(fn, x, size)` with every slice exactly `size` rows: x zero-padded to a multiple of
+  `size`, the padding's rows dropped from the result."""
+  n = x.shape[0]
+  pad = (-n) % size
+  padded = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+  return jax.tree.map(lambda a: a[:n], batched(fn, padded, size))

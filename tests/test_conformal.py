@@ -1,5 +1,6 @@
 """The conformal attention: flow statistics, p-values, batch tests, the density, and the detector's
 "conformal" / "combined" kinds (fit, per-image scores and p-values, batch tests, save/load, errors)."""
+import copy
 import io
 import json
 
@@ -13,6 +14,7 @@ from sklearn.mixture import GaussianMixture
 from inflow_jax import InFlowDetector, data
 from inflow_jax.conformal import batch_p_value, combine_p_values, conformal_p_values
 from inflow_jax.conformal.density import density_scores, fit_density
+from inflow_jax.conformal.features import complexity_bits, half_resolution
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.detector_files import model_config
 from inflow_jax.evaluation.scores import gaussian_log_prob, make_score_fn
@@ -70,6 +72,19 @@ def test_batch_tests_match_their_definitions_and_hold_the_level():
     assert 0.035 < rate < 0.06, (method, rate)
   # power: one very small p-value among 10 is found by Simes
   assert batch_p_value(np.r_[1e-4, rng.uniform(size=9)], "simes") < 0.05
+
+
+def test_complexity_features_are_png_lengths_at_two_resolutions():
+  rng = np.random.default_rng(3)
+  x = np.round(rng.uniform(size=(4, 6, 5, 3)) * 255) / 255
+  half = half_resolution(x)
+  assert half.shape == (4, 3, 2, 3)   # the odd last column dropped
+  np.testing.assert_allclose(half[:, 1, 0], np.round(255 * x[:, 2:4, 0:2].mean(axis=(1, 2))) / 255)
+  bits = complexity_bits(x)
+  for i, image in enumerate((x, half)):
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(image[1] * 255).astype(np.uint8)).save(buffer, format="PNG", compress_level=9)
+    assert bits[1, i] == pytest.approx(8 * buffer.getbuffer().nbytes / image[1].size)
 
 
 def test_density_scores_equal_sklearn():
@@ -161,6 +176,11 @@ def test_conformal_errors(fitted, digits):
     mmd.image_scores(digits[:5])
   with pytest.raises(RuntimeError, match="not fitted"):
     detector.image_scores(digits[:5])
+  stale = copy.deepcopy(fitted)   # a density fitted on one feature fewer (an older saved detector)
+  stale.conformal_state_.density = {k: v[..., :-1] if k in ("mean", "scale") else v
+                                    for k, v in stale.conformal_state_.density.items()}
+  with pytest.raises(ValueError, match="fitted on 2 per-image features, these images have 3"):
+    stale.image_scores(digits[:5])
 
 
 def test_load_flow_file(tmp_path):

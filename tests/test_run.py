@@ -85,7 +85,8 @@ def test_tiny_job_reports_the_adversarial_sets_and_the_conformal_gates(tmp_path)
   mmd_attack = adversarial["adaptive"]["uniform_noise_adaptive_mmd"]
   assert mmd_attack["target"] == "mmd" and np.all(np.isfinite(mmd_attack["mmd2"]))
   attacked = adversarial["adaptive"]["uniform_noise_adaptive_conformal"]
-  assert attacked["image_score"][1] < attacked["image_score"][0]   # PGD lowered its objective
+  assert attacked["surrogate_score"][0] == pytest.approx(attacked["image_score"][0])
+  assert attacked["surrogate_score"][1] < attacked["surrogate_score"][0]   # PGD lowered its objective
   assert report["timings_s"]["adversarial"] > 0
   markdown = (tmp_path / "report.md").read_text()
   assert "## Adversarial inputs" in markdown and "| 8/255 |" in markdown

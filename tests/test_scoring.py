@@ -111,6 +111,16 @@ def test_batch_starts():
     batching.batch_starts(1, 2)
 
 
+def test_fixed_size_calls_see_full_slices_and_drop_the_padding():
+  sizes = []
+  fn = lambda x: (sizes.append(len(x)), {"double": 2 * x, "sum": x.sum(axis=1)})[1]
+  x = np.arange(14.0).reshape(7, 2)
+  out = batching.fixed_size(fn, x, 3)
+  assert sizes == [3, 3, 3]
+  np.testing.assert_array_equal(out["double"], 2 * x)
+  np.testing.assert_array_equal(out["sum"], x.sum(axis=1))
+
+
 @pytest.fixture(scope="module")
 def mmd_setup():
   rng = np.random.default_rng(0)

@@ -5,9 +5,9 @@
   `LowerMMD()`:            -MMD^2(x, reference) of the whole batch, `loss_args=(mmd_state,)`: the batch
                            moves towards passing the attention test (a = 1).
   `LowerImageScore(model)`: -s(x) per image, the conformal attention's per-image score
-                           (`inflow_jax.conformal`), `loss_args=(variables, density, png_bits)`: the
-                           image moves towards a large conformal p-value. The PNG length is not
-                           differentiable; it is held at the clean image's value during the ascent
+                           (`inflow_jax.conformal`), `loss_args=(variables, density, complexity)`: the
+                           image moves towards a large conformal p-value. The PNG lengths are not
+                           differentiable; they are held at the clean image's values during the ascent
                            (BPDA, Athalye et al. 2018) and recomputed when the result is scored.
 """
 import dataclasses
@@ -58,11 +58,12 @@ class LowerMMD:
 @dataclasses.dataclass(frozen=True)
 class LowerImageScore:
   """Objective -s(x) (B,) of the conformal per-image score, `loss_args=(variables, density,
-  png_bits)` with png_bits (B,) the clean images' PNG bits/dim (held fixed: see the module docstring)."""
+  complexity)` with complexity (B, 2) the clean images' `conformal.features.complexity_bits` (held
+  fixed: see the module docstring)."""
   model: Any
 
-  def __call__(self, x: jax.Array, variables, density, png_bits: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, variables, density, complexity: jax.Array) -> jax.Array:
     stats = self.model.apply(variables, x, 1.0, method=InFlow.statistics)
     dims = x.shape[1] * x.shape[2] * x.shape[3]
-    features = jnp.concatenate([scale_bits(stats, dims), png_bits[:, None]], axis=1)
+    features = jnp.concatenate([scale_bits(stats, dims), complexity], axis=1)
     return -density_scores(density, features)

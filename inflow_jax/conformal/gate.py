@@ -15,11 +15,16 @@ import dataclasses
 import hashlib
 from typing import Dict, Optional
 
+import jax
 import numpy as np
 
+from inflow_jax.batching import fixed_size
 from inflow_jax.conformal.density import density_scores, fit_density
-from inflow_jax.conformal.features import features_of, flow_pass, image_features
+from inflow_jax.conformal.features import CHUNK, features_of, flow_pass, image_features
 from inflow_jax.conformal.p_values import BATCH_TESTS, batch_p_value, conformal_p_values
+
+
+_density_scores = jax.jit(density_scores)
 
 
 @dataclasses.dataclass
@@ -58,8 +63,20 @@ def check_calibration(x_calibration: np.ndarray, level: float,
                          f"(x_ref); use a disjoint held-out split")
 
 
+def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+  """(N,) float64 density scores of (N, d) features, computed in fixed-size chunks (CHUNK rows), so an
+  image's score does not depend on how the caller batched the images."""
+  expected = density["mean"].shape[0]
+  if features.shape[1] != expected:
+    raise ValueError(f"the density was fitted on {expected} per-image features, these images have "
+                     f"{features.shape[1]} (a detector saved by another version of conformal.features, "
+                     f"or another flow): fit it again")
+  scores = fixed_size(lambda f: _density_scores(density, f), features.astype(np.float32), CHUNK)
+  return scores.astype(np.float64)
+
+
 def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray, *, level: float,
-                  batch_test: str = "cauchy", n_components: int = 4, seed: int = 0,
+                  batch_test: str = "cauchy", n_components: int = 8, seed: int = 0,
                   x_train: Optional[np.ndarray] = None) -> ConformalState:
   """Fits the density on x_ref's features and calibrates on x_calibration (both (n, H, W, C) float32
   in [0, 1], already preprocessed; x_train: the flow's training images, checked for overlap)."""
@@ -70,8 +87,7 @@ def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray
                      f"reference images, got {len(x_ref)}")
   check_calibration(x_calibration, level, {"x_ref": x_ref, "the training images (x_train)": x_train})
   density = fit_density(image_features(model, variables, x_ref), n_components, seed)
-  calibration = np.sort(np.asarray(density_scores(density, image_features(model, variables, x_calibration)),
-                                   np.float64))
+  calibration = np.sort(scores_of_features(density, image_features(model, variables, x_calibration)))
   if not np.all(np.isfinite(calibration)):
     raise ValueError("some calibration scores are NaN or infinite: the flow gives no finite density there")
   return ConformalState(density=density, calibration_scores=calibration, level=float(level),
@@ -82,7 +98,7 @@ def image_scores(state: ConformalState, model, variables, x: np.ndarray, convent
   """((N,) s(x), higher = more OOD; (N,) the flow's `convention` score at a = 1 from the same pass) of
   preprocessed x (unchecked)."""
   scale_bits, flow_score = flow_pass(model, variables, x, convention)
-  return np.asarray(density_scores(state.density, features_of(scale_bits, x)), np.float64), flow_score
+  return scores_of_features(state.density, features_of(scale_bits, x)), flow_score
 
 
 def image_p_values(state: ConformalState, scores: np.ndarray) -> np.ndarray:

@@ -94,14 +94,18 @@ def format_adversarial_table(table: Mapping) -> str:
   lines += ["Adaptive attacks (before -> after): mean NLL bits/dim at a = 1 (lower = more likely), "
             "mean MMD^2 of the test batches, batches flagged by the attention test:", "",
             "| set | target | epsilon | NLL bits/dim | MMD^2 | batches flagged | images flagged "
-            "(conformal p < level) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            "(conformal p < level) | mean per-image score (with the clean PNG lengths: the "
+            "conformal attack's objective) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for name, row in table["adaptive"].items():
-    images = row.get("images_flagged")
+    images, score = row.get("images_flagged"), row.get("image_score")
+    surrogate = row.get("surrogate_score")
     lines.append(
         f"| {name} | {row['target']} | {eps_name(row['epsilon'])}/255 | {row['nll_bpd'][0]:.4f} -> "
         f"{row['nll_bpd'][1]:.4f} | {row['mmd2'][0]:.4g} -> {row['mmd2'][1]:.4g} | "
         f"{row['batches_flagged'][0]} -> {row['batches_flagged'][1]} / {row['n_batches']} | "
-        + (f"{images[0]:.3f} -> {images[1]:.3f} |" if images else "- |"))
+        + (f"{images[0]:.3f} -> {images[1]:.3f} | " if images else "- | ")
+        + (f"{score[0]:.4g} -> {score[1]:.4g}" if score else "-")
+        + (f" ({surrogate[1]:.4g}) |" if surrogate else " |"))
   return "\n".join(lines)
 
 
