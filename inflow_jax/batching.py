@@ -4,11 +4,11 @@
   single image joins the batch before it: the two-sample test needs >= 2 images).
 * `batched(fn, arrays, size)`: `fn` over consecutive slices of at most `size` rows (to bound memory),
   the results concatenated along axis 0 (any pytree of arrays).
-* `fixed_size(fn, x, size)`: the same over slices of exactly `size` rows (the last one zero-padded), so
-  a row's result does not depend on where it sat in x (one compilation; no batch-size dependent
-  rounding of vectorised kernels).
+* `fixed_size(fn, x, size, host_work)`: the same over slices of exactly `size` rows (the last one
+  zero-padded), so a row's result does not depend on where it sat in x (one compilation; no
+  batch-size dependent rounding of vectorised kernels); host work may overlap the computation.
 """
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -52,10 +52,16 @@ def batched(fn: Callable[..., Any], arrays: Arrays, size: int, *, with_index: bo
   return jax.tree.map(lambda *p: np.concatenate([np.asarray(a) for a in p]), *parts)
 
 
-def fixed_size(fn: Callable[[np.ndarray], Any], x: np.ndarray, size: int) -> Any:
+def fixed_size(fn: Callable[[np.ndarray], Any], x: np.ndarray, size: int,
+               host_work: Optional[Callable[[], Any]] = None) -> Any:
   """`batched(fn, x, size)` with every slice exactly `size` rows: x zero-padded to a multiple of
-  `size`, the padding's rows dropped from the result."""
+  `size`, the padding's rows dropped from the result. All slices are dispatched before any result is
+  fetched (JAX runs them asynchronously), so `host_work()`, when given, runs on the host while they
+  compute; then the result is (fn's results, host_work's result)."""
   n = x.shape[0]
   pad = (-n) % size
   padded = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
-  return jax.tree.map(lambda a: a[:n], batched(fn, padded, size))
+  parts = [fn(padded[start:start + size]) for start in range(0, len(padded), size)]
+  extra = None if host_work is None else host_work()
+  out = jax.tree.map(lambda *p: np.concatenate([np.asarray(a) for a in p])[:n], *jax.device_get(parts))
+  return out if host_work is None else (out, extra)

@@ -119,6 +119,9 @@ def test_fixed_size_calls_see_full_slices_and_drop_the_padding():
   assert sizes == [3, 3, 3]
   np.testing.assert_array_equal(out["double"], 2 * x)
   np.testing.assert_array_equal(out["sum"], x.sum(axis=1))
+  out, extra = batching.fixed_size(jnp.square, x, 4, host_work=lambda: "png")
+  assert extra == "png" and sizes == [3, 3, 3]
+  np.testing.assert_array_equal(out, np.square(x))
 
 
 @pytest.fixture(scope="module")

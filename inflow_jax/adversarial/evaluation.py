@@ -32,7 +32,7 @@ from inflow_jax.adversarial.attacks import check_attack_parameters, default_step
 from inflow_jax.adversarial.objectives import LowerImageScore, LowerMMD, LowerScore
 from inflow_jax.attention.batches import attention_tests
 from inflow_jax.batching import batch_starts, batched
-from inflow_jax.conformal.features import complexity_bits, flow_pass
+from inflow_jax.conformal.features import complexity_bits, image_features
 from inflow_jax.conformal.gate import scores_of_features
 from inflow_jax.evaluation.protocols import evaluate_ood
 from inflow_jax.evaluation.scores import exact_log_det, make_score_fn
@@ -180,8 +180,8 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
 def _surrogate_score(model, variables, conformal_state, x: np.ndarray, x_adv: np.ndarray) -> float:
   """The mean per-image score of x_adv with the clean images' PNG lengths: the BPDA objective the
   'conformal' attack lowers (the true score recomputes the lengths, which the perturbation raises)."""
-  scale_bits = flow_pass(model, variables, x_adv)[0]
-  features = np.concatenate([scale_bits, complexity_bits(x)], axis=1)
+  features = image_features(model, variables, x_adv)
+  features[:, -2:] = complexity_bits(x)
   return float(np.mean(scores_of_features(conformal_state.density, features)))
 
 

@@ -52,14 +52,6 @@ def _flow_pass(model, variables, x):
   return scale_bits(stats, dims), {c: scores_from_terms(sq_norm, log_det, dims, c) for c in CONVENTIONS}
 
 
-def flow_pass(model, variables, x: np.ndarray, convention: str = "nll",
-              chunk: int = CHUNK) -> Tuple[np.ndarray, np.ndarray]:
-  """((N, L) f_0..f_{L-1}, (N,) the flow's `convention` score at a = 1) of x (N, H, W, C) float32 in
-  [0, 1] (unchecked): one pass of the flow in chunks of `chunk` images."""
-  bits, scores = fixed_size(lambda xb: _flow_pass(exact_log_det(model), variables, xb), x, chunk)
-  return bits.astype(np.float64), scores[convention]
-
-
 def half_resolution(x: np.ndarray) -> np.ndarray:
   """(N, H // 2, W // 2, C): the 2x2 means of x (an odd last row / column dropped), rounded to 8 bits."""
   n, height, width, channels = x.shape
@@ -73,11 +65,17 @@ def complexity_bits(x: np.ndarray) -> np.ndarray:
   return np.stack([png_bits_per_dim(x), png_bits_per_dim(half_resolution(x))], axis=1)
 
 
-def features_of(scale_bits: np.ndarray, x: np.ndarray) -> np.ndarray:
-  """(N, L + 2): the per-scale bits/dim and the PNG lengths of x."""
-  return np.concatenate([scale_bits, complexity_bits(x)], axis=1)
+def flow_features(model, variables, x: np.ndarray, convention: str = "nll",
+                  chunk: int = CHUNK) -> Tuple[np.ndarray, np.ndarray]:
+  """((N, L + 2) the features of the module docstring, (N,) the flow's `convention` score at a = 1) of
+  x (N, H, W, C) float32 in [0, 1] (unchecked): one pass of the flow in chunks of `chunk` images,
+  the PNG lengths computed on the host while the flow runs."""
+  (bits, scores), complexity = fixed_size(
+      lambda xb: _flow_pass(exact_log_det(model), variables, xb), x, chunk,
+      host_work=lambda: complexity_bits(x))
+  return np.concatenate([bits.astype(np.float64), complexity], axis=1), scores[convention]
 
 
 def image_features(model, variables, x: np.ndarray) -> np.ndarray:
   """(N, L + 2) features of the module docstring for x (N, H, W, C) float32 in [0, 1]."""
-  return features_of(flow_pass(model, variables, x)[0], x)
+  return flow_features(model, variables, x)[0]

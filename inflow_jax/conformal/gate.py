@@ -20,7 +20,7 @@ import numpy as np
 
 from inflow_jax.batching import fixed_size
 from inflow_jax.conformal.density import density_scores, fit_density
-from inflow_jax.conformal.features import CHUNK, features_of, flow_pass, image_features
+from inflow_jax.conformal.features import CHUNK, flow_features, image_features
 from inflow_jax.conformal.p_values import BATCH_TESTS, batch_p_value, conformal_p_values
 
 
@@ -97,8 +97,8 @@ def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray
 def image_scores(state: ConformalState, model, variables, x: np.ndarray, convention: str = "nll"):
   """((N,) s(x), higher = more OOD; (N,) the flow's `convention` score at a = 1 from the same pass) of
   preprocessed x (unchecked)."""
-  scale_bits, flow_score = flow_pass(model, variables, x, convention)
-  return scores_of_features(state.density, features_of(scale_bits, x)), flow_score
+  features, flow_score = flow_features(model, variables, x, convention)
+  return scores_of_features(state.density, features), flow_score
 
 
 def image_p_values(state: ConformalState, scores: np.ndarray) -> np.ndarray:
