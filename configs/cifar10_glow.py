@@ -15,8 +15,8 @@ guard reached 2.993 at 14k steps, then diverged in its decay phase (70.0 at 15k)
 
 Variants (`--config configs/cifar10_glow.py:VARIANT`, big_vision style):
   ''     12,000 steps (15 epochs, decay from step 9,600): about 65 min of training on 2 CPU cores
-         at the ~3.2 steps/s this job ran at on 2026-12-02 (an earlier machine of the same kind ran
-         at 1.4 steps/s, which still fits in two hours); the README gives its curve.
+         at the ~3.2 steps/s this job ran at on one 2026-12-02 machine; machines of the same kind
+         also ran it at 1.4-1.9 steps/s (1.8-2.4 h); the README gives the curves.
   script the recipe of the fixture flow's 30-line script (issue 13): PyTorch's initialisation,
          constant learning rate after the warm-up, no EMA; benchmarks/glow_equal_images.py runs it
          beside the default.

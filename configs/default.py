@@ -111,7 +111,7 @@ def get_config() -> ml_collections.ConfigDict:
       kind='mmd',
       batch_test='cauchy',       # 'cauchy' | 'fisher' | 'simes' (inflow_jax.conformal.p_values)
       combination='bonferroni',  # 'bonferroni' | 'cauchy'
-      n_components=8,            # Gaussian-mixture components of the per-image density
+      n_components=4,            # Gaussian-mixture components of the per-image density
   ))
 
   config.eval = ml_collections.ConfigDict(dict(

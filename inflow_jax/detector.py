@@ -96,7 +96,7 @@ class InFlowDetector:
   def __init__(self, model: InFlow, variables, *, encoder: Optional[Embedder] = None,
                attention: str = "mmd", n_permutations: int = 100, level: float = 0.05,
                batch_size: int = 250, convention: str = "paper", false_positive_rate: float = 0.05,
-               batch_test: str = "cauchy", combination: str = "bonferroni", n_components: int = 8,
+               batch_test: str = "cauchy", combination: str = "bonferroni", n_components: int = 4,
                jpeg_quality: Optional[int] = None, seed: int = 0):
     for name, value, allowed in (("attention", attention, ATTENTION_KINDS),
                                  ("convention", convention, CONVENTIONS),

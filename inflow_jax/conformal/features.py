@@ -9,16 +9,16 @@ and D = H*W*C, an image x in [0, 1] (8-bit values, not dequantized) gets the L +
                                                     rounded to 8 bits)
 
 Why these (measured on ../shared/data, Glow fixture, every set through JPEG q75, density fitted on 5000
-CIFAR-10 training images, 5 random halvings of cifar10_test_5k into calibration / evaluation; README
-"Attention per image"): per-image AUROC SVHN / CelebA / MNIST / Fashion-MNIST and one OOD image among
-10 flagged (Cauchy test, level 0.05): without f_{L+1} (4 components) 0.951 / 0.392 / 0.996 / 0.984 and
-0.23 / 0.04 / 0.73 / 0.39; with it (8 components, the default) 0.972 / 0.420 / 0.997 / 0.984 and
-0.44 / 0.06 / 0.89 / 0.56. The quarter-resolution length as well lowered SVHN to 0.95-0.96, the JPEG
-length (q 50-90) helped MNIST and Fashion-MNIST but not SVHN, the 12 per-block log-dets lowered SVHN to
-0.83-0.88, the random encoder's embedding to 0.38-0.58, coarse colours (4x4 or 8x8 means, per-channel
-moments; alone CelebA 0.72-0.77 by k-nearest neighbours) to 0.57-0.90; the total NLL minus PNG (input
-complexity itself) gave 0.925 / 0.517 / 0.999 / 0.982, WebP-lossless lengths +0.01 on SVHN at 1/6 of
-PNG's speed.
+CIFAR-10 training images, 5 random halvings of cifar10_test_5k into calibration / evaluation:
+`python benchmarks/conformal_features.py`): per-image AUROC SVHN / CelebA / MNIST / Fashion-MNIST and
+one OOD image among 10 flagged (Cauchy test, level 0.05): without f_{L+1} 0.950 / 0.393 / 0.996 / 0.983
+and 0.27 / 0.06 / 0.75 / 0.45; with it 0.968 / 0.422 / 0.998 / 0.987 and 0.31 / 0.06 / 0.955 / 0.62
+(4-component mixtures, the default). In an exploration on the same protocol (not a benchmark here):
+the quarter-resolution length as well lowered SVHN to 0.95-0.96, the JPEG length (q 50-90) helped
+MNIST and Fashion-MNIST but not SVHN, the 12 per-block log-dets lowered SVHN to 0.83-0.88, the random
+encoder's embedding to 0.38-0.58, coarse colours (4x4 or 8x8 means, per-channel moments; alone CelebA
+0.72-0.77 by k-nearest neighbours) to 0.57-0.90; the total NLL minus PNG (input complexity itself)
+gave 0.925 / 0.517 / 0.999 / 0.982, WebP-lossless lengths +0.01 on SVHN at 1/6 of PNG's speed.
 
 The flow runs on fixed-size chunks (the last one zero-padded), so an image's features do not depend on
 how the caller batched x.

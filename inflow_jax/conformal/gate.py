@@ -76,7 +76,7 @@ def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> 
 
 
 def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray, *, level: float,
-                  batch_test: str = "cauchy", n_components: int = 8, seed: int = 0,
+                  batch_test: str = "cauchy", n_components: int = 4, seed: int = 0,
                   x_train: Optional[np.ndarray] = None) -> ConformalState:
   """Fits the density on x_ref's features and calibrates on x_calibration (both (n, H, W, C) float32
   in [0, 1], already preprocessed; x_train: the flow's training images, checked for overlap)."""
