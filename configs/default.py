@@ -23,7 +23,8 @@ def get_attack_config() -> ml_collections.ConfigDict:
       # adaptive attacks on the detector: these OOD sets (None: config.data.ood), at this epsilon
       adaptive_ood=ml_collections.config_dict.placeholder(tuple),
       adaptive_epsilon=8 / 255,
-      # 'log_likelihood', 'mmd' and (attention.kind 'conformal' / 'combined') 'conformal'
+      # 'log_likelihood', 'mmd' and (attention.kind 'conformal' / 'combined') 'conformal' (PNG
+      # lengths held fixed), 'conformal_surrogate' (PNG lengths through a differentiable surrogate)
       adaptive_targets=('log_likelihood', 'mmd'),
   ))
 

@@ -70,13 +70,14 @@ def test_tiny_job_reports_the_adversarial_sets_and_the_conformal_gates(tmp_path)
   config.attention.update(kind="combined", n_components=2)
   config.data.update(calibration_split="test[-100:]", test_split="test[:-100]", jpeg_quality=75)
   config.eval.update(mixed_rhos=(0.0, 1.0), mixed_batch_sizes=(1, 16))
-  config.adversarial.attack.adaptive_targets = ("mmd", "conformal")
+  config.adversarial.attack.adaptive_targets = ("mmd", "conformal", "conformal_surrogate")
   table = job.run_job(config, tmp_path, "all", progress=False)
 
   report = json.loads((tmp_path / "report.json").read_text())
   adversarial = report["evaluation"]["adversarial"]
   assert set(adversarial["ood"]) == {"digits_pgd8", "uniform_noise_adaptive_mmd",
-                                     "uniform_noise_adaptive_conformal"}   # data.test = digits
+                                     "uniform_noise_adaptive_conformal",
+                                     "uniform_noise_adaptive_conformal_surrogate"}   # data.test = digits
   for row in adversarial["ood"].values():
     for method in ("paper", "strict", "likelihood", "input_complexity", "image_score"):
       assert 0.0 <= row[method]["auroc"] <= 1.0, (row, method)   # also rejects NaN
@@ -87,6 +88,9 @@ def test_tiny_job_reports_the_adversarial_sets_and_the_conformal_gates(tmp_path)
   attacked = adversarial["adaptive"]["uniform_noise_adaptive_conformal"]
   assert attacked["surrogate_score"][0] == pytest.approx(attacked["image_score"][0])
   assert attacked["surrogate_score"][1] < attacked["surrogate_score"][0]   # PGD lowered its objective
+  smooth = adversarial["adaptive"]["uniform_noise_adaptive_conformal_surrogate"]
+  assert smooth["surrogate_score"][1] < smooth["surrogate_score"][0]
+  assert len(smooth["surrogate_rms"]) == 2 and np.all(np.isfinite(smooth["surrogate_rms"]))
   assert report["timings_s"]["adversarial"] > 0
   markdown = (tmp_path / "report.md").read_text()
   assert "## Adversarial inputs" in markdown and "| 8/255 |" in markdown

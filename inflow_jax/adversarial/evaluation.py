@@ -11,6 +11,9 @@ Every set is float32 images in [0, 1] with ||x' - x||_inf <= epsilon (pixel unit
 * `{ood}_adaptive_conformal`: OOD images perturbed to LOWER the conformal attention's per-image score
   (`LowerImageScore`, white-box through the flow and the density; the PNG length held fixed during
   the ascent): an attacker who knows the new gate.
+* `{ood}_adaptive_conformal_surrogate`: the same with the PNG lengths replaced during the ascent by a
+  differentiable surrogate fitted to them (`complexity_surrogate`): the attack also keeps the image
+  compressible.
 
 `evaluate_adversarial` scores these sets as OOD sets with `inflow_jax.evaluation.protocols.evaluate_ood` (paper and
 strict protocols and the baselines) and adds the classifier's accuracy under attack and the adaptive
@@ -29,7 +32,10 @@ from inflow_jax import conformal
 
 from inflow_jax.adversarial import classifier as classifier_lib
 from inflow_jax.adversarial.attacks import check_attack_parameters, default_step_size, fgsm, pgd
-from inflow_jax.adversarial.objectives import LowerImageScore, LowerMMD, LowerScore
+from inflow_jax.adversarial.complexity_surrogate import (fit_surrogate, surrogate_complexity_bits,
+                                                         surrogate_residual_rms)
+from inflow_jax.adversarial.objectives import (LowerImageScore, LowerImageScoreSurrogate, LowerMMD,
+                                               LowerScore)
 from inflow_jax.attention.batches import attention_tests
 from inflow_jax.batching import batch_starts, batched
 from inflow_jax.conformal.features import complexity_bits, image_features
@@ -37,7 +43,7 @@ from inflow_jax.conformal.gate import scores_of_features
 from inflow_jax.evaluation.protocols import evaluate_ood
 from inflow_jax.evaluation.scores import exact_log_det, make_score_fn
 
-ADAPTIVE_TARGETS = ("log_likelihood", "mmd", "conformal")
+ADAPTIVE_TARGETS = ("log_likelihood", "mmd", "conformal", "conformal_surrogate")
 
 
 def check_attack_config(attack_config: ml_collections.ConfigDict,
@@ -128,17 +134,18 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
     conformal_state: the conformal attention (`inflow_jax.conformal`), needed by the 'conformal'
       target; with it the summary also gives the fraction of images its per-image test flags.
   Returns:
-    ({f"{name}_adaptive_{llh|mmd|conformal}": images}, summary {set: {"nll_bpd": [before, after]
+    ({f"{name}_adaptive_{llh|mmd|conformal|conformal_surrogate}": images}, summary {set: {"nll_bpd": [before, after]
     (mean NLL bits/dim at a = 1; lower = more likely), "mmd2": [before, after] (mean over test
     batches), "batches_flagged": [before, after], "n_batches": n; with conformal_state also
     "image_score" (mean per-image score) and "images_flagged" (fraction with p < level): [before, after];
-    for the 'conformal' target "surrogate_score": [before, after] of the score with the clean images'
-    PNG lengths, the objective that attack lowers}}).
+    for the 'conformal' targets "surrogate_score": [before, after] of the objective the attack lowers
+    (the score with the clean images' PNG lengths, or with the surrogate's), for 'conformal_surrogate'
+    also "surrogate_rms" (2,): the surrogate's error on the attacked images (bits/dim)}}).
   """
   check_attack_config(attack_config, tuple(ood_sets))
   targets = tuple(attack_config.adaptive_targets)
-  if "conformal" in targets and conformal_state is None:
-    raise ValueError("the 'conformal' adaptive target needs the conformal attention (attention.kind "
+  if {"conformal", "conformal_surrogate"} & set(targets) and conformal_state is None:
+    raise ValueError("the 'conformal' adaptive targets need the conformal attention (attention.kind "
                      "'conformal' or 'combined')")
   nll_fn = make_score_fn(model, variables, "nll")
   batch_memory = int(attack_config.batch_size)
@@ -164,7 +171,9 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
     test_key = jax.random.fold_in(set_key, 99)  # the same tests before and after
     before = describe(x, test_key)
     for t, target in enumerate(targets):
-      x_adv = attack(target, x, jax.random.fold_in(set_key, t))
+      coefficients = (None if target != "conformal_surrogate" else fit_surrogate(
+          x, jax.random.fold_in(set_key, 100 + t), attack_config.adaptive_epsilon))
+      x_adv = attack(target, x, jax.random.fold_in(set_key, t), coefficients=coefficients)
       adv_name = f"{name}_adaptive_{_TARGET_SUFFIX[target]}"
       after = describe(x_adv, test_key)
       sets[adv_name] = x_adv
@@ -172,24 +181,30 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
                            "n_batches": before["n_batches"],
                            **{k: [before[k], after[k]] for k in before if k != "n_batches"}}
       if target == "conformal":
-        surrogate = _surrogate_score(model, variables, conformal_state, x, x_adv)
+        surrogate = _surrogate_score(model, variables, conformal_state, x_adv, complexity_bits(x))
         summary[adv_name]["surrogate_score"] = [before["image_score"], surrogate]
+      if target == "conformal_surrogate":
+        summary[adv_name]["surrogate_score"] = [_surrogate_score(
+            model, variables, conformal_state, xs, surrogate_complexity_bits(coefficients, xs))
+            for xs in (x, x_adv)]
+        summary[adv_name]["surrogate_rms"] = surrogate_residual_rms(coefficients, x_adv).tolist()
   return sets, summary
 
 
-def _surrogate_score(model, variables, conformal_state, x: np.ndarray, x_adv: np.ndarray) -> float:
-  """The mean per-image score of x_adv with the clean images' PNG lengths: the BPDA objective the
-  'conformal' attack lowers (the true score recomputes the lengths, which the perturbation raises)."""
+def _surrogate_score(model, variables, conformal_state, x_adv: np.ndarray, complexity) -> float:
+  """The mean per-image score of x_adv with the given (N, 2) PNG bits/dim in place of its own: the
+  objective a 'conformal' attack lowers (the true score recomputes the lengths)."""
   features = image_features(model, variables, x_adv)
-  features[:, -2:] = complexity_bits(x)
+  features[:, -2:] = np.asarray(complexity)
   return float(np.mean(scores_of_features(conformal_state.density, features)))
 
 
-_TARGET_SUFFIX = {"log_likelihood": "llh", "mmd": "mmd", "conformal": "conformal"}
+_TARGET_SUFFIX = {"log_likelihood": "llh", "mmd": "mmd", "conformal": "conformal",
+                  "conformal_surrogate": "conformal_surrogate"}
 
 
 def _adaptive_images(target: str, x: np.ndarray, key, *, model, variables, mmd_state, conformal_state,
-                     nll_fn, batch_size: int, attack_config) -> np.ndarray:
+                     nll_fn, batch_size: int, attack_config, coefficients=None) -> np.ndarray:
   """x perturbed by PGD against one target: the likelihood and the conformal score per image (in
   chunks of attack_config.batch_size), the MMD test per evaluation batch."""
   epsilon = float(attack_config.adaptive_epsilon)
@@ -200,11 +215,14 @@ def _adaptive_images(target: str, x: np.ndarray, key, *, model, variables, mmd_s
   if target == "log_likelihood":
     return batched(lambda i, xb: run(LowerScore(nll_fn), xb, i), x, int(attack_config.batch_size),
                    with_index=True)
-  if target == "conformal":
+  if target in ("conformal", "conformal_surrogate"):
     density = jax.tree.map(jnp.asarray, conformal_state.density)
-    objective = LowerImageScore(exact_log_det(model))
-    return batched(lambda i, xb: run(objective, xb, i, (variables, density,
-                                                        jnp.asarray(complexity_bits(xb), jnp.float32))),
+    if target == "conformal":   # BPDA: the clean chunk's PNG lengths
+      objective, complexity = LowerImageScore(exact_log_det(model)), complexity_bits
+    else:                       # the fitted surrogate's coefficients
+      objective, complexity = LowerImageScoreSurrogate(exact_log_det(model)), lambda _: coefficients
+    return batched(lambda i, xb: run(objective, xb, i, (
+        variables, density, jnp.asarray(complexity(xb), jnp.float32))),
                    x, int(attack_config.batch_size), with_index=True)
   starts = batch_starts(len(x), batch_size)
   return np.concatenate([np.asarray(run(LowerMMD(), x[lo:hi], i, (mmd_state,)))

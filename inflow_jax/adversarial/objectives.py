@@ -9,6 +9,9 @@
                            image moves towards a large conformal p-value. The PNG lengths are not
                            differentiable; they are held at the clean image's values during the ascent
                            (BPDA, Athalye et al. 2018) and recomputed when the result is scored.
+  `LowerImageScoreSurrogate(model)`: the same score with the PNG lengths replaced by their
+                           differentiable surrogate (`complexity_surrogate`), `loss_args=(variables,
+                           density, coefficients)`: the ascent also keeps the image compressible.
 """
 import dataclasses
 from typing import Any, Callable
@@ -16,6 +19,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from inflow_jax.adversarial.complexity_surrogate import surrogate_complexity_bits
 from inflow_jax.attention.mmd import MMDState, mmd2_embedded
 from inflow_jax.conformal.density import density_scores
 from inflow_jax.conformal.features import scale_bits
@@ -55,6 +59,14 @@ class LowerMMD:
     return -batch_mmd2(state, x)
 
 
+def image_score(model, x: jax.Array, variables, density, complexity: jax.Array) -> jax.Array:
+  """(B,) the conformal per-image score of x from the flow's scale bits and the given (B, 2) PNG
+  bits/dim (traceable)."""
+  stats = model.apply(variables, x, 1.0, method=InFlow.statistics)
+  dims = x.shape[1] * x.shape[2] * x.shape[3]
+  return density_scores(density, jnp.concatenate([scale_bits(stats, dims), complexity], axis=1))
+
+
 @dataclasses.dataclass(frozen=True)
 class LowerImageScore:
   """Objective -s(x) (B,) of the conformal per-image score, `loss_args=(variables, density,
@@ -63,7 +75,15 @@ class LowerImageScore:
   model: Any
 
   def __call__(self, x: jax.Array, variables, density, complexity: jax.Array) -> jax.Array:
-    stats = self.model.apply(variables, x, 1.0, method=InFlow.statistics)
-    dims = x.shape[1] * x.shape[2] * x.shape[3]
-    features = jnp.concatenate([scale_bits(stats, dims), complexity], axis=1)
-    return -density_scores(density, features)
+    return -image_score(self.model, x, variables, density, complexity)
+
+
+@dataclasses.dataclass(frozen=True)
+class LowerImageScoreSurrogate:
+  """Objective -s(x) (B,) with the PNG bits/dim of x replaced by
+  `surrogate_complexity_bits(coefficients, x)`, `loss_args=(variables, density, coefficients)`."""
+  model: Any
+
+  def __call__(self, x: jax.Array, variables, density, coefficients: jax.Array) -> jax.Array:
+    return -image_score(self.model, x, variables, density,
+                        surrogate_complexity_bits(coefficients, x))

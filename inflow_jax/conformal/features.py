@@ -52,12 +52,16 @@ def _flow_pass(model, variables, x):
   return scale_bits(stats, dims), {c: scores_from_terms(sq_norm, log_det, dims, c) for c in CONVENTIONS}
 
 
-def half_resolution(x: np.ndarray) -> np.ndarray:
-  """(N, H // 2, W // 2, C): the 2x2 means of x (an odd last row / column dropped), rounded to 8 bits."""
+def mean_pool(x):
+  """(N, H // 2, W // 2, C): the 2x2 means of x (an odd last row / column dropped); numpy or jax."""
   n, height, width, channels = x.shape
   x = x[:, :height - height % 2, :width - width % 2]
-  pooled = x.reshape(n, height // 2, 2, width // 2, 2, channels).mean(axis=(2, 4))
-  return np.round(pooled * 255.0) / 255.0
+  return x.reshape(n, height // 2, 2, width // 2, 2, channels).mean(axis=(2, 4))
+
+
+def half_resolution(x: np.ndarray) -> np.ndarray:
+  """(N, H // 2, W // 2, C): `mean_pool(x)` rounded to 8 bits."""
+  return np.round(mean_pool(x) * 255.0) / 255.0
 
 
 def complexity_bits(x: np.ndarray) -> np.ndarray:

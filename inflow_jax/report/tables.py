@@ -94,8 +94,8 @@ def format_adversarial_table(table: Mapping) -> str:
   lines += ["Adaptive attacks (before -> after): mean NLL bits/dim at a = 1 (lower = more likely), "
             "mean MMD^2 of the test batches, batches flagged by the attention test:", "",
             "| set | target | epsilon | NLL bits/dim | MMD^2 | batches flagged | images flagged "
-            "(conformal p < level) | mean per-image score (with the clean PNG lengths: the "
-            "conformal attack's objective) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "(conformal p < level) | mean per-image score (in brackets the conformal attacks' "
+            "objective: with the clean images' PNG lengths, or with the surrogate's) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for name, row in table["adaptive"].items():
     images, score = row.get("images_flagged"), row.get("image_score")
     surrogate = row.get("surrogate_score")
@@ -105,7 +105,7 @@ def format_adversarial_table(table: Mapping) -> str:
         f"{row['batches_flagged'][0]} -> {row['batches_flagged'][1]} / {row['n_batches']} | "
         + (f"{images[0]:.3f} -> {images[1]:.3f} | " if images else "- | ")
         + (f"{score[0]:.4g} -> {score[1]:.4g}" if score else "-")
-        + (f" ({surrogate[1]:.4g}) |" if surrogate else " |"))
+        + (f" ({surrogate[0]:.4g} -> {surrogate[1]:.4g}) |" if surrogate else " |"))
   return "\n".join(lines)
 
 
