@@ -61,6 +61,15 @@ def check_resume(config: ml_collections.ConfigDict, workdir: pathlib.Path, mode:
         f"the workdir {workdir} holds checkpoints of another config: " + ", ".join(
             f"{k} (stored {flat(stored, k)!r}, now {flat(config.to_dict(), k)!r})" for k in changed)
         + " differ; rerun with the stored settings, pass --force_resume, or use another --workdir")
+  rescheduled = [] if stored is None else workdir_lib.changed_training_keys(
+      stored, config.to_dict(), workdir_lib.SCHEDULE_KEYS)
+  if config.train.schedule == "constant" and "train.num_steps" in rescheduled:
+    rescheduled.remove("train.num_steps")   # more steps at a constant rate: the same run, continued
+  if rescheduled:
+    logging.warning("resuming from step %d with other optimiser settings than the stored ones: %s; "
+                    "the steps after it follow the new values", step, ", ".join(
+                        f"{k} {workdir_lib.flat_value(stored, k)!r} -> "
+                        f"{workdir_lib.flat_value(config.to_dict(), k)!r}" for k in rescheduled))
   if config.train.num_steps < step:
     raise ValueError(f"train.num_steps={config.train.num_steps} is below step {step} of the newest "
                      f"checkpoint in {workdir / CHECKPOINT_DIR}; ask for at least {step} steps (or "

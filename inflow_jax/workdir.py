@@ -7,13 +7,14 @@
   fails before any work.
 * `config.json`: the resolved config the job ran with (written with the first checkpoint, as PyTorch
   Lightning stores hyperparameters in its checkpoints). `changed_training_keys` lists the settings that
-  a resume may not change (model, training, training data, seed).
+  a resume may not change (model, training, training data, seed); with `keys=SCHEDULE_KEYS`, those it
+  may change with a warning (the schedule, clipping, EMA, skip guard).
 """
 import json
 import os
 import pathlib
 import socket
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from absl import logging
 
@@ -23,6 +24,9 @@ CONFIG_FILE = "config.json"
 TRAINING_KEYS = ("seed", "checkpoint_path", "model", "data.train", "data.train_split", "data.image_size",
                  "train.batch_size", "train.learning_rate", "train.b1", "train.b2", "train.eps",
                  "train.weight_decay", "train.loss")
+# Settings a resume may change (a continued run, a stitched schedule); the job warns when they differ.
+SCHEDULE_KEYS = ("train.num_steps", "train.warmup_steps", "train.schedule", "train.decay_steps",
+                 "train.clip_norm", "train.ema_decay", "train.skip_factor")
 
 
 class WorkdirBusy(RuntimeError):
@@ -141,10 +145,10 @@ def read_config(workdir) -> Optional[Dict[str, Any]]:
     raise ValueError(f"{path} is not valid JSON ({error}); it is corrupt: restore or delete it") from error
 
 
-def changed_training_keys(stored: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
-  """The TRAINING_KEYS (and their sub-keys) whose values differ between two config dicts."""
+def changed_training_keys(stored: Mapping[str, Any], current: Mapping[str, Any],
+                          keys: Sequence[str] = TRAINING_KEYS) -> List[str]:
+  """The `keys` (and their sub-keys) whose values differ between two config dicts."""
   old, new = _flat(json.loads(json.dumps(stored, default=list))), _flat(
       json.loads(json.dumps(current, default=list)))
-  keys = sorted(set(old) | set(new))
-  wanted = lambda k: any(k == t or k.startswith(t + ".") for t in TRAINING_KEYS)
-  return [k for k in keys if wanted(k) and old.get(k) != new.get(k)]
+  wanted = lambda k: any(k == t or k.startswith(t + ".") for t in keys)
+  return [k for k in sorted(set(old) | set(new)) if wanted(k) and old.get(k) != new.get(k)]

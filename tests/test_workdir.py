@@ -1,6 +1,7 @@
 """The job's workdir: the run lock (busy, stale), the stored config and resume checks, the report's
 evaluated step and its table written before the figures, bad settings refused before any work."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def test_a_run_on_a_busy_workdir_fails_at_once(tmp_path):
     holder.wait()
 
 
-def test_resume_checks_the_stored_config_and_the_report_names_the_step(tmp_path, monkeypatch):
+def test_resume_checks_the_stored_config_and_the_report_names_the_step(tmp_path, monkeypatch, caplog):
   config = tiny.get_config()
   config.train.num_steps = 4
   job.run_job(config, tmp_path, "train", progress=False)
@@ -65,6 +66,12 @@ def test_resume_checks_the_stored_config_and_the_report_names_the_step(tmp_path,
   fewer.train.num_steps = 2
   with pytest.raises(ValueError, match="train.num_steps=2 is below step 4"):
     job.run_job(fewer, tmp_path, "all", progress=False)
+  rescheduled = tiny.get_config()   # schedule settings may change on a resume, with a warning
+  rescheduled.train.update(num_steps=6, warmup_steps=2, clip_norm=1.0)
+  with caplog.at_level(logging.WARNING):
+    assert job.check_resume(rescheduled, tmp_path, "train", force_resume=False) == 4
+  assert "train.clip_norm None -> 1.0, train.warmup_steps 0 -> 2" in caplog.text
+  assert "train.num_steps" not in caplog.text   # a constant rate: more steps continue the same run
   forced = tiny.get_config()
   forced.train.update(num_steps=6, learning_rate=0.5)
   job.run_job(forced, tmp_path, "train", progress=False, force_resume=True)
