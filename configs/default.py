@@ -110,7 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
       # per-image conformal p-values calibrated on data.calibration_split, their batch test, and that
       # test combined with the MMD test); the evaluation reports the MMD gate beside them
       kind='mmd',
-      batch_test='cauchy',       # 'cauchy' | 'fisher' | 'simes' (inflow_jax.conformal.p_values)
+      batch_test='auto',         # 'auto' | 'cauchy' | 'fisher' | 'simes' (inflow_jax.conformal.p_values)
       combination='bonferroni',  # 'bonferroni' | 'cauchy'
       n_components=4,            # Gaussian-mixture components of the per-image density
   ))

@@ -13,7 +13,8 @@ Attention kinds (`attention=`):
 * "mmd" (default, the paper's): the batch's MMD test against x_ref (`inflow_jax.attention.mmd`).
 * "conformal": per-image conformal p-values of a density of the flow's statistics
   (`inflow_jax.conformal`, fitted on x_ref, calibrated on x_calibration) and a batch test of them
-  (`batch_test`: Cauchy, Fisher or Simes); an image gets a = 0 when its batch is flagged or its own p < level.
+  (`batch_test`: 'auto' = Cauchy for batches the calibration set resolves, else Fisher; or Cauchy,
+  Fisher, Simes); an image gets a = 0 when its batch is flagged or its own p < level.
 * "combined": the conformal batch test and the MMD test in one gate (`combination`: Bonferroni or
   Cauchy of the two p-values), per-image p-values as "conformal".
 Preprocessing is part of the detector: with `jpeg_quality`, every image it fits on or scores goes
@@ -87,7 +88,7 @@ class InFlowDetector:
     convention: the flow's score, 'paper' (default) or 'nll' (see `inflow_jax.evaluation.scores`).
     false_positive_rate: ("mmd") the fraction of in-distribution images (of passed batches) above the
       threshold.
-    batch_test, combination, n_components: the conformal batch test ('cauchy' | 'fisher' | 'simes'), the
+    batch_test, combination, n_components: the conformal batch test ('auto' | 'cauchy' | 'fisher' | 'simes'), the
       combination with the MMD test ('bonferroni' | 'cauchy'), the density's mixture components.
     jpeg_quality: None, or the JPEG round trip every input goes through first.
     seed: seed of the encoder (when not given), the density fit and the permutation tests.
@@ -96,7 +97,7 @@ class InFlowDetector:
   def __init__(self, model: InFlow, variables, *, encoder: Optional[Embedder] = None,
                attention: str = "mmd", n_permutations: int = 100, level: float = 0.05,
                batch_size: int = 250, convention: str = "paper", false_positive_rate: float = 0.05,
-               batch_test: str = "cauchy", combination: str = "bonferroni", n_components: int = 4,
+               batch_test: str = "auto", combination: str = "bonferroni", n_components: int = 4,
                jpeg_quality: Optional[int] = None, seed: int = 0):
     for name, value, allowed in (("attention", attention, ATTENTION_KINDS),
                                  ("convention", convention, CONVENTIONS),

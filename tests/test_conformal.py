@@ -70,6 +70,11 @@ def test_batch_tests_match_their_definitions_and_hold_the_level():
   for method in ("bonferroni", "cauchy"):
     rate = np.mean([combine_p_values(a, b, method) < 0.05 for a, b in null[:, :2]])
     assert 0.035 < rate < 0.06, (method, rate)
+  # 'auto': Cauchy while n level / m >= 10 calibration scores resolve its tail, else Fisher
+  assert batch_p_value(p, "auto", n_calibration=1400, level=0.05) == batch_p_value(p, "cauchy")
+  assert batch_p_value(p, "auto", n_calibration=1399, level=0.05) == batch_p_value(p, "fisher")
+  with pytest.raises(ValueError, match="n_calibration"):
+    batch_p_value(p, "auto")
   # power: one very small p-value among 10 is found by Simes
   assert batch_p_value(np.r_[1e-4, rng.uniform(size=9)], "simes") < 0.05
 
@@ -108,6 +113,22 @@ def test_jpeg_round_trip_is_pil():
   assert out.dtype == np.float32 and jpeg_round_trip(images[..., :1] / 255.0, 50).shape == (2, 16, 16, 1)
 
 
+def test_auto_batch_test_holds_the_level_given_the_calibration_set():
+  """Batches of 50 with 2500 calibration scores: 'auto' (Fisher here) keeps the false-alarm rate of
+  each calibration draw near the level; the Cauchy test rests on the top ~2.5 calibration scores."""
+  rng = np.random.default_rng(3)
+  rates = {"auto": [], "cauchy": []}
+  for _ in range(120):
+    p = conformal_p_values(np.sort(rng.normal(size=2500)), rng.normal(size=2500))
+    batches = np.concatenate([rng.permutation(2500) for _ in range(6)]).reshape(300, 50)
+    for test in rates:
+      rates[test].append(np.mean([batch_p_value(p[i], test, 2500, 0.05) < 0.05 for i in batches]))
+  auto, cauchy = np.asarray(rates["auto"]), np.asarray(rates["cauchy"])
+  assert 0.04 < auto.mean() < 0.06, auto.mean()
+  assert auto.std() < 0.9 * cauchy.std(), (auto.std(), cauchy.std())
+  assert np.mean((auto < 0.02) | (auto > 0.08)) < np.mean((cauchy < 0.02) | (cauchy > 0.08))
+
+
 @pytest.fixture(scope="module")
 def digits():
   return data.load_images("digits", "train")[0]
@@ -133,7 +154,8 @@ def test_combined_detector_scores_p_values_and_batches(fitted, digits):
   result = detector.test_batch(noise[:5], jax.random.PRNGKey(0))
   assert result.attention == 0.0 and result.p_value < 0.05
   assert result.p_value == pytest.approx(combine_p_values(result.p_mmd, result.p_conformal, "bonferroni"))
-  assert result.p_conformal == pytest.approx(batch_p_value(p_out[:5], "cauchy"))
+  # 'auto' with 200 calibration images: 200 * 0.05 / 5 < 10 tail scores, hence Fisher
+  assert result.p_conformal == pytest.approx(batch_p_value(p_out[:5], "fisher"))
   # score: the flow's score at the per-image attention; predict = 1 - a
   mixed = np.concatenate([x_in[:15], noise[:5]])
   batch = detector.score_batches(mixed)

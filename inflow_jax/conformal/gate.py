@@ -33,7 +33,7 @@ class ConformalState:
   density: Dict[str, np.ndarray]
   calibration_scores: np.ndarray
   level: float
-  batch_test: str = "cauchy"
+  batch_test: str = "auto"
 
   @property
   def n_calibration(self) -> int:
@@ -76,7 +76,7 @@ def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> 
 
 
 def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray, *, level: float,
-                  batch_test: str = "cauchy", n_components: int = 4, seed: int = 0,
+                  batch_test: str = "auto", n_components: int = 4, seed: int = 0,
                   x_train: Optional[np.ndarray] = None) -> ConformalState:
   """Fits the density on x_ref's features and calibrates on x_calibration (both (n, H, W, C) float32
   in [0, 1], already preprocessed; x_train: the flow's training images, checked for overlap)."""
@@ -108,5 +108,5 @@ def image_p_values(state: ConformalState, scores: np.ndarray) -> np.ndarray:
 
 def batch_p_values(state: ConformalState, p_values: np.ndarray, starts: np.ndarray) -> np.ndarray:
   """(n_batches,) the batch test's p-value of each batch p_values[starts[i]:starts[i+1]]."""
-  return np.array([batch_p_value(p_values[lo:hi], state.batch_test)
+  return np.array([batch_p_value(p_values[lo:hi], state.batch_test, state.n_calibration, state.level)
                    for lo, hi in zip(starts[:-1], starts[1:])])
