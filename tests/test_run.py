@@ -205,6 +205,8 @@ def test_sigkill_then_rerun_ends_with_the_uninterrupted_parameters(tmp_path, sub
   args = ["--config", "configs/tiny.py", "--workdir", str(workdir), "--mode=train",
           f"--config.train.num_steps={num_steps}", f"--config.train.checkpoint_every={every}",
           "--config.train.log_every=5"]
+  recipe = dict(warmup_steps=5, schedule="cosine", clip_norm=1.0, ema_decay=0.9, skip_factor=5.0)
+  args += [f"--config.train.{k}={v}" for k, v in recipe.items()]   # bit-exact with all of them
 
   process = run_py(args, subprocess_env)
   deadline = time.monotonic() + TIMEOUT_S
@@ -224,7 +226,7 @@ def test_sigkill_then_rerun_ends_with_the_uninterrupted_parameters(tmp_path, sub
   assert steps == list(range(5, num_steps + 1, 5))   # one line per interval, none twice
 
   config = tiny.get_config()
-  config.train.update(num_steps=num_steps, checkpoint_every=every, log_every=5)
+  config.train.update(num_steps=num_steps, checkpoint_every=every, log_every=5, **recipe)
   model = InFlow(**config.model)
   x_train = job.load_data(config, "train")["train"]
   straight = train.train(model, x_train, config, tmp_path / "straight", progress=False)
