@@ -53,23 +53,23 @@ def check_resume(config: ml_collections.ConfigDict, workdir: pathlib.Path, mode:
   step = checkpoint_lib.latest_step(workdir / CHECKPOINT_DIR)
   if step is None or mode == "evaluate" or config.checkpoint_path is not None:
     return step
-  stored = workdir_lib.read_config(workdir)
-  changed = [] if stored is None else workdir_lib.changed_training_keys(stored, config.to_dict())
-  if changed and not force_resume:
-    flat = lambda c, k: workdir_lib.flat_value(c, k)
+  stored, current = workdir_lib.read_config(workdir), config.to_dict()
+  changed = lambda keys: ([] if stored is None
+                          else workdir_lib.changed_training_keys(stored, current, keys))
+  values = lambda k: (workdir_lib.flat_value(stored, k), workdir_lib.flat_value(current, k))
+  training = changed(workdir_lib.TRAINING_KEYS)
+  if training and not force_resume:
     raise ValueError(
         f"the workdir {workdir} holds checkpoints of another config: " + ", ".join(
-            f"{k} (stored {flat(stored, k)!r}, now {flat(config.to_dict(), k)!r})" for k in changed)
+            "{} (stored {!r}, now {!r})".format(k, *values(k)) for k in training)
         + " differ; rerun with the stored settings, pass --force_resume, or use another --workdir")
-  rescheduled = [] if stored is None else workdir_lib.changed_training_keys(
-      stored, config.to_dict(), workdir_lib.SCHEDULE_KEYS)
-  if config.train.schedule == "constant" and "train.num_steps" in rescheduled:
-    rescheduled.remove("train.num_steps")   # more steps at a constant rate: the same run, continued
+  # more steps at a constant rate continue the same run: no warning for num_steps alone then
+  rescheduled = [k for k in changed(workdir_lib.SCHEDULE_KEYS)
+                 if k != "train.num_steps" or config.train.schedule != "constant"]
   if rescheduled:
     logging.warning("resuming from step %d with other optimiser settings than the stored ones: %s; "
-                    "the steps after it follow the new values", step, ", ".join(
-                        f"{k} {workdir_lib.flat_value(stored, k)!r} -> "
-                        f"{workdir_lib.flat_value(config.to_dict(), k)!r}" for k in rescheduled))
+                    "the steps after it follow the new values", step,
+                    ", ".join("{} {!r} -> {!r}".format(k, *values(k)) for k in rescheduled))
   if config.train.num_steps < step:
     raise ValueError(f"train.num_steps={config.train.num_steps} is below step {step} of the newest "
                      f"checkpoint in {workdir / CHECKPOINT_DIR}; ask for at least {step} steps (or "

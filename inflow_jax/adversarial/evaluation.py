@@ -151,16 +151,19 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
   batch_memory = int(attack_config.batch_size)
 
   def describe(x, test_key):
+    """(the summary's entries for x, x's conformal features or None)."""
     tests = attention_tests(mmd_state, x, batch_size, test_key)
     nll = batched(lambda xb: nll_fn(xb, 1.0), x, batch_memory)
     described = {"nll_bpd": float(nll.mean()), "mmd2": float(tests.mmd2.mean()),
                  "batches_flagged": int(tests.flagged.sum()), "n_batches": int(tests.flagged.size)}
-    if conformal_state is not None:
-      scores = conformal.image_scores(conformal_state, model, variables, x)[0]
-      described["image_score"] = float(np.mean(scores))
-      described["images_flagged"] = float(np.mean(
-          conformal.image_p_values(conformal_state, scores) < conformal_state.level))
-    return described
+    if conformal_state is None:
+      return described, None
+    features = image_features(model, variables, x)
+    scores = scores_of_features(conformal_state.density, features)
+    described["image_score"] = float(np.mean(scores))
+    described["images_flagged"] = float(np.mean(
+        conformal.image_p_values(conformal_state, scores) < conformal_state.level))
+    return described, features
 
   attack = functools.partial(_adaptive_images, model=model, variables=variables, mmd_state=mmd_state,
                              conformal_state=conformal_state, nll_fn=nll_fn, batch_size=batch_size,
@@ -169,32 +172,35 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
   for s, (name, x) in enumerate(ood_sets.items()):
     set_key = jax.random.fold_in(key, s)
     test_key = jax.random.fold_in(set_key, 99)  # the same tests before and after
-    before = describe(x, test_key)
+    before, features = describe(x, test_key)
     for t, target in enumerate(targets):
       coefficients = (None if target != "conformal_surrogate" else fit_surrogate(
           x, jax.random.fold_in(set_key, 100 + t), attack_config.adaptive_epsilon))
       x_adv = attack(target, x, jax.random.fold_in(set_key, t), coefficients=coefficients)
       adv_name = f"{name}_adaptive_{_TARGET_SUFFIX[target]}"
-      after = describe(x_adv, test_key)
+      after, features_adv = describe(x_adv, test_key)
       sets[adv_name] = x_adv
       summary[adv_name] = {"target": target, "epsilon": float(attack_config.adaptive_epsilon),
                            "n_batches": before["n_batches"],
                            **{k: [before[k], after[k]] for k in before if k != "n_batches"}}
-      if target == "conformal":
-        surrogate = _surrogate_score(model, variables, conformal_state, x_adv, complexity_bits(x))
-        summary[adv_name]["surrogate_score"] = [before["image_score"], surrogate]
+      objective = functools.partial(_score_with_complexity, conformal_state)
+      if target == "conformal":   # BPDA: the clean images' PNG lengths
+        summary[adv_name]["surrogate_score"] = [before["image_score"],
+                                                objective(features_adv, features[:, -2:])]
       if target == "conformal_surrogate":
-        summary[adv_name]["surrogate_score"] = [_surrogate_score(
-            model, variables, conformal_state, xs, surrogate_complexity_bits(coefficients, xs))
-            for xs in (x, x_adv)]
-        summary[adv_name]["surrogate_rms"] = surrogate_residual_rms(coefficients, x_adv).tolist()
+        summary[adv_name]["surrogate_score"] = [
+            objective(f, surrogate_complexity_bits(coefficients, xs))
+            for f, xs in ((features, x), (features_adv, x_adv))]
+        summary[adv_name]["surrogate_rms"] = surrogate_residual_rms(
+            coefficients, x_adv, features_adv[:, -2:]).tolist()
   return sets, summary
 
 
-def _surrogate_score(model, variables, conformal_state, x_adv: np.ndarray, complexity) -> float:
-  """The mean per-image score of x_adv with the given (N, 2) PNG bits/dim in place of its own: the
-  objective a 'conformal' attack lowers (the true score recomputes the lengths)."""
-  features = image_features(model, variables, x_adv)
+def _score_with_complexity(conformal_state, features: np.ndarray, complexity) -> float:
+  """The mean per-image score of images with these conformal features, their (N, 2) PNG bits/dim
+  replaced by `complexity`: the objective a 'conformal' attack lowers (the true score has the
+  images' own lengths)."""
+  features = features.copy()
   features[:, -2:] = np.asarray(complexity)
   return float(np.mean(scores_of_features(conformal_state.density, features)))
 

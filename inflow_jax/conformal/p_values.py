@@ -17,7 +17,7 @@ Batch tests of m images with p-values p_1..p_m (the batch is OOD when the p-valu
 
 Conformal p-values sharing one calibration set are positively dependent (PRDS, Bates et al.): Simes
 stays valid under PRDS, the Cauchy combination is asymptotically valid under any dependence (its heavy
-tail lets the smallest p-values dominate), Fisher assumes independence. Why Cauchy by default
+tail lets the smallest p-values dominate), Fisher assumes independence. Why Cauchy (where 'auto' uses it)
 (measured with the Glow fixture, fair JPEG protocol, README "Attention per image"): at m = 5 it keeps
 Fisher's power on pure OOD batches (SVHN 0.99 vs 1.00, MNIST and Fashion-MNIST 1.00) and nearly
 Simes' power on one OOD image among 10 (SVHN 0.33 vs Fisher 0.22 and Simes 0.34; MNIST 0.62 vs
@@ -41,6 +41,12 @@ evaluation scores, 400 batches per draw, 200 draws), the false-alarm rate's mean
 Fisher's rate rests on the bulk of the calibration scores; Cauchy keeps the power on sparse outliers
 where the calibration set resolves its tail, hence the switch at TAIL_SCORES = 10 scores (Cauchy for
 m <= 12 when n = 2500 and alpha = 0.05).
+
+Combining two p-values (the conformal batch test and the MMD test) into one gate:
+
+    bonferroni:  p = min(1, 2 min(p_1, p_2))                     (valid under any dependence)
+    cauchy:      p = 1/2 - arctan(mean_j tan((1/2 - p_j) pi)) / pi   (Liu & Xie 2020; asymptotically
+                                                                      valid under any dependence)
 """
 from typing import Optional
 
