@@ -23,6 +23,10 @@ def get_attack_config() -> ml_collections.ConfigDict:
       # adaptive attacks on the detector: these OOD sets (None: config.data.ood), at this epsilon
       adaptive_ood=ml_collections.config_dict.placeholder(tuple),
       adaptive_epsilon=8 / 255,
+      # PGD of the adaptive attacks (None: num_steps, and step_size or its rule); a flow's density is
+      # sharp: small steps and many of them (the best iterate is kept, `attacks.pgd`)
+      adaptive_num_steps=ml_collections.config_dict.placeholder(int),
+      adaptive_step_size=ml_collections.config_dict.placeholder(float),
       # 'log_likelihood', 'mmd' and (attention.kind 'conformal' / 'combined') 'conformal' (PNG
       # lengths held fixed), 'conformal_surrogate' (PNG lengths through a differentiable surrogate)
       adaptive_targets=('log_likelihood', 'mmd'),

@@ -8,7 +8,9 @@ import pytest
 from configs import digits_classifier as digits_classifier_config
 from configs import tiny as tiny_config
 from inflow_jax import adversarial, attention, data
-from inflow_jax.adversarial import classifier
+from inflow_jax.adversarial import classifier, preprocessing
+from inflow_jax.conformal.features import mean_pool
+from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.attention import encoder
 from inflow_jax.adversarial import evaluation
 from inflow_jax.report import tables
@@ -86,6 +88,56 @@ def test_per_image_losses_are_attacked_independently():
   alone = adversarial.pgd(per_image, x[1:2], EPS, step_size=EPS / 4, num_steps=4, key=key,
                           random_start=False, loss_args=(w[1:2],))
   np.testing.assert_allclose(together[1:2], alone, atol=1e-6)
+
+
+def _sharp_loss(u, w):
+  """A per-image loss whose sign-ascent overshoots: PGD's iterates go up and down."""
+  return jnp.cos(jnp.sum(u * w, axis=(1, 2, 3)))
+
+
+def test_pgd_returns_each_images_best_iterate():
+  """The result is, per image, the iterate of the plain PGD recursion (written out here) with the
+  largest loss, so it is never worse than the start even when the last iterate is."""
+  x = _images(seed=8)
+  w = np.random.default_rng(9).normal(size=x.shape).astype(np.float32)
+  step, steps = 3 * EPS / 4, 6
+  x_adv = np.asarray(adversarial.pgd(_sharp_loss, x, EPS, step_size=step, num_steps=steps,
+                                     random_start=False, loss_args=(w,)))
+  grad = jax.grad(lambda u: jnp.sum(_sharp_loss(u, w)))
+  low, high = np.clip(x - EPS, 0, 1), np.clip(x + EPS, 0, 1)
+  iterates = [x]
+  for _ in range(steps):
+    iterates.append(np.clip(iterates[-1] + step * np.sign(np.asarray(grad(iterates[-1]))), low, high))
+  losses = np.stack([np.asarray(_sharp_loss(it, w)) for it in iterates])   # (T + 1, B)
+  best = np.argmax(losses, axis=0)
+  assert np.any(losses[-1] < losses[0]), "the test needs an objective whose last iterate is worse"
+  np.testing.assert_allclose(x_adv, np.stack([iterates[t][i] for i, t in enumerate(best)]), atol=1e-6)
+  assert np.all(np.asarray(_sharp_loss(x_adv, w)) >= losses[0] - 1e-5)
+
+
+def test_jpeg_straight_through_is_the_round_trip_with_the_identity_derivative():
+  x = _images(seed=10, shape=(3, 16, 16, 3))
+  w = np.random.default_rng(11).normal(size=x.shape).astype(np.float32)
+  value, grad = jax.jit(jax.value_and_grad(
+      lambda u: jnp.sum(w * preprocessing.jpeg_straight_through(u, 75))))(x)
+  jpeg = jpeg_round_trip(x, 75)
+  assert np.max(np.abs(jpeg - x)) > 1 / 255       # the round trip changes the images
+  np.testing.assert_allclose(value, np.sum(w * jpeg), rtol=1e-5)
+  np.testing.assert_array_equal(grad, w)           # d g / dx = I
+
+
+def test_pgd_through_jpeg_optimises_what_the_detector_sees():
+  """PGD on L(g(x)) (g the JPEG round trip): the best iterate is judged after g, so L(g(x_adv))
+  never falls below L(g(x)), and it rises for a loss the round trip does not erase (a smooth one)."""
+  x = _images(seed=12, shape=(4, 16, 16, 3)) * 0.5 + 0.25
+  target = np.full(x.shape[1:], 0.5, np.float32)
+  loss = lambda u, t: -jnp.sum(jnp.square(mean_pool(u) - mean_pool(t[None])), axis=(1, 2, 3))
+  objective = preprocessing.ThroughJPEG(loss, 75)
+  x_adv = np.asarray(adversarial.pgd(objective, x, EPS, step_size=EPS / 8, num_steps=12,
+                                     random_start=False, loss_args=(target,)))
+  assert np.max(np.abs(x_adv - x)) <= EPS + 1e-6
+  after, before = (np.asarray(loss(jpeg_round_trip(v, 75), target)) for v in (x_adv, x))
+  assert np.all(after >= before - 1e-6) and np.all(after > before)
 
 
 def test_zero_epsilon_leaves_images_unchanged():

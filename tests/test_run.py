@@ -132,6 +132,8 @@ def _error_cases(tmp_path):
   adversarial = {}
   for case, group, setting in [("epsilon", "attack", dict(epsilons=(8 / 255, -1 / 255))),
                                ("attack_steps", "attack", dict(num_steps=0)),
+                               ("adaptive_steps", "attack", dict(adaptive_num_steps=-2)),
+                               ("adaptive_step", "attack", dict(adaptive_step_size=0.0)),
                                ("ood", "attack", dict(adaptive_ood=("no_such_set",))),
                                ("classifier_steps", "train", dict(num_steps=0)),
                                ("classifier_batch", "train", dict(batch_size=12)),
@@ -164,6 +166,8 @@ def _error_cases(tmp_path):
       (nested_typo, "all", KeyError, "config.model.widht"),
       (adversarial["epsilon"], "all", ValueError, r"adversarial.attack.epsilons\[1\]: epsilon must be"),
       (adversarial["attack_steps"], "all", ValueError, "adversarial.attack.num_steps"),
+      (adversarial["adaptive_steps"], "all", ValueError, "adversarial.attack.adaptive_num_steps"),
+      (adversarial["adaptive_step"], "all", ValueError, "adversarial.attack.adaptive_step_size"),
       (adversarial["ood"], "all", ValueError, "adversarial.attack.adaptive_ood names"),
       (adversarial["classifier_steps"], "all", ValueError, "adversarial.train.num_steps must be >= 1"),
       (adversarial["classifier_batch"], "all", ValueError, "adversarial.train.batch_size=12 is not"),

@@ -15,6 +15,10 @@ Every set is float32 images in [0, 1] with ||x' - x||_inf <= epsilon (pixel unit
   differentiable surrogate fitted to them (`complexity_surrogate`): the attack also keeps the image
   compressible.
 
+Every attack keeps PGD's best iterate (`attacks.pgd`) and, when the data go through a JPEG round
+trip (`data.jpeg_quality`), attacks through it (`preprocessing.ThroughJPEG`, BPDA) and hands the
+detector the round trip of its result: the attacker's images take the pipeline every other set took.
+
 `evaluate_adversarial` scores these sets as OOD sets with `inflow_jax.evaluation.protocols.evaluate_ood` (paper and
 strict protocols and the baselines) and adds the classifier's accuracy under attack and the adaptive
 attacks' effect on their own objectives (before/after).
@@ -34,12 +38,14 @@ from inflow_jax.adversarial import classifier as classifier_lib
 from inflow_jax.adversarial.attacks import check_attack_parameters, default_step_size, fgsm, pgd
 from inflow_jax.adversarial.complexity_surrogate import (fit_surrogate, surrogate_complexity_bits,
                                                          surrogate_residual_rms)
+from inflow_jax.adversarial.preprocessing import ThroughJPEG
 from inflow_jax.adversarial.objectives import (LowerImageScore, LowerImageScoreSurrogate, LowerMMD,
                                                LowerScore)
 from inflow_jax.attention.batches import attention_tests
 from inflow_jax.batching import batch_starts, batched
 from inflow_jax.conformal.features import complexity_bits, image_features
 from inflow_jax.conformal.gate import scores_of_features
+from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.evaluation.protocols import evaluate_ood
 from inflow_jax.evaluation.scores import exact_log_det, make_score_fn
 
@@ -51,15 +57,17 @@ def check_attack_config(attack_config: ml_collections.ConfigDict,
                         prefix: str = "adversarial.attack") -> None:
   """Raises ValueError naming `{prefix}.<key>` for settings no attack can run with.
 
-  Rejected: an epsilon (`epsilons[i]`, `adaptive_epsilon`) < 0 or NaN, `num_steps` not a positive
-  integer, `step_size` <= 0, `batch_size` or `max_images` < 1, `adaptive_targets` outside
+  Rejected: an epsilon (`epsilons[i]`, `adaptive_epsilon`) < 0 or NaN, `num_steps` /
+  `adaptive_num_steps` not a positive integer, `step_size` / `adaptive_step_size` <= 0, `batch_size` or `max_images` < 1, `adaptive_targets` outside
   ADAPTIVE_TARGETS and, given the OOD set names, `adaptive_ood` sets that are not among them.
   """
   c = attack_config
   checks = [(f"{prefix}.epsilons[{i}]", dict(epsilon=e)) for i, e in enumerate(c.epsilons)]
   checks += [(f"{prefix}.adaptive_epsilon", dict(epsilon=c.adaptive_epsilon)),
              (f"{prefix}.num_steps", dict(num_steps=c.num_steps)),
-             (f"{prefix}.step_size", dict(step_size=c.step_size))]
+             (f"{prefix}.step_size", dict(step_size=c.step_size)),
+             (f"{prefix}.adaptive_num_steps", dict(num_steps=c.get("adaptive_num_steps"))),
+             (f"{prefix}.adaptive_step_size", dict(step_size=c.get("adaptive_step_size")))]
   for key, kwargs in checks:
     try:
       check_attack_parameters(**kwargs)
@@ -80,6 +88,18 @@ def _step_size(attack_config, epsilon: float) -> float:
   if attack_config.step_size is not None:
     return float(attack_config.step_size)
   return default_step_size(epsilon, attack_config.num_steps)
+
+
+def adaptive_steps(attack_config) -> Tuple[int, float]:
+  """(num_steps, step_size) of the adaptive attacks: `adaptive_num_steps` / `adaptive_step_size`,
+  each None meaning the classifier attack's `num_steps` / step rule."""
+  num_steps = attack_config.get("adaptive_num_steps")
+  num_steps = attack_config.num_steps if num_steps is None else num_steps
+  step_size = attack_config.get("adaptive_step_size")
+  if step_size is None:
+    step_size = (attack_config.step_size if attack_config.step_size is not None else
+                 default_step_size(attack_config.adaptive_epsilon, num_steps))
+  return int(num_steps), float(step_size)
 
 
 def eps_name(epsilon: float) -> str:
@@ -121,14 +141,20 @@ def attack_classifier(model: classifier_lib.Classifier, variables, x, y, attack_
 
 
 def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarray], attack_config,
-                    batch_size: int, key, conformal_state=None) -> Tuple[Dict[str, np.ndarray], Dict]:
+                    batch_size: int, key, conformal_state=None,
+                    jpeg_quality: Optional[int] = None) -> Tuple[Dict[str, np.ndarray], Dict]:
   """The adaptive attacks of `attack_config.adaptive_targets` on each OOD set, at `adaptive_epsilon`.
+
+  With `jpeg_quality` the detector puts its inputs through that JPEG round trip g: every objective
+  is taken at g(x) with the straight-through derivative (`preprocessing.ThroughJPEG`) and the
+  returned images are g(x_adv), what the detector scores.
 
   Args:
     model, variables: the InFlow flow.
     mmd_state: the fitted attention test.
     ood_sets: {name: (N, H, W, C) float32 in [0, 1]}.
-    attack_config: `num_steps`, `step_size`, `random_start`, `adaptive_epsilon`, `adaptive_targets`.
+    attack_config: `adaptive_num_steps`, `adaptive_step_size` (`adaptive_steps`), `random_start`,
+      `adaptive_epsilon`, `adaptive_targets`.
     batch_size: the evaluation's test batch size (the MMD attack perturbs exactly these batches).
     key: PRNG key of the random starts and of the before/after attention tests.
     conformal_state: the conformal attention (`inflow_jax.conformal`), needed by the 'conformal'
@@ -167,7 +193,7 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
 
   attack = functools.partial(_adaptive_images, model=model, variables=variables, mmd_state=mmd_state,
                              conformal_state=conformal_state, nll_fn=nll_fn, batch_size=batch_size,
-                             attack_config=attack_config)
+                             attack_config=attack_config, jpeg_quality=jpeg_quality)
   sets, summary = {}, {}
   for s, (name, x) in enumerate(ood_sets.items()):
     set_key = jax.random.fold_in(key, s)
@@ -210,14 +236,27 @@ _TARGET_SUFFIX = {"log_likelihood": "llh", "mmd": "mmd", "conformal": "conformal
 
 
 def _adaptive_images(target: str, x: np.ndarray, key, *, model, variables, mmd_state, conformal_state,
-                     nll_fn, batch_size: int, attack_config, coefficients=None) -> np.ndarray:
+                     nll_fn, batch_size: int, attack_config, coefficients=None,
+                     jpeg_quality: Optional[int] = None) -> np.ndarray:
   """x perturbed by PGD against one target: the likelihood and the conformal score per image (in
-  chunks of attack_config.batch_size), the MMD test per evaluation batch."""
+  chunks of attack_config.batch_size), the MMD test per evaluation batch; with `jpeg_quality`
+  through that round trip (objectives at g(x), the result g(x_adv))."""
   epsilon = float(attack_config.adaptive_epsilon)
+  num_steps, step_size = adaptive_steps(attack_config)
+  through = (lambda objective: objective) if jpeg_quality is None else (
+      lambda objective: ThroughJPEG(objective, int(jpeg_quality)))
   run = lambda objective, xb, i, args=(): pgd(
-      objective, xb, epsilon, step_size=_step_size(attack_config, epsilon),
-      num_steps=attack_config.num_steps, random_start=attack_config.random_start,
-      key=jax.random.fold_in(key, i), loss_args=args)
+      through(objective), xb, epsilon, step_size=step_size, num_steps=num_steps,
+      random_start=attack_config.random_start, key=jax.random.fold_in(key, i), loss_args=args)
+  x_adv = _attacked(target, x, run, model=model, variables=variables, mmd_state=mmd_state,
+                    conformal_state=conformal_state, nll_fn=nll_fn,
+                    batch_size=batch_size, attack_config=attack_config, coefficients=coefficients)
+  return x_adv if jpeg_quality is None else jpeg_round_trip(x_adv, int(jpeg_quality))
+
+
+def _attacked(target: str, x: np.ndarray, run, *, model, variables, mmd_state, conformal_state, nll_fn,
+              batch_size: int, attack_config, coefficients) -> np.ndarray:
+  """`run(objective, chunk, index, loss_args)` over the chunks (or, for 'mmd', test batches) of x."""
   if target == "log_likelihood":
     return batched(lambda i, xb: run(LowerScore(nll_fn), xb, i), x, int(attack_config.batch_size),
                    with_index=True)
@@ -272,12 +311,16 @@ def evaluate_adversarial(
     include_clean: also score the clean attacked OOD sets (for a before/after detection table).
     conformal_state, combination: the conformal attention (the 'conformal' target attacks it; the
       detection table then has its per-image rows, as `evaluate_ood`).
+  With `config.data.jpeg_quality` (the sets went through that round trip at loading) the attacked
+  images go through it too before they are scored, and the adaptive attacks attack through it
+  (`attack_detector`).
   Returns:
     `evaluate_ood`'s table over the adversarial sets, plus "classifier" (accuracy under attack, or None)
     and "adaptive" (before/after of each adaptive attack), JSON-serialisable.
   """
   adv = config.adversarial
   attack = adv.attack
+  jpeg_quality = config.get("data", {}).get("jpeg_quality")
   check_attack_config(attack, tuple(ood_sets))
   if attack.max_images is not None:
     x_test = x_test[:attack.max_images]
@@ -292,10 +335,12 @@ def evaluate_adversarial(
           classifier_model, x_train, y_train, adv).variables)
     sets, classifier_table = attack_classifier(
         *classifier, x_test, y_test, attack, jax.random.fold_in(key, 0), name=in_name)
+    if jpeg_quality is not None:   # what the detector scores (the classifier's accuracy is before)
+      sets = {name: jpeg_round_trip(x, jpeg_quality) for name, x in sets.items()}
   names = attack.adaptive_ood or tuple(ood_sets)
   adaptive_sets, adaptive_table = attack_detector(
       model, variables, mmd_state, {n: ood_sets[n] for n in names}, attack, config.eval.batch_size,
-      jax.random.fold_in(key, 1), conformal_state)
+      jax.random.fold_in(key, 1), conformal_state, jpeg_quality=jpeg_quality)
   if include_clean:
     sets.update({n: ood_sets[n] for n in names})
   sets.update(adaptive_sets)
