@@ -92,10 +92,13 @@ def test_tiny_job_reports_the_adversarial_sets_and_the_conformal_gates(tmp_path)
   assert smooth["surrogate_score"][1] < smooth["surrogate_score"][0]
   assert len(smooth["surrogate_rms"]) == 2 and np.all(np.isfinite(smooth["surrogate_rms"]))
   assert report["timings_s"]["adversarial"] > 0
+  # the mixed protocol on the attacked sets too: the gates' power on attacked batches
+  assert set(adversarial["mixed"]["false_alarm"]) == {"inflow", "typicality", "conformal", "combined"}
   markdown = (tmp_path / "report.md").read_text()
   assert "## Adversarial inputs" in markdown and "| 8/255 |" in markdown
   for name in adversarial["ood"]:
     assert f"| {name} | InFlow, paper protocol |" in markdown
+  assert "| uniform_noise_adaptive_conformal | one image | combined |" in markdown
 
   assert table["settings"]["attention"] == "combined" and table["settings"]["jpeg_quality"] == 75
   assert 0.0 <= table["in_distribution"]["image_false_alarm"] <= 1.0

@@ -293,7 +293,9 @@ def evaluate_adversarial(
     conformal_state=None,
     combination: str = "bonferroni",
 ) -> Dict:
-  """Builds the adversarial sets and scores them with `evaluate_ood` (paper, strict, baselines).
+  """Builds the adversarial sets and scores them with `evaluate_ood` (paper, strict, baselines, and
+  the mixed protocol when `config.eval.protocols` has it: the gates' power on attacked images at
+  each batch size).
 
   Args:
     config: a run config with `adversarial` (`configs/digits_classifier.py`: `seed`, `model`, `train`,
@@ -344,11 +346,16 @@ def evaluate_adversarial(
   if include_clean:
     sets.update({n: ood_sets[n] for n in names})
   sets.update(adaptive_sets)
+  e = config.eval
+  mixed = ({"mixed_rhos": tuple(e.mixed_rhos), "mixed_batch_sizes": tuple(e.mixed_batch_sizes),
+            "mixed_n_batches": e.mixed_n_batches}
+           if "mixed" in tuple(e.get("protocols", ())) else {})
+  protocols = ("paper", "strict") + (("mixed",) if mixed else ())
   table = evaluate_ood(model, variables, mmd_state, x_test, sets, key=jax.random.fold_in(key, 2),
-                       batch_size=config.eval.batch_size, protocols=("paper", "strict"),
-                       baselines=config.eval.baselines, x_heldout=x_heldout,
-                       n_bootstrap=config.eval.n_bootstrap, seed=config.seed,
-                       conformal_state=conformal_state, combination=combination)
+                       batch_size=e.batch_size, protocols=protocols, baselines=e.baselines,
+                       x_heldout=x_heldout, n_bootstrap=e.n_bootstrap,
+                       seed=config.seed, conformal_state=conformal_state, combination=combination,
+                       **mixed)
   table["classifier"] = classifier_table
   table["adaptive"] = adaptive_table
   return table
