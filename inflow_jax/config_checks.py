@@ -6,7 +6,7 @@ import ml_collections
 
 from configs import default as default_config
 from inflow_jax.adversarial import classifier as classifier_lib
-from inflow_jax.adversarial.evaluation import check_attack_config
+from inflow_jax.adversarial.settings import check_attack_config
 from inflow_jax.checks import check_test_size
 from inflow_jax.conformal import BATCH_TESTS, COMBINATIONS
 from inflow_jax.data.jpeg import check_jpeg_quality

@@ -19,13 +19,14 @@ Every attack keeps PGD's best iterate (`attacks.pgd`) and, when the data go thro
 trip (`data.jpeg_quality`), attacks through it (`preprocessing.ThroughJPEG`, BPDA) and hands the
 detector the round trip of its result: the attacker's images take the pipeline every other set took.
 
-`evaluate_adversarial` scores these sets as OOD sets with `inflow_jax.evaluation.protocols.evaluate_ood` (paper and
-strict protocols and the baselines) and adds the classifier's accuracy under attack and the adaptive
-attacks' effect on their own objectives (before/after).
+`evaluate_adversarial` scores these sets as OOD sets with `inflow_jax.evaluation.protocols.evaluate_ood`
+(paper and strict protocols, the baselines, and the mixed protocol when the config asks for it) and
+adds the classifier's accuracy under attack and the adaptive attacks' effect on their own
+objectives (before/after).
 """
 import functools
 import pathlib
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -35,10 +36,12 @@ import numpy as np
 from inflow_jax import conformal
 
 from inflow_jax.adversarial import classifier as classifier_lib
-from inflow_jax.adversarial.attacks import check_attack_parameters, default_step_size, fgsm, pgd
+from inflow_jax.adversarial.attacks import fgsm, pgd
 from inflow_jax.adversarial.complexity_surrogate import (fit_surrogate, surrogate_complexity_bits,
                                                          surrogate_residual_rms)
 from inflow_jax.adversarial.preprocessing import ThroughJPEG
+from inflow_jax.adversarial.settings import (adaptive_steps, check_attack_config,
+                                              classifier_step_size)
 from inflow_jax.adversarial.objectives import (LowerImageScore, LowerImageScoreSurrogate, LowerMMD,
                                                LowerScore)
 from inflow_jax.attention.batches import attention_tests
@@ -48,59 +51,6 @@ from inflow_jax.conformal.gate import scores_of_features
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.evaluation.protocols import evaluate_ood
 from inflow_jax.evaluation.scores import exact_log_det, make_score_fn
-
-ADAPTIVE_TARGETS = ("log_likelihood", "mmd", "conformal", "conformal_surrogate")
-
-
-def check_attack_config(attack_config: ml_collections.ConfigDict,
-                        ood_names: Optional[Sequence[str]] = None, *,
-                        prefix: str = "adversarial.attack") -> None:
-  """Raises ValueError naming `{prefix}.<key>` for settings no attack can run with.
-
-  Rejected: an epsilon (`epsilons[i]`, `adaptive_epsilon`) < 0 or NaN, `num_steps` /
-  `adaptive_num_steps` not a positive integer, `step_size` / `adaptive_step_size` <= 0, `batch_size` or `max_images` < 1, `adaptive_targets` outside
-  ADAPTIVE_TARGETS and, given the OOD set names, `adaptive_ood` sets that are not among them.
-  """
-  c = attack_config
-  checks = [(f"{prefix}.epsilons[{i}]", dict(epsilon=e)) for i, e in enumerate(c.epsilons)]
-  checks += [(f"{prefix}.adaptive_epsilon", dict(epsilon=c.adaptive_epsilon)),
-             (f"{prefix}.num_steps", dict(num_steps=c.num_steps)),
-             (f"{prefix}.step_size", dict(step_size=c.step_size)),
-             (f"{prefix}.adaptive_num_steps", dict(num_steps=c.get("adaptive_num_steps"))),
-             (f"{prefix}.adaptive_step_size", dict(step_size=c.get("adaptive_step_size")))]
-  for key, kwargs in checks:
-    try:
-      check_attack_parameters(**kwargs)
-    except ValueError as error:
-      raise ValueError(f"{key}: {error}") from error
-  for name in ("batch_size", "max_images"):
-    if c[name] is not None and c[name] < 1:
-      raise ValueError(f"{prefix}.{name} must be >= 1, got {c[name]}")
-  targets = tuple(c.adaptive_targets)
-  if set(targets) - set(ADAPTIVE_TARGETS):
-    raise ValueError(f"{prefix}.adaptive_targets must be a subset of {ADAPTIVE_TARGETS}, got {targets}")
-  missing = [n for n in (c.adaptive_ood or ()) if ood_names is not None and n not in ood_names]
-  if missing:
-    raise ValueError(f"{prefix}.adaptive_ood names {missing}, not among the OOD sets {sorted(ood_names)}")
-
-
-def _step_size(attack_config, epsilon: float) -> float:
-  if attack_config.step_size is not None:
-    return float(attack_config.step_size)
-  return default_step_size(epsilon, attack_config.num_steps)
-
-
-def adaptive_steps(attack_config) -> Tuple[int, float]:
-  """(num_steps, step_size) of the adaptive attacks: `adaptive_num_steps` / `adaptive_step_size`,
-  each None meaning the classifier attack's `num_steps` / step rule."""
-  num_steps = attack_config.get("adaptive_num_steps")
-  num_steps = attack_config.num_steps if num_steps is None else num_steps
-  step_size = attack_config.get("adaptive_step_size")
-  if step_size is None:
-    step_size = (attack_config.step_size if attack_config.step_size is not None else
-                 default_step_size(attack_config.adaptive_epsilon, num_steps))
-  return int(num_steps), float(step_size)
-
 
 def eps_name(epsilon: float) -> str:
   """'8' for 8/255, '0.5' for 0.5/255: the set-name suffix of an epsilon."""
@@ -129,7 +79,7 @@ def attack_classifier(model: classifier_lib.Classifier, variables, x, y, attack_
   for e, epsilon in enumerate(attack_config.epsilons):
     k = eps_name(epsilon)
     x_pgd = batched(lambda i, xb, yb: pgd(
-        loss, xb, epsilon, step_size=_step_size(attack_config, epsilon),
+        loss, xb, epsilon, step_size=classifier_step_size(attack_config, epsilon),
         num_steps=attack_config.num_steps, random_start=attack_config.random_start,
         key=jax.random.fold_in(jax.random.fold_in(key, e), i), loss_args=(variables, yb)),
         (x, y), batch, with_index=True)
