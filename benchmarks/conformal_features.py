@@ -8,7 +8,11 @@ splits: per-image AUROC against the evaluation half, one OOD image among 9 evalu
 (Cauchy batch test of the conformal p-values, level 0.05, 500 batches), batches of 5 OOD images
 flagged, and the false alarms of batches of 10 evaluation images.
 
-    python benchmarks/conformal_features.py [--splits 5] [--json]
+    python benchmarks/conformal_features.py [--splits 5] [--density_images N] [--json]
+
+`--density_images N`: in each split the density is fitted on N of the calibration half's images
+(unseen by the flow) instead of the training images, and the other 2500 - N calibrate
+(`InFlowDetector.fit(..., x_density=...)`, `data.density_split`).
 
 Features: `scale` = the flow's per-scale prior bits/dim, `png` = PNG bits/dim, `half` = PNG bits/dim of
 the half-resolution copy (`inflow_jax.conformal.features`; the default is scale + png + half).
@@ -48,14 +52,18 @@ def flagged(rng, p_in: np.ndarray, p_out: np.ndarray, n_in: int, n_out: int, n_b
                         for _ in range(n_batches)]))
 
 
-def evaluate(features, components: int, splits: int, seed: int = 0):
-  density = fit_density(features["ref"], components, seed=0)
-  scores = {name: scores_of_features(density, f) for name, f in features.items()}
+def evaluate(features, components: int, splits: int, seed: int = 0, density_images: int = 0):
+  fit = lambda f: {name: scores_of_features(fit_density(f, components, seed=0), x)
+                   for name, x in features.items()}
+  scores = fit(features["ref"])
   rng, rows = np.random.default_rng(seed), []
   for _ in range(splits):
-    order = rng.permutation(len(scores["test"]))
+    order = rng.permutation(len(features["test"]))
     half = len(order) // 2
-    calibration, evaluation = np.sort(scores["test"][order[:half]]), scores["test"][order[half:]]
+    if density_images:   # the density on unseen images, calibration on the rest of the half
+      scores = fit(features["test"][order[:density_images]])
+    calibration = np.sort(scores["test"][order[density_images:half]])
+    evaluation = scores["test"][order[half:]]
     p_in = conformal_p_values(calibration, evaluation)
     row = {"false_alarms_m10": flagged(rng, p_in, p_in, 10, 0, 500)}
     for name in OOD:
@@ -71,6 +79,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--splits", type=int, default=5)
   parser.add_argument("--components", type=int, nargs="+", default=[4, 8])
+  parser.add_argument("--density_images", type=int, default=0)
   parser.add_argument("--json", action="store_true")
   args = parser.parse_args()
   model, variables = load_flow_file(common.SHARED / "fixtures" / "inflow_glow_cifar10.npz")
@@ -78,8 +87,8 @@ def main():
   for variant, stop in VARIANTS.items():
     features = {name: c[:, :stop] for name, c in columns.items()}
     for components in args.components:
-      result = {"features": variant, "components": components,
-                **evaluate(features, components, args.splits)}
+      result = {"features": variant, "components": components, "density_images": args.density_images,
+                **evaluate(features, components, args.splits, density_images=args.density_images)}
       common.emit({**result, **common.machine()}, args.json)
 
 

@@ -65,6 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
       # beyond the paper: in-distribution images of `test`'s dataset, in neither the training, the
       # test nor the held-out images, that calibrate the conformal attention (attention.kind)
       calibration_split=ml_collections.config_dict.placeholder(str),
+      # optional, with calibration_split: more such images (disjoint from it) that the conformal
+      # density is fitted on instead of the reference images (None: the reference images)
+      density_split=ml_collections.config_dict.placeholder(str),
       # None, or a JPEG round trip at this quality that every set goes through after loading (and
       # the saved detector applies before scoring): compares sets from different pipelines fairly
       jpeg_quality=ml_collections.config_dict.placeholder(int),

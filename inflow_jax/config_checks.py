@@ -81,6 +81,8 @@ def check_evaluation_config(config: ml_collections.ConfigDict) -> None:
   if conformal_kind and not config.data.calibration_split:
     raise ValueError(f"attention.kind={settings.kind!r} needs data.calibration_split: held-out images "
                      "of data.test's dataset, disjoint from the test and training images")
+  if config.data.get("density_split") and not conformal_kind:
+    raise ValueError("data.density_split is for the conformal density; attention.kind='mmd' has none")
   check_jpeg_quality(config.data.jpeg_quality)
   if not e.protocols or set(e.protocols) - set(PROTOCOLS):
     raise ValueError(f"eval.protocols must be a non-empty subset of {PROTOCOLS}, got {tuple(e.protocols)}")

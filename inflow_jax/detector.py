@@ -138,7 +138,7 @@ class InFlowDetector:
   def fit(self, x_ref, *, x_calibration=None, x_threshold=None, x_train=None, config=None,
           mmd_state: Optional[MMDState] = None,
           conformal_state: Optional[conformal.ConformalState] = None,
-          preprocessed: bool = False) -> "InFlowDetector":
+          preprocessed: bool = False, x_density=None) -> "InFlowDetector":
     """Fits the attention (and threshold); optionally trains the flow on x_train first.
 
     Args:
@@ -153,6 +153,9 @@ class InFlowDetector:
       conformal_state: the conformal attention already fitted (`conformal.fit_conformal` on x_ref
         and a calibration set, with this level and batch test), used as it is.
       preprocessed: the images already went through the detector's preprocessing (JPEG): skip it.
+      x_density: ("conformal", "combined") optional in-distribution images the flow did not train
+        on, disjoint from x_calibration: the density is fitted on them instead of on x_ref (their
+        statistics are those of unseen images; see `conformal.gate`).
     """
     prepare = self.preprocess if not preprocessed else (
         lambda x, name, min_batch=1: np.asarray(check_images(x, name=name, min_batch=min_batch,
@@ -161,17 +164,16 @@ class InFlowDetector:
     if conformal_state is not None:
       if not self.uses_conformal:
         raise ValueError("conformal_state given to a detector with attention='mmd'")
+      if x_density is not None:
+        raise ValueError("x_density and conformal_state given: the state's density is already fitted")
       if (conformal_state.level, conformal_state.batch_test) != (self.level, self.batch_test):
         raise ValueError(f"conformal_state has level={conformal_state.level}, batch_test="
                          f"{conformal_state.batch_test!r}; the detector {self.level}, {self.batch_test!r}")
     elif self.uses_conformal:
-      if x_calibration is None:
-        raise ValueError(f"attention={self.attention!r} needs x_calibration: held-out in-distribution "
-                         "images, disjoint from x_ref and from the flow's training images")
-      x_calibration = prepare(x_calibration, "x_calibration")
-      x_train_seen = None if x_train is None else prepare(x_train, "x_train")
-      conformal.check_calibration(x_calibration, self.level,
-                                  {"x_ref": x_ref, "the training images (x_train)": x_train_seen})
+      x_calibration, x_density = self._conformal_inputs(prepare, x_ref, x_calibration, x_train,
+                                                        x_density)
+    elif x_density is not None:
+      raise ValueError("x_density is for the conformal density; attention='mmd' has none")
     if x_train is not None:
       self._train(x_train, config)
     if self.uses_mmd:
@@ -179,11 +181,24 @@ class InFlowDetector:
     if self.uses_conformal:
       self.conformal_state_ = conformal_state or conformal.fit_conformal(
           self.model, self.variables, x_ref, x_calibration, level=self.level, batch_test=self.batch_test,
-          n_components=self.n_components, seed=self.seed)
+          n_components=self.n_components, seed=self.seed, x_density=x_density)
     else:
       x_threshold = x_ref if x_threshold is None else prepare(x_threshold, "x_threshold")
       self._fit_threshold(x_threshold)
     return self
+
+  def _conformal_inputs(self, prepare, x_ref, x_calibration, x_train, x_density):
+    """(x_calibration, x_density) preprocessed and checked: calibration images given, >= 1/level of
+    them, none of them in x_ref, x_density or x_train."""
+    if x_calibration is None:
+      raise ValueError(f"attention={self.attention!r} needs x_calibration: held-out in-distribution "
+                       "images, disjoint from x_ref and from the flow's training images")
+    x_calibration = prepare(x_calibration, "x_calibration")
+    x_density = None if x_density is None else prepare(x_density, "x_density", min_batch=2)
+    x_train_seen = None if x_train is None else prepare(x_train, "x_train")
+    conformal.check_calibration(x_calibration, self.level, {
+        "x_ref": x_ref, "x_density": x_density, "the training images (x_train)": x_train_seen})
+    return x_calibration, x_density
 
   def _train(self, x_train, config):
     if config is None:

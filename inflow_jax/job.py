@@ -30,6 +30,7 @@ from inflow_jax.adversarial.evaluation import evaluate_adversarial, set_name_pre
 from inflow_jax.attention.encoder import load_reference_encoder, make_encoder
 from inflow_jax.attention.mmd import MMDState, fit_mmd
 from inflow_jax.conformal import ConformalState, check_calibration, fit_conformal
+from inflow_jax.conformal.gate import image_hashes
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.flow_file import is_flow_file, load_flow_file
 from inflow_jax.config_checks import attacks_classifier, check_config
@@ -113,6 +114,8 @@ def load_data(config: ml_collections.ConfigDict, mode: str) -> Dict[str, Any]:
     sets["ood"] = {name: load(name, d.ood_split, d.max_eval_images)[0] for name in d.ood}
     if d.calibration_split:
       sets["calibration"] = load(d.test, d.calibration_split)[0]
+    if d.get("density_split"):
+      sets["density"] = load(d.test, d.density_split)[0]
     check_set_sizes(config, sets)
     if attacks_classifier(config):
       sets["labels"] = {"train": checked_labels(config, "train", y_train, len(sets["train"])),
@@ -151,7 +154,12 @@ def check_set_sizes(config: ml_collections.ConfigDict, sets: Dict[str, Any]) -> 
   if "calibration" in sets and config.attention.kind != "mmd":
     check_calibration(sets["calibration"], config.attention.level, {
         f"the training images (data.train {d.train_split!r})": sets["train"],
-        f"the test images (data.test {d.test_split!r})": sets["test"]})
+        f"the test images (data.test {d.test_split!r})": sets["test"],
+        f"the density images (data.density_split {d.get('density_split')!r})": sets.get("density")})
+  if sets.get("density") is not None and image_hashes(sets["density"]) & image_hashes(sets["test"]):
+    raise ValueError(f"data.density_split={d.density_split!r} shares images with the test images "
+                     f"(data.test {d.test_split!r}): the density would be fitted on what it is "
+                     "evaluated on; use a disjoint split")
   if (e.baselines or "mixed" in e.protocols) and (sets["heldout"] is None or not len(sets["heldout"])):
     raise ValueError("the typicality test (eval.baselines or the mixed protocol) needs held-out "
                      f"images: data.heldout_split={d.heldout_split!r} gives none")
@@ -191,15 +199,16 @@ def fit_attention(config: ml_collections.ConfigDict, x_train: np.ndarray) -> MMD
 
 
 def fit_conformal_attention(config, model, variables, sets) -> Optional[ConformalState]:
-  """attention.kind 'conformal' / 'combined': the density fitted on the reference images, calibrated
-  on data.calibration_split (checked disjoint from the training images); else None."""
+  """attention.kind 'conformal' / 'combined': the density fitted on the reference images (or on
+  data.density_split), calibrated on data.calibration_split (checked disjoint from the training, test
+  and density images); else None."""
   a = config.attention
   if a.kind == "mmd":
     return None
   # (the calibration images were checked disjoint from the training and test images at loading)
   return fit_conformal(model, variables, reference_images(sets["train"], a.n_reference, config.seed),
                        sets["calibration"], level=a.level, batch_test=a.batch_test,
-                       n_components=a.n_components, seed=config.seed)
+                       n_components=a.n_components, seed=config.seed, x_density=sets.get("density"))
 
 
 def save_detector(config, model, variables, mmd_state: MMDState, conformal_state, sets, workdir) -> None:

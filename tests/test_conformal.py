@@ -14,7 +14,7 @@ from sklearn.mixture import GaussianMixture
 from inflow_jax import InFlowDetector, data
 from inflow_jax.conformal import batch_p_value, combine_p_values, conformal_p_values
 from inflow_jax.conformal.density import density_scores, fit_density
-from inflow_jax.conformal.features import complexity_bits, half_resolution
+from inflow_jax.conformal.features import complexity_bits, half_resolution, image_features
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.detector_files import model_config
 from inflow_jax.evaluation.scores import gaussian_log_prob, make_score_fn
@@ -180,6 +180,21 @@ def test_conformal_kind_save_load_and_jpeg(fitted, digits, tmp_path):
   np.testing.assert_array_equal(loaded.test_batch(digits[500:520]), detector.test_batch(digits[500:520]))
 
 
+def test_density_fitted_on_x_density_when_given(fitted, digits):
+  """With x_density the mixture is fitted on those images' features (the same as fitting it there
+  directly), not on x_ref's; the calibration then scores with that mixture."""
+  detector = InFlowDetector(fitted.model, fitted.variables, attention="conformal", n_components=2)
+  detector.fit(digits[:300], x_calibration=digits[300:500], x_density=digits[500:700])
+  direct = fit_density(image_features(fitted.model, fitted.variables, digits[500:700]), 2, seed=0)
+  for name, value in direct.items():
+    np.testing.assert_allclose(detector.conformal_state_.density[name], value, rtol=1e-6, atol=1e-9)
+  assert not np.allclose(detector.conformal_state_.density["mean"],
+                         fitted.conformal_state_.density["mean"])   # x_ref's fit differs
+  x = digits[700:720]
+  expected = conformal_p_values(detector.conformal_state_.calibration_scores, detector.image_scores(x))
+  np.testing.assert_array_equal(detector.image_p_values(x), expected)
+
+
 def test_conformal_errors(fitted, digits):
   model, variables = fitted.model, fitted.variables
   with pytest.raises(ValueError, match="attention must be one of"):
@@ -193,6 +208,14 @@ def test_conformal_errors(fitted, digits):
     detector.fit(digits[:300], x_calibration=digits[295:400])
   with pytest.raises(ValueError, match=r"also appear in the training images \(x_train\)"):
     detector.fit(digits[:300], x_calibration=digits[300:400], x_train=digits[350:360])
+  with pytest.raises(ValueError, match="20 calibration images also appear in x_density"):
+    detector.fit(digits[:300], x_calibration=digits[300:400], x_density=digits[380:600])
+  with pytest.raises(ValueError, match="more than 20 density images"):
+    detector.fit(digits[:300], x_calibration=digits[300:400], x_density=digits[400:410])
+  with pytest.raises(ValueError, match="x_density and conformal_state"):
+    detector.fit(digits[:300], conformal_state=fitted.conformal_state_, x_density=digits[400:600])
+  with pytest.raises(ValueError, match="attention='mmd' has none"):
+    InFlowDetector(model, variables, n_permutations=50).fit(digits[:100], x_density=digits[400:600])
   mmd = InFlowDetector(model, variables, n_permutations=50).fit(digits[:100])
   with pytest.raises(ValueError, match="need attention='conformal' or 'combined'"):
     mmd.image_scores(digits[:5])

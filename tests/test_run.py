@@ -68,7 +68,8 @@ def test_tiny_job_reports_the_adversarial_sets_and_the_conformal_gates(tmp_path)
   config.train.num_steps = 2          # the flow's training is tested above
   # beyond the paper: the combined gate (calibrated on held-out test images), JPEG for every set
   config.attention.update(kind="combined", n_components=2)
-  config.data.update(calibration_split="test[-100:]", test_split="test[:-100]", jpeg_quality=75)
+  config.data.update(calibration_split="test[-100:]", density_split="test[-160:-100]",
+                     test_split="test[:-160]", jpeg_quality=75)
   config.eval.update(mixed_rhos=(0.0, 1.0), mixed_batch_sizes=(1, 16))
   config.adversarial.attack.adaptive_targets = ("mmd", "conformal", "conformal_surrogate")
   table = job.run_job(config, tmp_path, "all", progress=False)
@@ -148,11 +149,15 @@ def _error_cases(tmp_path):
   for case, group, setting in [("kind", "attention", dict(kind="kde")),
                                ("calibration", "attention", dict(kind="combined")),
                                ("jpeg", "data", dict(jpeg_quality=100)),
-                               ("overlap", "data", dict(calibration_split="train[200:300]"))]:
+                               ("overlap", "data", dict(calibration_split="train[200:300]")),
+                               ("density_mmd", "data", dict(density_split="test[:50]")),
+                               ("density_overlap", "data", dict(density_split="test[-150:-100]"))]:
     conformal[case] = tiny.get_config()
     conformal[case][group].update(setting)
   conformal["overlap"].attention.kind = "conformal"
   conformal["overlap"].data.test = "digits"
+  conformal["density_overlap"].attention.kind = "conformal"   # density_split inside the test split
+  conformal["density_overlap"].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
   unlabelled = tmp_path / "unlabelled.npy"
   np.save(unlabelled, np.random.default_rng(0).integers(0, 256, (320, 32, 32, 3), np.uint8))
   adversarial["labels"] = tiny.get_config()
@@ -180,6 +185,8 @@ def _error_cases(tmp_path):
       (conformal["calibration"], "all", ValueError, "needs data.calibration_split"),
       (conformal["jpeg"], "all", ValueError, r"jpeg_quality must be None \(off\) or an integer in \[1, 95\]"),
       (conformal["overlap"], "all", ValueError, r"56 calibration images also appear in the training images"),
+      (conformal["density_mmd"], "all", ValueError, r"data.density_split is for the conformal density"),
+      (conformal["density_overlap"], "all", ValueError, r"data.density_split='test\[-150:-100\]' shares images with the test"),
   ]
 
 

@@ -1,15 +1,20 @@
 """The conformal attention: per-image scores, their conformal p-values and a batch test. A pytree-free
 state of numpy arrays, fitted once:
 
-    fit:     density  <- fit_density(features(x_ref))               (the in-distribution statistics)
+    fit:     density  <- fit_density(features(x_density or x_ref))  (the in-distribution statistics)
              calib    <- sorted density_scores(features(x_calibration))
     image:   s(x) = density_scores(features(x)),   p(x) = (1 + #{calib >= s(x)}) / (1 + n)
     batch:   p_batch = cauchy, fisher or simes of the batch's p(x);   attention 0 when p_batch < level
 
 Split conformal needs the calibration images to be unseen by everything the score was fitted on: the
-flow's training images and x_ref (the density's fitting set). `fit_conformal` refuses calibration images
-that also appear in x_ref or in the training images it is given (exact 8-bit duplicates), and fewer than
-1/level of them (the smallest p-value, 1/(1+n), could not fall below the level).
+flow's training images and the density's fitting set. `fit_conformal` refuses calibration images
+that also appear in x_ref, x_density or the training images it is given (exact 8-bit duplicates),
+and fewer than 1/level of them (the smallest p-value, 1/(1+n), could not fall below the level).
+
+The density is fitted on x_ref (often the flow's own training images) unless `x_density` is given:
+in-distribution images the flow did not train on. Their statistics are those of the images the
+detector will see, and the score separates better (`python benchmarks/conformal_features.py
+--density_images 500`: the density on 500 unseen CIFAR-10 images instead of 5000 training images).
 """
 import dataclasses
 import hashlib
@@ -60,7 +65,7 @@ def check_calibration(x_calibration: np.ndarray, level: float,
       if shared:
         raise ValueError(f"{shared} calibration images also appear in {name}: split conformal needs "
                          f"calibration images unseen by the flow's training and by the density's fit "
-                         f"(x_ref); use a disjoint held-out split")
+                         f"(x_ref, or x_density); use a disjoint held-out split")
 
 
 def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
@@ -77,16 +82,21 @@ def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> 
 
 def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray, *, level: float,
                   batch_test: str = "auto", n_components: int = 4, seed: int = 0,
-                  x_train: Optional[np.ndarray] = None) -> ConformalState:
-  """Fits the density on x_ref's features and calibrates on x_calibration (both (n, H, W, C) float32
-  in [0, 1], already preprocessed; x_train: the flow's training images, checked for overlap)."""
+                  x_train: Optional[np.ndarray] = None,
+                  x_density: Optional[np.ndarray] = None) -> ConformalState:
+  """Fits the density on the features of x_density (None: x_ref) and calibrates on x_calibration
+  (all (n, H, W, C) float32 in [0, 1], already preprocessed; x_train: the flow's training images,
+  checked for overlap)."""
   if batch_test not in BATCH_TESTS:
     raise ValueError(f"batch_test must be one of {BATCH_TESTS}, got {batch_test!r}")
-  if len(x_ref) <= 10 * n_components:
+  x_fit, fit_name = (x_ref, "reference images (x_ref)") if x_density is None else (
+      x_density, "density images (x_density)")
+  if len(x_fit) <= 10 * n_components:
     raise ValueError(f"fitting a {n_components}-component density needs more than {10 * n_components} "
-                     f"reference images, got {len(x_ref)}")
-  check_calibration(x_calibration, level, {"x_ref": x_ref, "the training images (x_train)": x_train})
-  density = fit_density(image_features(model, variables, x_ref), n_components, seed)
+                     f"{fit_name}, got {len(x_fit)}")
+  check_calibration(x_calibration, level, {"x_ref": x_ref, "x_density": x_density,
+                                           "the training images (x_train)": x_train})
+  density = fit_density(image_features(model, variables, x_fit), n_components, seed)
   calibration = np.sort(scores_of_features(density, image_features(model, variables, x_calibration)))
   if not np.all(np.isfinite(calibration)):
     raise ValueError("some calibration scores are NaN or infinite: the flow gives no finite density there")
