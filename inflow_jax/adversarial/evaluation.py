@@ -158,18 +158,26 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
       sets[adv_name] = x_adv
       summary[adv_name] = {"target": target, "epsilon": float(attack_config.adaptive_epsilon),
                            "n_batches": before["n_batches"],
-                           **{k: [before[k], after[k]] for k in before if k != "n_batches"}}
-      objective = functools.partial(_score_with_complexity, conformal_state)
-      if target == "conformal":   # BPDA: the clean images' PNG lengths
-        summary[adv_name]["surrogate_score"] = [before["image_score"],
-                                                objective(features_adv, features[:, -2:])]
-      if target == "conformal_surrogate":
-        summary[adv_name]["surrogate_score"] = [
-            objective(f, surrogate_complexity_bits(coefficients, xs))
-            for f, xs in ((features, x), (features_adv, x_adv))]
-        summary[adv_name]["surrogate_rms"] = surrogate_residual_rms(
-            coefficients, x_adv, features_adv[:, -2:]).tolist()
+                           **{k: [before[k], after[k]] for k in before if k != "n_batches"},
+                           **_objective_summary(target, conformal_state, coefficients,
+                                                (x, features), (x_adv, features_adv))}
   return sets, summary
+
+
+def _objective_summary(target: str, conformal_state, coefficients, clean, attacked) -> Dict:
+  """For the 'conformal' targets, "surrogate_score": [before, after] of the objective the attack
+  lowers (the score with the clean images' PNG lengths, or with the surrogate's) and, for
+  'conformal_surrogate', "surrogate_rms"; clean and attacked are (images, conformal features)."""
+  (x, features), (x_adv, features_adv) = clean, attacked
+  objective = functools.partial(_score_with_complexity, conformal_state)
+  if target == "conformal":   # BPDA: the clean images' PNG lengths
+    return {"surrogate_score": [objective(features, features[:, -2:]),
+                                objective(features_adv, features[:, -2:])]}
+  if target == "conformal_surrogate":
+    return {"surrogate_score": [objective(f, surrogate_complexity_bits(coefficients, xs))
+                                for f, xs in ((features, x), (features_adv, x_adv))],
+            "surrogate_rms": surrogate_residual_rms(coefficients, x_adv, features_adv[:, -2:]).tolist()}
+  return {}
 
 
 def _score_with_complexity(conformal_state, features: np.ndarray, complexity) -> float:
@@ -222,6 +230,23 @@ def _attacked(target: str, x: np.ndarray, run, *, model, variables, mmd_state, c
   starts = batch_starts(len(x), batch_size)
   return np.concatenate([np.asarray(run(LowerMMD(), x[lo:hi], i, (mmd_state,)))
                          for i, (lo, hi) in enumerate(zip(starts[:-1], starts[1:]))])
+
+
+def _classifier_sets(adv, classifier, x_train, y_train, x_test, y_test, key, in_name: str,
+                     jpeg_quality: Optional[int]) -> Tuple[Dict[str, np.ndarray], Dict]:
+  """`attack_classifier` with the given classifier, or one trained on (x_train, y_train); the sets
+  through the JPEG round trip when there is one (what the detector scores; the accuracies are of the
+  classifier on the attacked images themselves)."""
+  if classifier is None:
+    if x_train is None or y_train is None:
+      raise ValueError("evaluate_adversarial needs a trained classifier or (x_train, y_train)")
+    classifier_model = classifier_lib.Classifier(**adv.model)
+    classifier = (classifier_model, classifier_lib.train_classifier(
+        classifier_model, x_train, y_train, adv).variables)
+  sets, table = attack_classifier(*classifier, x_test, y_test, adv.attack, key, name=in_name)
+  if jpeg_quality is not None:
+    sets = {name: jpeg_round_trip(x, jpeg_quality) for name, x in sets.items()}
+  return sets, table
 
 
 def evaluate_adversarial(
@@ -279,16 +304,8 @@ def evaluate_adversarial(
     y_test = None if y_test is None else y_test[:attack.max_images]
   sets, classifier_table = {}, None
   if y_test is not None:
-    if classifier is None:
-      if x_train is None or y_train is None:
-        raise ValueError("evaluate_adversarial needs a trained classifier or (x_train, y_train)")
-      classifier_model = classifier_lib.Classifier(**adv.model)
-      classifier = (classifier_model, classifier_lib.train_classifier(
-          classifier_model, x_train, y_train, adv).variables)
-    sets, classifier_table = attack_classifier(
-        *classifier, x_test, y_test, attack, jax.random.fold_in(key, 0), name=in_name)
-    if jpeg_quality is not None:   # what the detector scores (the classifier's accuracy is before)
-      sets = {name: jpeg_round_trip(x, jpeg_quality) for name, x in sets.items()}
+    sets, classifier_table = _classifier_sets(adv, classifier, x_train, y_train, x_test, y_test,
+                                              jax.random.fold_in(key, 0), in_name, jpeg_quality)
   names = attack.adaptive_ood or tuple(ood_sets)
   adaptive_sets, adaptive_table = attack_detector(
       model, variables, mmd_state, {n: ood_sets[n] for n in names}, attack, config.eval.batch_size,
