@@ -151,12 +151,12 @@ def _error_cases(tmp_path):
                                ("jpeg", "data", dict(jpeg_quality=100)),
                                ("overlap", "data", dict(calibration_split="train[200:300]")),
                                ("density_mmd", "data", dict(density_split="test[:50]")),
-                               ("density_overlap", "data", dict(density_split="test[-150:-100]"))]:
+                               ("density_overlap", "data", dict(density_split="test[:50]"))]:
     conformal[case] = tiny.get_config()
     conformal[case][group].update(setting)
   conformal["overlap"].attention.kind = "conformal"
   conformal["overlap"].data.test = "digits"
-  conformal["density_overlap"].attention.kind = "conformal"   # density_split inside the test split
+  conformal["density_overlap"].attention.kind = "conformal"   # density images among the test images
   conformal["density_overlap"].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
   unlabelled = tmp_path / "unlabelled.npy"
   np.save(unlabelled, np.random.default_rng(0).integers(0, 256, (320, 32, 32, 3), np.uint8))
@@ -186,7 +186,7 @@ def _error_cases(tmp_path):
       (conformal["jpeg"], "all", ValueError, r"jpeg_quality must be None \(off\) or an integer in \[1, 95\]"),
       (conformal["overlap"], "all", ValueError, r"56 calibration images also appear in the training images"),
       (conformal["density_mmd"], "all", ValueError, r"data.density_split is for the conformal density"),
-      (conformal["density_overlap"], "all", ValueError, r"data.density_split='test\[-150:-100\]' shares images with the test"),
+      (conformal["density_overlap"], "all", ValueError, r"data.density_split='test\[:50\]' shares images with the test"),
   ]
 
 
