@@ -3,7 +3,9 @@
 Measures, each call waited for, after a warm-up call (compilation):
 * `image_scores` images/s on N images (JPEG round trip, flow statistics, PNG lengths, density);
 * `test_batch` of one batch of 250 for the paper's MMD gate and for the combined gate;
-* `score` of one batch of 250 (the gate plus the flow's scores) for both kinds.
+* `score` of one batch of 250 (the gate plus the flow's scores) for both kinds;
+* the flow's statistics pass alone on that batch (what the combined test adds to the MMD test's
+  work, besides the PNG lengths and the density).
 Every repeat is listed (noisy timings: the list, not the best).
 
   python benchmarks/bench_conformal.py [--n_images 2500] [--repeats 3] [--json]
@@ -15,7 +17,9 @@ import numpy as np
 
 import common
 from inflow_jax import InFlowDetector
+from inflow_jax.conformal import features
 from inflow_jax.data import preprocess
+from inflow_jax.evaluation.scores import exact_log_det
 from inflow_jax.flow_file import load_flow_file
 
 
@@ -41,6 +45,9 @@ def main():
         lambda i: detector.test_batch(batch, key(i)), args.repeats)]
     result[f"score_250_{name}_ms"] = [round(1e3 * w, 1) for w, _ in common.call_times(
         lambda i: detector.score(batch, key(i)), args.repeats)]
+  flow = lambda xb: features._flow_pass(exact_log_det(model), variables, xb)
+  result["flow_pass_250_ms"] = [round(1e3 * w, 1) for w, _ in common.call_times(
+      lambda i: flow(batch), args.repeats)]
   result.update(common.machine())
   common.emit(result, args.json)
 
