@@ -156,7 +156,12 @@ def check_set_sizes(config: ml_collections.ConfigDict, sets: Dict[str, Any]) -> 
         f"the training images (data.train {d.train_split!r})": sets["train"],
         f"the test images (data.test {d.test_split!r})": sets["test"],
         f"the density images (data.density_split {d.get('density_split')!r})": sets.get("density")})
-  if sets.get("density") is not None and image_hashes(sets["density"]) & image_hashes(sets["test"]):
+  n_density = len(sets["density"]) if sets.get("density") is not None else None
+  if n_density is not None and n_density <= 10 * config.attention.n_components:
+    raise ValueError(f"data.density_split={d.density_split!r} holds {n_density} images; a "
+                     f"{config.attention.n_components}-component density needs more than "
+                     f"{10 * config.attention.n_components}")
+  if n_density is not None and image_hashes(sets["density"]) & image_hashes(sets["test"]):
     raise ValueError(f"data.density_split={d.density_split!r} shares images with the test images "
                      f"(data.test {d.test_split!r}): the density would be fitted on what it is "
                      "evaluated on; use a disjoint split")

@@ -151,13 +151,16 @@ def _error_cases(tmp_path):
                                ("jpeg", "data", dict(jpeg_quality=100)),
                                ("overlap", "data", dict(calibration_split="train[200:300]")),
                                ("density_mmd", "data", dict(density_split="test[:50]")),
-                               ("density_overlap", "data", dict(density_split="test[:50]"))]:
+                               ("density_overlap", "data", dict(density_split="test[:50]")),
+                               ("density_small", "data", dict(density_split="test[-110:-100]"))]:
     conformal[case] = tiny.get_config()
     conformal[case][group].update(setting)
   conformal["overlap"].attention.kind = "conformal"
   conformal["overlap"].data.test = "digits"
   conformal["density_overlap"].attention.kind = "conformal"   # density images among the test images
   conformal["density_overlap"].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
+  conformal["density_small"].attention.kind = "conformal"
+  conformal["density_small"].data.update(calibration_split="test[-100:]", test_split="test[:-110]")
   unlabelled = tmp_path / "unlabelled.npy"
   np.save(unlabelled, np.random.default_rng(0).integers(0, 256, (320, 32, 32, 3), np.uint8))
   adversarial["labels"] = tiny.get_config()
@@ -187,6 +190,7 @@ def _error_cases(tmp_path):
       (conformal["overlap"], "all", ValueError, r"56 calibration images also appear in the training images"),
       (conformal["density_mmd"], "all", ValueError, r"data.density_split is for the conformal density"),
       (conformal["density_overlap"], "all", ValueError, r"data.density_split='test\[:50\]' shares images with the test"),
+      (conformal["density_small"], "all", ValueError, r"holds 10 images; a 4-component density needs more than 40"),
   ]
 
 
