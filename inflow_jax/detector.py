@@ -12,7 +12,8 @@
 Attention kinds (`attention=`):
 * "mmd" (default, the paper's): the batch's MMD test against x_ref (`inflow_jax.attention.mmd`).
 * "conformal": per-image conformal p-values of a density of the flow's statistics
-  (`inflow_jax.conformal`, fitted on x_ref, calibrated on x_calibration) and a batch test of them
+  (`inflow_jax.conformal`, fitted on x_ref or on the optional x_density of images the flow did not
+  train on, calibrated on x_calibration) and a batch test of them
   (`batch_test`: 'auto' = Cauchy for batches the calibration set resolves, else Fisher; or Cauchy,
   Fisher, Simes); an image gets a = 0 when its batch is flagged or its own p < level.
 * "combined": the conformal batch test and the MMD test in one gate (`combination`: Bonferroni or
