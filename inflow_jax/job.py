@@ -30,7 +30,7 @@ from inflow_jax.adversarial.evaluation import evaluate_adversarial, set_name_pre
 from inflow_jax.attention.encoder import load_reference_encoder, make_encoder
 from inflow_jax.attention.mmd import MMDState, fit_mmd
 from inflow_jax.conformal import ConformalState, check_calibration, fit_conformal
-from inflow_jax.conformal.gate import image_hashes
+from inflow_jax.conformal.gate import check_density_size, check_disjoint
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.flow_file import is_flow_file, load_flow_file
 from inflow_jax.config_checks import attacks_classifier, check_config
@@ -156,15 +156,11 @@ def check_set_sizes(config: ml_collections.ConfigDict, sets: Dict[str, Any]) -> 
         f"the training images (data.train {d.train_split!r})": sets["train"],
         f"the test images (data.test {d.test_split!r})": sets["test"],
         f"the density images (data.density_split {d.get('density_split')!r})": sets.get("density")})
-  n_density = len(sets["density"]) if sets.get("density") is not None else None
-  if n_density is not None and n_density <= 10 * config.attention.n_components:
-    raise ValueError(f"data.density_split={d.density_split!r} holds {n_density} images; a "
-                     f"{config.attention.n_components}-component density needs more than "
-                     f"{10 * config.attention.n_components}")
-  if n_density is not None and image_hashes(sets["density"]) & image_hashes(sets["test"]):
-    raise ValueError(f"data.density_split={d.density_split!r} shares images with the test images "
-                     f"(data.test {d.test_split!r}): the density would be fitted on what it is "
-                     "evaluated on; use a disjoint split")
+  if sets.get("density") is not None:
+    what = f"images of data.density_split={d.density_split!r}"
+    check_density_size(len(sets["density"]), config.attention.n_components, what)
+    check_disjoint(sets["density"], what, {f"the test images (data.test {d.test_split!r})": sets["test"]},
+                   "the density would be fitted on what it is evaluated on; use a disjoint split")
   if (e.baselines or "mixed" in e.protocols) and (sets["heldout"] is None or not len(sets["heldout"])):
     raise ValueError("the typicality test (eval.baselines or the mixed protocol) needs held-out "
                      f"images: data.heldout_split={d.heldout_split!r} gives none")

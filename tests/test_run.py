@@ -189,8 +189,8 @@ def _error_cases(tmp_path):
       (conformal["jpeg"], "all", ValueError, r"jpeg_quality must be None \(off\) or an integer in \[1, 95\]"),
       (conformal["overlap"], "all", ValueError, r"56 calibration images also appear in the training images"),
       (conformal["density_mmd"], "all", ValueError, r"data.density_split is for the conformal density"),
-      (conformal["density_overlap"], "all", ValueError, r"data.density_split='test\[:50\]' shares images with the test"),
-      (conformal["density_small"], "all", ValueError, r"holds 10 images; a 4-component density needs more than 40"),
+      (conformal["density_overlap"], "all", ValueError, r"50 images of data.density_split='test\[:50\]' also appear in the test images"),
+      (conformal["density_small"], "all", ValueError, r"a 4-component density needs more than 40 images of data.density_split='test\[-110:-100\]', got 10"),
   ]
 
 

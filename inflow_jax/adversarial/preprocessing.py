@@ -24,7 +24,8 @@ from inflow_jax.data.jpeg import jpeg_round_trip
 
 
 def _host_jpeg(x: np.ndarray, quality: int) -> np.ndarray:
-  return jpeg_round_trip(np.asarray(x), quality).astype(np.asarray(x).dtype)
+  x = np.asarray(x)
+  return jpeg_round_trip(x, quality).astype(x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))

@@ -51,6 +51,17 @@ def image_hashes(x: np.ndarray) -> set:
   return {hashlib.sha1(image.tobytes()).hexdigest() for image in images}
 
 
+def check_disjoint(x: np.ndarray, what: str, others: Dict[str, Optional[np.ndarray]], why: str) -> None:
+  """Raises ValueError "<k> <what> also appear in <name>: <why>" when x shares an image (exact 8-bit
+  duplicate) with one of `others` (name -> images or None)."""
+  hashes = image_hashes(x)
+  for name, other in others.items():
+    if other is not None:
+      shared = len(hashes & image_hashes(other))
+      if shared:
+        raise ValueError(f"{shared} {what} also appear in {name}: {why}")
+
+
 def check_calibration(x_calibration: np.ndarray, level: float,
                       others: Dict[str, Optional[np.ndarray]]) -> None:
   """Raises ValueError when x_calibration has fewer than 1/level images or shares an image with one of
@@ -58,14 +69,16 @@ def check_calibration(x_calibration: np.ndarray, level: float,
   if len(x_calibration) * level < 1.0:
     raise ValueError(f"{len(x_calibration)} calibration images cannot reach level {level}: the "
                      f"smallest conformal p-value is 1/(1 + n); give at least {int(np.ceil(1 / level))}")
-  calibration = image_hashes(x_calibration)
-  for name, x in others.items():
-    if x is not None:
-      shared = len(calibration & image_hashes(x))
-      if shared:
-        raise ValueError(f"{shared} calibration images also appear in {name}: split conformal needs "
-                         f"calibration images unseen by the flow's training and by the density's fit "
-                         f"(x_ref, or x_density); use a disjoint held-out split")
+  check_disjoint(x_calibration, "calibration images", others,
+                 "split conformal needs calibration images unseen by the flow's training and by the "
+                 "density's fit (x_ref, or x_density); use a disjoint held-out split")
+
+
+def check_density_size(n_images: int, n_components: int, what: str) -> None:
+  """Raises ValueError unless a `n_components`-component density has more than 10 per component."""
+  if n_images <= 10 * n_components:
+    raise ValueError(f"fitting a {n_components}-component density needs more than {10 * n_components} "
+                     f"{what}, got {n_images}")
 
 
 def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
@@ -91,9 +104,7 @@ def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray
     raise ValueError(f"batch_test must be one of {BATCH_TESTS}, got {batch_test!r}")
   x_fit, fit_name = (x_ref, "reference images (x_ref)") if x_density is None else (
       x_density, "density images (x_density)")
-  if len(x_fit) <= 10 * n_components:
-    raise ValueError(f"fitting a {n_components}-component density needs more than {10 * n_components} "
-                     f"{fit_name}, got {len(x_fit)}")
+  check_density_size(len(x_fit), n_components, fit_name)
   check_calibration(x_calibration, level, {"x_ref": x_ref, "x_density": x_density,
                                            "the training images (x_train)": x_train})
   density = fit_density(image_features(model, variables, x_fit), n_components, seed)
