@@ -14,8 +14,9 @@ flagged, and the false alarms of batches of 10 evaluation images.
 (unseen by the flow) instead of the training images, and the other 2500 - N calibrate
 (`InFlowDetector.fit(..., x_density=...)`, `data.density_split`).
 
-Features: `scale` = the flow's per-scale prior bits/dim, `png` = PNG bits/dim, `half` = PNG bits/dim of
-the half-resolution copy (`inflow_jax.conformal.features`; the default is scale + png + half).
+Features: `scale` = the flow's per-scale prior bits/dim (every level's but the last), `png` = PNG
+bits/dim, `half` = PNG bits/dim of the half-resolution copy (`inflow_jax.conformal.features`; the
+default is scale + png + half).
 """
 import argparse
 

@@ -21,6 +21,7 @@ from inflow_jax import integrity
 from inflow_jax.attention.encoder import Embedder
 from inflow_jax.attention.mmd import MMDState
 from inflow_jax.conformal import ConformalState
+from inflow_jax.conformal.features import n_features
 from inflow_jax.model import InFlow
 from inflow_jax.workdir import tuples_from_json
 
@@ -113,8 +114,13 @@ def load_detector(cls, directory):
         n_permutations=detector.n_permutations, level=detector.level,
         image_shape=tuple(meta["mmd"]["image_shape"]))
   if "conformal" in arrays:
+    density = {k: np.asarray(v) for k, v in arrays["conformal"]["density"].items()}
+    if density["mean"].shape[0] != n_features(model):
+      raise ValueError(f"{directory}: the saved density takes {density['mean'].shape[0]} features per "
+                       f"image but this version computes {n_features(model)} for this flow "
+                       "(conformal.features): fit the detector again")
     detector.conformal_state_ = ConformalState(
-        density={k: np.asarray(v) for k, v in arrays["conformal"]["density"].items()},
+        density=density,
         calibration_scores=np.asarray(arrays["conformal"]["calibration_scores"]), **meta["conformal"])
   detector.threshold_ = meta["threshold"]
   return detector

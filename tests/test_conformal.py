@@ -1,6 +1,7 @@
 """The conformal attention: flow statistics, p-values, batch tests, the density, and the detector's
 "conformal" / "combined" kinds (fit, per-image scores and p-values, batch tests, save/load, errors)."""
 import copy
+import dataclasses
 import io
 import json
 
@@ -14,7 +15,8 @@ from sklearn.mixture import GaussianMixture
 from inflow_jax import InFlowDetector, data
 from inflow_jax.conformal import batch_p_value, combine_p_values, conformal_p_values
 from inflow_jax.conformal.density import density_scores, fit_density
-from inflow_jax.conformal.features import complexity_bits, half_resolution, image_features
+from inflow_jax.conformal.features import (complexity_bits, half_resolution, image_features,
+                                          n_features)
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.detector_files import model_config
 from inflow_jax.evaluation.scores import gaussian_log_prob, make_score_fn
@@ -36,6 +38,24 @@ def test_statistics_sum_to_the_forward_pass():
   np.testing.assert_allclose(stats_["sq_norm_scales"].sum(1), np.sum(np.square(z), axis=(1, 2, 3)),
                              rtol=1e-6)
   np.testing.assert_allclose(stats_["log_det_blocks"][2], 0.0, atol=1e-6)   # a = 0: the identity
+
+
+@pytest.mark.parametrize("num_scales", [1, 3])
+def test_image_features_leave_out_the_last_levels_prior(num_scales):
+  """Per image: the prior bits/dim of every level but the last (the only one of a 1-scale flow), then
+  the PNG bits/dim at full and half resolution."""
+  model = InFlow(num_blocks=1, width=4, glow=True, num_scales=num_scales)
+  x = np.asarray(jax.random.uniform(jax.random.PRNGKey(2), (4, 16, 16, 3)))
+  x = np.round(x * 255) / 255
+  variables = fast_jit(model.init)(jax.random.PRNGKey(0), x, 1.0)
+  stats_ = fast_jit(lambda v, x: model.apply(v, x, 1.0, method=InFlow.statistics))(variables, x)
+  features = image_features(model, variables, x)
+  n_prior = max(num_scales - 1, 1)
+  assert features.shape == (4, n_prior + 2) == (4, n_features(model))
+  np.testing.assert_allclose(features[:, :n_prior],
+                             -np.asarray(stats_["log_prior_scales"])[:, :n_prior] / (x[0].size * np.log(2)),
+                             rtol=1e-5)
+  np.testing.assert_array_equal(features[:, n_prior:], complexity_bits(x))
 
 
 def test_conformal_p_values_formula_and_uniformity():
@@ -178,6 +198,19 @@ def test_conformal_kind_save_load_and_jpeg(fitted, digits, tmp_path):
   assert (loaded.attention, loaded.batch_test, loaded.jpeg_quality) == ("conformal", "simes", 80)
   np.testing.assert_array_equal(loaded.image_p_values(digits[500:520]), detector.image_p_values(digits[500:520]))
   np.testing.assert_array_equal(loaded.test_batch(digits[500:520]), detector.test_batch(digits[500:520]))
+
+
+def test_load_rejects_a_density_of_another_feature_length(fitted, tmp_path):
+  """A detector saved when the features had another length (an older version) is refused on load."""
+  detector = copy.copy(fitted)
+  state = detector.conformal_state_
+  wider = {k: (np.concatenate([v, v[..., :1]], axis=-1) if k in ("mean", "scale", "means") else v)
+           for k, v in state.density.items()}
+  detector.conformal_state_ = dataclasses.replace(state, density=wider)
+  path = detector.save(tmp_path / "wider")
+  with pytest.raises(ValueError, match=r"saved density takes 4 features per image but this version "
+                                       r"computes 3 for this flow.*fit the detector again"):
+    InFlowDetector.load(path)
 
 
 def test_density_fitted_on_x_density_when_given(fitted, digits):

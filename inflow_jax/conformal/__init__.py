@@ -1,6 +1,7 @@
 """Beyond the paper: an attention that works per image and on small batches (split conformal).
 
-  features.py   per-image statistics: the flow's per-scale prior bits/dim and the PNG length
+  features.py   per-image statistics: the flow's per-scale prior bits/dim (but the last level's)
+                and the PNG lengths
   density.py    a Gaussian mixture of those statistics (the per-image score)
   p_values.py   conformal p-values, batch tests (Cauchy, Fisher, Simes), combining two tests
   gate.py       ConformalState, fit_conformal: calibrated per-image and per-batch tests
