@@ -24,8 +24,8 @@ one OOD image among 10 flagged (Cauchy test, level 0.05), 4-component mixtures: 
 0.998 / 0.987 and 0.31 / 0.06 / 0.955 / 0.62; without f_{L-1} (the default) 0.964 / 0.398 / 0.999 /
 0.990 and 0.36 / 0.04 / 0.98 / 0.63, false alarms of batches of 10 0.044 (0.057 with f_{L-1}). With
 the density fitted on 500 unseen images (`x_density`; 20 halvings) leaving f_{L-1} out changes
-little: one-in-10 SVHN 0.35 -> 0.33, MNIST 0.96 -> 0.98, Fashion-MNIST 0.66 -> 0.69. In an exploration on the same
-protocol (not a benchmark here): the quarter-resolution length as well lowered SVHN to 0.95-0.96, the
+little: one-in-10 SVHN 0.35 -> 0.33, MNIST 0.96 -> 0.98, Fashion-MNIST 0.66 -> 0.69. In an
+exploration on the same protocol (not a benchmark here): the quarter-resolution length as well lowered SVHN to 0.95-0.96, the
 JPEG length (q 50-90) helped MNIST and Fashion-MNIST but not SVHN, the per-block log-dets lowered SVHN
 to 0.83-0.96 in the mixture (the last block's log-det alone separates SVHN with AUROC 0.986, but along
 the in-distribution correlation with the PNG length: with it in the mixture SVHN's one-in-10 fell to

@@ -12,9 +12,12 @@ that also appear in x_ref, x_density or the training images it is given (exact 8
 and fewer than 1/level of them (the smallest p-value, 1/(1+n), could not fall below the level).
 
 The density is fitted on x_ref (often the flow's own training images) unless `x_density` is given:
-in-distribution images the flow did not train on. Their statistics are those of the images the
-detector will see, and the score separates better (`python benchmarks/conformal_features.py
---density_images 500`: the density on 500 unseen CIFAR-10 images instead of 5000 training images).
+in-distribution images the flow did not train on, whose statistics are those of the images the
+detector will see. Since the features leave out the last level's prior term (where the flow memorises
+its training images, `conformal.features`) that buys little on the Glow fixture: `python
+benchmarks/conformal_features.py --splits 20 --density_images 500` (500 unseen CIFAR-10 images instead
+of 5000 training images) moved one OOD image among 10 flagged SVHN 0.36 -> 0.33, MNIST 0.98 -> 0.98,
+Fashion-MNIST 0.63 -> 0.69.
 """
 import dataclasses
 import hashlib
