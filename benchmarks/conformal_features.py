@@ -1,14 +1,15 @@
 """The choice of the conformal attention's per-image features and mixture size (issue 14), measured.
 
-Fair JPEG protocol (every set through JPEG q75), the Glow fixture flow; density fitted on 5000 random
-CIFAR-10 training images (seed 0); the 5000 cifar10_test_5k images split at random into calibration
-and evaluation halves `--splits` times; OOD = the first 2500 of svhn_test_5k, celeba_3k, mnist_test_5k
+Fair JPEG protocol (every set through JPEG q75), the Glow fixture flow; density fitted on
+`--n_density` (5000) random CIFAR-10 training images (seed 0), `--bags` (8) bootstrap mixtures; the
+5000 cifar10_test_5k images split at random into calibration and evaluation halves `--splits` times; OOD = the first 2500 of svhn_test_5k, celeba_3k, mnist_test_5k
 and all of fashion_mnist_test_1k. Per variant (features x mixture components), averaged over the
 splits: per-image AUROC against the evaluation half, one OOD image among 9 evaluation images flagged
 (Cauchy batch test of the conformal p-values, level 0.05, 500 batches), batches of 5 OOD images
 flagged, and the false alarms of batches of 10 evaluation images.
 
-    python benchmarks/conformal_features.py [--splits 5] [--density_images N] [--json]
+    python benchmarks/conformal_features.py [--splits 5] [--components auto 4] [--n_density 5000]
+        [--bags 8] [--density_images N] [--json]
 
 `--density_images N`: in each split the density is fitted on N of the calibration half's images
 (unseen by the flow) instead of the training images, and the other 2500 - N calibrate
@@ -53,8 +54,8 @@ def flagged(rng, p_in: np.ndarray, p_out: np.ndarray, n_in: int, n_out: int, n_b
                         for _ in range(n_batches)]))
 
 
-def evaluate(features, components: int, splits: int, seed: int = 0, density_images: int = 0):
-  fit = lambda f: {name: scores_of_features(fit_density(f, components, seed=0), x)
+def evaluate(features, components, splits: int, seed: int = 0, density_images: int = 0, bags: int = 8):
+  fit = lambda f: {name: scores_of_features(fit_density(f, components, seed=0, n_bags=bags), x)
                    for name, x in features.items()}
   scores = fit(features["ref"])
   rng, rows = np.random.default_rng(seed), []
@@ -79,17 +80,22 @@ def evaluate(features, components: int, splits: int, seed: int = 0, density_imag
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--splits", type=int, default=5)
-  parser.add_argument("--components", type=int, nargs="+", default=[4, 8])
+  parser.add_argument("--components", type=lambda v: v if v == "auto" else int(v), nargs="+",
+                      default=["auto", 4])
+  parser.add_argument("--n_density", type=int, default=5000)
+  parser.add_argument("--bags", type=int, default=8)
   parser.add_argument("--density_images", type=int, default=0)
   parser.add_argument("--json", action="store_true")
   args = parser.parse_args()
   model, variables = load_flow_file(common.SHARED / "fixtures" / "inflow_glow_cifar10.npz")
-  columns = {name: image_features(model, variables, x) for name, x in load_sets().items()}
+  columns = {name: image_features(model, variables, x) for name, x in load_sets(args.n_density).items()}
   for variant, stop in VARIANTS.items():
     features = {name: c[:, :stop] for name, c in columns.items()}
     for components in args.components:
-      result = {"features": variant, "components": components, "density_images": args.density_images,
-                **evaluate(features, components, args.splits, density_images=args.density_images)}
+      result = {"features": variant, "components": components, "n_density": args.n_density,
+                "bags": args.bags, "density_images": args.density_images,
+                **evaluate(features, components, args.splits, density_images=args.density_images,
+                           bags=args.bags)}
       common.emit({**result, **common.machine()}, args.json)
 
 

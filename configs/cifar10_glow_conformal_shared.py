@@ -2,9 +2,11 @@
 the Glow fixture flow (`../shared/fixtures/inflow_glow_cifar10.npz`: InFlow(num_blocks=4, width=128,
 glow=True, num_scales=3), 3.02 bits/dim, trained on all 50k CIFAR-10 training images). No training.
 
-Splits (say which is which): reference (MMD reference and the per-image density's fitting set) = 5000
-of the 50k training images (the flow's own training data); calibration = cifar10_test_5k[:2500]
-(unseen by the flow and the density; the job checks it shares no image with the training set);
+Splits (say which is which): reference (the MMD reference) = 5000 of the 50k training images (the
+flow's own training data); the per-image density's fitting set = 40000 training images, the
+reference among them (`attention.n_density`: more images support more mixture components);
+calibration = cifar10_test_5k[:2500] (unseen by the flow and the density; the job checks it shares
+no image with the training set);
 in-distribution evaluation = cifar10_test_5k[2500:]; OOD = the first 2500 of svhn_test_5k, celeba_3k,
 mnist_test_5k and all 1000 of fashion_mnist_test_1k; typicality held-out = the last 2000 training
 images. Fair JPEG protocol: every set, OOD included, goes through JPEG q75 (`data.jpeg_quality`), as
@@ -28,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
       test=npz("cifar10_test_5k"), test_split="test[2500:]", calibration_split="test[:2500]",
       ood=tuple(npz(stem) for stem in OOD_FILES), ood_split="test", max_eval_images=2500,
       jpeg_quality=75)
-  config.attention.update(kind="combined", n_reference=5000)
+  config.attention.update(kind="combined", n_reference=5000, n_density=40000)
   # adaptive attacks (with adversarial.enabled): 50 sign steps of 1/255 through the JPEG round trip,
   # from the image itself (a random start adds noise up to 8/255, which a flow's density punishes:
   # one sign step of 0.25/255 raised the mean conformal score of 100 SVHN images 12.4 -> 47). On those

@@ -119,7 +119,12 @@ def get_config() -> ml_collections.ConfigDict:
       kind='mmd',
       batch_test='auto',         # 'auto' | 'cauchy' | 'fisher' | 'simes' (inflow_jax.conformal.p_values)
       combination='bonferroni',  # 'bonferroni' | 'cauchy'
-      n_components=4,            # Gaussian-mixture components of the per-image density
+      # Gaussian-mixture components of the per-image density; None: 'auto', chosen by held-out
+      # likelihood (inflow_jax.conformal.density)
+      n_components=ml_collections.config_dict.placeholder(int),
+      # training images the density is fitted on (drawn with the reference images' seed, so they
+      # include them); None: the reference images. Not with data.density_split.
+      n_density=ml_collections.config_dict.placeholder(int),
   ))
 
   config.eval = ml_collections.ConfigDict(dict(

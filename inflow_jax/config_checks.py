@@ -8,7 +8,8 @@ from configs import default as default_config
 from inflow_jax.adversarial import classifier as classifier_lib
 from inflow_jax.adversarial.settings import check_attack_config
 from inflow_jax.checks import check_test_size
-from inflow_jax.conformal import BATCH_TESTS, COMBINATIONS
+from inflow_jax.conformal import BATCH_TESTS, COMBINATIONS, check_components
+from inflow_jax.conformal.gate import check_density_size
 from inflow_jax.data.jpeg import check_jpeg_quality
 from inflow_jax.detector import ATTENTION_KINDS
 from inflow_jax.evaluation.protocols import PROTOCOLS
@@ -83,6 +84,7 @@ def check_evaluation_config(config: ml_collections.ConfigDict) -> None:
                      "of data.test's dataset, disjoint from the test and training images")
   if config.data.get("density_split") and not conformal_kind:
     raise ValueError("data.density_split is for the conformal density; attention.kind='mmd' has none")
+  check_density_settings(config)
   check_jpeg_quality(config.data.jpeg_quality)
   if not e.protocols or set(e.protocols) - set(PROTOCOLS):
     raise ValueError(f"eval.protocols must be a non-empty subset of {PROTOCOLS}, got {tuple(e.protocols)}")
@@ -95,6 +97,32 @@ def check_evaluation_config(config: ml_collections.ConfigDict) -> None:
     if m > settings.n_reference:
       raise ValueError(f"{name}={m} exceeds attention.n_reference={settings.n_reference}: the test "
                        "needs at least as many reference images as batch images")
+
+
+def density_components(config: ml_collections.ConfigDict):
+  """attention.n_components as `fit_density` takes it: None -> "auto"."""
+  n_components = config.attention.n_components
+  return "auto" if n_components is None else n_components
+
+
+def check_density_settings(config: ml_collections.ConfigDict) -> None:
+  """attention.n_components and attention.n_density, and the latter against data.density_split."""
+  settings = config.attention
+  try:
+    check_components(density_components(config))
+  except ValueError as error:
+    raise ValueError(f"attention.n_components: {error}") from error
+  n_density = settings.get("n_density")
+  if n_density is None:
+    return
+  if settings.kind == "mmd":
+    raise ValueError("attention.n_density is for the conformal density; attention.kind='mmd' has none")
+  if config.data.get("density_split"):
+    raise ValueError(f"attention.n_density={n_density} and data.density_split="
+                     f"{config.data.density_split!r} both say where the density is fitted: give one")
+  if isinstance(n_density, bool) or int(n_density) != n_density:
+    raise ValueError(f"attention.n_density must be an int, got {n_density!r}")
+  check_density_size(n_density, density_components(config), "images (attention.n_density)")
 
 
 def attacks_classifier(config: ml_collections.ConfigDict) -> bool:

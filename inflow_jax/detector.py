@@ -90,7 +90,8 @@ class InFlowDetector:
     false_positive_rate: ("mmd") the fraction of in-distribution images (of passed batches) above the
       threshold.
     batch_test, combination, n_components: the conformal batch test ('auto' | 'cauchy' | 'fisher' | 'simes'), the
-      combination with the MMD test ('bonferroni' | 'cauchy'), the density's mixture components.
+      combination with the MMD test ('bonferroni' | 'cauchy'), the density's mixture components (an
+      int, or 'auto': chosen by held-out likelihood, `inflow_jax.conformal.density`).
     jpeg_quality: None, or the JPEG round trip every input goes through first.
     seed: seed of the encoder (when not given), the density fit and the permutation tests.
   """
@@ -98,7 +99,7 @@ class InFlowDetector:
   def __init__(self, model: InFlow, variables, *, encoder: Optional[Embedder] = None,
                attention: str = "mmd", n_permutations: int = 100, level: float = 0.05,
                batch_size: int = 250, convention: str = "paper", false_positive_rate: float = 0.05,
-               batch_test: str = "auto", combination: str = "bonferroni", n_components: int = 4,
+               batch_test: str = "auto", combination: str = "bonferroni", n_components="auto",
                jpeg_quality: Optional[int] = None, seed: int = 0):
     for name, value, allowed in (("attention", attention, ATTENTION_KINDS),
                                  ("convention", convention, CONVENTIONS),
@@ -114,7 +115,8 @@ class InFlowDetector:
     self.model, self.variables = model, variables
     self.encoder = make_encoder(seed) if encoder is None else encoder
     self.attention, self.batch_test, self.combination = attention, batch_test, combination
-    self.n_components, self.jpeg_quality = int(n_components), check_jpeg_quality(jpeg_quality)
+    self.n_components = conformal.check_components(n_components)
+    self.jpeg_quality = check_jpeg_quality(jpeg_quality)
     self.n_permutations, self.level = check_test_size(n_permutations, level)
     self.batch_size = int(batch_size)
     self.convention, self.false_positive_rate, self.seed = convention, float(false_positive_rate), int(seed)
@@ -154,9 +156,9 @@ class InFlowDetector:
       conformal_state: the conformal attention already fitted (`conformal.fit_conformal` on x_ref
         and a calibration set, with this level and batch test), used as it is.
       preprocessed: the images already went through the detector's preprocessing (JPEG): skip it.
-      x_density: ("conformal", "combined") optional in-distribution images the flow did not train
-        on, disjoint from x_calibration: the density is fitted on them instead of on x_ref (their
-        statistics are those of unseen images; see `conformal.gate`).
+      x_density: ("conformal", "combined") optional in-distribution images, disjoint from
+        x_calibration, the density is fitted on instead of x_ref: more of the flow's training images
+        (more images support more mixture components) or unseen ones (see `conformal.gate`).
     """
     prepare = self.preprocess if not preprocessed else (
         lambda x, name, min_batch=1: np.asarray(check_images(x, name=name, min_batch=min_batch,

@@ -33,7 +33,7 @@ from inflow_jax.conformal import ConformalState, check_calibration, fit_conforma
 from inflow_jax.conformal.gate import check_density_size, check_disjoint
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.flow_file import is_flow_file, load_flow_file
-from inflow_jax.config_checks import attacks_classifier, check_config
+from inflow_jax.config_checks import attacks_classifier, check_config, density_components
 from inflow_jax.detector import InFlowDetector
 from inflow_jax.evaluation.protocols import ood_table
 from inflow_jax.model import InFlow
@@ -116,6 +116,11 @@ def load_data(config: ml_collections.ConfigDict, mode: str) -> Dict[str, Any]:
       sets["calibration"] = load(d.test, d.calibration_split)[0]
     if d.get("density_split"):
       sets["density"] = load(d.test, d.density_split)[0]
+    elif config.attention.get("n_density"):
+      if config.attention.n_density > len(sets["train"]):
+        raise ValueError(f"attention.n_density={config.attention.n_density} exceeds the "
+                         f"{len(sets['train'])} images of {d.train!r} {d.train_split!r}")
+      sets["density"] = reference_images(sets["train"], config.attention.n_density, config.seed)
     check_set_sizes(config, sets)
     if attacks_classifier(config):
       sets["labels"] = {"train": checked_labels(config, "train", y_train, len(sets["train"])),
@@ -155,10 +160,11 @@ def check_set_sizes(config: ml_collections.ConfigDict, sets: Dict[str, Any]) -> 
     check_calibration(sets["calibration"], config.attention.level, {
         f"the training images (data.train {d.train_split!r})": sets["train"],
         f"the test images (data.test {d.test_split!r})": sets["test"],
-        f"the density images (data.density_split {d.get('density_split')!r})": sets.get("density")})
-  if sets.get("density") is not None:
+        f"the density images (data.density_split {d.get('density_split')!r})":
+            sets.get("density") if d.get("density_split") else None})   # n_density: training images
+  if d.get("density_split"):
     what = f"images of data.density_split={d.density_split!r}"
-    check_density_size(len(sets["density"]), config.attention.n_components, what)
+    check_density_size(len(sets["density"]), density_components(config), what)
     check_disjoint(sets["density"], what, {f"the test images (data.test {d.test_split!r})": sets["test"]},
                    "the density would be fitted on what it is evaluated on; use a disjoint split")
   if (e.baselines or "mixed" in e.protocols) and (sets["heldout"] is None or not len(sets["heldout"])):
@@ -201,15 +207,15 @@ def fit_attention(config: ml_collections.ConfigDict, x_train: np.ndarray) -> MMD
 
 def fit_conformal_attention(config, model, variables, sets) -> Optional[ConformalState]:
   """attention.kind 'conformal' / 'combined': the density fitted on the reference images (or on
-  data.density_split), calibrated on data.calibration_split (checked disjoint from the training, test
-  and density images); else None."""
+  attention.n_density training images, or on data.density_split), calibrated on
+  data.calibration_split (checked disjoint from the training, test and density images); else None."""
   a = config.attention
   if a.kind == "mmd":
     return None
   # (the calibration images were checked disjoint from the training and test images at loading)
   return fit_conformal(model, variables, reference_images(sets["train"], a.n_reference, config.seed),
                        sets["calibration"], level=a.level, batch_test=a.batch_test,
-                       n_components=a.n_components, seed=config.seed, x_density=sets.get("density"))
+                       n_components=density_components(config), seed=config.seed, x_density=sets.get("density"))
 
 
 def save_detector(config, model, variables, mmd_state: MMDState, conformal_state, sets, workdir) -> None:
@@ -221,7 +227,7 @@ def save_detector(config, model, variables, mmd_state: MMDState, conformal_state
   detector = InFlowDetector(model, variables, encoder=mmd_state.embed, attention=a.kind,
                             n_permutations=mmd_state.n_permutations, level=mmd_state.level,
                             batch_size=config.eval.batch_size, batch_test=a.batch_test,
-                            combination=a.combination, n_components=a.n_components,
+                            combination=a.combination, n_components=density_components(config),
                             jpeg_quality=config.data.jpeg_quality, seed=config.seed)
   detector.fit(x_ref, x_threshold=sets["heldout"], mmd_state=mmd_state, conformal_state=conformal_state,
                preprocessed=True)   # the sets went through data.jpeg_quality at loading

@@ -14,7 +14,8 @@ from sklearn.mixture import GaussianMixture
 
 from inflow_jax import InFlowDetector, data
 from inflow_jax.conformal import batch_p_value, combine_p_values, conformal_p_values
-from inflow_jax.conformal.density import density_scores, fit_density
+from inflow_jax.conformal.density import (check_components, choose_components, density_scores,
+                                          fit_density, min_density_images)
 from inflow_jax.conformal.features import (complexity_bits, half_resolution, image_features,
                                           n_features)
 from inflow_jax.data.jpeg import jpeg_round_trip
@@ -115,12 +116,41 @@ def test_complexity_features_are_png_lengths_at_two_resolutions():
 def test_density_scores_equal_sklearn():
   rng = np.random.default_rng(2)
   features = np.c_[rng.normal(3.0, 2.0, 600), rng.normal(size=600) * 0.1 + 1.0, rng.gamma(2.0, size=600)]
-  density = fit_density(features, n_components=3, seed=0)
+  density = fit_density(features, n_components=3, seed=0, n_bags=1)
   mixture = GaussianMixture(3, covariance_type="full", reg_covar=1e-3, random_state=0)
   standardised = (features - features.mean(0)) / features.std(0)
   mixture.fit(standardised)
   np.testing.assert_allclose(density_scores(density, features), -mixture.score_samples(standardised),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_bagged_density_is_the_average_of_its_mixtures():
+  rng = np.random.default_rng(4)
+  features = np.c_[rng.normal(3.0, 2.0, 500), rng.gamma(2.0, size=500)]
+  density = fit_density(features, n_components=3, seed=1, n_bags=4)
+  assert density["means"].shape == (12, 2)
+  u = (features[:50] - density["mean"]) / density["scale"]
+  mixtures = []
+  for b in range(4):   # each bag's 3 components as scipy normals, weights renormalised to 1
+    part = slice(3 * b, 3 * b + 3)
+    weights = np.exp(density["log_weights"][part].astype(np.float64))
+    covariances = [np.linalg.inv(c @ c.T) for c in density["precisions_cholesky"][part].astype(np.float64)]
+    mixtures.append(sum(w * stats.multivariate_normal(m, c).pdf(u) for w, m, c in
+                        zip(weights / weights.sum(), density["means"][part], covariances)))
+    assert weights.sum() == pytest.approx(0.25, rel=1e-5)
+  np.testing.assert_allclose(density_scores(density, features[:50]), -np.log(np.mean(mixtures, axis=0)),
+                             rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("true_components", [1, 4])
+def test_auto_components_find_the_generating_mixture(true_components):
+  rng = np.random.default_rng(true_components)
+  centres = 8.0 * np.array([[0, 0], [1, 0], [0, 1], [1, 1]])[:true_components]
+  u = (centres[rng.integers(0, true_components, 2000)] + rng.normal(size=(2000, 2)))
+  assert choose_components((u - u.mean(0)) / u.std(0)) == true_components
+  assert min_density_images("auto") == 13 and min_density_images(4) == 41
+  with pytest.raises(ValueError, match="positive int or 'auto', got 2.5"):
+    check_components(2.5)
 
 
 def test_jpeg_round_trip_is_pil():
@@ -243,7 +273,7 @@ def test_conformal_errors(fitted, digits):
     detector.fit(digits[:300], x_calibration=digits[300:400], x_train=digits[350:360])
   with pytest.raises(ValueError, match="20 calibration images also appear in x_density"):
     detector.fit(digits[:300], x_calibration=digits[300:400], x_density=digits[380:600])
-  with pytest.raises(ValueError, match="more than 20 density images"):
+  with pytest.raises(ValueError, match=r"n_components=2 needs at least 21 density images \(x_density\), got 10"):
     detector.fit(digits[:300], x_calibration=digits[300:400], x_density=digits[400:410])
   with pytest.raises(ValueError, match="x_density and conformal_state"):
     detector.fit(digits[:300], conformal_state=fitted.conformal_state_, x_density=digits[400:600])

@@ -152,7 +152,10 @@ def _error_cases(tmp_path):
                                ("overlap", "data", dict(calibration_split="train[200:300]")),
                                ("density_mmd", "data", dict(density_split="test[:50]")),
                                ("density_overlap", "data", dict(density_split="test[:50]")),
-                               ("density_small", "data", dict(density_split="test[-110:-100]"))]:
+                               ("density_small", "data", dict(density_split="test[-110:-100]")),
+                               ("components", "attention", dict(kind="conformal", n_components=0)),
+                               ("density_both", "attention", dict(kind="conformal", n_density=100)),
+                               ("density_many", "attention", dict(kind="conformal", n_density=10**6))]:
     conformal[case] = tiny.get_config()
     conformal[case][group].update(setting)
   conformal["overlap"].attention.kind = "conformal"
@@ -161,6 +164,9 @@ def _error_cases(tmp_path):
   conformal["density_overlap"].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
   conformal["density_small"].attention.kind = "conformal"
   conformal["density_small"].data.update(calibration_split="test[-100:]", test_split="test[:-110]")
+  conformal["components"].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
+  conformal["density_both"].data.update(calibration_split="test[-100:]", density_split="test[:50]")
+  conformal["density_many"].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
   unlabelled = tmp_path / "unlabelled.npy"
   np.save(unlabelled, np.random.default_rng(0).integers(0, 256, (320, 32, 32, 3), np.uint8))
   adversarial["labels"] = tiny.get_config()
@@ -190,7 +196,10 @@ def _error_cases(tmp_path):
       (conformal["overlap"], "all", ValueError, r"56 calibration images also appear in the training images"),
       (conformal["density_mmd"], "all", ValueError, r"data.density_split is for the conformal density"),
       (conformal["density_overlap"], "all", ValueError, r"50 images of data.density_split='test\[:50\]' also appear in the test images"),
-      (conformal["density_small"], "all", ValueError, r"a 4-component density needs more than 40 images of data.density_split='test\[-110:-100\]', got 10"),
+      (conformal["density_small"], "all", ValueError, r"n_components='auto' needs at least 13 images of data.density_split='test\[-110:-100\]', got 10"),
+      (conformal["components"], "all", ValueError, r"attention.n_components: n_components must be a positive int or 'auto', got 0"),
+      (conformal["density_both"], "all", ValueError, r"attention.n_density=100 and data.density_split='test\[:50\]' both say"),
+      (conformal["density_many"], "all", ValueError, r"attention.n_density=1000000 exceeds the 256 images"),
   ]
 
 

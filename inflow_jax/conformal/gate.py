@@ -12,12 +12,16 @@ that also appear in x_ref, x_density or the training images it is given (exact 8
 and fewer than 1/level of them (the smallest p-value, 1/(1+n), could not fall below the level).
 
 The density is fitted on x_ref (often the flow's own training images) unless `x_density` is given:
-in-distribution images the flow did not train on, whose statistics are those of the images the
-detector will see. Since the features leave out the last level's prior term (where the flow memorises
-its training images, `conformal.features`) that buys little on the Glow fixture: `python
-benchmarks/conformal_features.py --splits 20 --density_images 500` (500 unseen CIFAR-10 images instead
-of 5000 training images) moved one OOD image among 10 flagged SVHN 0.36 -> 0.33, MNIST 0.98 -> 0.98,
-Fashion-MNIST 0.63 -> 0.69.
+more in-distribution images than the reference set, the flow's training images or unseen ones (the
+job's `attention.n_density` training images or `data.density_split`). More images support more
+mixture components (`conformal.density`): on the Glow fixture 40000 training images instead of 5000
+raised one SVHN image among 10 flagged from 0.50 to 0.575 (MNIST 0.93 -> 0.985, Fashion-MNIST
+0.64 -> 0.615; `python benchmarks/conformal_features.py --splits 10 [--n_density 40000]`). Since the
+features leave out the last level's prior term (where the flow memorises its training images,
+`conformal.features`), unseen images buy little over training images: `python
+benchmarks/conformal_features.py --splits 20 --density_images 500` (500 unseen CIFAR-10 images
+instead of 5000 training images, one 4-component mixture) moved one OOD image among 10 flagged SVHN
+0.36 -> 0.33, MNIST 0.98 -> 0.98, Fashion-MNIST 0.63 -> 0.69.
 """
 import dataclasses
 import hashlib
@@ -27,7 +31,8 @@ import jax
 import numpy as np
 
 from inflow_jax.batching import fixed_size
-from inflow_jax.conformal.density import density_scores, fit_density
+from inflow_jax.conformal.density import (check_components, density_scores, fit_density,
+                                          min_density_images)
 from inflow_jax.conformal.features import CHUNK, flow_features, image_features
 from inflow_jax.conformal.p_values import BATCH_TESTS, batch_p_value, conformal_p_values
 
@@ -77,10 +82,12 @@ def check_calibration(x_calibration: np.ndarray, level: float,
                  "density's fit (x_ref, or x_density); use a disjoint held-out split")
 
 
-def check_density_size(n_images: int, n_components: int, what: str) -> None:
-  """Raises ValueError unless a `n_components`-component density has more than 10 per component."""
-  if n_images <= 10 * n_components:
-    raise ValueError(f"fitting a {n_components}-component density needs more than {10 * n_components} "
+def check_density_size(n_images: int, n_components, what: str) -> None:
+  """Raises ValueError unless n_images can fit a density of `n_components` (an int or "auto"):
+  more than `MIN_PER_COMPONENT` images per component."""
+  needed = min_density_images(check_components(n_components))
+  if n_images < needed:
+    raise ValueError(f"fitting a density with n_components={n_components!r} needs at least {needed} "
                      f"{what}, got {n_images}")
 
 
@@ -97,7 +104,7 @@ def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> 
 
 
 def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray, *, level: float,
-                  batch_test: str = "auto", n_components: int = 4, seed: int = 0,
+                  batch_test: str = "auto", n_components="auto", seed: int = 0,
                   x_train: Optional[np.ndarray] = None,
                   x_density: Optional[np.ndarray] = None) -> ConformalState:
   """Fits the density on the features of x_density (None: x_ref) and calibrates on x_calibration
