@@ -16,6 +16,7 @@ from PIL import Image
 from configs import tiny
 from helpers import REPO
 from inflow_jax import InFlowDetector, job, score_job
+from inflow_jax.conformal.gate import image_hashes
 from inflow_jax.training import flow as train, state
 from inflow_jax.model import InFlow
 
@@ -201,6 +202,16 @@ def _error_cases(tmp_path):
       (conformal["density_both"], "all", ValueError, r"attention.n_density=100 and data.density_split='test\[:50\]' both say"),
       (conformal["density_many"], "all", ValueError, r"attention.n_density=1000000 exceeds the 256 images"),
   ]
+
+
+def test_n_density_fits_the_density_on_training_images_that_include_the_reference():
+  config = tiny.get_config()
+  config.attention.update(kind="conformal", n_reference=50, n_density=200)
+  config.data.update(calibration_split="test[-100:]", test_split="test[:-100]")
+  sets = job.load_data(config, "evaluate")
+  reference = job.reference_images(sets["train"], 50, config.seed)
+  assert sets["density"].shape == (200,) + sets["train"].shape[1:]
+  assert image_hashes(reference) <= image_hashes(sets["density"]) <= image_hashes(sets["train"])
 
 
 def test_errors_before_any_training(tmp_path):
