@@ -125,6 +125,10 @@ def get_config() -> ml_collections.ConfigDict:
       # training images the density is fitted on (drawn with the reference images' seed, so they
       # include them); None: the reference images. Not with data.density_split.
       n_density=ml_collections.config_dict.placeholder(int),
+      # 'combined': principal components of the mean-shift test of a batch's mean in whitened pixel
+      # space (inflow_jax.conformal.mean_shift), fitted on the reference images and permuted against
+      # the calibration images; fewer than attention.n_reference. None: the gate without that test
+      mean_shift_components=ml_collections.FieldReference(64, field_type=int),
   ))
 
   config.eval = ml_collections.ConfigDict(dict(

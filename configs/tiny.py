@@ -13,7 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
                      max_eval_images=64)
   config.train.update(num_steps=6, batch_size=16, learning_rate=1e-3, log_every=2,
                       checkpoint_every=2, keep_checkpoints=2)
-  config.attention.update(n_reference=64, n_permutations=20)
+  config.attention.update(n_reference=64, n_permutations=20, mean_shift_components=8)
   config.eval.update(batch_size=16, mixed_rhos=(0.5, 1.0), mixed_batch_sizes=(16,), mixed_n_batches=4,
                      n_bootstrap=100)
   # off, as in the schema; `--config.adversarial.enabled=True` adds a seconds-long adversarial part

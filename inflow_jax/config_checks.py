@@ -10,6 +10,7 @@ from inflow_jax.adversarial.settings import check_attack_config
 from inflow_jax.checks import check_test_size
 from inflow_jax.conformal import BATCH_TESTS, COMBINATIONS, check_components
 from inflow_jax.conformal.gate import check_density_size
+from inflow_jax.conformal.mean_shift import check_components as check_mean_shift_components
 from inflow_jax.data.jpeg import check_jpeg_quality
 from inflow_jax.detector import ATTENTION_KINDS
 from inflow_jax.evaluation.protocols import PROTOCOLS
@@ -112,6 +113,14 @@ def check_density_settings(config: ml_collections.ConfigDict) -> None:
     check_components(density_components(config))
   except ValueError as error:
     raise ValueError(f"attention.n_components: {error}") from error
+  components = settings.get("mean_shift_components")
+  try:
+    check_mean_shift_components(components)
+  except ValueError as error:
+    raise ValueError(f"attention.{error}") from error
+  if settings.kind == "combined" and components is not None and components >= settings.n_reference:
+    raise ValueError(f"attention.mean_shift_components={components} needs more reference images than "
+                     f"components, got attention.n_reference={settings.n_reference}")
   n_density = settings.get("n_density")
   if n_density is None:
     return

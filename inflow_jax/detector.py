@@ -16,8 +16,10 @@ Attention kinds (`attention=`):
   train on, calibrated on x_calibration) and a batch test of them
   (`batch_test`: 'auto' = Cauchy for batches the calibration set resolves, else Fisher; or Cauchy,
   Fisher, Simes); an image gets a = 0 when its batch is flagged or its own p < level.
-* "combined": the conformal batch test and the MMD test in one gate (`combination`: Bonferroni or
-  Cauchy of the two p-values), per-image p-values as "conformal".
+* "combined": the conformal batch test, the MMD test and (unless `mean_shift_components=None`) the
+  mean-shift test of the batch's mean in whitened pixel space (`inflow_jax.conformal.mean_shift`:
+  shifts every image of a batch shares, such as faces, which no per-image score sees) in one gate
+  (`combination`: Bonferroni or Cauchy of their p-values); per-image p-values as "conformal".
 Preprocessing is part of the detector: with `jpeg_quality`, every image it fits on or scores goes
 through that JPEG round trip first (`inflow_jax.data.jpeg`), so that sets from different pipelines
 are compared by content.
@@ -47,6 +49,7 @@ from inflow_jax.attention.batches import attention_tests
 from inflow_jax.attention.mmd import MMDState, fit_mmd
 from inflow_jax.batching import batch_starts
 from inflow_jax.checks import check_images, check_key, check_test_size
+from inflow_jax.conformal.mean_shift import check_components as check_mean_shift_components
 from inflow_jax.data.jpeg import check_jpeg_quality, jpeg_round_trip
 from inflow_jax.detector_files import check_finite_variables, load_detector, save_detector
 from inflow_jax.evaluation.scores import (CONVENTIONS, BatchScores, make_score_fn, score_batches,
@@ -57,12 +60,13 @@ ATTENTION_KINDS = ("mmd", "conformal", "combined")
 
 
 class _Gate(NamedTuple):
-  """Per batch: the gate's p-value and attention, the MMD and conformal p-values (NaN when unused);
-  per image (conformal kinds, else None): p-values and the flow's score at a = 1."""
+  """Per batch: the gate's p-value and attention, the MMD, conformal and mean-shift p-values (NaN
+  when unused); per image (conformal kinds, else None): p-values and the flow's score at a = 1."""
   p_value: np.ndarray
   attention: np.ndarray
   p_mmd: np.ndarray
   p_conformal: np.ndarray
+  p_mean_shift: np.ndarray
   image_p: Optional[np.ndarray]
   flow_score: Optional[np.ndarray]
 
@@ -74,6 +78,7 @@ class BatchTest(NamedTuple):
   attention: float
   p_mmd: float
   p_conformal: float
+  p_mean_shift: float = float("nan")
 
 
 class InFlowDetector:
@@ -92,6 +97,8 @@ class InFlowDetector:
     batch_test, combination, n_components: the conformal batch test ('auto' | 'cauchy' | 'fisher' | 'simes'), the
       combination with the MMD test ('bonferroni' | 'cauchy'), the density's mixture components (an
       int, or 'auto': chosen by held-out likelihood, `inflow_jax.conformal.density`).
+    mean_shift_components: ("combined") the principal components of the mean-shift test, or None:
+      the combined gate without it.
     jpeg_quality: None, or the JPEG round trip every input goes through first.
     seed: seed of the encoder (when not given), the density fit and the permutation tests.
   """
@@ -100,7 +107,8 @@ class InFlowDetector:
                attention: str = "mmd", n_permutations: int = 100, level: float = 0.05,
                batch_size: int = 250, convention: str = "paper", false_positive_rate: float = 0.05,
                batch_test: str = "auto", combination: str = "bonferroni", n_components="auto",
-               jpeg_quality: Optional[int] = None, seed: int = 0):
+               mean_shift_components: Optional[int] = 64, jpeg_quality: Optional[int] = None,
+               seed: int = 0):
     for name, value, allowed in (("attention", attention, ATTENTION_KINDS),
                                  ("convention", convention, CONVENTIONS),
                                  ("batch_test", batch_test, conformal.BATCH_TESTS),
@@ -116,6 +124,7 @@ class InFlowDetector:
     self.encoder = make_encoder(seed) if encoder is None else encoder
     self.attention, self.batch_test, self.combination = attention, batch_test, combination
     self.n_components = conformal.check_components(n_components)
+    self.mean_shift_components = check_mean_shift_components(mean_shift_components)
     self.jpeg_quality = check_jpeg_quality(jpeg_quality)
     self.n_permutations, self.level = check_test_size(n_permutations, level)
     self.batch_size = int(batch_size)
@@ -132,6 +141,11 @@ class InFlowDetector:
   @property
   def uses_conformal(self) -> bool:
     return self.attention in ("conformal", "combined")
+
+  @property
+  def _mean_shift_components(self) -> Optional[int]:
+    """The mean-shift test's components where the gate has one (the combined kind), else None."""
+    return self.mean_shift_components if self.attention == "combined" else None
 
   def preprocess(self, x, name: str = "x", min_batch: int = 1) -> np.ndarray:
     """Checks x (N, H, W, C) float in [0, 1] and applies the detector's preprocessing (JPEG)."""
@@ -172,6 +186,12 @@ class InFlowDetector:
       if (conformal_state.level, conformal_state.batch_test) != (self.level, self.batch_test):
         raise ValueError(f"conformal_state has level={conformal_state.level}, batch_test="
                          f"{conformal_state.batch_test!r}; the detector {self.level}, {self.batch_test!r}")
+      state_components = (None if conformal_state.mean_shift is None
+                          else conformal_state.mean_shift.n_components)
+      if state_components != self._mean_shift_components:
+        raise ValueError(f"conformal_state has a mean-shift test of {state_components} components; "
+                         f"this detector (attention={self.attention!r}) needs "
+                         f"{self._mean_shift_components}")
     elif self.uses_conformal:
       x_calibration, x_density = self._conformal_inputs(prepare, x_ref, x_calibration, x_train,
                                                         x_density)
@@ -184,7 +204,8 @@ class InFlowDetector:
     if self.uses_conformal:
       self.conformal_state_ = conformal_state or conformal.fit_conformal(
           self.model, self.variables, x_ref, x_calibration, level=self.level, batch_test=self.batch_test,
-          n_components=self.n_components, seed=self.seed, x_density=x_density)
+          n_components=self.n_components, seed=self.seed, x_density=x_density,
+          mean_shift_components=self._mean_shift_components)
     else:
       x_threshold = x_ref if x_threshold is None else prepare(x_threshold, "x_threshold")
       self._fit_threshold(x_threshold)
@@ -259,7 +280,8 @@ class InFlowDetector:
     self._check_fitted()
     x = self.preprocess(x, min_batch=2)
     gate = self._gate(x, len(x), self._key(key))
-    return BatchTest(*(float(v[0]) for v in (gate.p_value, gate.attention, gate.p_mmd, gate.p_conformal)))
+    return BatchTest(*(float(v[0]) for v in (gate.p_value, gate.attention, gate.p_mmd, gate.p_conformal,
+                                              gate.p_mean_shift)))
 
   def _key(self, key):
     if key is None:
@@ -272,7 +294,7 @@ class InFlowDetector:
     batch i's MMD test (`attention_tests`) uses the key fold_in(key, first_batch + i)."""
     starts = batch_starts(len(x), batch_size)
     n_batches = len(starts) - 1
-    p_mmd = p_conformal = np.full(n_batches, np.nan)
+    p_mmd = p_conformal = p_mean_shift = np.full(n_batches, np.nan)
     image_p = flow_score = None
     if self.uses_mmd:
       p_mmd = attention_tests(self.mmd_state_, x, batch_size, key, first_batch=first_batch).p_values
@@ -286,8 +308,10 @@ class InFlowDetector:
     elif self.attention == "conformal":
       p = p_conformal
     else:
-      p = np.array([conformal.combine_p_values(a, b, self.combination) for a, b in zip(p_mmd, p_conformal)])
-    return _Gate(p, np.where(p < self.level, 0.0, 1.0), p_mmd, p_conformal, image_p, flow_score)
+      p, p_mean_shift = conformal.combined_p_values(self.conformal_state_, self.combination, p_conformal,
+                                                    p_mmd, x, starts, key, first_batch)
+    return _Gate(p, np.where(p < self.level, 0.0, 1.0), p_mmd, p_conformal, p_mean_shift, image_p,
+                 flow_score)
 
   def score_batches(self, x, key: Optional[jax.Array] = None, *, batch_size: Optional[int] = None,
                     first_batch: int = 0, preprocessed: bool = False) -> BatchScores:

@@ -5,7 +5,9 @@ config.json: the model's constructor arguments, the detector's settings (attenti
 JPEG quality, ...), the threshold, the encoder's static fields, the MMD test's image shape and the
 conformal state's static fields. arrays: the flow's variables, the encoder's parameters, the MMD
 reference statistics ("mmd" and "combined"), the density's arrays and the calibration scores
-("conformal" and "combined"). Detectors saved before the attention kinds existed load as "mmd".
+("conformal" and "combined"), the mean-shift test's whitening and pool ("combined"). Detectors saved
+before the attention kinds existed load as "mmd"; "combined" ones saved before the mean-shift test
+load without it (their gate: the conformal and MMD tests).
 """
 import dataclasses
 import json
@@ -20,13 +22,14 @@ import orbax.checkpoint as ocp
 from inflow_jax import integrity
 from inflow_jax.attention.encoder import Embedder
 from inflow_jax.attention.mmd import MMDState
-from inflow_jax.conformal import ConformalState
+from inflow_jax.conformal import ConformalState, MeanShiftState
 from inflow_jax.conformal.features import n_features
 from inflow_jax.model import InFlow
 from inflow_jax.workdir import tuples_from_json
 
 SETTINGS = ("attention", "n_permutations", "level", "batch_size", "convention", "false_positive_rate",
-            "batch_test", "combination", "n_components", "jpeg_quality", "seed")
+            "batch_test", "combination", "n_components", "mean_shift_components", "jpeg_quality", "seed")
+MEAN_SHIFT_ARRAYS = ("mean", "projection", "pool")
 MMD_ARRAYS = ("reference", "center", "sigma", "kernel_offset", "reference_row_sums", "reference_total")
 ENCODER_FIELDS = ("features", "embedding_dim", "chunk_size", "early_chunk_size", "early_layers")
 
@@ -83,6 +86,9 @@ def save_detector(detector, directory) -> pathlib.Path:
     state = detector.conformal_state_
     arrays["conformal"] = {"density": state.density, "calibration_scores": state.calibration_scores}
     meta["conformal"] = {"level": state.level, "batch_test": state.batch_test}
+    if state.mean_shift is not None:
+      arrays["mean_shift"] = {k: getattr(state.mean_shift, k) for k in MEAN_SHIFT_ARRAYS}
+      meta["mean_shift"] = {"n_permutations": state.mean_shift.n_permutations}
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(directory / "arrays", jax.tree.map(jnp.asarray, arrays))
   meta["encoder"]["features"] = list(meta["encoder"]["features"])
@@ -119,8 +125,14 @@ def load_detector(cls, directory):
       raise ValueError(f"{directory}: the saved density takes {density['mean'].shape[0]} features per "
                        f"image but this version computes {n_features(model)} for this flow "
                        "(conformal.features): fit the detector again")
+    mean_shift = None
+    if "mean_shift" in arrays:
+      mean_shift = MeanShiftState(**{k: jnp.asarray(arrays["mean_shift"][k]) for k in MEAN_SHIFT_ARRAYS},
+                                  **meta["mean_shift"])
+    elif detector.attention == "combined":   # saved before the mean-shift test existed
+      detector.mean_shift_components = None
     detector.conformal_state_ = ConformalState(
-        density=density,
-        calibration_scores=np.asarray(arrays["conformal"]["calibration_scores"]), **meta["conformal"])
+        density=density, calibration_scores=np.asarray(arrays["conformal"]["calibration_scores"]),
+        mean_shift=mean_shift, **meta["conformal"])
   detector.threshold_ = meta["threshold"]
   return detector

@@ -215,7 +215,8 @@ def fit_conformal_attention(config, model, variables, sets) -> Optional[Conforma
   # (the calibration images were checked disjoint from the training and test images at loading)
   return fit_conformal(model, variables, reference_images(sets["train"], a.n_reference, config.seed),
                        sets["calibration"], level=a.level, batch_test=a.batch_test,
-                       n_components=density_components(config), seed=config.seed, x_density=sets.get("density"))
+                       n_components=density_components(config), seed=config.seed, x_density=sets.get("density"),
+                       mean_shift_components=a.mean_shift_components if a.kind == "combined" else None)
 
 
 def save_detector(config, model, variables, mmd_state: MMDState, conformal_state, sets, workdir) -> None:
@@ -228,6 +229,7 @@ def save_detector(config, model, variables, mmd_state: MMDState, conformal_state
                             n_permutations=mmd_state.n_permutations, level=mmd_state.level,
                             batch_size=config.eval.batch_size, batch_test=a.batch_test,
                             combination=a.combination, n_components=density_components(config),
+                            mean_shift_components=a.mean_shift_components,
                             jpeg_quality=config.data.jpeg_quality, seed=config.seed)
   detector.fit(x_ref, x_threshold=sets["heldout"], mmd_state=mmd_state, conformal_state=conformal_state,
                preprocessed=True)   # the sets went through data.jpeg_quality at loading

@@ -80,8 +80,9 @@ def test_batch_tests_match_their_definitions_and_hold_the_level():
   p = rng.uniform(size=7)
   assert batch_p_value(p, "fisher") == pytest.approx(stats.combine_pvalues(p, method="fisher")[1])
   assert batch_p_value(p, "simes") == pytest.approx(min(1.0, np.min(7 * np.sort(p) / np.arange(1, 8))))
-  assert combine_p_values(0.01, 0.3, "bonferroni") == pytest.approx(0.02)
-  assert combine_p_values(0.3, 0.3, "cauchy") == pytest.approx(0.3)
+  assert combine_p_values([0.01, 0.3], "bonferroni") == pytest.approx(0.02)
+  assert combine_p_values([0.01, 0.3, 0.5], "bonferroni") == pytest.approx(0.03)
+  assert combine_p_values([0.3, 0.3], "cauchy") == pytest.approx(0.3)
   null = rng.uniform(size=(4000, 5))
   assert batch_p_value(p, "cauchy") == pytest.approx(
       0.5 - np.arctan(np.mean(np.tan((0.5 - p) * np.pi))) / np.pi)
@@ -89,8 +90,9 @@ def test_batch_tests_match_their_definitions_and_hold_the_level():
     rate = np.mean([batch_p_value(row, test) < 0.05 for row in null])
     assert 0.04 < rate < 0.06, (test, rate)
   for method in ("bonferroni", "cauchy"):
-    rate = np.mean([combine_p_values(a, b, method) < 0.05 for a, b in null[:, :2]])
-    assert 0.035 < rate < 0.06, (method, rate)
+    for k in (2, 3):
+      rate = np.mean([combine_p_values(row, method) < 0.05 for row in null[:, :k]])
+      assert 0.03 < rate < 0.06, (method, k, rate)
   # 'auto': Cauchy while n level / m >= 10 calibration scores resolve its tail, else Fisher
   assert batch_p_value(p, "auto", n_calibration=1400, level=0.05) == batch_p_value(p, "cauchy")
   assert batch_p_value(p, "auto", n_calibration=1399, level=0.05) == batch_p_value(p, "fisher")
@@ -203,7 +205,9 @@ def test_combined_detector_scores_p_values_and_batches(fitted, digits):
   assert np.all((p_in > 0) & (p_in <= 1)) and p_out.max() == pytest.approx(1 / 201)
   result = detector.test_batch(noise[:5], jax.random.PRNGKey(0))
   assert result.attention == 0.0 and result.p_value < 0.05
-  assert result.p_value == pytest.approx(combine_p_values(result.p_mmd, result.p_conformal, "bonferroni"))
+  assert 0 < result.p_mean_shift <= 1   # the combined gate's three tests
+  assert result.p_value == pytest.approx(
+      combine_p_values([result.p_mmd, result.p_conformal, result.p_mean_shift], "bonferroni"))
   # 'auto' with 200 calibration images: 200 * 0.05 / 5 < 10 tail scores, hence Fisher
   assert result.p_conformal == pytest.approx(batch_p_value(p_out[:5], "fisher"))
   # score: the flow's score at the per-image attention; predict = 1 - a
@@ -228,6 +232,27 @@ def test_conformal_kind_save_load_and_jpeg(fitted, digits, tmp_path):
   assert (loaded.attention, loaded.batch_test, loaded.jpeg_quality) == ("conformal", "simes", 80)
   np.testing.assert_array_equal(loaded.image_p_values(digits[500:520]), detector.image_p_values(digits[500:520]))
   np.testing.assert_array_equal(loaded.test_batch(digits[500:520]), detector.test_batch(digits[500:520]))
+
+
+def test_combined_gate_with_and_without_the_mean_shift_test(fitted, digits, tmp_path):
+  """The combined detector saves and loads its mean-shift test; mean_shift_components=None gives the
+  gate of the conformal and MMD tests alone; a conformal_state that does not match is refused."""
+  x, key = digits[500:510], jax.random.PRNGKey(1)
+  state = fitted.conformal_state_
+  assert state.mean_shift.n_components == 64 and state.mean_shift.pool.shape == (200, 64)
+  loaded = InFlowDetector.load(fitted.save(tmp_path / "combined"))
+  assert loaded.mean_shift_components == 64
+  np.testing.assert_array_equal(loaded.test_batch(x, key), fitted.test_batch(x, key))
+  without = InFlowDetector(fitted.model, fitted.variables, attention="combined", n_permutations=50,
+                           batch_size=10, n_components=2, mean_shift_components=None)
+  without.fit(digits[:300], x_calibration=digits[300:500], mmd_state=fitted.mmd_state_)
+  result = without.test_batch(x, key)
+  assert without.conformal_state_.mean_shift is None and np.isnan(result.p_mean_shift)
+  assert result.p_value == pytest.approx(combine_p_values([result.p_mmd, result.p_conformal], "bonferroni"))
+  with pytest.raises(ValueError, match=r"conformal_state has a mean-shift test of None components; this "
+                                       r"detector \(attention='combined'\) needs 64"):
+    InFlowDetector(fitted.model, fitted.variables, attention="combined", n_components=2).fit(
+        digits[:300], conformal_state=without.conformal_state_)
 
 
 def test_load_rejects_a_density_of_another_feature_length(fitted, tmp_path):

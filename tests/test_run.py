@@ -155,6 +155,8 @@ def _error_cases(tmp_path):
                                ("density_overlap", "data", dict(density_split="test[:50]")),
                                ("density_small", "data", dict(density_split="test[-110:-100]")),
                                ("components", "attention", dict(kind="conformal", n_components=0)),
+                               ("mean_shift", "attention", dict(kind="combined", mean_shift_components=64)),
+                               ("mean_shift_0", "attention", dict(kind="combined", mean_shift_components=0)),
                                ("density_both", "attention", dict(kind="conformal", n_density=100)),
                                ("density_many", "attention", dict(kind="conformal", n_density=10**6))]:
     conformal[case] = tiny.get_config()
@@ -166,6 +168,8 @@ def _error_cases(tmp_path):
   conformal["density_small"].attention.kind = "conformal"
   conformal["density_small"].data.update(calibration_split="test[-100:]", test_split="test[:-110]")
   conformal["components"].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
+  for case in ("mean_shift", "mean_shift_0"):
+    conformal[case].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
   conformal["density_both"].data.update(calibration_split="test[-100:]", density_split="test[:50]")
   conformal["density_many"].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
   unlabelled = tmp_path / "unlabelled.npy"
@@ -199,6 +203,8 @@ def _error_cases(tmp_path):
       (conformal["density_overlap"], "all", ValueError, r"50 images of data.density_split='test\[:50\]' also appear in the test images"),
       (conformal["density_small"], "all", ValueError, r"n_components='auto' needs at least 13 images of data.density_split='test\[-110:-100\]', got 10"),
       (conformal["components"], "all", ValueError, r"attention.n_components: n_components must be a positive int or 'auto', got 0"),
+      (conformal["mean_shift"], "all", ValueError, r"attention.mean_shift_components=64 needs more reference images than components, got attention.n_reference=64"),
+      (conformal["mean_shift_0"], "all", ValueError, r"attention.mean_shift_components must be a positive int or None, got 0"),
       (conformal["density_both"], "all", ValueError, r"attention.n_density=100 and data.density_split='test\[:50\]' both say"),
       (conformal["density_many"], "all", ValueError, r"attention.n_density=1000000 exceeds the 256 images"),
   ]

@@ -5,6 +5,8 @@ state of numpy arrays, fitted once:
              calib    <- sorted density_scores(features(x_calibration))
     image:   s(x) = density_scores(features(x)),   p(x) = (1 + #{calib >= s(x)}) / (1 + n)
     batch:   p_batch = cauchy, fisher or simes of the batch's p(x);   attention 0 when p_batch < level
+    mean shift (optional, the combined gate's): a permutation test of the batch's mean in whitened
+             pixel space against the calibration images (`conformal.mean_shift`)
 
 Split conformal needs the calibration images to be unseen by everything the score was fitted on: the
 flow's training images and the density's fitting set. `fit_conformal` refuses calibration images
@@ -25,7 +27,7 @@ instead of 5000 training images, one 4-component mixture) moved one OOD image am
 """
 import dataclasses
 import hashlib
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import jax
 import numpy as np
@@ -34,7 +36,10 @@ from inflow_jax.batching import fixed_size
 from inflow_jax.conformal.density import (check_components, density_scores, fit_density,
                                           min_density_images)
 from inflow_jax.conformal.features import CHUNK, flow_features, image_features
-from inflow_jax.conformal.p_values import BATCH_TESTS, batch_p_value, conformal_p_values
+from inflow_jax.conformal import mean_shift as mean_shift_lib
+from inflow_jax.conformal.mean_shift import MeanShiftState, fit_mean_shift
+from inflow_jax.conformal.p_values import (BATCH_TESTS, batch_p_value, combine_p_values,
+                                           conformal_p_values)
 
 
 _density_scores = jax.jit(density_scores)
@@ -42,11 +47,13 @@ _density_scores = jax.jit(density_scores)
 
 @dataclasses.dataclass
 class ConformalState:
-  """density: the mixture's arrays (`conformal.density`); calibration_scores: (n,) ascending."""
+  """density: the mixture's arrays (`conformal.density`); calibration_scores: (n,) ascending;
+  mean_shift: the mean-shift test (`conformal.mean_shift`) or None."""
   density: Dict[str, np.ndarray]
   calibration_scores: np.ndarray
   level: float
   batch_test: str = "auto"
+  mean_shift: Optional[MeanShiftState] = None
 
   @property
   def n_calibration(self) -> int:
@@ -106,12 +113,15 @@ def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> 
 def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray, *, level: float,
                   batch_test: str = "auto", n_components="auto", seed: int = 0,
                   x_train: Optional[np.ndarray] = None,
-                  x_density: Optional[np.ndarray] = None) -> ConformalState:
+                  x_density: Optional[np.ndarray] = None,
+                  mean_shift_components: Optional[int] = None) -> ConformalState:
   """Fits the density on the features of x_density (None: x_ref) and calibrates on x_calibration
   (all (n, H, W, C) float32 in [0, 1], already preprocessed; x_train: the flow's training images,
-  checked for overlap)."""
+  checked for overlap); with mean_shift_components K, also the mean-shift test (whitening of K
+  components fitted on x_ref, the calibration images as its permutation pool)."""
   if batch_test not in BATCH_TESTS:
     raise ValueError(f"batch_test must be one of {BATCH_TESTS}, got {batch_test!r}")
+  mean_shift_components = mean_shift_lib.check_components(mean_shift_components)
   x_fit, fit_name = (x_ref, "reference images (x_ref)") if x_density is None else (
       x_density, "density images (x_density)")
   check_density_size(len(x_fit), n_components, fit_name)
@@ -121,8 +131,10 @@ def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray
   calibration = np.sort(scores_of_features(density, image_features(model, variables, x_calibration)))
   if not np.all(np.isfinite(calibration)):
     raise ValueError("some calibration scores are NaN or infinite: the flow gives no finite density there")
+  mean_shift = None if mean_shift_components is None else fit_mean_shift(
+      x_ref, x_calibration, mean_shift_components, seed=seed)
   return ConformalState(density=density, calibration_scores=calibration, level=float(level),
-                        batch_test=batch_test)
+                        batch_test=batch_test, mean_shift=mean_shift)
 
 
 def image_scores(state: ConformalState, model, variables, x: np.ndarray, convention: str = "nll"):
@@ -141,3 +153,19 @@ def batch_p_values(state: ConformalState, p_values: np.ndarray, starts: np.ndarr
   """(n_batches,) the batch test's p-value of each batch p_values[starts[i]:starts[i+1]]."""
   return np.array([batch_p_value(p_values[lo:hi], state.batch_test, state.n_calibration, state.level)
                    for lo, hi in zip(starts[:-1], starts[1:])])
+
+
+def combined_p_values(state: ConformalState, combination: str, p_conformal: np.ndarray,
+                      p_mmd: Optional[np.ndarray], x: np.ndarray, starts: np.ndarray, key,
+                      first_batch: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+  """((n_batches,) the combined gate's p-values, (n_batches,) the mean-shift test's, NaN without one)
+  of the batches x[starts[i]:starts[i+1]] (preprocessed): `combination` of the conformal batch test's
+  p_conformal, the MMD test's p_mmd (None: not run, e.g. single images) and, when the state has one,
+  the mean-shift test's (keys as `mean_shift.mean_shift_p_values`)."""
+  parts = [p_conformal] if p_mmd is None else [p_conformal, p_mmd]
+  p_mean_shift = np.full(len(starts) - 1, np.nan)
+  if state.mean_shift is not None:
+    p_mean_shift = mean_shift_lib.mean_shift_p_values(state.mean_shift, x, starts, key, first_batch)
+    parts.append(p_mean_shift)
+  combined = np.array([combine_p_values(batch, combination) for batch in zip(*parts)])
+  return combined, p_mean_shift

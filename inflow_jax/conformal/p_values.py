@@ -42,13 +42,14 @@ Fisher's rate rests on the bulk of the calibration scores; Cauchy keeps the powe
 where the calibration set resolves its tail, hence the switch at TAIL_SCORES = 10 scores (Cauchy for
 m <= 12 when n = 2500 and alpha = 0.05).
 
-Combining two p-values (the conformal batch test and the MMD test) into one gate:
+Combining the k p-values of the tests of one batch (the conformal batch test, the MMD test and the
+mean-shift test) into one gate:
 
-    bonferroni:  p = min(1, 2 min(p_1, p_2))                     (valid under any dependence)
+    bonferroni:  p = min(1, k min_j p_j)                         (valid under any dependence)
     cauchy:      p = 1/2 - arctan(mean_j tan((1/2 - p_j) pi)) / pi   (Liu & Xie 2020; asymptotically
                                                                       valid under any dependence)
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy import stats
@@ -95,8 +96,8 @@ def batch_p_value(p_values: np.ndarray, test: str, n_calibration: Optional[int] 
   return float(min(1.0, np.min(m * np.sort(p) / np.arange(1, m + 1))))
 
 
-def combine_p_values(p_first: float, p_second: float, method: str) -> float:
-  """One p-value from two tests of the same batch ('bonferroni' or 'cauchy')."""
+def combine_p_values(p_values: Sequence[float], method: str) -> float:
+  """One p-value from the p-values of k tests of the same batch ('bonferroni' or 'cauchy')."""
   if method == "bonferroni":
-    return float(min(1.0, 2.0 * min(p_first, p_second)))
-  return cauchy_combination([p_first, p_second])
+    return float(min(1.0, len(p_values) * min(p_values)))
+  return cauchy_combination(p_values)

@@ -6,8 +6,8 @@ k = max(1, round(rho m)) OOD and m - k in-distribution images flagged (rho = 0: 
 Images are drawn without replacement within a batch (numpy Generator seeded with `seed`, in the order of
 the table). Every gate runs on the very same batches: 'inflow' (the paper's MMD test), 'typicality',
 and, given per-image conformal p-values (`inflow_jax.conformal`), 'conformal' (their batch test) and
-'combined' (that test and the MMD test combined). The MMD test needs 2 images: at m = 1 its rate is
-NaN and 'combined' is the conformal test alone.
+'combined' (that test, the MMD test and, where the conformal state has one, the mean-shift test
+combined). The MMD test needs 2 images: at m = 1 its rate is NaN and 'combined' leaves it out.
 
 Key streams (below the protocol's key): fold_in(key, j) for the false alarms at the j-th batch size,
 fold_in(fold_in(fold_in(key, 1000 + s), r), j) for OOD set s, fraction r, batch size j; batch b of a
@@ -54,8 +54,8 @@ def _gate_rates(gates: Gates, cell_key, x, nll, image_p, m: int) -> Dict[str, fl
     p_conformal = conformal.batch_p_values(gates.conformal_state, image_p, starts)
     level = gates.conformal_state.level
     rates["conformal"] = float(np.mean(p_conformal < level))
-    combined = p_conformal if p_mmd is None else np.array(
-        [conformal.combine_p_values(a, b, gates.combination) for a, b in zip(p_mmd, p_conformal)])
+    combined, _ = conformal.combined_p_values(gates.conformal_state, gates.combination, p_conformal,
+                                              p_mmd, x, starts, cell_key)
     rates["combined"] = float(np.mean(combined < level))
   return rates
 

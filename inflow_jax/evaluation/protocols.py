@@ -197,8 +197,10 @@ def ood_table(
   if conformal_state is not None:
     image = {name: _image_p_values(model, variables, conformal_state, x)
              for name, x in [("in", x_in), *ood_sets.items()]}
+    mean_shift = conformal_state.mean_shift
     table["settings"].update(conformal=conformal_state.batch_test, combination=combination,
-                             n_calibration=conformal_state.n_calibration)
+                             n_calibration=conformal_state.n_calibration,
+                             mean_shift_components=None if mean_shift is None else mean_shift.n_components)
     table["in_distribution"]["image_false_alarm"] = float(np.mean(image["in"][1] < level))
     figure_scores["image_score"] = {"in": image["in"][0]}
   table["ood"] = {}
