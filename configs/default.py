@@ -28,7 +28,8 @@ def get_attack_config() -> ml_collections.ConfigDict:
       adaptive_num_steps=ml_collections.config_dict.placeholder(int),
       adaptive_step_size=ml_collections.config_dict.placeholder(float),
       # 'log_likelihood', 'mmd' and (attention.kind 'conformal' / 'combined') 'conformal' (PNG
-      # lengths held fixed), 'conformal_surrogate' (PNG lengths through a differentiable surrogate)
+      # lengths held fixed), 'conformal_surrogate' (PNG lengths through a differentiable surrogate),
+      # (attention.kind 'combined') 'mean_shift' (the statistic of the mean-shift test)
       adaptive_targets=('log_likelihood', 'mmd'),
   ))
 

@@ -59,6 +59,11 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
       if "conformal" in config.adversarial.attack.adaptive_targets and config.attention.kind == "mmd":
         raise ValueError("adversarial.attack.adaptive_targets has 'conformal', which attacks the "
                          "conformal attention: set attention.kind to 'conformal' or 'combined'")
+      if "mean_shift" in config.adversarial.attack.adaptive_targets and (
+          config.attention.kind != "combined" or config.attention.mean_shift_components is None):
+        raise ValueError("adversarial.attack.adaptive_targets has 'mean_shift', which attacks the "
+                         "combined gate's mean-shift test: set attention.kind to 'combined' (with "
+                         "attention.mean_shift_components)")
       if attacks_classifier(config):   # trained on this process's devices (the evaluation's)
         classifier_lib.check_classifier_train_config(config.adversarial.train, jax.local_device_count(),
                                                      prefix="adversarial.train")

@@ -253,6 +253,11 @@ def test_combined_gate_with_and_without_the_mean_shift_test(fitted, digits, tmp_
                                        r"detector \(attention='combined'\) needs 64"):
     InFlowDetector(fitted.model, fitted.variables, attention="combined", n_components=2).fit(
         digits[:300], conformal_state=without.conformal_state_)
+  with pytest.raises(ValueError, match=r"64 principal components needs more fitting images \(x_ref\) "
+                                       r"and pixels than that, got 60 images"):
+    InFlowDetector(fitted.model, fitted.variables, attention="combined", n_components=2,
+                   n_permutations=50).fit(digits[:60], x_calibration=digits[300:500],
+                                          mmd_state=fitted.mmd_state_)
 
 
 def test_load_rejects_a_density_of_another_feature_length(fitted, tmp_path):

@@ -55,7 +55,7 @@ def test_level_on_a_null_and_power_on_a_shared_shift():
 
 def test_errors_name_the_problem():
   rng = np.random.default_rng(2)
-  with pytest.raises(ValueError, match="needs more fitting images and pixels than that, got 20 images"):
+  with pytest.raises(ValueError, match=r"needs more fitting images \(x_ref\) and pixels than that, got 20 images"):
     fit_mean_shift(_images(rng, 20), _images(rng, 10), 20)
   flat = np.full((50, 8, 8, 3), 0.5, np.float32)
   flat[:, 0, 0, 0] = rng.random(50)   # one direction of variation

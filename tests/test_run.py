@@ -72,14 +72,15 @@ def test_tiny_job_reports_the_adversarial_sets_and_the_conformal_gates(tmp_path)
   config.data.update(calibration_split="test[-100:]", density_split="test[-160:-100]",
                      test_split="test[:-160]", jpeg_quality=75)
   config.eval.update(mixed_rhos=(0.0, 1.0), mixed_batch_sizes=(1, 16))
-  config.adversarial.attack.adaptive_targets = ("mmd", "conformal", "conformal_surrogate")
+  config.adversarial.attack.adaptive_targets = ("mmd", "conformal", "conformal_surrogate", "mean_shift")
   table = job.run_job(config, tmp_path, "all", progress=False)
 
   report = json.loads((tmp_path / "report.json").read_text())
   adversarial = report["evaluation"]["adversarial"]
   assert set(adversarial["ood"]) == {"digits_pgd8", "uniform_noise_adaptive_mmd",
                                      "uniform_noise_adaptive_conformal",
-                                     "uniform_noise_adaptive_conformal_surrogate"}   # data.test = digits
+                                     "uniform_noise_adaptive_conformal_surrogate",
+                                     "uniform_noise_adaptive_mean_shift"}   # data.test = digits
   for row in adversarial["ood"].values():
     for method in ("paper", "strict", "likelihood", "input_complexity", "image_score"):
       assert 0.0 <= row[method]["auroc"] <= 1.0, (row, method)   # also rejects NaN
@@ -93,6 +94,9 @@ def test_tiny_job_reports_the_adversarial_sets_and_the_conformal_gates(tmp_path)
   smooth = adversarial["adaptive"]["uniform_noise_adaptive_conformal_surrogate"]
   assert smooth["surrogate_score"][1] < smooth["surrogate_score"][0]
   assert len(smooth["surrogate_rms"]) == 2 and np.all(np.isfinite(smooth["surrogate_rms"]))
+  shifted = adversarial["adaptive"]["uniform_noise_adaptive_mean_shift"]
+  assert shifted["mean_shift_statistic"][1] < shifted["mean_shift_statistic"][0]   # its objective
+  assert all(0 <= n <= shifted["n_batches"] for n in shifted["mean_shift_flagged"])
   assert report["timings_s"]["adversarial"] > 0
   # the mixed protocol on the attacked sets too: the gates' power on attacked batches
   assert set(adversarial["mixed"]["false_alarm"]) == {"inflow", "typicality", "conformal", "combined"}
@@ -172,6 +176,11 @@ def _error_cases(tmp_path):
     conformal[case].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
   conformal["density_both"].data.update(calibration_split="test[-100:]", density_split="test[:50]")
   conformal["density_many"].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
+  conformal["mean_shift_target"] = tiny.get_config()   # the attack needs the combined gate's test
+  conformal["mean_shift_target"].attention.kind = "conformal"
+  conformal["mean_shift_target"].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
+  conformal["mean_shift_target"].adversarial.enabled = True
+  conformal["mean_shift_target"].adversarial.attack.adaptive_targets = ("mean_shift",)
   unlabelled = tmp_path / "unlabelled.npy"
   np.save(unlabelled, np.random.default_rng(0).integers(0, 256, (320, 32, 32, 3), np.uint8))
   adversarial["labels"] = tiny.get_config()
@@ -205,6 +214,7 @@ def _error_cases(tmp_path):
       (conformal["components"], "all", ValueError, r"attention.n_components: n_components must be a positive int or 'auto', got 0"),
       (conformal["mean_shift"], "all", ValueError, r"attention.mean_shift_components=64 needs more reference images than components, got attention.n_reference=64"),
       (conformal["mean_shift_0"], "all", ValueError, r"attention.mean_shift_components must be a positive int or None, got 0"),
+      (conformal["mean_shift_target"], "all", ValueError, r"adaptive_targets has 'mean_shift', which attacks the combined gate's mean-shift test"),
       (conformal["density_both"], "all", ValueError, r"attention.n_density=100 and data.density_split='test\[:50\]' both say"),
       (conformal["density_many"], "all", ValueError, r"attention.n_density=1000000 exceeds the 256 images"),
   ]

@@ -43,10 +43,11 @@ from inflow_jax.adversarial.preprocessing import ThroughJPEG
 from inflow_jax.adversarial.settings import (adaptive_steps, check_attack_config,
                                               classifier_step_size)
 from inflow_jax.adversarial.objectives import (LowerImageScore, LowerImageScoreSurrogate, LowerMMD,
-                                               LowerScore)
+                                               LowerMeanShift, LowerScore)
 from inflow_jax.attention.batches import attention_tests
 from inflow_jax.batching import batch_starts, batched
 from inflow_jax.conformal.features import complexity_bits, image_features
+from inflow_jax.conformal.mean_shift import batch_statistic
 from inflow_jax.conformal.gate import scores_of_features
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.evaluation.protocols import evaluate_ood
@@ -114,6 +115,8 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
     (mean NLL bits/dim at a = 1; lower = more likely), "mmd2": [before, after] (mean over test
     batches), "batches_flagged": [before, after], "n_batches": n; with conformal_state also
     "image_score" (mean per-image score) and "images_flagged" (fraction with p < level): [before, after];
+    with its mean-shift test "mean_shift_flagged" (test batches it flags) and "mean_shift_statistic"
+    (their mean T, the 'mean_shift' attack's objective): [before, after];
     for the 'conformal' targets "surrogate_score": [before, after] of the objective the attack lowers
     (the score with the clean images' PNG lengths, or with the surrogate's), for 'conformal_surrogate'
     also "surrogate_rms" (2,): the surrogate's error on the attacked images (bits/dim)}}).
@@ -123,6 +126,9 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
   if {"conformal", "conformal_surrogate"} & set(targets) and conformal_state is None:
     raise ValueError("the 'conformal' adaptive targets need the conformal attention (attention.kind "
                      "'conformal' or 'combined')")
+  if "mean_shift" in targets and (conformal_state is None or conformal_state.mean_shift is None):
+    raise ValueError("the 'mean_shift' adaptive target needs the combined gate's mean-shift test "
+                     "(attention.kind 'combined', attention.mean_shift_components set)")
   nll_fn = make_score_fn(model, variables, "nll")
   batch_memory = int(attack_config.batch_size)
 
@@ -134,6 +140,12 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
                  "batches_flagged": int(tests.flagged.sum()), "n_batches": int(tests.flagged.size)}
     if conformal_state is None:
       return described, None
+    shift = conformal_state.mean_shift
+    if shift is not None:
+      described["mean_shift_flagged"] = int(np.sum(conformal.mean_shift_p_values(
+          shift, x, tests.starts, test_key) < conformal_state.level))
+      described["mean_shift_statistic"] = float(np.mean([
+          batch_statistic(shift, x[lo:hi]) for lo, hi in zip(tests.starts[:-1], tests.starts[1:])]))
     features = image_features(model, variables, x)
     scores = scores_of_features(conformal_state.density, features)
     described["image_score"] = float(np.mean(scores))
@@ -190,7 +202,7 @@ def _score_with_complexity(conformal_state, features: np.ndarray, complexity) ->
 
 
 _TARGET_SUFFIX = {"log_likelihood": "llh", "mmd": "mmd", "conformal": "conformal",
-                  "conformal_surrogate": "conformal_surrogate"}
+                  "conformal_surrogate": "conformal_surrogate", "mean_shift": "mean_shift"}
 
 
 def _adaptive_images(target: str, x: np.ndarray, key, *, model, variables, mmd_state, conformal_state,
@@ -214,7 +226,8 @@ def _adaptive_images(target: str, x: np.ndarray, key, *, model, variables, mmd_s
 
 def _attacked(target: str, x: np.ndarray, run, *, model, variables, mmd_state, conformal_state, nll_fn,
               batch_size: int, attack_config, coefficients) -> np.ndarray:
-  """`run(objective, chunk, index, loss_args)` over the chunks (or, for 'mmd', test batches) of x."""
+  """`run(objective, chunk, index, loss_args)` over the chunks (or, for the batch statistics 'mmd' and
+  'mean_shift', the test batches) of x."""
   if target == "log_likelihood":
     return batched(lambda i, xb: run(LowerScore(nll_fn), xb, i), x, int(attack_config.batch_size),
                    with_index=True)
@@ -227,8 +240,10 @@ def _attacked(target: str, x: np.ndarray, run, *, model, variables, mmd_state, c
     return batched(lambda i, xb: run(objective, xb, i, (
         variables, density, jnp.asarray(complexity(xb), jnp.float32))),
                    x, int(attack_config.batch_size), with_index=True)
+  objective, args = ((LowerMMD(), (mmd_state,)) if target == "mmd"
+                     else (LowerMeanShift(), (conformal_state.mean_shift,)))
   starts = batch_starts(len(x), batch_size)
-  return np.concatenate([np.asarray(run(LowerMMD(), x[lo:hi], i, (mmd_state,)))
+  return np.concatenate([np.asarray(run(objective, x[lo:hi], i, args))
                          for i, (lo, hi) in enumerate(zip(starts[:-1], starts[1:]))])
 
 

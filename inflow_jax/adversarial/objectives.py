@@ -4,6 +4,8 @@
                            the flow log-likelihood (bits/dim, up to a constant), so PGD raises log p(x).
   `LowerMMD()`:            -MMD^2(x, reference) of the whole batch, `loss_args=(mmd_state,)`: the batch
                            moves towards passing the attention test (a = 1).
+  `LowerMeanShift()`:      -T(x) of the whole batch, the combined gate's mean-shift statistic
+                           (`inflow_jax.conformal.mean_shift`), `loss_args=(mean_shift_state,)`.
   `LowerImageScore(model)`: -s(x) per image, the conformal attention's per-image score
                            (`inflow_jax.conformal`), `loss_args=(variables, density, complexity)`: the
                            image moves towards a large conformal p-value. The PNG lengths are not
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 from inflow_jax.adversarial.complexity_surrogate import surrogate_complexity_bits
 from inflow_jax.attention.mmd import MMDState, mmd2_embedded
 from inflow_jax.conformal.density import density_scores
+from inflow_jax.conformal.mean_shift import MeanShiftState, batch_statistic
 from inflow_jax.conformal.features import scale_bits
 from inflow_jax.model import InFlow
 
@@ -57,6 +60,15 @@ class LowerMMD:
 
   def __call__(self, x: jax.Array, state: MMDState) -> jax.Array:
     return -batch_mmd2(state, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class LowerMeanShift:
+  """Objective -T(x) (a scalar over the batch) of the mean-shift test, `loss_args=(state,)`: the
+  batch's whitened pixel mean moves towards the in-distribution images', so the test passes it."""
+
+  def __call__(self, x: jax.Array, state: MeanShiftState) -> jax.Array:
+    return -batch_statistic(state, x)
 
 
 def image_score(model, x: jax.Array, variables, density, complexity: jax.Array) -> jax.Array:

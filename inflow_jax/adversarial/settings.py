@@ -12,7 +12,7 @@ import ml_collections
 
 from inflow_jax.adversarial.attacks import check_attack_parameters, default_step_size
 
-ADAPTIVE_TARGETS = ("log_likelihood", "mmd", "conformal", "conformal_surrogate")
+ADAPTIVE_TARGETS = ("log_likelihood", "mmd", "conformal", "conformal_surrogate", "mean_shift")
 
 
 def check_attack_config(attack_config: ml_collections.ConfigDict,

@@ -10,6 +10,6 @@
 from inflow_jax.conformal.density import check_components
 from inflow_jax.conformal.gate import (ConformalState, batch_p_values, check_calibration,
                                        combined_p_values, fit_conformal, image_p_values, image_scores)
-from inflow_jax.conformal.mean_shift import MeanShiftState
+from inflow_jax.conformal.mean_shift import MeanShiftState, mean_shift_p_values
 from inflow_jax.conformal.p_values import (BATCH_TESTS, COMBINATIONS, batch_p_value, combine_p_values,
                                            conformal_p_values)

@@ -122,6 +122,8 @@ def fit_conformal(model, variables, x_ref: np.ndarray, x_calibration: np.ndarray
   if batch_test not in BATCH_TESTS:
     raise ValueError(f"batch_test must be one of {BATCH_TESTS}, got {batch_test!r}")
   mean_shift_components = mean_shift_lib.check_components(mean_shift_components)
+  if mean_shift_components is not None:
+    mean_shift_lib.check_fit_size((len(x_ref), x_ref[0].size), mean_shift_components)
   x_fit, fit_name = (x_ref, "reference images (x_ref)") if x_density is None else (
       x_density, "density images (x_density)")
   check_density_size(len(x_fit), n_components, fit_name)

@@ -92,17 +92,19 @@ def format_adversarial_table(table: Mapping) -> str:
     lines += [f"| {k}/255 | {acc['fgsm'][k]:.3f} | {acc['pgd'][k]:.3f} |" for k in acc["pgd"]]
     lines.append("")
   lines += ["Adaptive attacks (before -> after): mean NLL bits/dim at a = 1 (lower = more likely), "
-            "mean MMD^2 of the test batches, batches flagged by the attention test:", "",
+            "mean MMD^2 of the test batches, batches flagged by the attention test (and by the mean-shift "
+            "test):", "",
             "| set | target | epsilon | NLL bits/dim | MMD^2 | batches flagged | images flagged "
             "(conformal p < level) | mean per-image score (in brackets the conformal attacks' "
             "objective: with the clean images' PNG lengths, or with the surrogate's) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for name, row in table["adaptive"].items():
     images, score = row.get("images_flagged"), row.get("image_score")
-    surrogate = row.get("surrogate_score")
+    surrogate, shifted = row.get("surrogate_score"), row.get("mean_shift_flagged")
     lines.append(
         f"| {name} | {row['target']} | {eps_name(row['epsilon'])}/255 | {row['nll_bpd'][0]:.4f} -> "
         f"{row['nll_bpd'][1]:.4f} | {row['mmd2'][0]:.4g} -> {row['mmd2'][1]:.4g} | "
-        f"{row['batches_flagged'][0]} -> {row['batches_flagged'][1]} / {row['n_batches']} | "
+        f"{row['batches_flagged'][0]} -> {row['batches_flagged'][1]} / {row['n_batches']}"
+        + (f" (mean shift {shifted[0]} -> {shifted[1]})" if shifted else "") + " | "
         + (f"{images[0]:.3f} -> {images[1]:.3f} | " if images else "- | ")
         + (f"{score[0]:.4g} -> {score[1]:.4g}" if score else "-")
         + (f" ({surrogate[0]:.4g} -> {surrogate[1]:.4g}) |" if surrogate else " |"))
