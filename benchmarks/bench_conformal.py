@@ -5,7 +5,8 @@ Measures, each call waited for, after a warm-up call (compilation):
 * `test_batch` of one batch of 250 for the paper's MMD gate and for the combined gate;
 * `score` of one batch of 250 (the gate plus the flow's scores) for both kinds;
 * the flow's statistics pass alone on that batch (what the combined test adds to the MMD test's
-  work, besides the PNG lengths and the density).
+  work, besides the PNG lengths, the density and the mean-shift test);
+* the mean-shift test alone on that batch (its whitening and 500 permutations).
 Every repeat is listed (noisy timings: the list, not the best).
 
   python benchmarks/bench_conformal.py [--n_images 2500] [--repeats 3] [--json]
@@ -17,7 +18,7 @@ import numpy as np
 
 import common
 from inflow_jax import InFlowDetector
-from inflow_jax.conformal import features
+from inflow_jax.conformal import features, mean_shift_p_values
 from inflow_jax.data import preprocess
 from inflow_jax.evaluation.scores import exact_log_det
 from inflow_jax.flow_file import load_flow_file
@@ -48,6 +49,10 @@ def main():
   flow = lambda xb: features._flow_pass(exact_log_det(model), variables, xb)
   result["flow_pass_250_ms"] = [round(1e3 * w, 1) for w, _ in common.call_times(
       lambda i: flow(batch), args.repeats)]
+  shift, starts = combined.conformal_state_.mean_shift, np.array([0, len(batch)])
+  prepared = combined.preprocess(batch)
+  result["mean_shift_250_ms"] = [round(1e3 * w, 1) for w, _ in common.call_times(
+      lambda i: mean_shift_p_values(shift, prepared, starts, key(i)), args.repeats)]
   result.update(common.machine())
   common.emit(result, args.json)
 
