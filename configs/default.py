@@ -128,7 +128,8 @@ def get_config() -> ml_collections.ConfigDict:
       n_density=ml_collections.config_dict.placeholder(int),
       # 'combined': principal components of the mean-shift test of a batch's mean in whitened pixel
       # space (inflow_jax.conformal.mean_shift), fitted on the reference images and permuted against
-      # the calibration images; fewer than attention.n_reference. None: the gate without that test
+      # the calibration images; fewer than attention.n_reference. 0 (or None in a config file): the
+      # gate without that test
       mean_shift_components=ml_collections.FieldReference(64, field_type=int),
   ))
 

@@ -10,7 +10,6 @@ from inflow_jax.adversarial.settings import check_attack_config
 from inflow_jax.checks import check_test_size
 from inflow_jax.conformal import BATCH_TESTS, COMBINATIONS, check_components
 from inflow_jax.conformal.gate import check_density_size
-from inflow_jax.conformal.mean_shift import check_components as check_mean_shift_components
 from inflow_jax.data.jpeg import check_jpeg_quality
 from inflow_jax.detector import ATTENTION_KINDS
 from inflow_jax.evaluation.protocols import PROTOCOLS
@@ -60,7 +59,7 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
         raise ValueError("adversarial.attack.adaptive_targets has 'conformal', which attacks the "
                          "conformal attention: set attention.kind to 'conformal' or 'combined'")
       if "mean_shift" in config.adversarial.attack.adaptive_targets and (
-          config.attention.kind != "combined" or config.attention.mean_shift_components is None):
+          config.attention.kind != "combined" or mean_shift_components(config) is None):
         raise ValueError("adversarial.attack.adaptive_targets has 'mean_shift', which attacks the "
                          "combined gate's mean-shift test: set attention.kind to 'combined' (with "
                          "attention.mean_shift_components)")
@@ -111,18 +110,26 @@ def density_components(config: ml_collections.ConfigDict):
   return "auto" if n_components is None else n_components
 
 
+def mean_shift_components(config: ml_collections.ConfigDict):
+  """attention.mean_shift_components as the detector takes it: 0 (settable on the command line) or
+  None -> None, no mean-shift test."""
+  return config.attention.get("mean_shift_components") or None
+
+
 def check_density_settings(config: ml_collections.ConfigDict) -> None:
-  """attention.n_components and attention.n_density, and the latter against data.density_split."""
+  """attention.n_components, attention.mean_shift_components and attention.n_density, and the latter
+  against data.density_split."""
   settings = config.attention
   try:
     check_components(density_components(config))
   except ValueError as error:
     raise ValueError(f"attention.n_components: {error}") from error
   components = settings.get("mean_shift_components")
-  try:
-    check_mean_shift_components(components)
-  except ValueError as error:
-    raise ValueError(f"attention.{error}") from error
+  if components is not None and (isinstance(components, bool) or not isinstance(components, int)
+                                 or components < 0):
+    raise ValueError(f"attention.mean_shift_components must be an int >= 0 (0 or None: no mean-shift "
+                     f"test), got {components!r}")
+  components = mean_shift_components(config)
   if settings.kind == "combined" and components is not None and components >= settings.n_reference:
     raise ValueError(f"attention.mean_shift_components={components} needs more reference images than "
                      f"components, got attention.n_reference={settings.n_reference}")

@@ -33,7 +33,8 @@ from inflow_jax.conformal import ConformalState, check_calibration, fit_conforma
 from inflow_jax.conformal.gate import check_density_size, check_disjoint
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.flow_file import is_flow_file, load_flow_file
-from inflow_jax.config_checks import attacks_classifier, check_config, density_components
+from inflow_jax.config_checks import (attacks_classifier, check_config, density_components,
+                                      mean_shift_components)
 from inflow_jax.detector import InFlowDetector
 from inflow_jax.evaluation.protocols import ood_table
 from inflow_jax.model import InFlow
@@ -216,7 +217,7 @@ def fit_conformal_attention(config, model, variables, sets) -> Optional[Conforma
   return fit_conformal(model, variables, reference_images(sets["train"], a.n_reference, config.seed),
                        sets["calibration"], level=a.level, batch_test=a.batch_test,
                        n_components=density_components(config), seed=config.seed, x_density=sets.get("density"),
-                       mean_shift_components=a.mean_shift_components if a.kind == "combined" else None)
+                       mean_shift_components=mean_shift_components(config) if a.kind == "combined" else None)
 
 
 def save_detector(config, model, variables, mmd_state: MMDState, conformal_state, sets, workdir) -> None:
@@ -229,7 +230,7 @@ def save_detector(config, model, variables, mmd_state: MMDState, conformal_state
                             n_permutations=mmd_state.n_permutations, level=mmd_state.level,
                             batch_size=config.eval.batch_size, batch_test=a.batch_test,
                             combination=a.combination, n_components=density_components(config),
-                            mean_shift_components=a.mean_shift_components,
+                            mean_shift_components=mean_shift_components(config),
                             jpeg_quality=config.data.jpeg_quality, seed=config.seed)
   detector.fit(x_ref, x_threshold=sets["heldout"], mmd_state=mmd_state, conformal_state=conformal_state,
                preprocessed=True)   # the sets went through data.jpeg_quality at loading

@@ -15,7 +15,7 @@ from PIL import Image
 
 from configs import tiny
 from helpers import REPO
-from inflow_jax import InFlowDetector, job, score_job
+from inflow_jax import InFlowDetector, config_checks, job, score_job
 from inflow_jax.conformal.gate import image_hashes
 from inflow_jax.training import flow as train, state
 from inflow_jax.model import InFlow
@@ -160,7 +160,7 @@ def _error_cases(tmp_path):
                                ("density_small", "data", dict(density_split="test[-110:-100]")),
                                ("components", "attention", dict(kind="conformal", n_components=0)),
                                ("mean_shift", "attention", dict(kind="combined", mean_shift_components=64)),
-                               ("mean_shift_0", "attention", dict(kind="combined", mean_shift_components=0)),
+                               ("mean_shift_negative", "attention", dict(kind="combined", mean_shift_components=-1)),
                                ("density_both", "attention", dict(kind="conformal", n_density=100)),
                                ("density_many", "attention", dict(kind="conformal", n_density=10**6))]:
     conformal[case] = tiny.get_config()
@@ -172,7 +172,7 @@ def _error_cases(tmp_path):
   conformal["density_small"].attention.kind = "conformal"
   conformal["density_small"].data.update(calibration_split="test[-100:]", test_split="test[:-110]")
   conformal["components"].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
-  for case in ("mean_shift", "mean_shift_0"):
+  for case in ("mean_shift", "mean_shift_negative"):
     conformal[case].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
   conformal["density_both"].data.update(calibration_split="test[-100:]", density_split="test[:50]")
   conformal["density_many"].data.update(calibration_split="test[-100:]", test_split="test[:-100]")
@@ -213,11 +213,22 @@ def _error_cases(tmp_path):
       (conformal["density_small"], "all", ValueError, r"n_components='auto' needs at least 13 images of data.density_split='test\[-110:-100\]', got 10"),
       (conformal["components"], "all", ValueError, r"attention.n_components: n_components must be a positive int or 'auto', got 0"),
       (conformal["mean_shift"], "all", ValueError, r"attention.mean_shift_components=64 needs more reference images than components, got attention.n_reference=64"),
-      (conformal["mean_shift_0"], "all", ValueError, r"attention.mean_shift_components must be a positive int or None, got 0"),
+      (conformal["mean_shift_negative"], "all", ValueError, r"attention.mean_shift_components must be an int >= 0 \(0 or None: no mean-shift test\), got -1"),
       (conformal["mean_shift_target"], "all", ValueError, r"adaptive_targets has 'mean_shift', which attacks the combined gate's mean-shift test"),
       (conformal["density_both"], "all", ValueError, r"attention.n_density=100 and data.density_split='test\[:50\]' both say"),
       (conformal["density_many"], "all", ValueError, r"attention.n_density=1000000 exceeds the 256 images"),
   ]
+
+
+def test_mean_shift_components_zero_or_none_turns_the_test_off():
+  """0 (what the command line can set) and None mean no mean-shift test; both pass the checks."""
+  config = tiny.get_config()
+  config.attention.kind = "combined"
+  config.data.update(calibration_split="test[-100:]", test_split="test[:-100]")
+  for value, expected in ((0, None), (None, None), (8, 8)):
+    config.attention.mean_shift_components = value
+    config_checks.check_evaluation_config(config)
+    assert config_checks.mean_shift_components(config) == expected
 
 
 def test_n_density_fits_the_density_on_training_images_that_include_the_reference():
