@@ -19,7 +19,9 @@ Attention kinds (`attention=`):
 * "combined": the conformal batch test, the MMD test and (unless `mean_shift_components=None`) the
   mean-shift test of the batch's mean in whitened pixel space (`inflow_jax.conformal.mean_shift`:
   shifts every image of a batch shares, such as faces, which no per-image score sees) in one gate
-  (`combination`: Bonferroni or Cauchy of their p-values); per-image p-values as "conformal".
+  (`combination`: Bonferroni or Cauchy of their p-values, weighted 1/2 for the conformal test and
+  1/2 shared by the batch tests, `conformal.gate.combined_p_values`); per-image p-values as
+  "conformal".
 Preprocessing is part of the detector: with `jpeg_quality`, every image it fits on or scores goes
 through that JPEG round trip first (`inflow_jax.data.jpeg`), so that sets from different pipelines
 are compared by content.

@@ -82,6 +82,10 @@ def test_batch_tests_match_their_definitions_and_hold_the_level():
   assert batch_p_value(p, "simes") == pytest.approx(min(1.0, np.min(7 * np.sort(p) / np.arange(1, 8))))
   assert combine_p_values([0.01, 0.3], "bonferroni") == pytest.approx(0.02)
   assert combine_p_values([0.01, 0.3, 0.5], "bonferroni") == pytest.approx(0.03)
+  assert combine_p_values([0.01, 0.3, 0.5], "bonferroni", (0.5, 0.25, 0.25)) == pytest.approx(0.02)
+  assert combine_p_values([0.2, 0.01], "bonferroni", (0.5, 0.5)) == pytest.approx(0.02)
+  weighted = 0.5 - np.arctan(np.sum(np.array([0.5, 0.25, 0.25]) * np.tan((0.5 - p[:3]) * np.pi))) / np.pi
+  assert combine_p_values(p[:3], "cauchy", (0.5, 0.25, 0.25)) == pytest.approx(weighted)
   assert combine_p_values([0.3, 0.3], "cauchy") == pytest.approx(0.3)
   null = rng.uniform(size=(4000, 5))
   assert batch_p_value(p, "cauchy") == pytest.approx(
@@ -90,9 +94,9 @@ def test_batch_tests_match_their_definitions_and_hold_the_level():
     rate = np.mean([batch_p_value(row, test) < 0.05 for row in null])
     assert 0.04 < rate < 0.06, (test, rate)
   for method in ("bonferroni", "cauchy"):
-    for k in (2, 3):
-      rate = np.mean([combine_p_values(row, method) < 0.05 for row in null[:, :k]])
-      assert 0.03 < rate < 0.06, (method, k, rate)
+    for k, weights in ((2, None), (3, None), (3, (0.5, 0.25, 0.25))):
+      rate = np.mean([combine_p_values(row, method, weights) < 0.05 for row in null[:, :k]])
+      assert 0.03 < rate < 0.06, (method, k, weights, rate)
   # 'auto': Cauchy while n level / m >= 10 calibration scores resolve its tail, else Fisher
   assert batch_p_value(p, "auto", n_calibration=1400, level=0.05) == batch_p_value(p, "cauchy")
   assert batch_p_value(p, "auto", n_calibration=1399, level=0.05) == batch_p_value(p, "fisher")
@@ -206,8 +210,8 @@ def test_combined_detector_scores_p_values_and_batches(fitted, digits):
   result = detector.test_batch(noise[:5], jax.random.PRNGKey(0))
   assert result.attention == 0.0 and result.p_value < 0.05
   assert 0 < result.p_mean_shift <= 1   # the combined gate's three tests
-  assert result.p_value == pytest.approx(
-      combine_p_values([result.p_mmd, result.p_conformal, result.p_mean_shift], "bonferroni"))
+  assert result.p_value == pytest.approx(combine_p_values(   # half for the per-image evidence
+      [result.p_conformal, result.p_mmd, result.p_mean_shift], "bonferroni", (0.5, 0.25, 0.25)))
   # 'auto' with 200 calibration images: 200 * 0.05 / 5 < 10 tail scores, hence Fisher
   assert result.p_conformal == pytest.approx(batch_p_value(p_out[:5], "fisher"))
   # score: the flow's score at the per-image attention; predict = 1 - a

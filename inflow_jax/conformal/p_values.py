@@ -43,11 +43,11 @@ where the calibration set resolves its tail, hence the switch at TAIL_SCORES = 1
 m <= 12 when n = 2500 and alpha = 0.05).
 
 Combining the k p-values of the tests of one batch (the conformal batch test, the MMD test and the
-mean-shift test) into one gate:
+mean-shift test) into one gate, with weights w_j >= 0 summing to 1 (default: equal):
 
-    bonferroni:  p = min(1, k min_j p_j)                         (valid under any dependence)
-    cauchy:      p = 1/2 - arctan(mean_j tan((1/2 - p_j) pi)) / pi   (Liu & Xie 2020; asymptotically
-                                                                      valid under any dependence)
+    bonferroni:  p = min(1, min_j p_j / w_j)                    (valid under any dependence)
+    cauchy:      p = 1/2 - arctan(sum_j w_j tan((1/2 - p_j) pi)) / pi   (Liu & Xie 2020; asymptotically
+                                                                     valid under any dependence)
 """
 from typing import Optional, Sequence
 
@@ -66,10 +66,12 @@ def conformal_p_values(calibration_sorted: np.ndarray, scores: np.ndarray) -> np
   return (1.0 + at_least) / (1.0 + n)
 
 
-def cauchy_combination(p_values) -> float:
-  """1/2 - arctan(mean_j tan((1/2 - p_j) pi)) / pi (p-values clipped to [1e-300, 1])."""
+def cauchy_combination(p_values, weights: Optional[Sequence[float]] = None) -> float:
+  """1/2 - arctan(sum_j w_j tan((1/2 - p_j) pi)) / pi, w_j = weights (default 1/k; p-values clipped
+  to [1e-300, 1])."""
   p = np.clip(np.asarray(p_values, np.float64), 1e-300, 1.0)
-  return float(np.clip(0.5 - np.arctan(np.mean(np.tan((0.5 - p) * np.pi))) / np.pi, 0.0, 1.0))
+  w = np.full(p.shape, 1.0 / p.size) if weights is None else np.asarray(weights, np.float64)
+  return float(np.clip(0.5 - np.arctan(np.sum(w * np.tan((0.5 - p) * np.pi))) / np.pi, 0.0, 1.0))
 
 
 def resolved_batch_test(test: str, m: int, n_calibration: Optional[int], level: float) -> str:
@@ -96,8 +98,11 @@ def batch_p_value(p_values: np.ndarray, test: str, n_calibration: Optional[int] 
   return float(min(1.0, np.min(m * np.sort(p) / np.arange(1, m + 1))))
 
 
-def combine_p_values(p_values: Sequence[float], method: str) -> float:
-  """One p-value from the p-values of k tests of the same batch ('bonferroni' or 'cauchy')."""
+def combine_p_values(p_values: Sequence[float], method: str,
+                     weights: Optional[Sequence[float]] = None) -> float:
+  """One p-value from the p-values of k tests of the same batch ('bonferroni' or 'cauchy'), weighted
+  by `weights` (summing to 1; default equal)."""
   if method == "bonferroni":
-    return float(min(1.0, len(p_values) * min(p_values)))
-  return cauchy_combination(p_values)
+    w = np.full(len(p_values), 1.0 / len(p_values)) if weights is None else np.asarray(weights)
+    return float(min(1.0, np.min(np.asarray(p_values, np.float64) / w)))
+  return cauchy_combination(p_values, weights)
