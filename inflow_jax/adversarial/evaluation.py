@@ -47,8 +47,8 @@ from inflow_jax.adversarial.objectives import (LowerImageScore, LowerImageScoreS
 from inflow_jax.attention.batches import attention_tests
 from inflow_jax.batching import batch_starts, batched
 from inflow_jax.conformal.features import complexity_bits, image_features
-from inflow_jax.conformal.mean_shift import batch_statistic
 from inflow_jax.conformal.gate import scores_of_features
+from inflow_jax.conformal.mean_shift import batch_statistic
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.evaluation.protocols import evaluate_ood
 from inflow_jax.evaluation.scores import exact_log_det, make_score_fn
