@@ -17,25 +17,30 @@ copies (JPEG-75, see ../shared/data/README.md) and the OOD sets SVHN, CelebA, MN
 Everything runs on whatever JAX backend is present; on a shared CPU the timings are slow and noisy (the
 load average is printed with the result).
 """
+
 import argparse
 import sys
 import time
 
+import common
 import jax
 import numpy as np
 
-import common
 from configs import cifar10 as cifar10_config
 from inflow_jax.adversarial import classifier as classifier_lib
 from inflow_jax.adversarial.evaluation import evaluate_adversarial
-from inflow_jax.attention.encoder import load_reference_encoder
-from inflow_jax.attention.mmd import fit_mmd
 from inflow_jax.data import load_images
+from inflow_jax.gates.encoder import load_reference_encoder
+from inflow_jax.gates.mmd import fit_mmd
+from inflow_jax.model.torch_checkpoint import load_reference_checkpoint
 from inflow_jax.report.tables import format_adversarial_report
-from inflow_jax.torch_checkpoint import load_reference_checkpoint
 
-OOD_FILES = {"svhn": "svhn_test_5k.npz", "celeba": "celeba_3k.npz", "mnist": "mnist_test_5k.npz",
-             "fashion_mnist": "fashion_mnist_test_1k.npz"}
+OOD_FILES = {
+  "svhn": "svhn_test_5k.npz",
+  "celeba": "celeba_3k.npz",
+  "mnist": "mnist_test_5k.npz",
+  "fashion_mnist": "fashion_mnist_test_1k.npz",
+}
 
 
 def shared_images(file: str, max_images=None):
@@ -46,8 +51,12 @@ def shared_images(file: str, max_images=None):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  parser.add_argument("--n-test", type=int, default=500, help="CIFAR-10 test images attacked/scored")
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+  )
+  parser.add_argument(
+    "--n-test", type=int, default=500, help="CIFAR-10 test images attacked/scored"
+  )
   parser.add_argument("--n-ood", type=int, default=300, help="images per OOD set attacked/scored")
   parser.add_argument("--ood", default="svhn,celeba,mnist,fashion_mnist")
   parser.add_argument("--batch-size", type=int, default=100, help="attention-test batch size")
@@ -64,23 +73,32 @@ def main():
   config = cifar10_config.get_config()
   config.seed = args.seed
   config.eval.batch_size = args.batch_size
-  config.adversarial.seed = args.seed   # the classifier and attacks of configs/default.py, but:
+  config.adversarial.seed = args.seed  # the classifier and attacks of configs/default.py, but:
   config.adversarial.train.num_steps = args.classifier_steps
-  config.adversarial.attack.update(num_steps=args.pgd_steps, batch_size=args.batch_size,
-                                   epsilons=(1 / 255, 2 / 255, 8 / 255), adaptive_epsilon=8 / 255)
+  config.adversarial.attack.update(
+    num_steps=args.pgd_steps,
+    batch_size=args.batch_size,
+    epsilons=(1 / 255, 2 / 255, 8 / 255),
+    adaptive_epsilon=8 / 255,
+  )
 
   x_train, y_train = shared_images("cifar10_train_10k.npz")
   x_all_test, y_all_test = shared_images("cifar10_test_5k.npz")
-  x_test, y_test = x_all_test[:args.n_test], y_all_test[:args.n_test]
-  x_heldout = x_all_test[args.n_test:args.n_test + args.n_heldout]
+  x_test, y_test = x_all_test[: args.n_test], y_all_test[: args.n_test]
+  x_heldout = x_all_test[args.n_test : args.n_test + args.n_heldout]
   names = [n for n in args.ood.split(",") if n]
   ood_sets = {n: shared_images(OOD_FILES[n], args.n_ood)[0] for n in names}
 
   model, variables = load_reference_checkpoint(
-      common.SHARED / "fixtures/inflow_cifar10_epoch150_torch_state.npz", paper_compat=True)
+    common.SHARED / "fixtures/inflow_cifar10_epoch150_torch_state.npz", paper_compat=True
+  )
   embed = load_reference_encoder(common.SHARED / "fixtures/uae_encoder_torch_seed0.npz")
-  mmd_state = fit_mmd(x_train[:args.n_reference], embed, n_permutations=args.n_permutations,
-                      level=config.attention.level)
+  mmd_state = fit_mmd(
+    x_train[: args.n_reference],
+    embed,
+    n_permutations=args.n_permutations,
+    level=config.attention.level,
+  )
 
   tick = time.time()
   classifier_model = classifier_lib.Classifier(**config.adversarial.model)
@@ -88,20 +106,38 @@ def main():
   classifier_seconds = time.time() - tick
 
   table = evaluate_adversarial(
-      config, model=model, variables=variables, mmd_state=mmd_state, x_test=x_test, y_test=y_test,
-      ood_sets=ood_sets, x_heldout=x_heldout, key=jax.random.key(args.seed),
-      classifier=(classifier_model, trained.variables), in_name="cifar10", include_clean=True)
+    config,
+    model=model,
+    variables=variables,
+    mmd_state=mmd_state,
+    x_test=x_test,
+    y_test=y_test,
+    ood_sets=ood_sets,
+    x_heldout=x_heldout,
+    key=jax.random.key(args.seed),
+    classifier=(classifier_model, trained.variables),
+    in_name="cifar10",
+    include_clean=True,
+  )
   table["settings"].update(
-      n_test=args.n_test, n_ood=args.n_ood, pgd_steps=args.pgd_steps,
-      classifier_steps=args.classifier_steps, classifier_train_s=round(classifier_seconds, 1),
-      classifier_final_loss=float(np.mean(trained.losses[-50:])), backend=jax.default_backend(),
-      wall_s=round(time.time() - start, 1), loadavg=common.machine()["load_avg"])
+    n_test=args.n_test,
+    n_ood=args.n_ood,
+    pgd_steps=args.pgd_steps,
+    classifier_steps=args.classifier_steps,
+    classifier_train_s=round(classifier_seconds, 1),
+    classifier_final_loss=float(np.mean(trained.losses[-50:])),
+    backend=jax.default_backend(),
+    wall_s=round(time.time() - start, 1),
+    loadavg=common.machine()["load_avg"],
+  )
   if args.json:
     common.emit(table, as_json=True)
   else:
     print(format_adversarial_report(table))
-    print(f"\nbackend {jax.default_backend()}, wall {time.time() - start:.0f} s, classifier training "
-          f"{classifier_seconds:.0f} s, load average {common.machine()['load_avg']}")
+    print(
+      f"\nbackend {jax.default_backend()}, wall {time.time() - start:.0f} s, classifier training "
+      f"{classifier_seconds:.0f} s, load average {common.machine()['load_avg']}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """How the conformal batch tests' false-alarm rate scatters given the calibration set (issue 14).
 
-Simulation with `inflow_jax.conformal.p_values`: per draw, n calibration and n evaluation scores
+Simulation with `inflow_jax.gates.p_values`: per draw, n calibration and n evaluation scores
 N(0, 1) (exchangeable: the null), conformal p-values of the evaluation scores, `--batches` batches of m
 evaluation images (disjoint within each pass over a permutation), each batch test at level 0.05. Per m and test:
 the mean and standard deviation over `--draws` draws of the false-alarm rate and the fraction of draws
@@ -9,12 +9,13 @@ chose the 'auto' test's switch (`TAIL_SCORES`).
 
     python benchmarks/batch_test_calibration.py [--draws 200] [--n 2500] [--json]
 """
+
 import argparse
 
+import common
 import numpy as np
 
-import common
-from inflow_jax.conformal.p_values import batch_p_value, conformal_p_values
+from inflow_jax.gates.p_values import batch_p_value, conformal_p_values
 
 LEVEL = 0.05
 
@@ -25,7 +26,7 @@ def false_alarm_rates(test: str, m: int, n: int, draws: int, batches: int, seed:
   for d in range(draws):
     p = conformal_p_values(np.sort(rng.normal(size=n)), rng.normal(size=n))
     index = np.concatenate([rng.permutation(n) for _ in range(-(-batches * m // n))])
-    index = index[:batches * m].reshape(batches, m)
+    index = index[: batches * m].reshape(batches, m)
     rates[d] = np.mean([batch_p_value(p[i], test, n, LEVEL) < LEVEL for i in index])
   return rates
 
@@ -50,12 +51,18 @@ def main():
   for m in args.sizes:
     for test in ("cauchy", "fisher", "simes", "auto"):
       rates = false_alarm_rates(test, m, args.n, args.draws, args.batches, seed=m)
-      common.emit({"m": m, "test": test, "n_calibration": args.n,
-                   "false_alarm_mean": round(float(rates.mean()), 4),
-                   "false_alarm_sd": round(float(rates.std()), 4),
-                   "outside_0.02_0.08": round(float(np.mean((rates < 0.02) | (rates > 0.08))), 3),
-                   "one_outlier_power": one_outlier_power(test, m, args.n, 2000, seed=100 + m)},
-                  args.json)
+      common.emit(
+        {
+          "m": m,
+          "test": test,
+          "n_calibration": args.n,
+          "false_alarm_mean": round(float(rates.mean()), 4),
+          "false_alarm_sd": round(float(rates.std()), 4),
+          "outside_0.02_0.08": round(float(np.mean((rates < 0.02) | (rates > 0.08))), 3),
+          "one_outlier_power": one_outlier_power(test, m, args.n, 2000, seed=100 + m),
+        },
+        args.json,
+      )
 
 
 if __name__ == "__main__":

@@ -11,17 +11,18 @@ Every repeat is listed (noisy timings: the list, not the best).
 
   python benchmarks/bench_conformal.py [--n_images 2500] [--repeats 3] [--json]
 """
+
 import argparse
 
+import common
 import jax
 import numpy as np
 
-import common
 from inflow_jax import InFlowDetector
-from inflow_jax.conformal import features, mean_shift_p_values
 from inflow_jax.data import preprocess
-from inflow_jax.evaluation.scores import exact_log_det
-from inflow_jax.flow_file import load_flow_file
+from inflow_jax.gates import features, mean_shift_p_values
+from inflow_jax.model.density import exact_log_det
+from inflow_jax.model.flow_file import load_flow_file
 
 
 def main():
@@ -34,25 +35,39 @@ def main():
   model, variables = load_flow_file(common.SHARED / "fixtures" / "inflow_glow_cifar10.npz")
   x_ref, test = load("cifar10_train_10k", slice(0, 5000)), load("cifar10_test_5k", slice(None))
   combined = InFlowDetector(model, variables, attention="combined", jpeg_quality=75).fit(
-      x_ref, x_calibration=test[:2500])
+    x_ref, x_calibration=test[:2500]
+  )
   mmd = InFlowDetector(model, variables, attention="mmd", jpeg_quality=75).fit(
-      x_ref, mmd_state=combined.mmd_state_)
-  x, batch = test[2500:2500 + args.n_images], test[2500:2750]
+    x_ref, mmd_state=combined.mmd_state_
+  )
+  x, batch = test[2500 : 2500 + args.n_images], test[2500:2750]
   key = lambda i: jax.random.PRNGKey(i)
   image = common.call_times(lambda i: combined.image_scores(x), args.repeats)
-  result = {"n_images": len(x), "image_scores_images_per_s": [round(len(x) / w, 1) for w, _ in image]}
+  result = {
+    "n_images": len(x),
+    "image_scores_images_per_s": [round(len(x) / w, 1) for w, _ in image],
+  }
   for name, detector in (("mmd", mmd), ("combined", combined)):
-    result[f"test_batch_250_{name}_ms"] = [round(1e3 * w, 1) for w, _ in common.call_times(
-        lambda i: detector.test_batch(batch, key(i)), args.repeats)]
-    result[f"score_250_{name}_ms"] = [round(1e3 * w, 1) for w, _ in common.call_times(
-        lambda i: detector.score(batch, key(i)), args.repeats)]
+    result[f"test_batch_250_{name}_ms"] = [
+      round(1e3 * w, 1)
+      for w, _ in common.call_times(lambda i: detector.test_batch(batch, key(i)), args.repeats)
+    ]
+    result[f"score_250_{name}_ms"] = [
+      round(1e3 * w, 1)
+      for w, _ in common.call_times(lambda i: detector.score(batch, key(i)), args.repeats)
+    ]
   flow = lambda xb: features._flow_pass(exact_log_det(model), variables, xb)
-  result["flow_pass_250_ms"] = [round(1e3 * w, 1) for w, _ in common.call_times(
-      lambda i: flow(batch), args.repeats)]
+  result["flow_pass_250_ms"] = [
+    round(1e3 * w, 1) for w, _ in common.call_times(lambda i: flow(batch), args.repeats)
+  ]
   shift, starts = combined.conformal_state_.mean_shift, np.array([0, len(batch)])
   prepared = combined.preprocess(batch)
-  result["mean_shift_250_ms"] = [round(1e3 * w, 1) for w, _ in common.call_times(
-      lambda i: mean_shift_p_values(shift, prepared, starts, key(i)), args.repeats)]
+  result["mean_shift_250_ms"] = [
+    round(1e3 * w, 1)
+    for w, _ in common.call_times(
+      lambda i: mean_shift_p_values(shift, prepared, starts, key(i)), args.repeats
+    )
+  ]
   result.update(common.machine())
   common.emit(result, args.json)
 

@@ -2,6 +2,7 @@
 
 Benchmarks run as scripts (`python benchmarks/X.py`), so this directory is on sys.path: `import common`.
 """
+
 import json
 import os
 import pathlib
@@ -40,8 +41,11 @@ def median_ms(times: List[Tuple[float, float]]) -> Tuple[float, float]:
 def machine() -> Dict[str, Any]:
   """The load average, CPU count and JAX device, printed with every result (figures are noisy on a
   shared machine)."""
-  return {"load_avg": [round(v, 2) for v in os.getloadavg()], "cpu_count": os.cpu_count(),
-          "device": str(jax.devices()[0])}
+  return {
+    "load_avg": [round(v, 2) for v in os.getloadavg()],
+    "cpu_count": os.cpu_count(),
+    "device": str(jax.devices()[0]),
+  }
 
 
 def emit(result: Dict[str, Any], as_json: bool) -> None:

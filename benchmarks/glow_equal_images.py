@@ -18,6 +18,7 @@ see the same batches (same seed) and the same dequantization noise; the config's
 skip guard (and its `model.zero_init`, when set) are what differ. The script started its warm-up at 1e-5, the job's starts at 0 (negligible
 after a few steps). Needs ../shared.
 """
+
 import argparse
 import pathlib
 import signal
@@ -25,13 +26,13 @@ import subprocess
 import sys
 import time
 
+import common
 import jax
 import numpy as np
 
-import common
 from configs.cifar10_glow import get_config
 from inflow_jax import load_flow
-from inflow_jax.integrity import MANIFEST
+from inflow_jax.utils.integrity import MANIFEST
 
 RECIPES = {"config": "configs/cifar10_glow.py", "script": "configs/cifar10_glow.py:script"}
 
@@ -39,8 +40,15 @@ RECIPES = {"config": "configs/cifar10_glow.py", "script": "configs/cifar10_glow.
 def train_until(workdir: pathlib.Path, steps: int, config: str, timeout_s: float) -> float:
   """Runs the job of `config` in `workdir` until its step-`steps` checkpoint is complete (not again
   when it is there: a rerun scores what an earlier one trained); its wall seconds."""
-  command = [sys.executable, str(common.REPO / "run.py"), "--config", str(common.REPO / config),
-             "--workdir", str(workdir), f"--config.train.checkpoint_every={steps}"]
+  command = [
+    sys.executable,
+    str(common.REPO / "run.py"),
+    "--config",
+    str(common.REPO / config),
+    "--workdir",
+    str(workdir),
+    f"--config.train.checkpoint_every={steps}",
+  ]
   manifest = workdir / "checkpoints" / str(steps) / MANIFEST
   if manifest.exists():
     return float("nan")
@@ -49,8 +57,10 @@ def train_until(workdir: pathlib.Path, steps: int, config: str, timeout_s: float
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=common.REPO)
     while not manifest.exists():
       if process.poll() is not None:
-        raise RuntimeError(f"the job in {workdir} ended (exit {process.returncode}) before step {steps}; "
-                           f"see {log.name}")
+        raise RuntimeError(
+          f"the job in {workdir} ended (exit {process.returncode}) before step {steps}; "
+          f"see {log.name}"
+        )
       if time.perf_counter() - start > timeout_s:
         process.kill()
         raise TimeoutError(f"no step-{steps} checkpoint in {workdir} after {timeout_s} s")
@@ -60,7 +70,9 @@ def train_until(workdir: pathlib.Path, steps: int, config: str, timeout_s: float
   return time.perf_counter() - start
 
 
-def heldout_bpd(workdir: pathlib.Path, images: np.ndarray, seed: int, batch_size: int = 250) -> float:
+def heldout_bpd(
+  workdir: pathlib.Path, images: np.ndarray, seed: int, batch_size: int = 250
+) -> float:
   """Mean bits/dim of uint8 `images` under `load_flow(workdir)`, from (z, log_det) alone."""
   model, variables = load_flow(workdir)
   apply = jax.jit(lambda x: model.apply(variables, x, 1.0))
@@ -69,9 +81,13 @@ def heldout_bpd(workdir: pathlib.Path, images: np.ndarray, seed: int, batch_size
   dims = int(np.prod(images.shape[1:]))
   bits = []
   for start in range(0, len(x), batch_size):
-    z, log_det = jax.device_get(apply(x[start:start + batch_size]))
-    nll = (0.5 * np.sum(np.square(z.reshape(len(z), -1), dtype=np.float64), axis=1)
-           + 0.5 * dims * np.log(2 * np.pi) - log_det + dims * np.log(255.0))
+    z, log_det = jax.device_get(apply(x[start : start + batch_size]))
+    nll = (
+      0.5 * np.sum(np.square(z.reshape(len(z), -1), dtype=np.float64), axis=1)
+      + 0.5 * dims * np.log(2 * np.pi)
+      - log_det
+      + dims * np.log(255.0)
+    )
     bits.append(nll / (dims * np.log(2.0)))
   return float(np.mean(np.concatenate(bits)))
 
@@ -90,7 +106,11 @@ def main():
     raise SystemExit(f"{test_file} is missing: this benchmark needs ../shared (or INFLOW_SHARED)")
   args.workdir.mkdir(parents=True, exist_ok=True)
   images = np.load(test_file)["x"][: args.heldout]
-  result = {"steps": args.steps, "images": get_config().train.batch_size * args.steps, "heldout_images": len(images)}
+  result = {
+    "steps": args.steps,
+    "images": get_config().train.batch_size * args.steps,
+    "heldout_images": len(images),
+  }
   for name, config in RECIPES.items():
     seconds = train_until(args.workdir / name, args.steps, config, args.timeout)
     result[f"{name}_bpd"] = round(heldout_bpd(args.workdir / name, images, args.seed), 4)

@@ -5,22 +5,27 @@ written independently (no FrEIA graph machinery), so the original checkpoint loa
 `load_state_dict`. torch is an optional benchmark dependency; the inflow_jax package never imports
 this file.
 """
+
 import numpy as np
 import torch
 from torch import nn
 
 
 def subnet(in_channels: int, out_channels: int, width: int) -> nn.Sequential:
-  return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-                       nn.Conv2d(width, out_channels, 3, padding=1))
+  return nn.Sequential(
+    nn.Conv2d(in_channels, width, 3, padding=1),
+    nn.ReLU(),
+    nn.Conv2d(width, out_channels, 3, padding=1),
+  )
 
 
 class Coupling(nn.Module):
   """s2 = f(s2net([x2,c])), y1 = exp(a s2) x1 + a t2net([x2,c]); s1 = f(s1net([y1,c])),
   y2 = exp(a s1) x2 + a t1net([y1,c]); log_det = sum s1 + sum s2 (the original's, ungated)."""
 
-  def __init__(self, channels: int = 3, condition_channels: int = 3, width: int = 256,
-               clamp: float = 2.0):
+  def __init__(
+    self, channels: int = 3, condition_channels: int = 3, width: int = 256, clamp: float = 2.0
+  ):
     super().__init__()
     self.len1, self.len2 = channels // 2, channels - channels // 2
     self.clamp = clamp
@@ -30,7 +35,7 @@ class Coupling(nn.Module):
     self.subnet_t2 = subnet(self.len2 + condition_channels, self.len1, width)
 
   def forward(self, x, c, a):
-    x1, x2 = x[:, :self.len1], x[:, self.len1:]
+    x1, x2 = x[:, : self.len1], x[:, self.len1 :]
     u2 = torch.cat([x2, c], 1)
     s2 = self.clamp * 0.636 * torch.atan(self.subnet_s2(u2))
     y1 = torch.exp(a * s2) * x1 + a * self.subnet_t2(u2)

@@ -29,6 +29,7 @@ Data: `npz:../shared/data/cifar10_train_50k.npz` (train) and `cifar10_test_5k.np
 
   python run.py --config configs/cifar10_glow.py --workdir DIR
 """
+
 import ml_collections
 
 from configs import default
@@ -39,31 +40,68 @@ VARIANTS = ("", "script", "accelerator")
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r} of configs/cifar10_glow.py; expected one of {VARIANTS}")
+    raise ValueError(
+      f"unknown variant {variant!r} of configs/cifar10_glow.py; expected one of {VARIANTS}"
+    )
   config = default.get_config()
   config.model.update(num_blocks=4, width=128, glow=True, num_scales=3, zero_init=False)
   train_file, test_file = data_file("cifar10_train_50k"), data_file("cifar10_test_5k")
   if train_file.exists() and test_file.exists():
-    config.data.update(train=f"npz:{train_file}", train_split="train", test=f"npz:{test_file}",
-                       test_split="test[2000:]", heldout_split=None,
-                       ood=tuple(npz(stem) for stem in OOD_FILES), ood_split="test", max_eval_images=2000)
+    config.data.update(
+      train=f"npz:{train_file}",
+      train_split="train",
+      test=f"npz:{test_file}",
+      test_split="test[2000:]",
+      heldout_split=None,
+      ood=tuple(npz(stem) for stem in OOD_FILES),
+      ood_split="test",
+      max_eval_images=2000,
+    )
     eval_data, eval_split = f"npz:{test_file}", "test[:2000]"
   else:
-    config.data.update(train="cifar10", train_split="train", test="cifar10", test_split="test[2000:]",
-                       heldout_split="train[-1000:]")
+    config.data.update(
+      train="cifar10",
+      train_split="train",
+      test="cifar10",
+      test_split="test[2000:]",
+      heldout_split="train[-1000:]",
+    )
     eval_data, eval_split = "cifar10", "test[:2000]"
   config.train.update(
-      num_steps=12_000, batch_size=64, loss="bpd", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-      weight_decay=0.0, warmup_steps=500, schedule="wsd", decay_steps=2_400, clip_norm=50.0,
-      ema_decay=0.999, skip_factor=5.0,
-      log_every=100, checkpoint_every=1000, keep_checkpoints=2, eval_every=1000,
-      eval_data=eval_data, eval_split=eval_split, eval_max_images=2000)
+    num_steps=12_000,
+    batch_size=64,
+    loss="bpd",
+    learning_rate=1e-3,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    weight_decay=0.0,
+    warmup_steps=500,
+    schedule="wsd",
+    decay_steps=2_400,
+    clip_norm=50.0,
+    ema_decay=0.999,
+    skip_factor=5.0,
+    log_every=100,
+    checkpoint_every=1000,
+    keep_checkpoints=2,
+    eval_every=1000,
+    eval_data=eval_data,
+    eval_split=eval_split,
+    eval_max_images=2000,
+  )
   if variant == "script":
-    config.train.update(learning_rate=1e-3, schedule="constant", decay_steps=0, ema_decay=None,
-                        skip_factor=None)
+    config.train.update(
+      learning_rate=1e-3, schedule="constant", decay_steps=0, ema_decay=None, skip_factor=None
+    )
   elif variant == "accelerator":
-    config.train.update(num_steps=200_000, warmup_steps=2000, decay_steps=40_000,
-                        checkpoint_every=5000, eval_every=5000)
+    config.train.update(
+      num_steps=200_000,
+      warmup_steps=2000,
+      decay_steps=40_000,
+      checkpoint_every=5000,
+      eval_every=5000,
+    )
   # the paper's protocols; the baselines and the mixed protocol need data.heldout_split
   config.eval.update(baselines=False, protocols=("paper", "strict"))
   return config

@@ -15,6 +15,7 @@ image, 0.1, 0.25, 0.5, 1}, 100 batches per cell.
 
   python run.py --config configs/cifar10_glow_conformal_shared.py --workdir DIR --mode evaluate
 """
+
 import ml_collections
 
 from configs import default
@@ -24,12 +25,19 @@ from configs.shared import OOD_FILES, fixture, npz
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.checkpoint_path = fixture("inflow_glow_cifar10.npz")
-  config.model.update(num_blocks=4, width=128, glow=True, num_scales=3)   # as the fixture's .json
+  config.model.update(num_blocks=4, width=128, glow=True, num_scales=3)  # as the fixture's .json
   config.data.update(
-      train=npz("cifar10_train_50k"), train_split="train", heldout_split="train[-2000:]",
-      test=npz("cifar10_test_5k"), test_split="test[2500:]", calibration_split="test[:2500]",
-      ood=tuple(npz(stem) for stem in OOD_FILES), ood_split="test", max_eval_images=2500,
-      jpeg_quality=75)
+    train=npz("cifar10_train_50k"),
+    train_split="train",
+    heldout_split="train[-2000:]",
+    test=npz("cifar10_test_5k"),
+    test_split="test[2500:]",
+    calibration_split="test[:2500]",
+    ood=tuple(npz(stem) for stem in OOD_FILES),
+    ood_split="test",
+    max_eval_images=2500,
+    jpeg_quality=75,
+  )
   config.attention.update(kind="combined", n_reference=5000, n_density=40000)
   # adaptive attacks (with adversarial.enabled): 50 sign steps of 1/255 through the JPEG round trip,
   # from the image itself (a random start adds noise up to 8/255, which a flow's density punishes:
@@ -37,8 +45,15 @@ def get_config() -> ml_collections.ConfigDict:
   # images the conformal gate's flagged fraction after the round trip fell 0.82 -> 0.24 (50 x 0.25/255:
   # 0.41; 100 x 0.5/255: 0.25).
   config.adversarial.attack.update(
-      adaptive_num_steps=50, adaptive_step_size=1 / 255, random_start=False,
-      adaptive_targets=("mmd", "conformal", "conformal_surrogate"))
-  config.eval.update(protocols=("strict", "mixed"), mixed_batch_sizes=(1, 2, 5, 10, 25, 50, 100, 250),
-                     mixed_rhos=(0.0, 0.1, 0.25, 0.5, 1.0), mixed_n_batches=100)
+    adaptive_num_steps=50,
+    adaptive_step_size=1 / 255,
+    random_start=False,
+    adaptive_targets=("mmd", "conformal", "conformal_surrogate"),
+  )
+  config.eval.update(
+    protocols=("strict", "mixed"),
+    mixed_batch_sizes=(1, 2, 5, 10, 25, 50, 100, 250),
+    mixed_rhos=(0.0, 0.1, 0.25, 0.5, 1.0),
+    mixed_n_batches=100,
+  )
   return config

@@ -12,6 +12,7 @@ mnist_test_5k and all 1000 of fashion_mnist_test_1k (28x28 grayscale resized to 
 The CIFAR-10 copies went through JPEG quality 75 and the OOD sets did not (../shared/data/README.md):
 likelihood-based baselines can separate them by compression artefacts alone.
 """
+
 import ml_collections
 
 from configs import cifar10_pretrained
@@ -23,7 +24,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_path = fixture("inflow_cifar10_epoch150_torch_state.npz")
   config.attention.encoder_path = fixture("uae_encoder_torch_seed0.npz")
   config.data.update(
-      train=npz("cifar10_train_10k"), train_split="train[:5000]", heldout_split="train[5000:7000]",
-      test=npz("cifar10_test_5k"), test_split="test[:2000]",
-      ood=tuple(npz(stem) for stem in OOD_FILES), ood_split="test", max_eval_images=2000)
+    train=npz("cifar10_train_10k"),
+    train_split="train[:5000]",
+    heldout_split="train[5000:7000]",
+    test=npz("cifar10_test_5k"),
+    test_split="test[:2000]",
+    ood=tuple(npz(stem) for stem in OOD_FILES),
+    ood_split="test",
+    max_eval_images=2000,
+  )
   return config

@@ -1,25 +1,27 @@
 """The schema and defaults of every config: the paper's setting (InFlow trained on CIFAR-10, evaluated
 against SVHN, CelebA, MNIST, Fashion-MNIST). Every other config derives from `get_config()` here, and a
-config with a key this one lacks is an error (`inflow_jax.job.check_config_keys`).
+config with a key this one lacks is an error (`inflow_jax.app.job.check_config_keys`).
 
 Optimiser as in the original: Adam(lr 1e-4, betas (0.8, 0.99), eps 1e-8) with L2 weight decay 2e-5
 added to the gradient (PyTorch's `Adam(weight_decay=...)`, not AdamW).
 """
+
 import ml_collections
 
 
 def get_attack_config() -> ml_collections.ConfigDict:
   """Attack settings (L-infinity, pixel units of [0, 1] images)."""
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       # classifier attacks on the in-distribution test images. 32/255 is there because a classifier
       # of the smooth, upsampled 8x8 digits keeps ~90% accuracy under PGD at 8/255 (it drops to ~6%
       # at 32/255); on CIFAR-10, 8/255 already breaks it.
       epsilons=(1 / 255, 2 / 255, 8 / 255, 32 / 255),
-      num_steps=10,                           # PGD steps
+      num_steps=10,  # PGD steps
       step_size=ml_collections.config_dict.placeholder(float),  # None: 2.5 * epsilon / num_steps
       random_start=True,
-      batch_size=250,                         # images per attacked batch
-      max_images=ml_collections.config_dict.placeholder(int),   # None: the whole test split
+      batch_size=250,  # images per attacked batch
+      max_images=ml_collections.config_dict.placeholder(int),  # None: the whole test split
       # adaptive attacks on the detector: these OOD sets (None: config.data.ood), at this epsilon
       adaptive_ood=ml_collections.config_dict.placeholder(tuple),
       adaptive_epsilon=8 / 255,
@@ -30,36 +32,43 @@ def get_attack_config() -> ml_collections.ConfigDict:
       # 'log_likelihood', 'mmd' and (attention.kind 'conformal' / 'combined') 'conformal' (PNG
       # lengths held fixed), 'conformal_surrogate' (PNG lengths through a differentiable surrogate),
       # (attention.kind 'combined') 'mean_shift' (the statistic of the mean-shift test)
-      adaptive_targets=('log_likelihood', 'mmd'),
-  ))
-
+      adaptive_targets=("log_likelihood", "mmd"),
+    )
+  )
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   # A pretrained original (PyTorch) state dict .npz/.pt: when set, run.py loads it with
-  # inflow_jax.torch_checkpoint.load_reference_checkpoint and does not train.
+  # inflow_jax.model.torch_checkpoint.load_reference_checkpoint and does not train.
   config.checkpoint_path = ml_collections.config_dict.placeholder(str)
 
   # inflow_jax.model.InFlow(**config.model)
-  config.model = ml_collections.ConfigDict(dict(
-      num_blocks=2,          # attention-gated coupling blocks, each followed by a fixed permutation
-      width=256,             # hidden channels of the conv3x3-ReLU-conv3x3 subnets
-      clamp=2.0,             # soft clamp s = clamp * 0.636 * atan(raw)
-      permutation_seed=0,    # seed of the fixed channel permutations
-      glow=False,            # beyond the paper: ActNorm + invertible 1x1 conv before each coupling
-      num_scales=1,          # beyond the paper: > 1 gives a multi-scale (squeeze + split) flow
-      paper_compat=False,    # True: the original's log-det (not multiplied by the attention)
-      zero_init=False,       # beyond the paper: zero last subnet conv (each coupling starts as identity)
-  ))
+  config.model = ml_collections.ConfigDict(
+    dict(
+      num_blocks=2,  # attention-gated coupling blocks, each followed by a fixed permutation
+      width=256,  # hidden channels of the conv3x3-ReLU-conv3x3 subnets
+      clamp=2.0,  # soft clamp s = clamp * 0.636 * atan(raw)
+      permutation_seed=0,  # seed of the fixed channel permutations
+      glow=False,  # beyond the paper: ActNorm + invertible 1x1 conv before each coupling
+      num_scales=1,  # beyond the paper: > 1 gives a multi-scale (squeeze + split) flow
+      paper_compat=False,  # True: the original's log-det (not multiplied by the attention)
+      zero_init=False,  # beyond the paper: zero last subnet conv (each coupling starts as identity)
+    )
+  )
 
-  config.data = ml_collections.ConfigDict(dict(
-      train='cifar10', train_split='train',
+  config.data = ml_collections.ConfigDict(
+    dict(
+      train="cifar10",
+      train_split="train",
       # the in-distribution test images, and held-out in-distribution images (of `train`'s dataset,
       # in neither the training nor the test images) for the typicality baseline
-      test='cifar10', test_split='test[1000:]', heldout_split='test[:1000]',
-      ood=('svhn_cropped', 'celeb_a', 'mnist', 'fashion_mnist'), ood_split='test',
+      test="cifar10",
+      test_split="test[1000:]",
+      heldout_split="test[:1000]",
+      ood=("svhn_cropped", "celeb_a", "mnist", "fashion_mnist"),
+      ood_split="test",
       data_dir=ml_collections.config_dict.placeholder(str),
       image_size=32,
       max_eval_images=ml_collections.config_dict.placeholder(int),
@@ -72,25 +81,31 @@ def get_config() -> ml_collections.ConfigDict:
       # None, or a JPEG round trip at this quality that every set goes through after loading (and
       # the saved detector applies before scoring): compares sets from different pipelines fairly
       jpeg_quality=ml_collections.config_dict.placeholder(int),
-  ))
+    )
+  )
 
-  config.train = ml_collections.ConfigDict(dict(
-      num_steps=200 * 100,   # 200 epochs x 100 steps
+  config.train = ml_collections.ConfigDict(
+    dict(
+      num_steps=200 * 100,  # 200 epochs x 100 steps
       batch_size=250,
       learning_rate=1e-4,
-      b1=0.8, b2=0.99, eps=1e-8,
-      weight_decay=2e-5,     # L2 added to the gradient (coupled), as torch.optim.Adam
+      b1=0.8,
+      b2=0.99,
+      eps=1e-8,
+      weight_decay=2e-5,  # L2 added to the gradient (coupled), as torch.optim.Adam
       # beyond the paper (inflow_jax.training.optimizer): linear warm-up, then 'constant', 'cosine'
       # decay to 0 at num_steps, or 'wsd' (constant, then linear to 0 over the last decay_steps);
       # global-norm clipping; an EMA of the parameters, used for evaluation; skip_factor: skip steps
       # whose gradient norm is non-finite or above skip_factor x its running mean (loss spikes)
-      warmup_steps=0, schedule='constant', decay_steps=0,
+      warmup_steps=0,
+      schedule="constant",
+      decay_steps=0,
       clip_norm=ml_collections.config_dict.placeholder(float),
       ema_decay=ml_collections.config_dict.placeholder(float),
       skip_factor=ml_collections.config_dict.placeholder(float),
       # 'paper': mean(0.5 |z|^2 - log_det) / 3 (the original); 'per_dim': / (H*W*C); 'bpd': bits/dim of
       # the 8-bit image, uniformly dequantized with fresh noise every step
-      loss='paper',
+      loss="paper",
       # held-out bits/dim every eval_every steps (0: never) on eval_data (None: data.train) split
       # eval_split (None: data.heldout_split), the first eval_max_images, dequantized with a fixed seed
       eval_every=0,
@@ -100,65 +115,82 @@ def get_config() -> ml_collections.ConfigDict:
       log_every=100,
       checkpoint_every=1000,
       keep_checkpoints=3,
-      distributed=False,     # True: jax.distributed.initialize() before anything else
+      distributed=False,  # True: jax.distributed.initialize() before anything else
       # jax.distributed.initialize arguments; None: detected from the cluster environment.
       coordinator_address=ml_collections.config_dict.placeholder(str),
       num_processes=ml_collections.config_dict.placeholder(int),
       process_id=ml_collections.config_dict.placeholder(int),
-  ))
+    )
+  )
 
-  config.attention = ml_collections.ConfigDict(dict(
+  config.attention = ml_collections.ConfigDict(
+    dict(
       n_reference=5000,
       n_permutations=100,
       level=0.05,
-      sigma=ml_collections.config_dict.placeholder(float),   # None: median heuristic
+      sigma=ml_collections.config_dict.placeholder(float),  # None: median heuristic
       encoder_seed=0,
       encoder_path=ml_collections.config_dict.placeholder(str),  # original encoder .npz
-      # 'mmd' (the paper's gate), or beyond the paper 'conformal' / 'combined' (inflow_jax.conformal:
+      # 'mmd' (the paper's gate), or beyond the paper 'conformal' / 'combined' (inflow_jax.gates:
       # per-image conformal p-values calibrated on data.calibration_split, their batch test, and that
       # test combined with the MMD test); the evaluation reports the MMD gate beside them
-      kind='mmd',
-      batch_test='auto',         # 'auto' | 'cauchy' | 'fisher' | 'simes' (inflow_jax.conformal.p_values)
-      combination='bonferroni',  # 'bonferroni' | 'cauchy'
+      kind="mmd",
+      batch_test="auto",  # 'auto' | 'cauchy' | 'fisher' | 'simes' (inflow_jax.gates.p_values)
+      combination="bonferroni",  # 'bonferroni' | 'cauchy'
       # Gaussian-mixture components of the per-image density; None: 'auto', chosen by held-out
-      # likelihood (inflow_jax.conformal.density)
+      # likelihood (inflow_jax.gates.density)
       n_components=ml_collections.config_dict.placeholder(int),
       # training images the density is fitted on (drawn with the reference images' seed, so they
       # include them); None: the reference images. Not with data.density_split.
       n_density=ml_collections.config_dict.placeholder(int),
       # 'combined': principal components of the mean-shift test of a batch's mean in whitened pixel
-      # space (inflow_jax.conformal.mean_shift), fitted on the reference images and permuted against
+      # space (inflow_jax.gates.mean_shift), fitted on the reference images and permuted against
       # the calibration images; fewer than attention.n_reference. 0 (or None in a config file): the
       # gate without that test
       mean_shift_components=ml_collections.FieldReference(64, field_type=int),
-  ))
+    )
+  )
 
-  config.eval = ml_collections.ConfigDict(dict(
+  config.eval = ml_collections.ConfigDict(
+    dict(
       batch_size=250,
-      protocols=('paper', 'strict', 'mixed'),
-      baselines=True,        # likelihood, paper score at a=1, input complexity, typicality test
+      protocols=("paper", "strict", "mixed"),
+      baselines=True,  # likelihood, paper score at a=1, input complexity, typicality test
       mixed_n_batches=20,
-      n_bootstrap=1000,      # typicality thresholds
-      mixed_rhos=(0.1, 0.25, 0.5, 1.0),   # OOD fraction; 0 = exactly one OOD image per batch
+      n_bootstrap=1000,  # typicality thresholds
+      mixed_rhos=(0.1, 0.25, 0.5, 1.0),  # OOD fraction; 0 = exactly one OOD image per batch
       mixed_batch_sizes=(10, 25, 50, 100, 250),
-  ))
+    )
+  )
 
   # Adversarial sets in the report (inflow_jax.adversarial.evaluation.evaluate_adversarial): a small
   # CNN classifier is trained on data.train (needs labels), PGD against it perturbs the test images,
   # and adaptive attacks perturb the OOD sets; all are scored as OOD sets (paper, strict, baselines).
   attack = get_attack_config()
-  attack.epsilons = (1 / 255, 2 / 255, 8 / 255)   # on CIFAR-10, 8/255 already breaks the classifier
-  config.adversarial = ml_collections.ConfigDict(dict(
+  attack.epsilons = (1 / 255, 2 / 255, 8 / 255)  # on CIFAR-10, 8/255 already breaks the classifier
+  config.adversarial = ml_collections.ConfigDict(
+    dict(
       enabled=False,
-      seed=0,                # the classifier's initialisation and batch order
+      seed=0,  # the classifier's initialisation and batch order
       # inflow_jax.adversarial.classifier.Classifier(**config.adversarial.model)
       model=dict(num_classes=10, features=(32, 64), hidden=128),
       # the classifier's training: the flow's optimiser (inflow_jax.training.step), its own settings
-      train=dict(num_steps=1500, batch_size=100, learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-                 weight_decay=0.0, warmup_steps=0, schedule='constant', decay_steps=0,
-                 clip_norm=ml_collections.config_dict.placeholder(float),
-                 ema_decay=ml_collections.config_dict.placeholder(float),
-                 skip_factor=ml_collections.config_dict.placeholder(float)),
+      train=dict(
+        num_steps=1500,
+        batch_size=100,
+        learning_rate=1e-3,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        warmup_steps=0,
+        schedule="constant",
+        decay_steps=0,
+        clip_norm=ml_collections.config_dict.placeholder(float),
+        ema_decay=ml_collections.config_dict.placeholder(float),
+        skip_factor=ml_collections.config_dict.placeholder(float),
+      ),
       attack=attack,
-  ))
+    )
+  )
   return config

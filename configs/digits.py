@@ -14,12 +14,27 @@ def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model.width = 16
   config.data.update(
-      train="digits", train_split="train[:1200]", heldout_split="train[1200:]",
-      test="digits", test_split="test",
-      ood=("digits_inverted", "photo_patches", "uniform_noise", "gaussian_noise", "constant"))
-  config.train.update(num_steps=150, batch_size=16, learning_rate=1e-3, log_every=10,
-                      checkpoint_every=50, keep_checkpoints=2)
+    train="digits",
+    train_split="train[:1200]",
+    heldout_split="train[1200:]",
+    test="digits",
+    test_split="test",
+    ood=("digits_inverted", "photo_patches", "uniform_noise", "gaussian_noise", "constant"),
+  )
+  config.train.update(
+    num_steps=150,
+    batch_size=16,
+    learning_rate=1e-3,
+    log_every=10,
+    checkpoint_every=50,
+    keep_checkpoints=2,
+  )
   config.attention.update(n_reference=500, n_permutations=100)
-  config.eval.update(batch_size=50, mixed_rhos=(0.1, 0.25, 0.5, 1.0), mixed_batch_sizes=(10, 50),
-                     mixed_n_batches=10, n_bootstrap=500)
+  config.eval.update(
+    batch_size=50,
+    mixed_rhos=(0.1, 0.25, 0.5, 1.0),
+    mixed_batch_sizes=(10, 50),
+    mixed_n_batches=10,
+    n_bootstrap=500,
+  )
   return config

@@ -2,11 +2,13 @@
 
 `npz(stem)` names a data file as a dataset (`npz:<path>`), `fixture(name)` a fixture's path.
 """
+
 import os
 import pathlib
 
-SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED",
-                                     pathlib.Path(__file__).resolve().parents[2] / "shared"))
+SHARED = pathlib.Path(
+  os.environ.get("INFLOW_SHARED", pathlib.Path(__file__).resolve().parents[2] / "shared")
+)
 OOD_FILES = ("svhn_test_5k", "celeba_3k", "mnist_test_5k", "fashion_mnist_test_1k")
 
 

@@ -2,6 +2,7 @@
 
 Shared helpers (the ../shared paths, jit and Jacobian checks) live in tests/helpers.py.
 """
+
 import jax
 
 # Must happen before JAX initialises its backends.

@@ -5,6 +5,7 @@
 Each process has 2 CPU devices (4 in all) and feeds its half of every batch; it saves every local
 copy of the trained parameters and the losses to OUT.npz.
 """
+
 import sys
 
 import jax
@@ -14,16 +15,23 @@ jax.config.update("jax_num_cpu_devices", 2)
 import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import tiny  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-from inflow_jax import job  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from inflow_jax.app import job  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 from inflow_jax.training import flow as train  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main(port: str, process_id: str, workdir: str, out: str) -> None:
   config = tiny.get_config()
-  config.train.update(distributed=True, coordinator_address=f"localhost:{port}", num_processes=2,
-                      process_id=int(process_id))
+  config.train.update(
+    distributed=True,
+    coordinator_address=f"localhost:{port}",
+    num_processes=2,
+    process_id=int(process_id),
+  )
   job.initialize_distributed(config)
-  assert jax.process_count() == 2 and jax.device_count() == 4, (jax.process_count(), jax.device_count())
+  assert jax.process_count() == 2 and jax.device_count() == 4, (
+    jax.process_count(),
+    jax.device_count(),
+  )
   model, _ = job.load_model(config)
   x_train = job.load_data(config, "train")["train"]
   result = train.train(model, x_train, config, workdir, progress=False)

@@ -3,6 +3,7 @@
 `../shared` (fixtures and real data) exists on CI and on the developers' machines, not on a
 fresh user's machine: tests that need it call `shared_file(...)`, which skips with a reason.
 """
+
 import functools
 import os
 import pathlib
@@ -26,8 +27,10 @@ def shared_file(relative: str) -> pathlib.Path:
 
 # Test functions are small and run a few times: compile them with little optimisation (~2x faster
 # to compile on CPU; numerics are unchanged).
-fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
-                                                        "xla_llvm_disable_expensive_passes": True})
+fast_jit = functools.partial(
+  jax.jit,
+  compiler_options={"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True},
+)
 
 # Attention per image for a batch of 2: a = 0, 0.5, 1 for both, and distinct values per image.
 # (Scalar attention is checked against its broadcast in `test_scalar_attention_...`.)
@@ -51,6 +54,7 @@ def check_inverse_and_jacobian(forward, inverse, variables, x):
   forward(variables, x, a) -> (y, log_det); inverse(variables, y, a) -> (x, log_det).
   Returns {row index: (y, log_det)} of the float32 forward passes, for further checks.
   """
+
   @fast_jit
   def round_trip(a):
     y, log_det = forward(variables, x, a)
@@ -65,8 +69,9 @@ def check_inverse_and_jacobian(forward, inverse, variables, x):
     outputs[i] = (y, log_det)
   with jax.enable_x64(True):
     x64, vars64 = jnp.asarray(x, jnp.float64), to_x64(variables)
-    jacobian_case = fast_jit(lambda a: jacobian_and_log_det(
-        lambda inputs: forward(vars64, inputs, a), x64))
+    jacobian_case = fast_jit(
+      lambda a: jacobian_and_log_det(lambda inputs: forward(vars64, inputs, a), x64)
+    )
     for a in ATTENTION_ROWS:
       jac, log_det = jacobian_case(jnp.asarray(a))
       assert_jacobian_log_det(jac, x.shape[0], log_det)

@@ -7,14 +7,14 @@ import pytest
 
 from configs import digits_classifier as digits_classifier_config
 from configs import tiny as tiny_config
-from inflow_jax import adversarial, attention, data
-from inflow_jax.adversarial import classifier, preprocessing
-from inflow_jax.conformal.features import mean_pool
+from inflow_jax import adversarial, data
+from inflow_jax import gates as attention
+from inflow_jax.adversarial import classifier, evaluation, preprocessing
 from inflow_jax.data.jpeg import jpeg_round_trip
-from inflow_jax.attention import encoder
-from inflow_jax.adversarial import evaluation
-from inflow_jax.report import tables
+from inflow_jax.gates import encoder
+from inflow_jax.gates.features import mean_pool
 from inflow_jax.model import InFlow
+from inflow_jax.report import tables
 
 EPS = 8 / 255
 
@@ -44,8 +44,16 @@ def test_fgsm_on_linear_loss_is_the_signed_step():
 def test_pgd_on_linear_loss_reaches_the_box_corner(random_start):
   x = _images()
   w = np.random.default_rng(1).normal(size=x.shape[1:]).astype(np.float32)
-  x_adv = adversarial.pgd(linear_loss, x, EPS, step_size=EPS / 2, num_steps=5,
-                          key=jax.random.key(0), random_start=random_start, loss_args=(w,))
+  x_adv = adversarial.pgd(
+    linear_loss,
+    x,
+    EPS,
+    step_size=EPS / 2,
+    num_steps=5,
+    key=jax.random.key(0),
+    random_start=random_start,
+    loss_args=(w,),
+  )
   np.testing.assert_allclose(x_adv, np.clip(x + EPS * np.sign(w), 0, 1), atol=1e-6)
 
 
@@ -54,8 +62,15 @@ def test_pgd_converges_to_an_interior_maximiser():
   offset = np.random.default_rng(2).uniform(-EPS / 2, EPS / 2, x.shape).astype(np.float32)
   target = np.clip(x + offset, 0, 1)  # inside the eps ball and the image box
   step = EPS / 64
-  x_adv = adversarial.pgd(negative_distance, x, EPS, step_size=step, num_steps=200,
-                          key=jax.random.key(3), loss_args=(target,))
+  x_adv = adversarial.pgd(
+    negative_distance,
+    x,
+    EPS,
+    step_size=step,
+    num_steps=200,
+    key=jax.random.key(3),
+    loss_args=(target,),
+  )
   # sign ascent oscillates around the maximiser with amplitude at most one step
   assert np.max(np.abs(np.asarray(x_adv) - target)) <= step + 1e-6
 
@@ -66,9 +81,17 @@ def test_pgd_stays_in_the_ball_and_in_the_image_box():
   x[1] = 1.0
   w = np.random.default_rng(4).normal(size=x.shape).astype(np.float32)
   eps = 0.1
-  x_adv = np.asarray(adversarial.pgd(lambda u, w: jnp.sum(jnp.sin(20 * u) * w), x, eps,
-                                     step_size=0.07, num_steps=7, key=jax.random.key(5),
-                                     loss_args=(w,)))
+  x_adv = np.asarray(
+    adversarial.pgd(
+      lambda u, w: jnp.sum(jnp.sin(20 * u) * w),
+      x,
+      eps,
+      step_size=0.07,
+      num_steps=7,
+      key=jax.random.key(5),
+      loss_args=(w,),
+    )
+  )
   assert np.max(np.abs(x_adv - x)) <= eps + 1e-6
   assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
   assert x_adv.dtype == np.float32
@@ -83,10 +106,19 @@ def test_per_image_losses_are_attacked_independently():
     return jnp.sum(jnp.cos(5 * u) * w, axis=(1, 2, 3))
 
   key = jax.random.key(7)
-  together = adversarial.pgd(per_image, x, EPS, step_size=EPS / 4, num_steps=4, key=key,
-                             random_start=False, loss_args=(w,))
-  alone = adversarial.pgd(per_image, x[1:2], EPS, step_size=EPS / 4, num_steps=4, key=key,
-                          random_start=False, loss_args=(w[1:2],))
+  together = adversarial.pgd(
+    per_image, x, EPS, step_size=EPS / 4, num_steps=4, key=key, random_start=False, loss_args=(w,)
+  )
+  alone = adversarial.pgd(
+    per_image,
+    x[1:2],
+    EPS,
+    step_size=EPS / 4,
+    num_steps=4,
+    key=key,
+    random_start=False,
+    loss_args=(w[1:2],),
+  )
   np.testing.assert_allclose(together[1:2], alone, atol=1e-6)
 
 
@@ -101,29 +133,37 @@ def test_pgd_returns_each_images_best_iterate():
   x = _images(seed=8)
   w = np.random.default_rng(9).normal(size=x.shape).astype(np.float32)
   step, steps = 3 * EPS / 4, 6
-  x_adv = np.asarray(adversarial.pgd(_sharp_loss, x, EPS, step_size=step, num_steps=steps,
-                                     random_start=False, loss_args=(w,)))
+  x_adv = np.asarray(
+    adversarial.pgd(
+      _sharp_loss, x, EPS, step_size=step, num_steps=steps, random_start=False, loss_args=(w,)
+    )
+  )
   grad = jax.grad(lambda u: jnp.sum(_sharp_loss(u, w)))
   low, high = np.clip(x - EPS, 0, 1), np.clip(x + EPS, 0, 1)
   iterates = [x]
   for _ in range(steps):
-    iterates.append(np.clip(iterates[-1] + step * np.sign(np.asarray(grad(iterates[-1]))), low, high))
-  losses = np.stack([np.asarray(_sharp_loss(it, w)) for it in iterates])   # (T + 1, B)
+    iterates.append(
+      np.clip(iterates[-1] + step * np.sign(np.asarray(grad(iterates[-1]))), low, high)
+    )
+  losses = np.stack([np.asarray(_sharp_loss(it, w)) for it in iterates])  # (T + 1, B)
   best = np.argmax(losses, axis=0)
   assert np.any(losses[-1] < losses[0]), "the test needs an objective whose last iterate is worse"
-  np.testing.assert_allclose(x_adv, np.stack([iterates[t][i] for i, t in enumerate(best)]), atol=1e-6)
+  np.testing.assert_allclose(
+    x_adv, np.stack([iterates[t][i] for i, t in enumerate(best)]), atol=1e-6
+  )
   assert np.all(np.asarray(_sharp_loss(x_adv, w)) >= losses[0] - 1e-5)
 
 
 def test_jpeg_straight_through_is_the_round_trip_with_the_identity_derivative():
   x = _images(seed=10, shape=(3, 16, 16, 3))
   w = np.random.default_rng(11).normal(size=x.shape).astype(np.float32)
-  value, grad = jax.jit(jax.value_and_grad(
-      lambda u: jnp.sum(w * preprocessing.jpeg_straight_through(u, 75))))(x)
+  value, grad = jax.jit(
+    jax.value_and_grad(lambda u: jnp.sum(w * preprocessing.jpeg_straight_through(u, 75)))
+  )(x)
   jpeg = jpeg_round_trip(x, 75)
-  assert np.max(np.abs(jpeg - x)) > 1 / 255       # the round trip changes the images
+  assert np.max(np.abs(jpeg - x)) > 1 / 255  # the round trip changes the images
   np.testing.assert_allclose(value, np.sum(w * jpeg), rtol=1e-5)
-  np.testing.assert_array_equal(grad, w)           # d g / dx = I
+  np.testing.assert_array_equal(grad, w)  # d g / dx = I
 
 
 def test_pgd_through_jpeg_optimises_what_the_detector_sees():
@@ -133,8 +173,11 @@ def test_pgd_through_jpeg_optimises_what_the_detector_sees():
   target = np.full(x.shape[1:], 0.5, np.float32)
   loss = lambda u, t: -jnp.sum(jnp.square(mean_pool(u) - mean_pool(t[None])), axis=(1, 2, 3))
   objective = preprocessing.ThroughJPEG(loss, 75)
-  x_adv = np.asarray(adversarial.pgd(objective, x, EPS, step_size=EPS / 8, num_steps=12,
-                                     random_start=False, loss_args=(target,)))
+  x_adv = np.asarray(
+    adversarial.pgd(
+      objective, x, EPS, step_size=EPS / 8, num_steps=12, random_start=False, loss_args=(target,)
+    )
+  )
   assert np.max(np.abs(x_adv - x)) <= EPS + 1e-6
   after, before = (np.asarray(loss(jpeg_round_trip(v, 75), target)) for v in (x_adv, x))
   assert np.all(after >= before - 1e-6) and np.all(after > before)
@@ -145,11 +188,16 @@ def test_zero_epsilon_leaves_images_unchanged():
   w = np.ones(x.shape[1:], np.float32)
   np.testing.assert_array_equal(adversarial.fgsm(linear_loss, x, 0.0, loss_args=(w,)), x)
   np.testing.assert_array_equal(
-      adversarial.pgd(linear_loss, x, 0.0, step_size=0.1, num_steps=2, key=jax.random.key(0),
-                      loss_args=(w,)), x)
+    adversarial.pgd(
+      linear_loss, x, 0.0, step_size=0.1, num_steps=2, key=jax.random.key(0), loss_args=(w,)
+    ),
+    x,
+  )
 
 
-@pytest.mark.parametrize("kwargs, message", [
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
     (dict(epsilon=-0.1), "epsilon"),
     (dict(epsilon=float("nan")), "epsilon"),
     (dict(num_steps=0), "num_steps"),
@@ -158,7 +206,8 @@ def test_zero_epsilon_leaves_images_unchanged():
     (dict(step_size=0.0), "step_size"),
     (dict(step_size=-1.0), "step_size"),
     (dict(key=None), "key"),
-])
+  ],
+)
 def test_bad_pgd_parameters_raise(kwargs, message):
   arguments = dict(epsilon=EPS, step_size=EPS / 4, num_steps=3, key=jax.random.key(0))
   arguments.update(kwargs)
@@ -181,6 +230,7 @@ def test_bad_inputs_raise():
 
 # ---- the classifier target ---------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def digits_classifier():
   """A tiny classifier of 16x16 digits (the digits config's model and optimiser, fewer steps)."""
@@ -198,14 +248,15 @@ def test_pgd_breaks_the_digits_classifier(digits_classifier):
   model, variables, config = digits_classifier
   x, y = data.load_images("digits", "test", image_size=16, max_images=200)
   config.attack.update(epsilons=(8 / 255, 32 / 255), num_steps=10, batch_size=100)
-  sets, table = evaluation.attack_classifier(model, variables, x, y, config.attack, jax.random.key(0),
-                                             name="digits")
+  sets, table = evaluation.attack_classifier(
+    model, variables, x, y, config.attack, jax.random.key(0), name="digits"
+  )
   assert sorted(sets) == ["digits_pgd32", "digits_pgd8"]
   assert table["clean"] >= 0.85
   assert table["pgd"]["8"] < table["clean"]
-  assert table["pgd"]["32"] <= 0.10          # measured 0.07 (config's classifier: 0.06, see report)
+  assert table["pgd"]["32"] <= 0.10  # measured 0.07 (config's classifier: 0.06, see report)
   for k in ("8", "32"):
-    assert table["pgd"][k] <= table["fgsm"][k] + 0.02   # iterating is at least as strong as one step
+    assert table["pgd"][k] <= table["fgsm"][k] + 0.02  # iterating is at least as strong as one step
     assert np.max(np.abs(sets[f"digits_pgd{k}"] - x)) <= int(k) / 255 + 1e-6
 
 
@@ -221,12 +272,13 @@ def test_classifier_training_rejects_bad_labels():
 
 # ---- the adaptive attacks on the detector, through evaluate_adversarial ------------------------------
 
+
 @pytest.fixture(scope="module")
 def adaptive():
   """evaluate_adversarial on a tiny random flow (configs/tiny.py) with uniform noise as the OOD set."""
   config = tiny_config.get_config()
   config.adversarial = digits_classifier_config.get_config()
-  config.eval.n_bootstrap = 100             # typicality thresholds: enough for a smoke check
+  config.eval.n_bootstrap = 100  # typicality thresholds: enough for a smoke check
   config.adversarial.attack.update(num_steps=5, batch_size=16)
   x_ref, _ = data.load_images("digits", "train", max_images=120)
   x_test, _ = data.load_images("digits", "test", max_images=32)
@@ -237,19 +289,29 @@ def adaptive():
   shapes = jax.eval_shape(model.init, jax.random.key(0), x_test[:2], 1.0)
   rng = np.random.default_rng(0)
   variables = jax.tree_util.tree_map(
-      lambda s: jnp.asarray(rng.normal(0.0, 0.1, s.shape), s.dtype), shapes)
+    lambda s: jnp.asarray(rng.normal(0.0, 0.1, s.shape), s.dtype), shapes
+  )
   state = attention.fit_mmd(x_ref, encoder.make_encoder(0), n_permutations=50)
   table = evaluation.evaluate_adversarial(
-      config, model=model, variables=variables, mmd_state=state, x_test=x_test,
-      ood_sets={"noise": x_noise}, x_heldout=x_heldout, key=jax.random.key(0), include_clean=True)
+    config,
+    model=model,
+    variables=variables,
+    mmd_state=state,
+    x_test=x_test,
+    ood_sets={"noise": x_noise},
+    x_heldout=x_heldout,
+    key=jax.random.key(0),
+    include_clean=True,
+  )
   return table, state, x_noise
 
 
 def test_batch_mmd2_is_the_tests_statistic(adaptive):
   _, state, x_noise = adaptive
   result = attention.mmd_test(state, x_noise[:16], jax.random.key(0))
-  np.testing.assert_allclose(jax.jit(adversarial.batch_mmd2)(state, x_noise[:16]), result.mmd2, rtol=1e-4,
-                             atol=1e-7)
+  np.testing.assert_allclose(
+    jax.jit(adversarial.batch_mmd2)(state, x_noise[:16]), result.mmd2, rtol=1e-4, atol=1e-7
+  )
 
 
 def test_likelihood_attack_raises_the_flow_log_likelihood(adaptive):
@@ -261,14 +323,14 @@ def test_likelihood_attack_raises_the_flow_log_likelihood(adaptive):
 def test_mmd_attack_makes_noise_batches_pass_the_attention_test(adaptive):
   row = adaptive[0]["adaptive"]["noise_adaptive_mmd"]
   assert row["n_batches"] == 2
-  assert row["batches_flagged"][0] == 2      # clean noise: every batch flagged
+  assert row["batches_flagged"][0] == 2  # clean noise: every batch flagged
   assert row["mmd2"][1] < 0.5 * row["mmd2"][0]
   assert row["batches_flagged"][1] < 2
 
 
 def test_evaluate_adversarial_scores_every_set(adaptive):
   table = adaptive[0]
-  assert table["classifier"] is None         # no labels given: no classifier attack
+  assert table["classifier"] is None  # no labels given: no classifier attack
   assert sorted(table["ood"]) == ["noise", "noise_adaptive_llh", "noise_adaptive_mmd"]
   for row in table["ood"].values():
     for method in ("paper", "strict", "likelihood", "paper_score_a1", "input_complexity"):

@@ -1,17 +1,17 @@
 """The MMD permutation test: alibi-detect parity, brute-force float64 truth, calibration, bad input."""
+
 import math
 
 import jax
 import numpy as np
 import pytest
 import scipy.stats
-
 from helpers import shared_file
-from inflow_jax.attention import kernels, mmd
-from inflow_jax.attention import fit_mmd, fit_mmd_embedded, mmd_test, mmd_test_embedded
-from inflow_jax.attention.kernels import median_sq_distance
-from inflow_jax.attention.streaming import StreamingGate, gate_stream
-from inflow_jax.attention.encoder import load_reference_encoder, make_encoder
+
+from inflow_jax.gates import fit_mmd, fit_mmd_embedded, kernels, mmd, mmd_test, mmd_test_embedded
+from inflow_jax.gates.encoder import load_reference_encoder, make_encoder
+from inflow_jax.gates.kernels import median_sq_distance
+from inflow_jax.gates.streaming import StreamingGate, gate_stream
 
 
 def _nhwc(uint8_nchw):
@@ -31,8 +31,11 @@ def _mmd2_float64(kernel, n, m):
   """alibi-detect's unbiased MMD^2 on a pooled kernel matrix [ref; test], diagonal zeroed."""
   kernel = kernel.copy()
   np.fill_diagonal(kernel, 0.0)
-  return (kernel[:n, :n].sum() / (n * (n - 1)) + kernel[n:, n:].sum() / (m * (m - 1))
-          - 2.0 * kernel[n:, :n].mean())
+  return (
+    kernel[:n, :n].sum() / (n * (n - 1))
+    + kernel[n:, n:].sum() / (m * (m - 1))
+    - 2.0 * kernel[n:, :n].mean()
+  )
 
 
 def _kernel_float64(z, sigmas):
@@ -67,7 +70,7 @@ def test_statistic_p_value_threshold_match_float64_brute_force(sigma):
   result = mmd_test_embedded(state, _flatten(x), key)
 
   pooled = np.concatenate([_flatten(x_ref), _flatten(x)]).astype(np.float64)
-  if sigma is None:   # the median heuristic, from every distinct pair, lower median
+  if sigma is None:  # the median heuristic, from every distinct pair, lower median
     d2 = ((pooled[:n, None] - pooled[None, :n]) ** 2).sum(-1)[np.triu_indices(n, 1)]
     sigmas = [np.sqrt(0.5 * np.sort(d2)[(d2.size - 1) // 2])]
   else:
@@ -97,7 +100,7 @@ def test_permutations_in_chunks_match_one_batch(monkeypatch):
   emb, key = _flatten(_vectors(rng, 10, shift=0.02)), jax.random.PRNGKey(3)
   whole = mmd_test_embedded(state, emb, key)
   jax.clear_caches()
-  monkeypatch.setattr(mmd, "_PERMUTATION_ENTRIES", 2 * 10 * 10)   # 2 permutations per chunk
+  monkeypatch.setattr(mmd, "_PERMUTATION_ENTRIES", 2 * 10 * 10)  # 2 permutations per chunk
   chunked = mmd_test_embedded(state, emb, key)
   jax.clear_caches()
   assert float(chunked.p_value) == float(whole.p_value)
@@ -126,7 +129,7 @@ def test_random_subsets_at_the_benchmark_size():
 def test_median_heuristic_uses_alibi_lower_median():
   emb = np.random.default_rng(1).standard_normal((41, 5))
   d2 = ((emb[:, None] - emb[None]) ** 2).sum(-1)
-  full_sorted = np.sort(d2.ravel())   # alibi: all n^2 entries, the diagonal zeros first
+  full_sorted = np.sort(d2.ravel())  # alibi: all n^2 entries, the diagonal zeros first
   n = emb.shape[0]
   assert median_sq_distance(emb) == pytest.approx(full_sorted[n + (n * n - n) // 2 - 1], rel=1e-6)
 
@@ -151,8 +154,9 @@ def test_p_values_uniform_under_the_null_and_shift_detected():
   rng = np.random.default_rng(3)
   state = fit_mmd(_vectors(rng, 200), _flatten, n_permutations=50)
   keys = jax.random.split(jax.random.PRNGKey(0), 60)
-  p_null = np.array([float(mmd_test_embedded(state, _flatten(_vectors(rng, 20)), k).p_value)
-                     for k in keys])
+  p_null = np.array(
+    [float(mmd_test_embedded(state, _flatten(_vectors(rng, 20)), k).p_value) for k in keys]
+  )
   randomised = p_null - rng.uniform(size=p_null.size) / (1 + state.n_permutations)
   assert scipy.stats.kstest(randomised, "uniform").pvalue > 0.01
   assert 0.0 <= np.mean(p_null < 0.05) <= 0.15
@@ -165,6 +169,7 @@ def test_calibration_on_cifar10_and_svhn_short():
   """Short version of benchmarks/calibration_attention.py: CIFAR-10 train reference (300, redrawn for
   each trial so that trials are independent) against CIFAR-10 test batches of 50: p-values uniform;
   SVHN batches of 50 always flagged."""
+
   def embedded(name, count):
     images = np.load(shared_file(f"data/{name}"))["x"][:count].astype(np.float32) / 255.0
     return np.asarray(encoder(images))
@@ -176,10 +181,16 @@ def test_calibration_on_cifar10_and_svhn_short():
   keys = jax.random.split(jax.random.PRNGKey(1), 40)
   p_values, svhn_attention = [], []
   for i, key in enumerate(keys):
-    state = fit_mmd_embedded(train[rng.choice(600, 300, replace=False)], encoder, n_permutations=100)
-    p_values.append(float(mmd_test_embedded(state, test[rng.choice(500, 50, replace=False)], key).p_value))
+    state = fit_mmd_embedded(
+      train[rng.choice(600, 300, replace=False)], encoder, n_permutations=100
+    )
+    p_values.append(
+      float(mmd_test_embedded(state, test[rng.choice(500, 50, replace=False)], key).p_value)
+    )
     if i < 3:
-      svhn_attention.append(float(mmd_test_embedded(state, svhn[50 * i:50 * (i + 1)], key).attention))
+      svhn_attention.append(
+        float(mmd_test_embedded(state, svhn[50 * i : 50 * (i + 1)], key).attention)
+      )
   p_values = np.array(p_values)
   randomised = p_values - rng.uniform(size=p_values.size) / 101
   assert np.mean(p_values < 0.05) <= 0.15
@@ -195,12 +206,16 @@ def test_stream_gate_windows_flag_a_shift_and_match_the_live_gate():
   key = jax.random.PRNGKey(5)
   result = gate_stream(state, stream, window, key)
   assert result.ready.tolist() == [t >= window - 1 for t in range(60)]
-  assert np.all(result.attention[:window - 1] == 1.0) and np.all(np.isnan(result.mmd2[:window - 1]))
-  assert np.all(result.attention[window - 1:30] == 1.0)   # in-distribution windows pass at 1%
-  assert np.all(result.attention[30 + window - 1:] == 0.0)   # fully shifted windows are flagged
+  assert np.all(result.attention[: window - 1] == 1.0) and np.all(
+    np.isnan(result.mmd2[: window - 1])
+  )
+  assert np.all(result.attention[window - 1 : 30] == 1.0)  # in-distribution windows pass at 1%
+  assert np.all(result.attention[30 + window - 1 :] == 0.0)  # fully shifted windows are flagged
   # one window equals a plain test of those images with the key fold_in(key, t)
   t = 41
-  single = mmd_test_embedded(state, _flatten(stream[t - window + 1:t + 1]), jax.random.fold_in(key, t))
+  single = mmd_test_embedded(
+    state, _flatten(stream[t - window + 1 : t + 1]), jax.random.fold_in(key, t)
+  )
   assert float(single.p_value) == float(result.p_value[t])
   np.testing.assert_allclose(float(single.mmd2), float(result.mmd2[t]), atol=1e-7)
   live = StreamingGate(state, window, key)
@@ -268,8 +283,10 @@ def test_stream_gate_rejects_bad_windows_and_warmup_attention():
   rng = np.random.default_rng(7)
   state = fit_mmd(_vectors(rng, 20), _flatten, n_permutations=20)
   stream, key = _vectors(rng, 12), jax.random.PRNGKey(0)
-  for make in (lambda **kw: gate_stream(state, stream, key=key, **kw),
-               lambda **kw: StreamingGate(state, key=key, **kw)):
+  for make in (
+    lambda **kw: gate_stream(state, stream, key=key, **kw),
+    lambda **kw: StreamingGate(state, key=key, **kw),
+  ):
     for window in (10.5, 4.0, True):
       with pytest.raises(TypeError, match="window must be an integer"):
         make(window=window)

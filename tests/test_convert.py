@@ -1,20 +1,25 @@
 """Import of the original PyTorch checkpoint: parity with the original's outputs, key/shape errors."""
+
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import fast_jit, shared_file
-from inflow_jax.torch_checkpoint import (load_reference_checkpoint, permutations_from_state_dict,
-                                state_dict_to_variables, variables_to_state_dict)
+
 from inflow_jax.model import InFlow
+from inflow_jax.model.torch_checkpoint import (
+  load_reference_checkpoint,
+  permutations_from_state_dict,
+  state_dict_to_variables,
+  variables_to_state_dict,
+)
 
 CHECKPOINT = "fixtures/inflow_cifar10_epoch150_torch_state.npz"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_state_dict():
   """A width-8 model's weights in the original layout (no fixture needed)."""
   model = InFlow(width=8)
@@ -30,7 +35,9 @@ def test_parity_with_the_original_flow():
   forward = fast_jit(lambda a: (model.apply(variables, x, a), exact_model.apply(variables, x, a)))
   for a in (1, 0):
     (z, log_det), (z_exact, log_det_exact) = forward(jnp.float32(a))
-    np.testing.assert_allclose(z, reference[f"z_alpha{a}_nchw"].transpose(0, 2, 3, 1), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+      z, reference[f"z_alpha{a}_nchw"].transpose(0, 2, 3, 1), atol=1e-4, rtol=0
+    )
     np.testing.assert_allclose(log_det, reference[f"logdet_alpha{a}"], rtol=1e-4)
     np.testing.assert_array_equal(z_exact, z)
     np.testing.assert_allclose(log_det_exact, a * log_det, rtol=1e-6)
@@ -46,7 +53,9 @@ def test_fixture_permutations_are_the_seeded_defaults():
 def test_training_trajectory_checkpoints_load():
   for name in ("train_trajectory_public_init", "train_trajectory_public_final"):
     model, variables = load_reference_checkpoint(shared_file(f"fixtures/{name}.npz"))
-    assert model.width == 256 and model.num_blocks == 2 and model.permutations == ((2, 1, 0), (0, 2, 1))
+    assert (
+      model.width == 256 and model.num_blocks == 2 and model.permutations == ((2, 1, 0), (0, 2, 1))
+    )
     state = dict(np.load(shared_file(f"fixtures/{name}.npz")))
     back = variables_to_state_dict(variables, model.permutations)
     assert sorted(back) == sorted(state)
@@ -95,8 +104,11 @@ def test_torch_checkpoint_loads_with_weights_only(tmp_path):
   torch = pytest.importorskip("torch")
   state, variables = small_state_dict()
   path = tmp_path / "10.pt"
-  weights = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()
-             if not k.startswith("perm_")}
+  weights = {
+    k: torch.from_numpy(np.ascontiguousarray(v))
+    for k, v in state.items()
+    if not k.startswith("perm_")
+  }
   torch.save({"net": {f"module.{k}": v for k, v in weights.items()}, "epoch": 10}, path)
   model, loaded = load_reference_checkpoint(path, paper_compat=False)
   jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, variables)

@@ -1,4 +1,5 @@
 """InFlowDetector: fit / score / predict behaviour, save-load round trip, errors."""
+
 import re
 
 import jax
@@ -7,15 +8,17 @@ import pytest
 
 from inflow_jax import InFlowDetector, data
 from inflow_jax.model import InFlow
-from inflow_jax.evaluation.scores import make_score_fn
+from inflow_jax.model.density import make_score_fn
 
 
 @pytest.fixture(scope="module")
 def fitted():
   digits = data.load_images("digits", "train")[0]
-  model = InFlow(num_blocks=2, width=8, paper_compat=True)   # as in test_evaluate: shared compiles
+  model = InFlow(num_blocks=2, width=8, paper_compat=True)  # as in test_evaluate: shared compiles
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), digits[:2], 1.0)
-  detector = InFlowDetector(model, variables, n_permutations=50, batch_size=20, false_positive_rate=0.1)
+  detector = InFlowDetector(
+    model, variables, n_permutations=50, batch_size=20, false_positive_rate=0.1
+  )
   return detector.fit(digits[:300], x_threshold=digits[300:500]), digits[500:540]
 
 
@@ -27,13 +30,17 @@ def test_threshold_score_predict(fitted):
   direct = make_score_fn(detector.model, detector.variables, "paper")(digits[300:500], 1.0)
   assert detector.threshold_ == pytest.approx(float(np.quantile(np.asarray(direct), 0.9)), rel=1e-6)
   labels_ood = detector.predict(x_ood)
-  assert labels_ood.dtype == np.int64 and np.all(labels_ood == 1)   # noise batches are flagged (a = 0)
+  assert labels_ood.dtype == np.int64 and np.all(
+    labels_ood == 1
+  )  # noise batches are flagged (a = 0)
   result = detector.score_batches(x_in)
   labels_in = detector.predict(x_in)
-  np.testing.assert_array_equal(labels_in, (result.attention == 0) | (result.scores > detector.threshold_))
+  np.testing.assert_array_equal(
+    labels_in, (result.attention == 0) | (result.scores > detector.threshold_)
+  )
   assert labels_in.mean() < 0.5
   scores = detector.score(x_ood)
-  np.testing.assert_array_equal(scores, detector.score(x_ood))      # same default key: deterministic
+  np.testing.assert_array_equal(scores, detector.score(x_ood))  # same default key: deterministic
 
 
 def test_save_load_round_trip(fitted, tmp_path):
@@ -68,6 +75,7 @@ def test_errors(fitted):
 
 def test_fit_trains_the_flow_when_given_training_data(fitted):
   from configs.tiny import get_config
+
   detector, x_in = fitted
   config = get_config()
   config.train.update(num_steps=2, batch_size=16)
@@ -77,7 +85,7 @@ def test_fit_trains_the_flow_when_given_training_data(fitted):
   assert fresh.train_losses_.shape == (2,) and np.all(np.isfinite(fresh.train_losses_))
   before = jax.tree_util.tree_leaves(detector.variables)
   after = jax.tree_util.tree_leaves(fresh.variables)
-  assert any(not np.allclose(a, b) for a, b in zip(before, after))   # the flow was trained
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))  # the flow was trained
   assert fresh.score(x_in).shape == (len(x_in),)
 
 
@@ -99,7 +107,9 @@ def test_load_rejects_corrupt_saves(fitted, tmp_path):
   config.write_text(config.read_text()[:40])
   with pytest.raises(ValueError, match=r"corrupt.*config\.json.*truncated"):
     InFlowDetector.load(path)
-  (path / "MANIFEST.sha256.json").unlink()   # no manifest: loaded unchecked, config.json still parsed
+  (
+    path / "MANIFEST.sha256.json"
+  ).unlink()  # no manifest: loaded unchecked, config.json still parsed
   with pytest.raises(ValueError, match=r"config\.json is corrupt"):
     InFlowDetector.load(path)
 

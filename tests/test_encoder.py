@@ -1,11 +1,17 @@
 """The untrained encoder: import of the original's PyTorch weights, seeded init, chunking."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import shared_file
-from inflow_jax.attention.encoder import StridedConv, load_reference_encoder, make_encoder, params_from_torch
+
+from inflow_jax.gates.encoder import (
+  StridedConv,
+  load_reference_encoder,
+  make_encoder,
+  params_from_torch,
+)
 
 
 def _nhwc(uint8_nchw):
@@ -40,21 +46,29 @@ def test_seeded_init_is_reproducible_and_pytorch_like():
     for leaf in a.params[name].values():
       bound = 1.0 / np.sqrt(fan_in)
       assert np.abs(leaf).max() <= bound
-      assert np.abs(leaf).max() > 0.9 * bound   # uniform over the whole interval, not a narrower one
+      assert np.abs(leaf).max() > 0.9 * bound  # uniform over the whole interval, not a narrower one
 
 
-@pytest.mark.parametrize("kernel_size,stride,size", [(4, 2, 32), (4, 2, 15), (4, 2, 6), (6, 2, 13),
-                                                     (3, 1, 7), (6, 3, 14)])
+@pytest.mark.parametrize(
+  "kernel_size,stride,size", [(4, 2, 32), (4, 2, 15), (4, 2, 6), (6, 2, 13), (3, 1, 7), (6, 3, 14)]
+)
 def test_strided_conv_equals_lax_conv(kernel_size, stride, size):
   """The space-to-depth matrix product against XLA's own VALID strided convolution, in float64."""
   rng = np.random.default_rng(kernel_size * 100 + size)
   x = rng.normal(size=(3, size, size + 1, 5))
   conv = StridedConv(7, kernel_size, stride)
   with jax.enable_x64():
-    params = {"kernel": rng.normal(size=(kernel_size, kernel_size, 5, 7)), "bias": rng.normal(size=7)}
+    params = {
+      "kernel": rng.normal(size=(kernel_size, kernel_size, 5, 7)),
+      "bias": rng.normal(size=7),
+    }
     y = conv.apply({"params": params}, x)
-    expected = jax.lax.conv_general_dilated(x, params["kernel"], (stride, stride), "VALID",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["bias"]
+    expected = (
+      jax.lax.conv_general_dilated(
+        x, params["kernel"], (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+      )
+      + params["bias"]
+    )
   assert y.shape == expected.shape
   np.testing.assert_allclose(y, expected, atol=1e-12)
 
@@ -63,7 +77,11 @@ def test_chunked_embedding_equals_one_batch():
   encoder = make_encoder(seed=3)
   x = np.random.default_rng(1).uniform(size=(11, 32, 32, 3)).astype(np.float32)
   whole = encoder.replace(chunk_size=11, early_chunk_size=11)
-  for chunk_size, early_chunk_size in ((4, 16), (4, 3), (6, 4)):   # padded chunks, nested padded chunks
+  for chunk_size, early_chunk_size in (
+    (4, 16),
+    (4, 3),
+    (6, 4),
+  ):  # padded chunks, nested padded chunks
     chunked = encoder.replace(chunk_size=chunk_size, early_chunk_size=early_chunk_size)
     np.testing.assert_allclose(chunked(x), whole(x), atol=1e-6)
 
@@ -76,12 +94,22 @@ def test_encoder_equals_plain_strided_convolutions():
     h = jnp.asarray(x)
     for i in range(3):
       layer = encoder.params[f"conv{i}"]
-      h = jax.nn.relu(jax.lax.conv_general_dilated(
-          h, jnp.asarray(layer["kernel"], jnp.float64), (2, 2), "VALID",
-          dimension_numbers=("NHWC", "HWIO", "NHWC")) + jnp.asarray(layer["bias"], jnp.float64))
-    expected = h.reshape(5, -1) @ encoder.params["dense"]["kernel"] + encoder.params["dense"]["bias"]
-  np.testing.assert_allclose(encoder.replace(early_chunk_size=2)(x.astype(np.float32)), expected,
-                             atol=1e-5)
+      h = jax.nn.relu(
+        jax.lax.conv_general_dilated(
+          h,
+          jnp.asarray(layer["kernel"], jnp.float64),
+          (2, 2),
+          "VALID",
+          dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        + jnp.asarray(layer["bias"], jnp.float64)
+      )
+    expected = (
+      h.reshape(5, -1) @ encoder.params["dense"]["kernel"] + encoder.params["dense"]["bias"]
+    )
+  np.testing.assert_allclose(
+    encoder.replace(early_chunk_size=2)(x.astype(np.float32)), expected, atol=1e-5
+  )
 
 
 def test_encoder_rejects_bad_images():

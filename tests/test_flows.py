@@ -1,18 +1,24 @@
 """Flow layers against independent truth: lax.conv subnets, autodiff Jacobians, exact inverses."""
+
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from inflow_jax.flows import (ActNorm, AttentionCoupling, InvertibleConv1x1, Permutation, squeeze,
-                              unsqueeze)
-from inflow_jax.flows.coupling import CLAMP_SLOPE
-from inflow_jax.flows import subnet
-from inflow_jax.flows.subnet import fused_subnets
-
 from helpers import ATTENTION_ROWS, check_inverse_and_jacobian, fast_jit, random_images, to_x64
+
+from inflow_jax.flows import (
+  ActNorm,
+  AttentionCoupling,
+  InvertibleConv1x1,
+  Permutation,
+  squeeze,
+  subnet,
+  unsqueeze,
+)
+from inflow_jax.flows.coupling import CLAMP_SLOPE
+from inflow_jax.flows.subnet import fused_subnets
 
 
 def reference_subnet(u, a, weights):
@@ -20,42 +26,52 @@ def reference_subnet(u, a, weights):
   kernel_0, bias_0, kernel_1, bias_1 = weights
   m = kernel_0.shape[2] - u.shape[-1]
   cond = jnp.broadcast_to(jnp.reshape(a, (-1, 1, 1, 1)), u.shape[:3] + (m,)).astype(u.dtype)
-  conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
-                           padding=((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                           precision=jax.lax.Precision.HIGHEST)
+  conv = functools.partial(
+    jax.lax.conv_general_dilated,
+    window_strides=(1, 1),
+    padding=((1, 1), (1, 1)),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    precision=jax.lax.Precision.HIGHEST,
+  )
   hidden = jax.nn.relu(conv(jnp.concatenate([u, cond], -1), kernel_0) + bias_0)
   return conv(hidden, kernel_1) + bias_1
 
 
 def reference_coupling(params, x, a, clamp=2.0):
   """The coupling equations of inflow_jax.flows.coupling written with `reference_subnet`."""
-  net = lambda name, u: reference_subnet(u, a, tuple(params[name][k] for k in
-                                                     ("kernel_0", "bias_0", "kernel_1", "bias_1")))
+  net = lambda name, u: reference_subnet(
+    u, a, tuple(params[name][k] for k in ("kernel_0", "bias_0", "kernel_1", "bias_1"))
+  )
   f = lambda u: clamp * CLAMP_SLOPE * jnp.arctan(u)
   ab = jnp.reshape(a, (-1, 1, 1, 1))
-  x1, x2 = x[..., :x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+  x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
   s2 = f(net("subnet_s2", x2))
   y1 = jnp.exp(ab * s2) * x1 + ab * net("subnet_t2", x2)
   s1 = f(net("subnet_s1", y1))
   y2 = jnp.exp(ab * s1) * x2 + ab * net("subnet_t1", y1)
-  return jnp.concatenate([y1, y2], -1), jnp.reshape(a, (-1,)) * (s1.sum((1, 2, 3)) + s2.sum((1, 2, 3)))
+  return jnp.concatenate([y1, y2], -1), jnp.reshape(a, (-1,)) * (
+    s1.sum((1, 2, 3)) + s2.sum((1, 2, 3))
+  )
 
 
 def init_coupling(x, width=8, **kwargs):
   layer = AttentionCoupling(width=width, **kwargs)
   # Larger last-layer weights than torch's init, so that s and t are far from 0 and the test bites.
   scale = lambda variables: jax.tree_util.tree_map_with_path(
-      lambda path, p: 4 * p if "kernel_1" in jax.tree_util.keystr(path) else p, variables)
+    lambda path, p: 4 * p if "kernel_1" in jax.tree_util.keystr(path) else p, variables
+  )
   return layer, fast_jit(lambda key: scale(layer.init(key, x, 1.0)))(jax.random.PRNGKey(1))
 
 
-@pytest.mark.parametrize("rows_per_chunk", [1024, 60])   # 60: 2 images of 5x6 per chunk, 3 chunks
+@pytest.mark.parametrize("rows_per_chunk", [1024, 60])  # 60: 2 images of 5x6 per chunk, 3 chunks
 def test_fused_subnets_equal_convolution(rows_per_chunk, monkeypatch):
   monkeypatch.setattr(subnet, "ROWS_PER_CHUNK", rows_per_chunk)
   x = random_images(0, (5, 5, 6, 3))
   rng = np.random.default_rng(3)
-  weights = lambda: tuple(jnp.asarray(rng.normal(size=shape), jnp.float32)
-                          for shape in ((3, 3, 5, 8), (8,), (3, 3, 8, 1), (1,)))
+  weights = lambda: tuple(
+    jnp.asarray(rng.normal(size=shape), jnp.float32)
+    for shape in ((3, 3, 5, 8), (8,), (3, 3, 8, 1), (1,))
+  )
   ws, wt = weights(), weights()
 
   @fast_jit
@@ -80,7 +96,10 @@ def test_coupling_matches_reference_in_value_and_gradient():
     def outputs(a):
       ours = lambda p: layer.apply({"params": p}, x, a)
       ref = lambda p: reference_coupling(p, x, a)
-      return (ours(params), jax.grad(loss(ours))(params)), (ref(params), jax.grad(loss(ref))(params))
+      return (ours(params), jax.grad(loss(ours))(params)), (
+        ref(params),
+        jax.grad(loss(ref))(params),
+      )
 
     for a in ATTENTION_ROWS:
       ours, ref = outputs(jnp.asarray(a))
@@ -90,7 +109,7 @@ def test_coupling_matches_reference_in_value_and_gradient():
 LAYER_INPUT = np.random.default_rng(4).uniform(-0.5, 1.5, size=(2, 4, 4, 3)).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def layer_cases():
   """{name: (layer, variables)} for every flow layer, initialised on LAYER_INPUT (cached: compiles)."""
   x = jnp.asarray(LAYER_INPUT)
@@ -99,10 +118,10 @@ def layer_cases():
   actnorm = ActNorm()
   invconv = InvertibleConv1x1()
   return {
-      "coupling": (coupling, coupling_vars),
-      "permutation": (Permutation(seed=5), {}),
-      "actnorm": (actnorm, fast_jit(actnorm.init)(key, x * 3 + 1, 1.0)),
-      "invconv": (invconv, fast_jit(invconv.init)(key, x, 1.0)),
+    "coupling": (coupling, coupling_vars),
+    "permutation": (Permutation(seed=5), {}),
+    "actnorm": (actnorm, fast_jit(actnorm.init)(key, x * 3 + 1, 1.0)),
+    "invconv": (invconv, fast_jit(invconv.init)(key, x, 1.0)),
   }
 
 
@@ -111,17 +130,24 @@ def test_layers_invert_and_log_det_is_jacobian(name):
   x = jnp.asarray(LAYER_INPUT)
   layer, variables = layer_cases()[name]
 
-  check_inverse_and_jacobian(layer.apply, functools.partial(layer.apply, method=layer.inverse),
-                             variables, x)
+  check_inverse_and_jacobian(
+    layer.apply, functools.partial(layer.apply, method=layer.inverse), variables, x
+  )
 
 
 def test_scalar_attention_is_its_broadcast_and_zero_is_identity():
   x = jnp.asarray(LAYER_INPUT)
   for name, (layer, variables) in layer_cases().items():
-    scalar, broadcast, zero = fast_jit(lambda v: (
-        layer.apply(v, x, 0.5), layer.apply(v, x, jnp.full((2,), 0.5)), layer.apply(v, x, 0.0)))(
-            variables)
-    jax.tree_util.tree_map(lambda s, b: np.testing.assert_allclose(s, b, rtol=1e-6), scalar, broadcast)
+    scalar, broadcast, zero = fast_jit(
+      lambda v: (
+        layer.apply(v, x, 0.5),
+        layer.apply(v, x, jnp.full((2,), 0.5)),
+        layer.apply(v, x, 0.0),
+      )
+    )(variables)
+    jax.tree_util.tree_map(
+      lambda s, b: np.testing.assert_allclose(s, b, rtol=1e-6), scalar, broadcast
+    )
     if name != "permutation":
       np.testing.assert_array_equal(zero[0], x, err_msg=name)
       np.testing.assert_array_equal(zero[1], 0.0, err_msg=name)
@@ -131,8 +157,9 @@ def test_paper_compat_log_det_is_not_gated():
   x = jnp.asarray(LAYER_INPUT)
   layer, variables = layer_cases()["coupling"]
   paper_layer = AttentionCoupling(width=8, paper_compat=True)
-  (y, exact), (y_paper, paper) = fast_jit(lambda v: (layer.apply(v, x, 0.5), paper_layer.apply(v, x, 0.5)))(
-      variables)
+  (y, exact), (y_paper, paper) = fast_jit(
+    lambda v: (layer.apply(v, x, 0.5), paper_layer.apply(v, x, 0.5))
+  )(variables)
   np.testing.assert_allclose(paper, exact / 0.5, rtol=1e-6)
   np.testing.assert_array_equal(y_paper, y)
 
@@ -141,13 +168,17 @@ def test_zero_init_coupling_starts_as_the_identity_and_still_learns():
   x = jnp.asarray(LAYER_INPUT)
   layer = AttentionCoupling(width=8, zero_init=True)
   variables = fast_jit(layer.init)(jax.random.PRNGKey(0), x, 1.0)
-  (y, log_det), grads = fast_jit(lambda v: (layer.apply(v, x, 1.0), jax.grad(
-      lambda v: jnp.sum(layer.apply(v, x, 1.0)[0] ** 2))(v)))(variables)
+  (y, log_det), grads = fast_jit(
+    lambda v: (
+      layer.apply(v, x, 1.0),
+      jax.grad(lambda v: jnp.sum(layer.apply(v, x, 1.0)[0] ** 2))(v),
+    )
+  )(variables)
   np.testing.assert_array_equal(y, x)
   np.testing.assert_array_equal(log_det, 0.0)
   first = variables["params"]["subnet_s1"]
-  assert not np.any(first["kernel_1"]) and np.any(first["kernel_0"])   # only the last conv is zero
-  assert np.any(grads["params"]["subnet_t2"]["kernel_1"])               # and it gets a gradient
+  assert not np.any(first["kernel_1"]) and np.any(first["kernel_0"])  # only the last conv is zero
+  assert np.any(grads["params"]["subnet_t2"]["kernel_1"])  # and it gets a gradient
 
 
 def test_actnorm_data_dependent_init_normalises_the_batch():
@@ -160,7 +191,7 @@ def test_actnorm_data_dependent_init_normalises_the_batch():
 
 
 def test_invconv_starts_orthogonal():
-  basis = jnp.eye(6).reshape(1, 1, 6, 6)   # one image of 6 pixels; pixel j holds e_j
+  basis = jnp.eye(6).reshape(1, 1, 6, 6)  # one image of 6 pixels; pixel j holds e_j
   layer = InvertibleConv1x1()
   variables = fast_jit(layer.init)(jax.random.PRNGKey(0), basis, 1.0)
   columns, _ = fast_jit(layer.apply)(variables, basis, 1.0)
@@ -174,7 +205,7 @@ def test_squeeze_is_a_permutation_of_pixels_and_inverts():
   y, log_det = squeeze(x)
   assert y.shape == (2, 2, 3, 12)
   np.testing.assert_array_equal(np.sort(y.reshape(-1)), np.sort(x.reshape(-1)))
-  np.testing.assert_array_equal(y[:, 1, 2, 3:6], x[:, 2, 5, :])   # (p, q) = (0, 1) of pixel (1, 2)
+  np.testing.assert_array_equal(y[:, 1, 2, 3:6], x[:, 2, 5, :])  # (p, q) = (0, 1) of pixel (1, 2)
   np.testing.assert_array_equal(unsqueeze(y)[0], x)
   np.testing.assert_array_equal(log_det, 0.0)
   with pytest.raises(ValueError, match="even"):

@@ -1,13 +1,14 @@
 """The flow's training losses: the dequantized bits/dim loss against a direct computation, its noise
 fresh per step and a function of (seed, step), and the 8-bit check."""
+
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import fast_jit
+
 from inflow_jax.model import InFlow
 from inflow_jax.training import losses
 
@@ -19,7 +20,7 @@ def flow():
   return model, fast_jit(model.init)(jax.random.PRNGKey(0), x, 1.0), x
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted_loss(model, seed):
   return fast_jit(losses.FlowLoss(model, "bpd", seed))
 
@@ -41,16 +42,19 @@ def test_bpd_loss_is_the_dequantized_bits_per_dim(flow):
   for step in (0, 7):
     key = jax.random.fold_in(jax.random.PRNGKey(3), step)
     u = jax.random.uniform(key, x.shape, jnp.float32)
-    np.testing.assert_allclose(float(jitted(variables, x, step)), direct_bpd(model, variables, x, u),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+      float(jitted(variables, x, step)), direct_bpd(model, variables, x, u), rtol=1e-5
+    )
 
 
 def test_noise_is_fresh_per_step_and_fixed_by_the_seed(flow):
   model, variables, x = flow
-  values = [float(_jitted_loss(model, seed)(variables, x, step))
-            for seed, step in [(3, 1), (3, 1), (3, 2), (4, 1)]]
-  assert values[0] == values[1]                              # same seed and step: same noise
-  assert values[0] != values[2] and values[0] != values[3]   # another step or seed: other noise
+  values = [
+    float(_jitted_loss(model, seed)(variables, x, step))
+    for seed, step in [(3, 1), (3, 1), (3, 2), (4, 1)]
+  ]
+  assert values[0] == values[1]  # same seed and step: same noise
+  assert values[0] != values[2] and values[0] != values[3]  # another step or seed: other noise
 
 
 def test_heldout_bpd_uses_a_fixed_seed(flow):
@@ -58,9 +62,11 @@ def test_heldout_bpd_uses_a_fixed_seed(flow):
   first = losses.heldout_bpd(model, variables, x, seed=5, batch_size=2)
   assert first == losses.heldout_bpd(model, variables, x, seed=5, batch_size=2)
   assert first != losses.heldout_bpd(model, variables, x, seed=6, batch_size=2)
-  u = [jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(5), i), (2,) + x.shape[1:])
-       for i in range(2)]
-  direct = np.mean([direct_bpd(model, variables, x[2 * i:2 * i + 2], u[i]) for i in range(2)])
+  u = [
+    jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(5), i), (2,) + x.shape[1:])
+    for i in range(2)
+  ]
+  direct = np.mean([direct_bpd(model, variables, x[2 * i : 2 * i + 2], u[i]) for i in range(2)])
   assert first == pytest.approx(direct, rel=1e-5)
 
 

@@ -1,4 +1,5 @@
 """OOD metrics against hand-computed values and brute-force definitions; the baselines; the plots."""
+
 import numpy as np
 import pytest
 
@@ -29,7 +30,7 @@ def test_perfect_and_reversed_separation():
 
 def test_against_brute_force_definitions():
   rng = np.random.default_rng(0)
-  s_in = rng.integers(0, 30, 200).astype(float)   # integer scores: many ties
+  s_in = rng.integers(0, 30, 200).astype(float)  # integer scores: many ties
   s_out = rng.integers(10, 40, 150).astype(float)
   diff = s_out[:, None] - s_in[None, :]
   expected_auroc = np.mean(diff > 0) + 0.5 * np.mean(diff == 0)
@@ -42,11 +43,14 @@ def test_against_brute_force_definitions():
   assert metrics.fpr_at_95_tpr(s_in, s_out) == pytest.approx(expected_fpr)
 
 
-@pytest.mark.parametrize("bad_in, bad_out, match", [
+@pytest.mark.parametrize(
+  "bad_in, bad_out, match",
+  [
     ([], [1.0], "empty"),
     ([1.0, np.nan], [1.0], "NaN"),
     ([[1.0]], [1.0], "1-D"),
-])
+  ],
+)
 def test_bad_input(bad_in, bad_out, match):
   with pytest.raises(ValueError, match=match):
     metrics.ood_metrics(bad_in, bad_out)
@@ -74,7 +78,9 @@ def test_png_complexity_orders_images():
   flat = np.full((1, 32, 32, 3), 0.5, np.float32)
   noise = rng.integers(0, 256, (1, 32, 32, 3)).astype(np.float32) / 255
   bits = baselines.png_bits_per_dim(np.concatenate([flat, noise]))
-  assert bits[0] < 0.5 < 7.5 < bits[1]   # a constant image compresses; 8-bit noise cannot (< 8 + header)
+  assert (
+    bits[0] < 0.5 < 7.5 < bits[1]
+  )  # a constant image compresses; 8-bit noise cannot (< 8 + header)
   score = baselines.input_complexity_score(np.array([4.0, 4.0]), np.concatenate([flat, noise]))
   np.testing.assert_allclose(score, 4.0 - bits)
   with pytest.raises(ValueError, match=r"\[0.0, 1.0\]"):
@@ -82,14 +88,20 @@ def test_png_complexity_orders_images():
 
 
 def test_plots_write_pngs(tmp_path):
-  mixed = {"batch_sizes": [10, 25], "rhos": [0.5, 1.0],
-           "false_alarm": {"inflow": [0.0, 0.1], "typicality": [0.05, 0.05]},
-           "power": {"svhn": {"inflow": [[0.2, 0.5], [0.6, 1.0]], "typicality": [[0.1, 0.2], [0.3, 0.4]]}}}
+  mixed = {
+    "batch_sizes": [10, 25],
+    "rhos": [0.5, 1.0],
+    "false_alarm": {"inflow": [0.0, 0.1], "typicality": [0.05, 0.05]},
+    "power": {"svhn": {"inflow": [[0.2, 0.5], [0.6, 1.0]], "typicality": [[0.1, 0.2], [0.3, 0.4]]}},
+  }
   table = {"mixed": mixed}
   rng = np.random.default_rng(0)
-  paths = plots.plot_all(table, {"paper": {"in": rng.normal(size=50), "svhn": rng.normal(1, 1, 40)}},
-                         str(tmp_path))
-  paths["loss"] = plots.plot_training_loss(np.arange(5), np.linspace(3, 1, 5), str(tmp_path / "l.png"))
+  paths = plots.plot_all(
+    table, {"paper": {"in": rng.normal(size=50), "svhn": rng.normal(1, 1, 40)}}, str(tmp_path)
+  )
+  paths["loss"] = plots.plot_training_loss(
+    np.arange(5), np.linspace(3, 1, 5), str(tmp_path / "l.png")
+  )
   for path in paths.values():
     with open(path, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"

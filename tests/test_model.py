@@ -1,18 +1,19 @@
 """InFlow: inverse, exact log-det against autodiff Jacobians, configs, input validation."""
+
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import check_inverse_and_jacobian, fast_jit, random_images
 
 from configs.cifar10 import get_config
 from inflow_jax.model import InFlow
-from helpers import check_inverse_and_jacobian, fast_jit, random_images
 
 CONFIGS = {
-    "paper": dict(num_blocks=2, width=8),
-    "multiscale": dict(num_blocks=1, width=8, glow=True, num_scales=2),
+  "paper": dict(num_blocks=2, width=8),
+  "multiscale": dict(num_blocks=1, width=8, glow=True, num_scales=2),
 }
 
 
@@ -20,7 +21,7 @@ def init(model, x, attention=1.0):
   return fast_jit(model.init)(jax.random.PRNGKey(0), x, attention)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def paper_model():
   """(InFlow(width=8), variables, x): a small paper-architecture model (cached: init compiles)."""
   x = random_images(2, (2, 4, 4, 3))
@@ -34,8 +35,8 @@ def test_config_builds_the_paper_architecture():
   params = shapes["params"]
   assert sorted(params) == ["coupling_0", "coupling_1"]
   block = params["coupling_0"]
-  assert block["subnet_s2"]["kernel_0"].shape == (3, 3, 2 + 3, 256)   # [x2, c] -> 256
-  assert block["subnet_s1"]["kernel_0"].shape == (3, 3, 1 + 3, 256)   # [y1, c] -> 256
+  assert block["subnet_s2"]["kernel_0"].shape == (3, 3, 2 + 3, 256)  # [x2, c] -> 256
+  assert block["subnet_s1"]["kernel_0"].shape == (3, 3, 1 + 3, 256)  # [y1, c] -> 256
   assert block["subnet_t1"]["kernel_1"].shape == (3, 3, 256, 2)
   assert block["subnet_t2"]["kernel_1"].shape == (3, 3, 256, 1)
 
@@ -44,10 +45,11 @@ def test_config_builds_the_paper_architecture():
 def test_model_inverts_and_log_det_is_jacobian(name):
   model = InFlow(**CONFIGS[name])
   x = random_images(1, (2, 4, 4, 3))
-  variables = init(model, x * 2 - 0.5)   # ActNorm's data-dependent init sees another batch
+  variables = init(model, x * 2 - 0.5)  # ActNorm's data-dependent init sees another batch
 
   outputs = check_inverse_and_jacobian(
-      model.apply, functools.partial(model.apply, method=InFlow.inverse_and_log_det), variables, x)
+    model.apply, functools.partial(model.apply, method=InFlow.inverse_and_log_det), variables, x
+  )
   if name == "paper":
     # a = 0 (row 0): only the ungated permutations act, perm_1 o perm_0 (numpy RandomState(k) seeds).
     z, log_det = outputs[0]
@@ -74,10 +76,10 @@ def test_paper_log_det_is_ungated_and_inverse_recovers_x():
 def test_bad_inputs_raise_errors_that_name_the_problem():
   model, variables, x = paper_model()
   cases = [
-      (x[0], ValueError, "rank 4"),
-      (x[..., :2], ValueError, "3 channels"),
-      ((x * 255).astype(jnp.uint8), TypeError, "floating point"),
-      (x.at[0, 0, 0, 0].set(jnp.nan), ValueError, "NaN"),
+    (x[0], ValueError, "rank 4"),
+    (x[..., :2], ValueError, "3 channels"),
+    ((x * 255).astype(jnp.uint8), TypeError, "floating point"),
+    (x.at[0, 0, 0, 0].set(jnp.nan), ValueError, "NaN"),
   ]
   for bad, error, message in cases:
     with pytest.raises(error, match=message):

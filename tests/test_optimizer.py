@@ -1,18 +1,21 @@
 """The optimiser beyond the paper: warm-up/cosine schedules, clipping and the EMA are the configured
 ones (against hand-written optax-free formulas); bad settings fail naming the key."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import cifar10_glow, tiny
-from inflow_jax.config_checks import check_config
+from inflow_jax.app.config_checks import check_config
 from inflow_jax.training import optimizer, skip
 
 
 def _train_config(**settings):
   config = tiny.get_config().train
-  config.update({"weight_decay": 0.0, "b1": 0.0, "b2": 0.0, "eps": 1e-30, "num_steps": 20, **settings})
+  config.update(
+    {"weight_decay": 0.0, "b1": 0.0, "b2": 0.0, "eps": 1e-30, "num_steps": 20, **settings}
+  )
   return config
 
 
@@ -24,12 +27,13 @@ def test_schedule_is_linear_warmup_then_cosine():
     assert float(schedule(t)) == pytest.approx(expected, abs=1e-7), t
   constant = optimizer.make_schedule(_train_config(learning_rate=0.1, warmup_steps=4))
   assert [float(constant(t)) for t in (0, 2, 4, 10)] == pytest.approx([0.0, 0.05, 0.1, 0.1])
-  assert optimizer.make_schedule(_train_config(learning_rate=0.1)) == 0.1   # the paper: a float
+  assert optimizer.make_schedule(_train_config(learning_rate=0.1)) == 0.1  # the paper: a float
 
 
 def test_wsd_schedule_is_warmup_constant_then_linear_to_zero():
   schedule = optimizer.make_schedule(
-      _train_config(learning_rate=0.1, warmup_steps=4, schedule="wsd", decay_steps=6))  # 20 steps
+    _train_config(learning_rate=0.1, warmup_steps=4, schedule="wsd", decay_steps=6)
+  )  # 20 steps
   for t in range(21):
     expected = 0.1 * t / 4 if t < 4 else 0.1 if t < 14 else 0.1 * (20 - t) / 6
     assert float(schedule(t)) == pytest.approx(expected, abs=1e-7), t
@@ -37,15 +41,20 @@ def test_wsd_schedule_is_warmup_constant_then_linear_to_zero():
 
 def test_clipping_scales_the_gradient_to_the_global_norm():
   params = {"a": jnp.ones(3), "b": jnp.ones(2)}
-  grads = {"a": jnp.array([3.0, 0.0, 0.0]), "b": jnp.array([0.0, 4.0])}   # global norm 5
+  grads = {"a": jnp.array([3.0, 0.0, 0.0]), "b": jnp.array([0.0, 4.0])}  # global norm 5
   # eps = 1: Adam is then not blind to the gradient's scale, so a wrong clip changes the update
   settings = dict(learning_rate=0.1, b1=0.9, b2=0.999, eps=1.0, weight_decay=0.01)
   clipped = optimizer.make_optimizer(_train_config(clip_norm=2.0, **settings))
   plain = optimizer.make_optimizer(_train_config(**settings))
-  for scale, expected_scale in [(1.0, 2.0 / 5.0), (0.1, 1.0)]:   # above the norm: scaled; below: kept
+  for scale, expected_scale in [
+    (1.0, 2.0 / 5.0),
+    (0.1, 1.0),
+  ]:  # above the norm: scaled; below: kept
     g = jax.tree.map(lambda x: scale * x, grads)
     got, _ = clipped.update(g, clipped.init(params), params)
-    want, _ = plain.update(jax.tree.map(lambda x: expected_scale * x, g), plain.init(params), params)
+    want, _ = plain.update(
+      jax.tree.map(lambda x: expected_scale * x, g), plain.init(params), params
+    )
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
 
 
@@ -67,7 +76,7 @@ def test_ema_tracks_the_parameters_with_its_warm_up():
 
 
 def _grads(norm):
-  return {"w": jnp.array([0.6, 0.8]) * norm}   # global norm `norm`
+  return {"w": jnp.array([0.6, 0.8]) * norm}  # global norm `norm`
 
 
 def test_skip_guard_skips_nonfinite_and_outlier_steps_keeping_the_state():
@@ -111,7 +120,9 @@ def test_skip_guard_follows_a_lasting_rise_of_the_gradient_norm():
   assert 0 < skip.skipped_steps(state) < 400
 
 
-@pytest.mark.parametrize("settings, message", [
+@pytest.mark.parametrize(
+  "settings, message",
+  [
     (dict(warmup_steps=20), "warmup_steps=20 must lie in"),
     (dict(warmup_steps=30), "warmup_steps=30"),
     (dict(clip_norm=0.0), "clip_norm must be > 0"),
@@ -120,8 +131,12 @@ def test_skip_guard_follows_a_lasting_rise_of_the_gradient_norm():
     (dict(skip_factor=1.0), "skip_factor must be > 1"),
     (dict(schedule="linear"), "schedule must be one of"),
     (dict(schedule="wsd"), "decay_steps=0 must lie in"),
-    (dict(schedule="wsd", warmup_steps=5, decay_steps=16), r"decay_steps=16 must lie in \(0, num_steps - "),
-])
+    (
+      dict(schedule="wsd", warmup_steps=5, decay_steps=16),
+      r"decay_steps=16 must lie in \(0, num_steps - ",
+    ),
+  ],
+)
 def test_bad_settings_name_the_key(settings, message):
   with pytest.raises(ValueError, match=message):
     optimizer.check_optimizer_config(_train_config(**settings), num_devices=1)
@@ -134,10 +149,13 @@ def test_glow_config_variants_pass_the_job_checks_and_differ_only_in_the_recipe(
   default = cifar10_glow.get_config()
   assert config.train.batch_size == 64 and config.train.loss == "bpd"
   assert dict(config.model) == dict(default.model) and not default.model.zero_init
-  if variant == "script":   # the fixture script's recipe: constant lr 1e-3, no EMA, no skipping
+  if variant == "script":  # the fixture script's recipe: constant lr 1e-3, no EMA, no skipping
     assert config.train.learning_rate == 1e-3
     assert (config.train.schedule, config.train.ema_decay, config.train.skip_factor) == (
-        "constant", None, None)
+      "constant",
+      None,
+      None,
+    )
   else:
     assert config.train.skip_factor is not None
   if variant == "accelerator":

@@ -1,5 +1,6 @@
 """run.py --mode=score: the job's saved detector scores new images in order; 8 devices and 2 processes
 give the single-device CSV; bad input exits with one line naming it."""
+
 import csv
 import os
 import socket
@@ -9,10 +10,12 @@ import sys
 import jax
 import numpy as np
 import pytest
+from helpers import REPO
 
 from configs import tiny
-from helpers import REPO
-from inflow_jax import data, job, score_job
+from inflow_jax import data
+from inflow_jax.app import job
+from inflow_jax.app import score as score_job
 from inflow_jax.detector import InFlowDetector
 
 TIMEOUT_S = 400
@@ -44,31 +47,36 @@ def test_scores_keep_the_order_and_flag_the_noise(workdir):
   assert summary["batches"] == 6 and summary["images_flagged"] == is_ood.sum()
   detector = InFlowDetector.load(workdir / "detector")
   x = data.preprocess(np.load(workdir / "inputs.npz")["x"], 32)
-  np.testing.assert_array_equal(detector.predict(x), is_ood)   # the loaded detector agrees
+  np.testing.assert_array_equal(detector.predict(x), is_ood)  # the loaded detector agrees
   np.testing.assert_allclose(detector.score(x), [float(r["score"]) for r in rows], rtol=1e-5)
 
 
 def test_eight_devices_give_the_single_device_csv(workdir, tmp_path):
   source = f"npz:{workdir / 'inputs.npz'}"
-  score_job.run_score(workdir, source, output=tmp_path / "one.csv", devices=jax.devices()[:1],
-                      progress=False)
-  score_job.run_score(workdir, source, output=tmp_path / "eight.csv", devices=jax.devices()[:8],
-                      progress=False)
+  score_job.run_score(
+    workdir, source, output=tmp_path / "one.csv", devices=jax.devices()[:1], progress=False
+  )
+  score_job.run_score(
+    workdir, source, output=tmp_path / "eight.csv", devices=jax.devices()[:8], progress=False
+  )
   one, eight = read_rows(tmp_path / "one.csv"), read_rows(tmp_path / "eight.csv")
-  assert [(r["index"], r["is_ood"], r["attention"], r["batch_p_value"]) for r in one] == \
-      [(r["index"], r["is_ood"], r["attention"], r["batch_p_value"]) for r in eight]
-  np.testing.assert_allclose([float(r["score"]) for r in one], [float(r["score"]) for r in eight],
-                             rtol=1e-6)
+  assert [(r["index"], r["is_ood"], r["attention"], r["batch_p_value"]) for r in one] == [
+    (r["index"], r["is_ood"], r["attention"], r["batch_p_value"]) for r in eight
+  ]
+  np.testing.assert_allclose(
+    [float(r["score"]) for r in one], [float(r["score"]) for r in eight], rtol=1e-6
+  )
 
 
 def test_stream_mode_gates_every_image(workdir, tmp_path):
-  summary = score_job.run_score(workdir, f"npz:{workdir / 'inputs.npz'}", output=tmp_path / "s.csv",
-                                stream=True, progress=False)
+  summary = score_job.run_score(
+    workdir, f"npz:{workdir / 'inputs.npz'}", output=tmp_path / "s.csv", stream=True, progress=False
+  )
   rows = read_rows(tmp_path / "s.csv")
   attention = np.array([float(r["attention"]) for r in rows])
   assert len(rows) == 96 and summary["images"] == 96
-  assert attention[:15].min() == 1.0            # warm-up: no full window of 16 yet
-  assert attention[70:].max() == 0.0            # windows of pure noise are flagged
+  assert attention[:15].min() == 1.0  # warm-up: no full window of 16 yet
+  assert attention[70:].max() == 0.0  # windows of pure noise are flagged
 
 
 def _free_port() -> int:
@@ -79,19 +87,45 @@ def _free_port() -> int:
 
 def _score_process(workdir, output, extra=(), env=None):
   return subprocess.Popen(
-      [sys.executable, str(REPO / "run.py"), "--mode=score", "--workdir", str(workdir), "--input",
-       f"npz:{workdir / 'inputs.npz'}", "--output", str(output), *extra],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    [
+      sys.executable,
+      str(REPO / "run.py"),
+      "--mode=score",
+      "--workdir",
+      str(workdir),
+      "--input",
+      f"npz:{workdir / 'inputs.npz'}",
+      "--output",
+      str(output),
+      *extra,
+    ],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def test_two_processes_write_the_single_process_csv(workdir, tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2")
   port = _free_port()
-  workers = [_score_process(workdir, tmp_path / "multi.csv", env=env, extra=(
-      f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"))
-             for i in range(2)]
-  score_job.run_score(workdir, f"npz:{workdir / 'inputs.npz'}", output=tmp_path / "single.csv",
-                      devices=jax.devices()[:2], progress=False)   # one process, 2 devices as each worker
+  workers = [
+    _score_process(
+      workdir,
+      tmp_path / "multi.csv",
+      env=env,
+      extra=(f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"),
+    )
+    for i in range(2)
+  ]
+  score_job.run_score(
+    workdir,
+    f"npz:{workdir / 'inputs.npz'}",
+    output=tmp_path / "single.csv",
+    devices=jax.devices()[:2],
+    progress=False,
+  )  # one process, 2 devices as each worker
   for process in workers:
     _, stderr = process.communicate(timeout=TIMEOUT_S)
     assert process.returncode == 0, stderr[-3000:]
@@ -104,17 +138,33 @@ def test_bad_inputs_exit_with_one_line(workdir, tmp_path):
   (tmp_path / "broken").mkdir()
   (tmp_path / "broken/a.png").write_bytes(b"not a png")
   np.savez(tmp_path / "small.npz", x=np.zeros((4, 28, 28, 3), np.uint8))
-  for source, message in [(f"npz:{tmp_path / 'small.npz'}", "28x28x3")]:            # through run.py
+  for source, message in [(f"npz:{tmp_path / 'small.npz'}", "28x28x3")]:  # through run.py
     process = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "--mode=score", "--workdir", str(workdir), "--input",
-         source, "--output", str(tmp_path / "out.csv")], cwd=REPO, capture_output=True, text=True,
-        timeout=TIMEOUT_S, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+      [
+        sys.executable,
+        str(REPO / "run.py"),
+        "--mode=score",
+        "--workdir",
+        str(workdir),
+        "--input",
+        source,
+        "--output",
+        str(tmp_path / "out.csv"),
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=TIMEOUT_S,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
     assert process.returncode != 0, source
     assert message in process.stderr and "Traceback" not in process.stderr, process.stderr[-2000:]
     assert process.stderr.strip().splitlines()[-1].startswith("error: ")
-  for source, message in [(f"folder:{tmp_path / 'missing'}", "does not exist"),     # the same errors
-                          (f"folder:{tmp_path / 'empty'}", "holds no"),
-                          (f"folder:{tmp_path / 'broken'}", "cannot read image file")]:
+  for source, message in [
+    (f"folder:{tmp_path / 'missing'}", "does not exist"),  # the same errors
+    (f"folder:{tmp_path / 'empty'}", "holds no"),
+    (f"folder:{tmp_path / 'broken'}", "cannot read image file"),
+  ]:
     with pytest.raises(score_job.ScoreError, match=message):
       score_job.run_score(workdir, source, output=tmp_path / "out.csv", progress=False)
   assert not (tmp_path / "out.csv").exists()

@@ -1,28 +1,32 @@
 """Training: the optimiser against PyTorch's Adam equations and the original's recorded trajectory,
 data parallelism (8 devices == 1 device), exact resume, and errors before any training."""
+
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import fast_jit, shared_file
 
 from configs import cifar10, tiny
-from helpers import fast_jit, shared_file
-from inflow_jax import load_flow, torch_checkpoint as convert, workdir as workdir_lib
-from inflow_jax.training import checkpoint, flow as train, losses, state
+from inflow_jax import load_flow
+from inflow_jax.model import InFlow
+from inflow_jax.model import torch_checkpoint as convert
+from inflow_jax.training import checkpoint, losses, state
+from inflow_jax.training import flow as train
 from inflow_jax.training.optimizer import make_optimizer
 from inflow_jax.training.step import local_batches
-from inflow_jax.model import InFlow
-
+from inflow_jax.utils import stored_config
 
 
 def tiny_images(n=64, seed=0):
   """Smooth random images (B, 32, 32, 3) in [0, 1]: cheap stand-ins for training data."""
   rng = np.random.default_rng(seed)
   coarse = rng.uniform(size=(n, 4, 4, 3))
-  return np.clip(np.kron(coarse, np.ones((1, 8, 8, 1))) + 0.05 * rng.normal(size=(n, 32, 32, 3)),
-                 0, 1).astype(np.float32)
+  return np.clip(
+    np.kron(coarse, np.ones((1, 8, 8, 1))) + 0.05 * rng.normal(size=(n, 32, 32, 3)), 0, 1
+  ).astype(np.float32)
 
 
 def torch_adam_reference(w, grads, lr, b1, b2, eps, wd):
@@ -32,8 +36,8 @@ def torch_adam_reference(w, grads, lr, b1, b2, eps, wd):
     g = g + wd * w
     m = b1 * m + (1 - b1) * g
     v = b2 * v + (1 - b2) * g * g
-    step_size = lr / (1 - b1 ** t)
-    denom = np.sqrt(v) / np.sqrt(1 - b2 ** t) + eps
+    step_size = lr / (1 - b1**t)
+    denom = np.sqrt(v) / np.sqrt(1 - b2**t) + eps
     w = w - step_size * m / denom
   return w
 
@@ -61,7 +65,8 @@ def test_training_matches_the_original_trajectory():
   trajectory = np.load(shared_file("fixtures/train_trajectory_public.npz"))
   images = np.load(shared_file("data/cifar10_train_10k.npz"))["x"]
   model, variables = convert.load_reference_checkpoint(
-      shared_file("fixtures/train_trajectory_public_init.npz"))
+    shared_file("fixtures/train_trajectory_public_init.npz")
+  )
   with np.load(shared_file("fixtures/train_trajectory_public_final.npz")) as final:
     expected = convert.state_dict_to_variables(dict(final))
   batches = [images[idx].astype(np.float32) / 255.0 for idx in trajectory["batch_indices"]]
@@ -70,8 +75,9 @@ def test_training_matches_the_original_trajectory():
 
   relative = np.abs(losses - trajectory["losses"]) / np.abs(trajectory["losses"])
   assert relative.max() < 1e-4, relative
-  errors = jax.tree_util.tree_map(lambda a, b: np.max(np.abs(np.asarray(a) - np.asarray(b))),
-                                  variables, expected)
+  errors = jax.tree_util.tree_map(
+    lambda a, b: np.max(np.abs(np.asarray(a) - np.asarray(b))), variables, expected
+  )
   assert max(jax.tree_util.tree_leaves(errors)) < 1e-4, errors
 
 
@@ -91,32 +97,37 @@ def _params(variables):
   return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(variables["params"])]
 
 
-GLOW_LIKE = dict(loss="bpd", warmup_steps=2, schedule="cosine", clip_norm=5.0, ema_decay=0.9,
-                 skip_factor=5.0)
+GLOW_LIKE = dict(
+  loss="bpd", warmup_steps=2, schedule="cosine", clip_norm=5.0, ema_decay=0.9, skip_factor=5.0
+)
 
 
 GLOW_MODEL = dict(glow=True, num_scales=2, num_blocks=1, width=4, zero_init=True)
 
 
-@pytest.mark.parametrize("model_settings, settings", [({}, {}), (GLOW_MODEL, GLOW_LIKE)],
-                         ids=["paper", "glow_bpd_schedule_clip_ema"])
+@pytest.mark.parametrize(
+  "model_settings, settings",
+  [({}, {}), (GLOW_MODEL, GLOW_LIKE)],
+  ids=["paper", "glow_bpd_schedule_clip_ema"],
+)
 def test_resume_is_exact_and_metrics_are_not_duplicated(tmp_path, model_settings, settings):
-  config = tiny.get_config()   # 6 steps, checkpoints every 2, keeps 2
+  config = tiny.get_config()  # 6 steps, checkpoints every 2, keeps 2
   config.model.update(model_settings)
   config.train.update(settings)
   model, x = InFlow(**config.model), tiny_images()
-  x = np.round(x * 255) / 255 if config.train.loss == "bpd" else x   # bpd: 8-bit images
+  x = np.round(x * 255) / 255 if config.train.loss == "bpd" else x  # bpd: 8-bit images
   devices = jax.devices()[:1]
   straight = train.train(model, x, config, tmp_path / "straight", devices=devices, progress=False)
 
-  config.train.num_steps = 3   # "killed" after step 3: its last checkpoint is step 2
+  config.train.num_steps = 3  # "killed" after step 3: its last checkpoint is step 2
   first = train.train(model, x, config, tmp_path / "resumed", devices=devices, progress=False)
   np.testing.assert_array_equal(first.steps, [1, 2, 3])
   assert sorted(int(p.name) for p in (tmp_path / "resumed/checkpoints").iterdir()) == [2, 3]
   config.train.num_steps = 6
   (tmp_path / "resumed/checkpoints/3").rename(tmp_path / "resumed/checkpoints/tmp_discarded")
   import shutil
-  shutil.rmtree(tmp_path / "resumed/checkpoints/tmp_discarded")   # as if killed before saving 3
+
+  shutil.rmtree(tmp_path / "resumed/checkpoints/tmp_discarded")  # as if killed before saving 3
   second = train.train(model, x, config, tmp_path / "resumed", devices=devices, progress=False)
 
   np.testing.assert_array_equal(second.steps, [3, 4, 5, 6])
@@ -124,15 +135,17 @@ def test_resume_is_exact_and_metrics_are_not_duplicated(tmp_path, model_settings
   for a, b in zip(_params(second.variables), _params(straight.variables)):
     np.testing.assert_array_equal(a, b)
   logged = [r["step"] for r in train.read_metrics(tmp_path / "resumed")]
-  assert logged == [2, 4, 6]   # the line of step 2 kept, nothing written twice
+  assert logged == [2, 4, 6]  # the line of step 2 kept, nothing written twice
   kept = sorted(int(p.name) for p in (tmp_path / "resumed/checkpoints").iterdir())
   assert kept == [4, 6]
   restored, step = state.restore_variables(model, config, tmp_path / "resumed", x[:16])
   assert step == 6
   for a, b in zip(_params(restored), _params(straight.variables)):
     np.testing.assert_array_equal(a, b)
-  if settings:   # load_flow: the model from config.json, the trained (EMA) variables from the checkpoint
-    workdir_lib.write_config(tmp_path / "resumed", config.to_dict())
+  if (
+    settings
+  ):  # load_flow: the model from config.json, the trained (EMA) variables from the checkpoint
+    stored_config.write_config(tmp_path / "resumed", config.to_dict())
     loaded_model, loaded = load_flow(tmp_path / "resumed", devices=devices)
     assert loaded_model == model
     for a, b in zip(_params(loaded), _params(straight.variables)):
@@ -144,14 +157,15 @@ def test_resume_is_exact_and_metrics_are_not_duplicated(tmp_path, model_settings
 def test_batches_depend_only_on_the_step():
   x = tiny_images(n=40)
   whole = local_batches(x, batch_size=8, seed=3)
-  reference = [next(whole) for _ in range(12)]   # 5 steps per epoch: crosses two epoch boundaries
+  reference = [next(whole) for _ in range(12)]  # 5 steps per epoch: crosses two epoch boundaries
   for start in (0, 4, 5, 7):
     resumed = local_batches(x, batch_size=8, seed=3, start_step=start)
     for step in range(start, 12):
       np.testing.assert_array_equal(next(resumed), reference[step])
-  assert not np.array_equal(reference[0], reference[5])   # epochs are reshuffled
-  halves = [local_batches(x, batch_size=8, seed=3, process_index=i, process_count=2)
-            for i in range(2)]
+  assert not np.array_equal(reference[0], reference[5])  # epochs are reshuffled
+  halves = [
+    local_batches(x, batch_size=8, seed=3, process_index=i, process_count=2) for i in range(2)
+  ]
   first = [next(h) for h in halves]
   assert first[0].shape == (4, 32, 32, 3)
   assert not np.array_equal(first[0], first[1])
@@ -159,10 +173,10 @@ def test_batches_depend_only_on_the_step():
 
 def test_labelled_batches_are_the_image_batches_with_their_labels():
   x = tiny_images(n=40)
-  labels = np.arange(40)[::-1].copy()   # label i <-> image 39 - i
+  labels = np.arange(40)[::-1].copy()  # label i <-> image 39 - i
   images = local_batches(x, batch_size=8, seed=3, start_step=3)
   labelled = local_batches(x, batch_size=8, seed=3, start_step=3, labels=labels)
-  for _ in range(4):   # crosses an epoch boundary
+  for _ in range(4):  # crosses an epoch boundary
     x_batch, y_batch = next(labelled)
     np.testing.assert_array_equal(x_batch, next(images))
     np.testing.assert_array_equal(x_batch, x[39 - y_batch])
@@ -176,9 +190,16 @@ def test_batch_size_not_divisible_by_devices(tmp_path):
   assert not (tmp_path / "metrics.jsonl").exists()
 
 
-@pytest.mark.parametrize("setting, message", [
-    (dict(num_steps=-1), "num_steps"), (dict(learning_rate=0.0), "learning_rate"),
-    (dict(b1=1.0), "b1"), (dict(loss="bits"), "loss"), (dict(checkpoint_every=0), "checkpoint_every")])
+@pytest.mark.parametrize(
+  "setting, message",
+  [
+    (dict(num_steps=-1), "num_steps"),
+    (dict(learning_rate=0.0), "learning_rate"),
+    (dict(b1=1.0), "b1"),
+    (dict(loss="bits"), "loss"),
+    (dict(checkpoint_every=0), "checkpoint_every"),
+  ],
+)
 def test_bad_train_settings(setting, message):
   config = tiny.get_config()
   config.train.update(setting)
@@ -198,13 +219,15 @@ def test_unreadable_and_mismatched_checkpoints(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match="different model"):
     train.train(InFlow(**wider.model), x, wider, tmp_path / "run", devices=devices, progress=False)
 
-  for path in (tmp_path / "run/checkpoints").rglob("*"):   # every step: nothing intact to fall back to
+  for path in (tmp_path / "run/checkpoints").rglob(
+    "*"
+  ):  # every step: nothing intact to fall back to
     if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
       path.write_bytes(b"garbage")
   with pytest.raises(checkpoint.CheckpointError, match="cannot (read|restore) the checkpoint"):
     train.train(model, x, config, tmp_path / "run", devices=devices, progress=False)
   lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
-  assert [json.loads(line)["step"] for line in lines] == [2]   # nothing trained by the failed runs
+  assert [json.loads(line)["step"] for line in lines] == [2]  # nothing trained by the failed runs
 
 
 def test_train_on_batches_rejects_bad_batches():
@@ -218,32 +241,44 @@ def test_train_on_batches_rejects_bad_batches():
 
 
 def test_flow_loss_is_the_original_formula():
-  class Fixed:   # a "model" whose output is given: the loss formula alone is under test
+  class Fixed:  # a "model" whose output is given: the loss formula alone is under test
     def apply(self, variables, x, attention):
       assert attention == 1.0
       return variables["z"], variables["log_det"]
 
   rng = np.random.default_rng(0)
   x = tiny_images(n=4)
-  variables = dict(z=rng.normal(size=x.shape).astype(np.float32),
-                   log_det=rng.normal(size=4).astype(np.float32))
-  by_hand = np.mean([0.5 * np.sum(variables["z"][b].astype(np.float64) ** 2) - variables["log_det"][b]
-                     for b in range(4)]) / 3
+  variables = dict(
+    z=rng.normal(size=x.shape).astype(np.float32), log_det=rng.normal(size=4).astype(np.float32)
+  )
+  by_hand = (
+    np.mean(
+      [
+        0.5 * np.sum(variables["z"][b].astype(np.float64) ** 2) - variables["log_det"][b]
+        for b in range(4)
+      ]
+    )
+    / 3
+  )
   np.testing.assert_allclose(losses.flow_loss(Fixed(), variables, x), by_hand, rtol=1e-6)
-  np.testing.assert_allclose(losses.flow_loss(Fixed(), variables, x, loss="per_dim"),
-                             by_hand * 3 / (32 * 32 * 3), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.flow_loss(Fixed(), variables, x, loss="per_dim"), by_hand * 3 / (32 * 32 * 3), rtol=1e-6
+  )
 
 
 def _largest_array_file(directory):
   """The largest file of orbax's array data (under a `d/` folder) in a checkpoint directory."""
-  return max((p for p in directory.rglob("*") if p.is_file() and p.parent.name == "d"),
-             key=lambda p: p.stat().st_size)
+  return max(
+    (p for p in directory.rglob("*") if p.is_file() and p.parent.name == "d"),
+    key=lambda p: p.stat().st_size,
+  )
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_corrupt_newest_checkpoint_is_set_aside_and_training_resumes_from_the_one_before(
-    tmp_path, damage, caplog):
-  config = tiny.get_config()   # 6 steps, checkpoints every 2, keeps 2: steps 4 and 6 remain
+  tmp_path, damage, caplog
+):
+  config = tiny.get_config()  # 6 steps, checkpoints every 2, keeps 2: steps 4 and 6 remain
   model, x = InFlow(**config.model), tiny_images()
   devices = jax.devices()[:1]
   straight = train.train(model, x, config, tmp_path / "straight", devices=devices, progress=False)
@@ -259,7 +294,7 @@ def test_corrupt_newest_checkpoint_is_set_aside_and_training_resumes_from_the_on
     restored, step = state.restore_variables(model, config, tmp_path / "run", x[:16])
   assert step == 4 and "is corrupt" in caplog.text
   assert ("checksum" if damage == "flip" else "were written (truncated?)") in caplog.text
-  assert (tmp_path / "run/checkpoints/corrupt-6").is_dir()   # moved aside, nothing deleted
+  assert (tmp_path / "run/checkpoints/corrupt-6").is_dir()  # moved aside, nothing deleted
   resumed = train.train(model, x, config, tmp_path / "run", devices=devices, progress=False)
   np.testing.assert_array_equal(resumed.steps, [5, 6])
   for a, b in zip(_params(resumed.variables), _params(straight.variables)):

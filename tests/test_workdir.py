@@ -1,5 +1,6 @@
 """The job's workdir: the run lock (busy, stale), the stored config and resume checks, the report's
 evaluated step and its table written before the figures, bad settings refused before any work."""
+
 import json
 import logging
 import os
@@ -12,46 +13,53 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from inflow_jax import job, load_flow, workdir as workdir_lib
+from inflow_jax import load_flow
+from inflow_jax.app import job
+from inflow_jax.app import workdir as workdir_lib
 from inflow_jax.model import InFlow
-from inflow_jax.training import state
 from inflow_jax.report import plots
+from inflow_jax.training import state
+from inflow_jax.utils import stored_config
 
 
 def test_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path):
   with workdir_lib.WorkdirLock(tmp_path):
     with pytest.raises(workdir_lib.WorkdirBusy, match="workdir in use"):
       workdir_lib.WorkdirLock(tmp_path).acquire()
-  assert not (tmp_path / workdir_lib.LOCK_FILE).exists()   # released
+  assert not (tmp_path / workdir_lib.LOCK_FILE).exists()  # released
   dead = subprocess.Popen([sys.executable, "-c", "pass"])
   dead.wait()
-  (tmp_path / workdir_lib.LOCK_FILE).write_text(json.dumps(
-      {"host": os.uname().nodename, "pid": dead.pid}))
-  with workdir_lib.WorkdirLock(tmp_path) as lock:        # the dead process's lock is taken over
+  (tmp_path / workdir_lib.LOCK_FILE).write_text(
+    json.dumps({"host": os.uname().nodename, "pid": dead.pid})
+  )
+  with workdir_lib.WorkdirLock(tmp_path) as lock:  # the dead process's lock is taken over
     assert json.loads(lock.path.read_text())["pid"] == os.getpid()
 
 
 def test_a_run_on_a_busy_workdir_fails_at_once(tmp_path):
-  holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])   # a live process
+  holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live process
   try:
-    (tmp_path / workdir_lib.LOCK_FILE).write_text(json.dumps(
-        {"host": os.uname().nodename, "pid": holder.pid}))
+    (tmp_path / workdir_lib.LOCK_FILE).write_text(
+      json.dumps({"host": os.uname().nodename, "pid": holder.pid})
+    )
     start = time.monotonic()
     with pytest.raises(workdir_lib.WorkdirBusy, match=f"locked by process {holder.pid}"):
       job.run_job(tiny.get_config(), tmp_path, "train", progress=False)
     assert time.monotonic() - start < 10
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
-    assert json.loads((tmp_path / workdir_lib.LOCK_FILE).read_text())["pid"] == holder.pid   # kept
+    assert json.loads((tmp_path / workdir_lib.LOCK_FILE).read_text())["pid"] == holder.pid  # kept
   finally:
     holder.kill()
     holder.wait()
 
 
-def test_resume_checks_the_stored_config_and_the_report_names_the_step(tmp_path, monkeypatch, caplog):
+def test_resume_checks_the_stored_config_and_the_report_names_the_step(
+  tmp_path, monkeypatch, caplog
+):
   config = tiny.get_config()
   config.train.num_steps = 4
   job.run_job(config, tmp_path, "train", progress=False)
-  stored = json.loads((tmp_path / workdir_lib.CONFIG_FILE).read_text())
+  stored = json.loads((tmp_path / stored_config.CONFIG_FILE).read_text())
   assert stored["train"]["learning_rate"] == config.train.learning_rate
   for key, value in [("learning_rate", 0.5), ("batch_size", 8)]:
     changed = tiny.get_config()
@@ -66,44 +74,52 @@ def test_resume_checks_the_stored_config_and_the_report_names_the_step(tmp_path,
   fewer.train.num_steps = 2
   with pytest.raises(ValueError, match="train.num_steps=2 is below step 4"):
     job.run_job(fewer, tmp_path, "all", progress=False)
-  rescheduled = tiny.get_config()   # schedule settings may change on a resume, with a warning
+  rescheduled = tiny.get_config()  # schedule settings may change on a resume, with a warning
   rescheduled.train.update(num_steps=6, warmup_steps=2, clip_norm=1.0)
   with caplog.at_level(logging.WARNING):
     assert job.check_resume(rescheduled, tmp_path, "train", force_resume=False) == 4
   assert "train.clip_norm None -> 1.0, train.warmup_steps 0 -> 2" in caplog.text
-  assert "train.num_steps" not in caplog.text   # a constant rate: more steps continue the same run
+  assert "train.num_steps" not in caplog.text  # a constant rate: more steps continue the same run
   forced = tiny.get_config()
   forced.train.update(num_steps=6, learning_rate=0.5)
   job.run_job(forced, tmp_path, "train", progress=False, force_resume=True)
 
   def broken(*args, **kwargs):
     raise RuntimeError("plotting failed")
-  monkeypatch.setattr(plots, "plot_all", broken)   # evaluate (no resume check); a figure fails
+
+  monkeypatch.setattr(plots, "plot_all", broken)  # evaluate (no resume check); a figure fails
   with pytest.raises(RuntimeError, match="plotting failed"):
     job.run_job(tiny.get_config(), tmp_path, "evaluate", progress=False)
-  report = json.loads((tmp_path / "report.json").read_text())   # written before the figures
+  report = json.loads((tmp_path / "report.json").read_text())  # written before the figures
   assert report["checkpoint_step"] == 6 and set(report["evaluation"]["ood"]) == set(config.data.ood)
   markdown = (tmp_path / "report.md").read_text()
-  assert "the checkpoint of step 6" in markdown and "| uniform_noise | InFlow, paper protocol |" in markdown
-  model, variables = load_flow(tmp_path)   # the paper flow back from the workdir
-  restored, step = state.restore_variables(model, forced, tmp_path, np.zeros((2, 32, 32, 3), np.float32))
+  assert (
+    "the checkpoint of step 6" in markdown
+    and "| uniform_noise | InFlow, paper protocol |" in markdown
+  )
+  model, variables = load_flow(tmp_path)  # the paper flow back from the workdir
+  restored, step = state.restore_variables(
+    model, forced, tmp_path, np.zeros((2, 32, 32, 3), np.float32)
+  )
   assert step == 6 and model == InFlow(**forced.model)
   for got, want in zip(jax.tree.leaves(variables), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_bad_settings_fail_before_anything_is_written(tmp_path):
-  cases = [("level", dict(attention=dict(level=1.5)), "attention.level|level must lie in"),
-           ("never_rejects", dict(attention=dict(n_permutations=10)), "can never reject"),
-           ("reference", dict(attention=dict(n_reference=8)), "eval.batch_size=16 exceeds"),
-           ("untrained", dict(train=dict(num_steps=0)), "trains nothing"),
-           ("protocols", dict(eval=dict(protocols=("paper,strict",))), "eval.protocols must be"),
-           ("small_test", dict(data=dict(max_eval_images=10)), "fewer than eval.batch_size=16"),
-           ("no_heldout", dict(data=dict(heldout_split=None)), "needs held-out"),
-           ("warmup", dict(train=dict(warmup_steps=6)), "warmup_steps=6 must lie in"),
-           ("clip", dict(train=dict(clip_norm=0.0)), "clip_norm must be > 0"),
-           ("eval_every", dict(train=dict(eval_every=3)), "multiple of train.log_every"),
-           ("empty_eval", dict(train=dict(eval_every=2, eval_split="train[300:300]")), "eval")]
+  cases = [
+    ("level", dict(attention=dict(level=1.5)), "attention.level|level must lie in"),
+    ("never_rejects", dict(attention=dict(n_permutations=10)), "can never reject"),
+    ("reference", dict(attention=dict(n_reference=8)), "eval.batch_size=16 exceeds"),
+    ("untrained", dict(train=dict(num_steps=0)), "trains nothing"),
+    ("protocols", dict(eval=dict(protocols=("paper,strict",))), "eval.protocols must be"),
+    ("small_test", dict(data=dict(max_eval_images=10)), "fewer than eval.batch_size=16"),
+    ("no_heldout", dict(data=dict(heldout_split=None)), "needs held-out"),
+    ("warmup", dict(train=dict(warmup_steps=6)), "warmup_steps=6 must lie in"),
+    ("clip", dict(train=dict(clip_norm=0.0)), "clip_norm must be > 0"),
+    ("eval_every", dict(train=dict(eval_every=3)), "multiple of train.log_every"),
+    ("empty_eval", dict(train=dict(eval_every=2, eval_split="train[300:300]")), "eval"),
+  ]
   for name, groups, message in cases:
     config = tiny.get_config()
     for group, values in groups.items():
@@ -111,9 +127,13 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path):
     workdir = tmp_path / name
     with pytest.raises((ValueError, TypeError), match=message):
       job.run_job(config, workdir, "all", progress=False)
-    if name in ("small_test", "no_heldout", "empty_eval"):   # found once the data are loaded: nothing written yet
+    if name in (
+      "small_test",
+      "no_heldout",
+      "empty_eval",
+    ):  # found once the data are loaded: nothing written yet
       assert not list(workdir.iterdir()), name
-    else:                                       # found from the config alone: no workdir at all
+    else:  # found from the config alone: no workdir at all
       assert not workdir.exists(), name
   blocked = tmp_path / "a_file"
   blocked.write_text("not a directory")

@@ -1,10 +1,11 @@
 """Adversarial inputs: L-infinity attacks (FGSM, PGD), the detector objectives, and their evaluation.
 
-  attacks: fgsm, pgd (keeps the best iterate), default_step_size (generic over a differentiable
-    objective, maximised)
-  objectives: LowerScore (raise the flow likelihood / lower a score), LowerMMD, batch_mmd2
-  preprocessing: ThroughJPEG, jpeg_straight_through (BPDA through the detector's JPEG round trip)
+attacks: fgsm, pgd (keeps the best iterate), default_step_size (generic over a differentiable
+  objective, maximised)
+objectives: LowerScore (raise the flow likelihood / lower a score), LowerMMD, batch_mmd2
+preprocessing: ThroughJPEG, jpeg_straight_through (BPDA through the detector's JPEG round trip)
 """
+
 from inflow_jax.adversarial.attacks import default_step_size, fgsm, pgd
 from inflow_jax.adversarial.objectives import LowerMMD, LowerScore, batch_mmd2
 from inflow_jax.adversarial.preprocessing import ThroughJPEG, jpeg_straight_through

@@ -19,13 +19,14 @@ values, so one compiled attack serves every batch of the same shape; `loss_fn` i
 
 Objectives: `inflow_jax.adversarial.objectives` (the detector) and `inflow_jax.adversarial.classifier.ClassifierLoss`.
 """
+
 import functools
 from typing import Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
-from inflow_jax.checks import check_images
+from inflow_jax.utils.checks import check_images
 
 LossFn = Callable[..., jax.Array]
 
@@ -39,12 +40,17 @@ def _objective(loss_fn: LossFn, x: jax.Array, loss_args) -> Tuple[jax.Array, jax
   return jnp.sum(value), jnp.broadcast_to(value, x.shape[:1])
 
 
-def check_attack_parameters(epsilon: Optional[float] = None, step_size: Optional[float] = None,
-                            num_steps: Optional[int] = None) -> None:
+def check_attack_parameters(
+  epsilon: Optional[float] = None,
+  step_size: Optional[float] = None,
+  num_steps: Optional[int] = None,
+) -> None:
   """Raises ValueError for epsilon < 0 or NaN, step_size <= 0, or num_steps not a positive integer
   (arguments left None are not checked)."""
   if epsilon is not None and not float(epsilon) >= 0.0:  # also rejects NaN
-    raise ValueError(f"epsilon must be >= 0 (an L-infinity radius in [0, 1] pixel units), got {epsilon}")
+    raise ValueError(
+      f"epsilon must be >= 0 (an L-infinity radius in [0, 1] pixel units), got {epsilon}"
+    )
   if step_size is not None and not float(step_size) > 0.0:
     raise ValueError(f"step_size must be > 0, got {step_size}")
   if num_steps is not None:
@@ -52,8 +58,9 @@ def check_attack_parameters(epsilon: Optional[float] = None, step_size: Optional
       raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
 
 
-def _check_attack(x, epsilon: float, step_size: Optional[float] = None,
-                  num_steps: Optional[int] = None):
+def _check_attack(
+  x, epsilon: float, step_size: Optional[float] = None, num_steps: Optional[int] = None
+):
   check_images(x, name="x", value_range=(0.0, 1.0))
   check_attack_parameters(epsilon, step_size, num_steps)
 
@@ -107,15 +114,15 @@ def _pgd(loss_fn: LossFn, x, epsilon, step_size, num_steps, key, loss_args, rand
 
 
 def pgd(
-    loss_fn: LossFn,
-    x: jax.Array,
-    epsilon: float,
-    *,
-    step_size: float,
-    num_steps: int,
-    key: Optional[jax.Array] = None,
-    random_start: bool = True,
-    loss_args: tuple = (),
+  loss_fn: LossFn,
+  x: jax.Array,
+  epsilon: float,
+  *,
+  step_size: float,
+  num_steps: int,
+  key: Optional[jax.Array] = None,
+  random_start: bool = True,
+  loss_args: tuple = (),
 ) -> jax.Array:
   """Projected gradient (sign) ascent in the L-infinity ball of radius `epsilon` (Madry et al. 2018).
 
@@ -135,15 +142,24 @@ def pgd(
   """
   _check_attack(x, epsilon, step_size, num_steps)
   if random_start and key is None:
-    raise ValueError("pgd with random_start=True needs an explicit PRNG key (key=jax.random.key(...))")
+    raise ValueError(
+      "pgd with random_start=True needs an explicit PRNG key (key=jax.random.key(...))"
+    )
   if key is None:
     key = jax.random.key(0)  # unused: no random start
   x = jnp.asarray(x, jnp.float32)
-  return _pgd(loss_fn, x, jnp.float32(epsilon), jnp.float32(step_size), jnp.int32(num_steps), key,
-              tuple(loss_args), bool(random_start))
+  return _pgd(
+    loss_fn,
+    x,
+    jnp.float32(epsilon),
+    jnp.float32(step_size),
+    jnp.int32(num_steps),
+    key,
+    tuple(loss_args),
+    bool(random_start),
+  )
 
 
 def default_step_size(epsilon: float, num_steps: int) -> float:
   """The usual PGD step, 2.5 * epsilon / num_steps (enough to cross the ball and come back)."""
   return 2.5 * float(epsilon) / int(num_steps)
-

@@ -8,6 +8,7 @@ is asked to detect. Its loss is the mean softmax cross-entropy
 minimised by the flow's training machinery (`inflow_jax.training.step`: the same Adam, data-parallel step
 over the `data` mesh axis and epoch permutations).
 """
+
 import dataclasses
 import functools
 import itertools
@@ -20,10 +21,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from inflow_jax.batching import batched
-from inflow_jax.checks import check_images
 from inflow_jax.training import step as train_step_lib
 from inflow_jax.training.optimizer import check_optimizer_config
+from inflow_jax.utils.batching import batched
+from inflow_jax.utils.checks import check_images
 
 
 class Classifier(nn.Module):
@@ -31,6 +32,7 @@ class Classifier(nn.Module):
 
   Maps (B, H, W, C) float images in [0, 1] to (B, num_classes) logits.
   """
+
   num_classes: int = 10
   features: Sequence[int] = (32, 64)
   hidden: int = 128
@@ -58,6 +60,7 @@ class ClassifierLoss:
   Call as `loss(x, variables, labels)` -> (B,). Frozen (hashable by value), so it can be the static
   `loss_fn` of `inflow_jax.adversarial.pgd` with `loss_args=(variables, labels)`.
   """
+
   model: Classifier
 
   def __call__(self, x: jax.Array, variables: Any, labels: jax.Array) -> jax.Array:
@@ -68,6 +71,7 @@ class ClassifierLoss:
 class MeanCrossEntropy:
   """The training loss L(theta) of the module docstring as the `loss_fn(variables, (x, y))` of
   `train_step.make_step` (hashable by value: one compiled step per model and optimiser)."""
+
   model: Classifier
 
   def __call__(self, variables: Any, batch) -> jax.Array:
@@ -75,20 +79,24 @@ class MeanCrossEntropy:
     return jnp.mean(cross_entropy(self.model.apply(variables, x), labels))
 
 
-def check_labels(labels, n: int, num_classes: int, *, name: str = "y_train",
-                 classes_name: str = "num_classes") -> np.ndarray:
+def check_labels(
+  labels, n: int, num_classes: int, *, name: str = "y_train", classes_name: str = "num_classes"
+) -> np.ndarray:
   """Returns `labels` as a numpy array after checking it is (n,) integers in [0, num_classes)."""
   labels = np.asarray(labels)
   if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(f"{name} must be ({n},) integer labels, got {labels.dtype} {labels.shape}")
   if n and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f"{name} must lie in [0, {num_classes}) ({classes_name}), got [{labels.min()}, "
-                     f"{labels.max()}]")
+    raise ValueError(
+      f"{name} must lie in [0, {num_classes}) ({classes_name}), got [{labels.min()}, "
+      f"{labels.max()}]"
+    )
   return labels
 
 
-def check_classifier_train_config(train_config: ml_collections.ConfigDict, num_devices: int, *,
-                                  prefix: str = "train") -> None:
+def check_classifier_train_config(
+  train_config: ml_collections.ConfigDict, num_devices: int, *, prefix: str = "train"
+) -> None:
   """Raises ValueError, naming `{prefix}.<key>`, for settings `train_classifier` cannot train with."""
   check_optimizer_config(train_config, num_devices, prefix=prefix, min_steps=1)
 
@@ -118,12 +126,13 @@ def accuracy(model: Classifier, variables: Any, x, labels, *, batch_size: int = 
 
 
 class ClassifierResult(NamedTuple):
-  variables: Any        # the classifier's variables after the last step
-  losses: np.ndarray    # (num_steps,) the mean cross-entropy of each step's batch, before its update
+  variables: Any  # the classifier's variables after the last step
+  losses: np.ndarray  # (num_steps,) the mean cross-entropy of each step's batch, before its update
 
 
-def train_classifier(model: Classifier, x_train, y_train, config, *,
-                     devices: Optional[Sequence[jax.Device]] = None) -> ClassifierResult:
+def train_classifier(
+  model: Classifier, x_train, y_train, config, *, devices: Optional[Sequence[jax.Device]] = None
+) -> ClassifierResult:
   """Trains `model` on labelled images with `config.train`'s optimiser, as the flow is trained.
 
   `train_step.fit_batches` of `MeanCrossEntropy` over the batches (x, y) of
@@ -146,11 +155,18 @@ def train_classifier(model: Classifier, x_train, y_train, config, *,
   devices = jax.local_devices() if devices is None else devices
   check_classifier_train_config(config.train, len(devices))
   batches = train_step_lib.local_batches(
-      x_train, labels=y_train, batch_size=int(config.train.batch_size), seed=config.seed)
+    x_train, labels=y_train, batch_size=int(config.train.batch_size), seed=config.seed
+  )
   variables = init_classifier(model, jax.random.PRNGKey(config.seed), x_train.shape[1:])
   variables, losses = train_step_lib.fit_batches(
-      MeanCrossEntropy(model), variables, itertools.islice(batches, int(config.train.num_steps)),
-      config.train, devices=devices)
+    MeanCrossEntropy(model),
+    variables,
+    itertools.islice(batches, int(config.train.num_steps)),
+    config.train,
+    devices=devices,
+  )
   if not np.all(np.isfinite(losses)):
-    raise FloatingPointError("the classifier's training loss became NaN/inf; lower train.learning_rate")
+    raise FloatingPointError(
+      "the classifier's training loss became NaN/inf; lower train.learning_rate"
+    )
   return ClassifierResult(train_step_lib.host_copy(variables), losses)

@@ -20,13 +20,14 @@ rounded to 8 bits): the region a PGD attack within epsilon explores. Measured (3
 CIFAR-10 / SVHN / CelebA / MNIST, noise 0, 2/255, 8/255, fitted per set): residual RMS 0.11-0.20
 bits/dim against PNG standard deviations of 0.35-1.30; one filter alone (Average) 0.15-0.43.
 """
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inflow_jax.conformal.features import complexity_bits, mean_pool
+from inflow_jax.gates.features import complexity_bits, mean_pool
 
 TAU = 0.25
 DELTA = 0.1
@@ -36,7 +37,7 @@ NOISE_COPIES = 2
 def _shift(v: jax.Array, rows: int, cols: int) -> jax.Array:
   """v moved down by `rows` and right by `cols` (NHWC), zeros entering."""
   padded = jnp.pad(v, ((0, 0), (rows, 0), (cols, 0), (0, 0)))
-  return padded[:, :v.shape[1], :v.shape[2]]
+  return padded[:, : v.shape[1], : v.shape[2]]
 
 
 def filter_code_lengths(x: jax.Array) -> jax.Array:
@@ -44,15 +45,18 @@ def filter_code_lengths(x: jax.Array) -> jax.Array:
   v = 255.0 * x
   left, up, up_left = _shift(v, 0, 1), _shift(v, 1, 0), _shift(v, 1, 1)
   residuals = (v - left, v - up, v - (left + up) / 2, v - (left + up - up_left))
-  return jnp.stack([jnp.mean(jnp.log2(1.0 + jnp.sqrt(r ** 2 + DELTA ** 2) / TAU), axis=(1, 2, 3))
-                    for r in residuals], axis=1)
+  return jnp.stack(
+    [jnp.mean(jnp.log2(1.0 + jnp.sqrt(r**2 + DELTA**2) / TAU), axis=(1, 2, 3)) for r in residuals],
+    axis=1,
+  )
 
 
 def _design(x: jax.Array) -> jax.Array:
   """(B, 2, 5): [1, c_k] at full and half resolution."""
   ones = jnp.ones((x.shape[0], 1), x.dtype)
-  return jnp.stack([jnp.concatenate([ones, filter_code_lengths(xs)], axis=1)
-                    for xs in (x, mean_pool(x))], axis=1)
+  return jnp.stack(
+    [jnp.concatenate([ones, filter_code_lengths(xs)], axis=1) for xs in (x, mean_pool(x))], axis=1
+  )
 
 
 def surrogate_complexity_bits(coefficients: jax.Array, x: jax.Array) -> jax.Array:
@@ -61,8 +65,9 @@ def surrogate_complexity_bits(coefficients: jax.Array, x: jax.Array) -> jax.Arra
   return jnp.einsum("bsk,sk->bs", _design(x), coefficients)
 
 
-def fit_surrogate(x: np.ndarray, key: jax.Array, epsilon: float,
-                  noise_copies: int = NOISE_COPIES) -> np.ndarray:
+def fit_surrogate(
+  x: np.ndarray, key: jax.Array, epsilon: float, noise_copies: int = NOISE_COPIES
+) -> np.ndarray:
   """(2, 5) least-squares coefficients of the module docstring, fitted on x (N, H, W, C) in [0, 1]
   (unchecked) and `noise_copies` copies with uniform noise of amplitude U[0, epsilon] per image."""
   copies = [np.asarray(x, np.float32)]
@@ -73,12 +78,14 @@ def fit_surrogate(x: np.ndarray, key: jax.Array, epsilon: float,
     copies.append(np.round(np.clip(np.asarray(x + noise), 0.0, 1.0) * 255.0) / 255.0)
   x_fit = np.concatenate(copies).astype(np.float32)
   design, target = np.asarray(_design(jnp.asarray(x_fit)), np.float64), complexity_bits(x_fit)
-  return np.stack([np.linalg.lstsq(design[:, s], target[:, s], rcond=None)[0]
-                   for s in range(target.shape[1])]).astype(np.float32)
+  return np.stack(
+    [np.linalg.lstsq(design[:, s], target[:, s], rcond=None)[0] for s in range(target.shape[1])]
+  ).astype(np.float32)
 
 
-def surrogate_residual_rms(coefficients: np.ndarray, x: np.ndarray,
-                           png_bits: Optional[np.ndarray] = None) -> np.ndarray:
+def surrogate_residual_rms(
+  coefficients: np.ndarray, x: np.ndarray, png_bits: Optional[np.ndarray] = None
+) -> np.ndarray:
   """(2,) root-mean-square error of the surrogate against the true PNG bits/dim of x."""
   png_bits = complexity_bits(x) if png_bits is None else png_bits
   predicted = np.asarray(surrogate_complexity_bits(jnp.asarray(coefficients), jnp.asarray(x)))

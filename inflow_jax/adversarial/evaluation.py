@@ -24,8 +24,8 @@ detector the round trip of its result: the attacker's images take the pipeline e
 adds the classifier's accuracy under attack and the adaptive attacks' effect on their own
 objectives (before/after).
 """
+
 import functools
-import pathlib
 from typing import Dict, Mapping, Optional, Tuple
 
 import jax
@@ -33,39 +33,41 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from inflow_jax import conformal
-
+from inflow_jax import gates as conformal
 from inflow_jax.adversarial import classifier as classifier_lib
 from inflow_jax.adversarial.attacks import fgsm, pgd
-from inflow_jax.adversarial.complexity_surrogate import (fit_surrogate, surrogate_complexity_bits,
-                                                         surrogate_residual_rms)
+from inflow_jax.adversarial.complexity_surrogate import (
+  fit_surrogate,
+  surrogate_complexity_bits,
+  surrogate_residual_rms,
+)
+from inflow_jax.adversarial.names import eps_name
+from inflow_jax.adversarial.objectives import (
+  LowerImageScore,
+  LowerImageScoreSurrogate,
+  LowerMeanShift,
+  LowerMMD,
+  LowerScore,
+)
 from inflow_jax.adversarial.preprocessing import ThroughJPEG
-from inflow_jax.adversarial.settings import (adaptive_steps, check_attack_config,
-                                              classifier_step_size)
-from inflow_jax.adversarial.objectives import (LowerImageScore, LowerImageScoreSurrogate, LowerMMD,
-                                               LowerMeanShift, LowerScore)
-from inflow_jax.attention.batches import attention_tests
-from inflow_jax.batching import batch_starts, batched
-from inflow_jax.conformal.features import complexity_bits, image_features
-from inflow_jax.conformal.gate import scores_of_features
-from inflow_jax.conformal.mean_shift import batch_statistic
+from inflow_jax.adversarial.settings import (
+  adaptive_steps,
+  check_attack_config,
+  classifier_step_size,
+)
 from inflow_jax.data.jpeg import jpeg_round_trip
-from inflow_jax.evaluation.protocols import evaluate_ood
-from inflow_jax.evaluation.scores import exact_log_det, make_score_fn
-
-def eps_name(epsilon: float) -> str:
-  """'8' for 8/255, '0.5' for 0.5/255: the set-name suffix of an epsilon."""
-  return f"{epsilon * 255:.3g}"
-
-
-def set_name_prefix(dataset: str) -> str:
-  """The prefix of the classifier-attack sets of a test dataset: 'cifar10' for 'cifar10', 'photos' for
-  '/data/photos.npz' (the file or folder name), 'in' when there is none."""
-  return pathlib.PurePath(str(dataset)).stem or "in"
+from inflow_jax.evaluation.protocols import ood_table
+from inflow_jax.gates.conformal import scores_of_features
+from inflow_jax.gates.features import complexity_bits, image_features
+from inflow_jax.gates.mean_shift import batch_statistic
+from inflow_jax.gates.mmd_batches import attention_tests
+from inflow_jax.model.density import exact_log_det, make_score_fn
+from inflow_jax.utils.batching import batch_starts, batched
 
 
-def attack_classifier(model: classifier_lib.Classifier, variables, x, y, attack_config, key,
-                      *, name: str = "in") -> Tuple[Dict[str, np.ndarray], Dict]:
+def attack_classifier(
+  model: classifier_lib.Classifier, variables, x, y, attack_config, key, *, name: str = "in"
+) -> Tuple[Dict[str, np.ndarray], Dict]:
   """PGD (and, for the accuracy table, FGSM) against the classifier at every `attack_config.epsilons`.
 
   Returns:
@@ -75,25 +77,52 @@ def attack_classifier(model: classifier_lib.Classifier, variables, x, y, attack_
   y = np.asarray(y)
   loss = classifier_lib.ClassifierLoss(model)
   batch = int(attack_config.batch_size)
-  sets, table = {}, {"n_images": int(len(x)), "fgsm": {}, "pgd": {},
-                     "clean": classifier_lib.accuracy(model, variables, x, y)}
+  sets, table = (
+    {},
+    {
+      "n_images": int(len(x)),
+      "fgsm": {},
+      "pgd": {},
+      "clean": classifier_lib.accuracy(model, variables, x, y),
+    },
+  )
   for e, epsilon in enumerate(attack_config.epsilons):
     k = eps_name(epsilon)
-    x_pgd = batched(lambda i, xb, yb: pgd(
-        loss, xb, epsilon, step_size=classifier_step_size(attack_config, epsilon),
-        num_steps=attack_config.num_steps, random_start=attack_config.random_start,
-        key=jax.random.fold_in(jax.random.fold_in(key, e), i), loss_args=(variables, yb)),
-        (x, y), batch, with_index=True)
-    x_fgsm = batched(lambda xb, yb: fgsm(loss, xb, epsilon, loss_args=(variables, yb)), (x, y), batch)
+    x_pgd = batched(
+      lambda i, xb, yb: pgd(
+        loss,
+        xb,
+        epsilon,
+        step_size=classifier_step_size(attack_config, epsilon),
+        num_steps=attack_config.num_steps,
+        random_start=attack_config.random_start,
+        key=jax.random.fold_in(jax.random.fold_in(key, e), i),
+        loss_args=(variables, yb),
+      ),
+      (x, y),
+      batch,
+      with_index=True,
+    )
+    x_fgsm = batched(
+      lambda xb, yb: fgsm(loss, xb, epsilon, loss_args=(variables, yb)), (x, y), batch
+    )
     table["pgd"][k] = classifier_lib.accuracy(model, variables, x_pgd, y)
     table["fgsm"][k] = classifier_lib.accuracy(model, variables, x_fgsm, y)
     sets[f"{name}_pgd{k}"] = x_pgd
   return sets, table
 
 
-def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarray], attack_config,
-                    batch_size: int, key, conformal_state=None,
-                    jpeg_quality: Optional[int] = None) -> Tuple[Dict[str, np.ndarray], Dict]:
+def attack_detector(
+  model,
+  variables,
+  mmd_state,
+  ood_sets: Mapping[str, np.ndarray],
+  attack_config,
+  batch_size: int,
+  key,
+  conformal_state=None,
+  jpeg_quality: Optional[int] = None,
+) -> Tuple[Dict[str, np.ndarray], Dict]:
   """The adaptive attacks of `attack_config.adaptive_targets` on each OOD set, at `adaptive_epsilon`.
 
   With `jpeg_quality` the detector puts its inputs through that JPEG round trip g: every objective
@@ -108,7 +137,7 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
       `adaptive_epsilon`, `adaptive_targets`.
     batch_size: the evaluation's test batch size (the MMD attack perturbs exactly these batches).
     key: PRNG key of the random starts and of the before/after attention tests.
-    conformal_state: the conformal attention (`inflow_jax.conformal`), needed by the 'conformal'
+    conformal_state: the conformal attention (`inflow_jax.gates`), needed by the 'conformal'
       target; with it the summary also gives the fraction of images its per-image test flags.
   Returns:
     ({f"{name}_adaptive_{llh|mmd|conformal|conformal_surrogate}": images}, summary {set: {"nll_bpd": [before, after]
@@ -124,11 +153,15 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
   check_attack_config(attack_config, tuple(ood_sets))
   targets = tuple(attack_config.adaptive_targets)
   if {"conformal", "conformal_surrogate"} & set(targets) and conformal_state is None:
-    raise ValueError("the 'conformal' adaptive targets need the conformal attention (attention.kind "
-                     "'conformal' or 'combined')")
+    raise ValueError(
+      "the 'conformal' adaptive targets need the conformal attention (attention.kind "
+      "'conformal' or 'combined')"
+    )
   if "mean_shift" in targets and (conformal_state is None or conformal_state.mean_shift is None):
-    raise ValueError("the 'mean_shift' adaptive target needs the combined gate's mean-shift test "
-                     "(attention.kind 'combined', attention.mean_shift_components set)")
+    raise ValueError(
+      "the 'mean_shift' adaptive target needs the combined gate's mean-shift test "
+      "(attention.kind 'combined', attention.mean_shift_components set)"
+    )
   nll_fn = make_score_fn(model, variables, "nll")
   batch_memory = int(attack_config.batch_size)
 
@@ -136,43 +169,69 @@ def attack_detector(model, variables, mmd_state, ood_sets: Mapping[str, np.ndarr
     """(the summary's entries for x, x's conformal features or None)."""
     tests = attention_tests(mmd_state, x, batch_size, test_key)
     nll = batched(lambda xb: nll_fn(xb, 1.0), x, batch_memory)
-    described = {"nll_bpd": float(nll.mean()), "mmd2": float(tests.mmd2.mean()),
-                 "batches_flagged": int(tests.flagged.sum()), "n_batches": int(tests.flagged.size)}
+    described = {
+      "nll_bpd": float(nll.mean()),
+      "mmd2": float(tests.mmd2.mean()),
+      "batches_flagged": int(tests.flagged.sum()),
+      "n_batches": int(tests.flagged.size),
+    }
     if conformal_state is None:
       return described, None
     shift = conformal_state.mean_shift
     if shift is not None:
-      described["mean_shift_flagged"] = int(np.sum(conformal.mean_shift_p_values(
-          shift, x, tests.starts, test_key) < conformal_state.level))
-      described["mean_shift_statistic"] = float(np.mean([
-          batch_statistic(shift, x[lo:hi]) for lo, hi in zip(tests.starts[:-1], tests.starts[1:])]))
+      described["mean_shift_flagged"] = int(
+        np.sum(
+          conformal.mean_shift_p_values(shift, x, tests.starts, test_key) < conformal_state.level
+        )
+      )
+      described["mean_shift_statistic"] = float(
+        np.mean(
+          [batch_statistic(shift, x[lo:hi]) for lo, hi in zip(tests.starts[:-1], tests.starts[1:])]
+        )
+      )
     features = image_features(model, variables, x)
     scores = scores_of_features(conformal_state.density, features)
     described["image_score"] = float(np.mean(scores))
-    described["images_flagged"] = float(np.mean(
-        conformal.image_p_values(conformal_state, scores) < conformal_state.level))
+    described["images_flagged"] = float(
+      np.mean(conformal.image_p_values(conformal_state, scores) < conformal_state.level)
+    )
     return described, features
 
-  attack = functools.partial(_adaptive_images, model=model, variables=variables, mmd_state=mmd_state,
-                             conformal_state=conformal_state, nll_fn=nll_fn, batch_size=batch_size,
-                             attack_config=attack_config, jpeg_quality=jpeg_quality)
+  attack = functools.partial(
+    _adaptive_images,
+    model=model,
+    variables=variables,
+    mmd_state=mmd_state,
+    conformal_state=conformal_state,
+    nll_fn=nll_fn,
+    batch_size=batch_size,
+    attack_config=attack_config,
+    jpeg_quality=jpeg_quality,
+  )
   sets, summary = {}, {}
   for s, (name, x) in enumerate(ood_sets.items()):
     set_key = jax.random.fold_in(key, s)
     test_key = jax.random.fold_in(set_key, 99)  # the same tests before and after
     before, features = describe(x, test_key)
     for t, target in enumerate(targets):
-      coefficients = (None if target != "conformal_surrogate" else fit_surrogate(
-          x, jax.random.fold_in(set_key, 100 + t), attack_config.adaptive_epsilon))
+      coefficients = (
+        None
+        if target != "conformal_surrogate"
+        else fit_surrogate(x, jax.random.fold_in(set_key, 100 + t), attack_config.adaptive_epsilon)
+      )
       x_adv = attack(target, x, jax.random.fold_in(set_key, t), coefficients=coefficients)
       adv_name = f"{name}_adaptive_{_TARGET_SUFFIX[target]}"
       after, features_adv = describe(x_adv, test_key)
       sets[adv_name] = x_adv
-      summary[adv_name] = {"target": target, "epsilon": float(attack_config.adaptive_epsilon),
-                           "n_batches": before["n_batches"],
-                           **{k: [before[k], after[k]] for k in before if k != "n_batches"},
-                           **_objective_summary(target, conformal_state, coefficients,
-                                                (x, features), (x_adv, features_adv))}
+      summary[adv_name] = {
+        "target": target,
+        "epsilon": float(attack_config.adaptive_epsilon),
+        "n_batches": before["n_batches"],
+        **{k: [before[k], after[k]] for k in before if k != "n_batches"},
+        **_objective_summary(
+          target, conformal_state, coefficients, (x, features), (x_adv, features_adv)
+        ),
+      }
   return sets, summary
 
 
@@ -182,13 +241,21 @@ def _objective_summary(target: str, conformal_state, coefficients, clean, attack
   'conformal_surrogate', "surrogate_rms"; clean and attacked are (images, conformal features)."""
   (x, features), (x_adv, features_adv) = clean, attacked
   objective = functools.partial(_score_with_complexity, conformal_state)
-  if target == "conformal":   # BPDA: the clean images' PNG lengths
-    return {"surrogate_score": [objective(features, features[:, -2:]),
-                                objective(features_adv, features[:, -2:])]}
+  if target == "conformal":  # BPDA: the clean images' PNG lengths
+    return {
+      "surrogate_score": [
+        objective(features, features[:, -2:]),
+        objective(features_adv, features[:, -2:]),
+      ]
+    }
   if target == "conformal_surrogate":
-    return {"surrogate_score": [objective(f, surrogate_complexity_bits(coefficients, xs))
-                                for f, xs in ((features, x), (features_adv, x_adv))],
-            "surrogate_rms": surrogate_residual_rms(coefficients, x_adv, features_adv[:, -2:]).tolist()}
+    return {
+      "surrogate_score": [
+        objective(f, surrogate_complexity_bits(coefficients, xs))
+        for f, xs in ((features, x), (features_adv, x_adv))
+      ],
+      "surrogate_rms": surrogate_residual_rms(coefficients, x_adv, features_adv[:, -2:]).tolist(),
+    }
   return {}
 
 
@@ -201,54 +268,120 @@ def _score_with_complexity(conformal_state, features: np.ndarray, complexity) ->
   return float(np.mean(scores_of_features(conformal_state.density, features)))
 
 
-_TARGET_SUFFIX = {"log_likelihood": "llh", "mmd": "mmd", "conformal": "conformal",
-                  "conformal_surrogate": "conformal_surrogate", "mean_shift": "mean_shift"}
+_TARGET_SUFFIX = {
+  "log_likelihood": "llh",
+  "mmd": "mmd",
+  "conformal": "conformal",
+  "conformal_surrogate": "conformal_surrogate",
+  "mean_shift": "mean_shift",
+}
 
 
-def _adaptive_images(target: str, x: np.ndarray, key, *, model, variables, mmd_state, conformal_state,
-                     nll_fn, batch_size: int, attack_config, coefficients=None,
-                     jpeg_quality: Optional[int] = None) -> np.ndarray:
+def _adaptive_images(
+  target: str,
+  x: np.ndarray,
+  key,
+  *,
+  model,
+  variables,
+  mmd_state,
+  conformal_state,
+  nll_fn,
+  batch_size: int,
+  attack_config,
+  coefficients=None,
+  jpeg_quality: Optional[int] = None,
+) -> np.ndarray:
   """x perturbed by PGD against one target: the likelihood and the conformal score per image (in
   chunks of attack_config.batch_size), the MMD test per evaluation batch; with `jpeg_quality`
   through that round trip (objectives at g(x), the result g(x_adv))."""
   epsilon = float(attack_config.adaptive_epsilon)
   num_steps, step_size = adaptive_steps(attack_config)
-  through = (lambda objective: objective) if jpeg_quality is None else (
-      lambda objective: ThroughJPEG(objective, int(jpeg_quality)))
+  through = (
+    (lambda objective: objective)
+    if jpeg_quality is None
+    else (lambda objective: ThroughJPEG(objective, int(jpeg_quality)))
+  )
   run = lambda objective, xb, i, args=(): pgd(
-      through(objective), xb, epsilon, step_size=step_size, num_steps=num_steps,
-      random_start=attack_config.random_start, key=jax.random.fold_in(key, i), loss_args=args)
-  x_adv = _attacked(target, x, run, model=model, variables=variables, mmd_state=mmd_state,
-                    conformal_state=conformal_state, nll_fn=nll_fn,
-                    batch_size=batch_size, attack_config=attack_config, coefficients=coefficients)
+    through(objective),
+    xb,
+    epsilon,
+    step_size=step_size,
+    num_steps=num_steps,
+    random_start=attack_config.random_start,
+    key=jax.random.fold_in(key, i),
+    loss_args=args,
+  )
+  x_adv = _attacked(
+    target,
+    x,
+    run,
+    model=model,
+    variables=variables,
+    mmd_state=mmd_state,
+    conformal_state=conformal_state,
+    nll_fn=nll_fn,
+    batch_size=batch_size,
+    attack_config=attack_config,
+    coefficients=coefficients,
+  )
   return x_adv if jpeg_quality is None else jpeg_round_trip(x_adv, int(jpeg_quality))
 
 
-def _attacked(target: str, x: np.ndarray, run, *, model, variables, mmd_state, conformal_state, nll_fn,
-              batch_size: int, attack_config, coefficients) -> np.ndarray:
+def _attacked(
+  target: str,
+  x: np.ndarray,
+  run,
+  *,
+  model,
+  variables,
+  mmd_state,
+  conformal_state,
+  nll_fn,
+  batch_size: int,
+  attack_config,
+  coefficients,
+) -> np.ndarray:
   """`run(objective, chunk, index, loss_args)` over the chunks (or, for the batch statistics 'mmd' and
   'mean_shift', the test batches) of x."""
   if target == "log_likelihood":
-    return batched(lambda i, xb: run(LowerScore(nll_fn), xb, i), x, int(attack_config.batch_size),
-                   with_index=True)
+    return batched(
+      lambda i, xb: run(LowerScore(nll_fn), xb, i),
+      x,
+      int(attack_config.batch_size),
+      with_index=True,
+    )
   if target in ("conformal", "conformal_surrogate"):
     density = jax.tree.map(jnp.asarray, conformal_state.density)
-    if target == "conformal":   # BPDA: the clean chunk's PNG lengths
+    if target == "conformal":  # BPDA: the clean chunk's PNG lengths
       objective, complexity = LowerImageScore(exact_log_det(model)), complexity_bits
-    else:                       # the fitted surrogate's coefficients
+    else:  # the fitted surrogate's coefficients
       objective, complexity = LowerImageScoreSurrogate(exact_log_det(model)), lambda _: coefficients
-    return batched(lambda i, xb: run(objective, xb, i, (
-        variables, density, jnp.asarray(complexity(xb), jnp.float32))),
-                   x, int(attack_config.batch_size), with_index=True)
-  objective, args = ((LowerMMD(), (mmd_state,)) if target == "mmd"
-                     else (LowerMeanShift(), (conformal_state.mean_shift,)))
+    return batched(
+      lambda i, xb: run(
+        objective, xb, i, (variables, density, jnp.asarray(complexity(xb), jnp.float32))
+      ),
+      x,
+      int(attack_config.batch_size),
+      with_index=True,
+    )
+  objective, args = (
+    (LowerMMD(), (mmd_state,))
+    if target == "mmd"
+    else (LowerMeanShift(), (conformal_state.mean_shift,))
+  )
   starts = batch_starts(len(x), batch_size)
-  return np.concatenate([np.asarray(run(objective, x[lo:hi], i, args))
-                         for i, (lo, hi) in enumerate(zip(starts[:-1], starts[1:]))])
+  return np.concatenate(
+    [
+      np.asarray(run(objective, x[lo:hi], i, args))
+      for i, (lo, hi) in enumerate(zip(starts[:-1], starts[1:]))
+    ]
+  )
 
 
-def _classifier_sets(adv, classifier, x_train, y_train, x_test, y_test, key, in_name: str,
-                     jpeg_quality: Optional[int]) -> Tuple[Dict[str, np.ndarray], Dict]:
+def _classifier_sets(
+  adv, classifier, x_train, y_train, x_test, y_test, key, in_name: str, jpeg_quality: Optional[int]
+) -> Tuple[Dict[str, np.ndarray], Dict]:
   """`attack_classifier` with the given classifier, or one trained on (x_train, y_train); the sets
   through the JPEG round trip when there is one (what the detector scores; the accuracies are of the
   classifier on the attacked images themselves)."""
@@ -256,8 +389,10 @@ def _classifier_sets(adv, classifier, x_train, y_train, x_test, y_test, key, in_
     if x_train is None or y_train is None:
       raise ValueError("evaluate_adversarial needs a trained classifier or (x_train, y_train)")
     classifier_model = classifier_lib.Classifier(**adv.model)
-    classifier = (classifier_model, classifier_lib.train_classifier(
-        classifier_model, x_train, y_train, adv).variables)
+    classifier = (
+      classifier_model,
+      classifier_lib.train_classifier(classifier_model, x_train, y_train, adv).variables,
+    )
   sets, table = attack_classifier(*classifier, x_test, y_test, adv.attack, key, name=in_name)
   if jpeg_quality is not None:
     sets = {name: jpeg_round_trip(x, jpeg_quality) for name, x in sets.items()}
@@ -265,23 +400,23 @@ def _classifier_sets(adv, classifier, x_train, y_train, x_test, y_test, key, in_
 
 
 def evaluate_adversarial(
-    config: ml_collections.ConfigDict,
-    *,
-    model,
-    variables,
-    mmd_state,
-    x_test: np.ndarray,
-    ood_sets: Mapping[str, np.ndarray],
-    x_heldout: Optional[np.ndarray],
-    key: jax.Array,
-    classifier: Optional[Tuple[classifier_lib.Classifier, object]] = None,
-    x_train: Optional[np.ndarray] = None,
-    y_train: Optional[np.ndarray] = None,
-    y_test: Optional[np.ndarray] = None,
-    in_name: str = "in",
-    include_clean: bool = False,
-    conformal_state=None,
-    combination: str = "bonferroni",
+  config: ml_collections.ConfigDict,
+  *,
+  model,
+  variables,
+  mmd_state,
+  x_test: np.ndarray,
+  ood_sets: Mapping[str, np.ndarray],
+  x_heldout: Optional[np.ndarray],
+  key: jax.Array,
+  classifier: Optional[Tuple[classifier_lib.Classifier, object]] = None,
+  x_train: Optional[np.ndarray] = None,
+  y_train: Optional[np.ndarray] = None,
+  y_test: Optional[np.ndarray] = None,
+  in_name: str = "in",
+  include_clean: bool = False,
+  conformal_state=None,
+  combination: str = "bonferroni",
 ) -> Dict:
   """Builds the adversarial sets and scores them with `evaluate_ood` (paper, strict, baselines, and
   the mixed protocol when `config.eval.protocols` has it: the gates' power on attacked images at
@@ -315,29 +450,64 @@ def evaluate_adversarial(
   jpeg_quality = config.get("data", {}).get("jpeg_quality")
   check_attack_config(attack, tuple(ood_sets))
   if attack.max_images is not None:
-    x_test = x_test[:attack.max_images]
-    y_test = None if y_test is None else y_test[:attack.max_images]
+    x_test = x_test[: attack.max_images]
+    y_test = None if y_test is None else y_test[: attack.max_images]
   sets, classifier_table = {}, None
   if y_test is not None:
-    sets, classifier_table = _classifier_sets(adv, classifier, x_train, y_train, x_test, y_test,
-                                              jax.random.fold_in(key, 0), in_name, jpeg_quality)
+    sets, classifier_table = _classifier_sets(
+      adv,
+      classifier,
+      x_train,
+      y_train,
+      x_test,
+      y_test,
+      jax.random.fold_in(key, 0),
+      in_name,
+      jpeg_quality,
+    )
   names = attack.adaptive_ood or tuple(ood_sets)
   adaptive_sets, adaptive_table = attack_detector(
-      model, variables, mmd_state, {n: ood_sets[n] for n in names}, attack, config.eval.batch_size,
-      jax.random.fold_in(key, 1), conformal_state, jpeg_quality=jpeg_quality)
+    model,
+    variables,
+    mmd_state,
+    {n: ood_sets[n] for n in names},
+    attack,
+    config.eval.batch_size,
+    jax.random.fold_in(key, 1),
+    conformal_state,
+    jpeg_quality=jpeg_quality,
+  )
   if include_clean:
     sets.update({n: ood_sets[n] for n in names})
   sets.update(adaptive_sets)
   e = config.eval
-  mixed = ({"mixed_rhos": tuple(e.mixed_rhos), "mixed_batch_sizes": tuple(e.mixed_batch_sizes),
-            "mixed_n_batches": e.mixed_n_batches}
-           if "mixed" in tuple(e.get("protocols", ())) else {})
+  mixed = (
+    {
+      "mixed_rhos": tuple(e.mixed_rhos),
+      "mixed_batch_sizes": tuple(e.mixed_batch_sizes),
+      "mixed_n_batches": e.mixed_n_batches,
+    }
+    if "mixed" in tuple(e.get("protocols", ()))
+    else {}
+  )
   protocols = ("paper", "strict") + (("mixed",) if mixed else ())
-  table = evaluate_ood(model, variables, mmd_state, x_test, sets, key=jax.random.fold_in(key, 2),
-                       batch_size=e.batch_size, protocols=protocols, baselines=e.baselines,
-                       x_heldout=x_heldout, n_bootstrap=e.n_bootstrap,
-                       seed=config.seed, conformal_state=conformal_state, combination=combination,
-                       **mixed)
+  table, _ = ood_table(
+    model,
+    variables,
+    mmd_state,
+    x_test,
+    sets,
+    key=jax.random.fold_in(key, 2),
+    batch_size=e.batch_size,
+    protocols=protocols,
+    baselines=e.baselines,
+    x_heldout=x_heldout,
+    n_bootstrap=e.n_bootstrap,
+    seed=config.seed,
+    conformal_state=conformal_state,
+    combination=combination,
+    **mixed,
+  )
   table["classifier"] = classifier_table
   table["adaptive"] = adaptive_table
   return table

@@ -13,6 +13,7 @@ not an attack on the deployed detector: the round trip undoes most of an 8/255 p
 on 100 SVHN images with the Glow fixture's conformal score: flagged 0.82 -> 0.07 without g, back to
 0.81 once g is applied).
 """
+
 import dataclasses
 import functools
 from typing import Any, Callable
@@ -32,8 +33,9 @@ def _host_jpeg(x: np.ndarray, quality: int) -> np.ndarray:
 def jpeg_straight_through(x: jax.Array, quality: int) -> jax.Array:
   """g(x), the JPEG round trip of x (B, H, W, C) in [0, 1], with the identity as its derivative
   (traceable: the round trip runs on the host)."""
-  return jax.pure_callback(functools.partial(_host_jpeg, quality=quality),
-                           jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+  return jax.pure_callback(
+    functools.partial(_host_jpeg, quality=quality), jax.ShapeDtypeStruct(x.shape, x.dtype), x
+  )
 
 
 def _forward(x, quality):
@@ -52,6 +54,7 @@ jpeg_straight_through.defvjp(_forward, _backward)
 class ThroughJPEG:
   """Objective L(g(x), *args) of an attack objective L (`objectives`), g the JPEG round trip of
   `quality` with the straight-through derivative. Hashable (a static argument of `attacks.pgd`)."""
+
   objective: Callable[..., jax.Array]
   quality: int
 

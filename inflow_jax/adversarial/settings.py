@@ -6,6 +6,7 @@ adaptive attacks on the detector `adaptive_num_steps` of `adaptive_step_size` (N
 attack's). A flow's density is sharp, so its attacks want small steps and many of them
 (`configs/cifar10_glow_conformal_shared.py`: 50 of 1/255 at 8/255).
 """
+
 from typing import Optional, Sequence, Tuple
 
 import ml_collections
@@ -15,9 +16,12 @@ from inflow_jax.adversarial.attacks import check_attack_parameters, default_step
 ADAPTIVE_TARGETS = ("log_likelihood", "mmd", "conformal", "conformal_surrogate", "mean_shift")
 
 
-def check_attack_config(attack_config: ml_collections.ConfigDict,
-                        ood_names: Optional[Sequence[str]] = None, *,
-                        prefix: str = "adversarial.attack") -> None:
+def check_attack_config(
+  attack_config: ml_collections.ConfigDict,
+  ood_names: Optional[Sequence[str]] = None,
+  *,
+  prefix: str = "adversarial.attack",
+) -> None:
   """Raises ValueError naming `{prefix}.<key>` for settings no attack can run with.
 
   Rejected: an epsilon (`epsilons[i]`, `adaptive_epsilon`) < 0 or NaN, `num_steps` /
@@ -27,11 +31,13 @@ def check_attack_config(attack_config: ml_collections.ConfigDict,
   """
   c = attack_config
   checks = [(f"{prefix}.epsilons[{i}]", dict(epsilon=e)) for i, e in enumerate(c.epsilons)]
-  checks += [(f"{prefix}.adaptive_epsilon", dict(epsilon=c.adaptive_epsilon)),
-             (f"{prefix}.num_steps", dict(num_steps=c.num_steps)),
-             (f"{prefix}.step_size", dict(step_size=c.step_size)),
-             (f"{prefix}.adaptive_num_steps", dict(num_steps=c.get("adaptive_num_steps"))),
-             (f"{prefix}.adaptive_step_size", dict(step_size=c.get("adaptive_step_size")))]
+  checks += [
+    (f"{prefix}.adaptive_epsilon", dict(epsilon=c.adaptive_epsilon)),
+    (f"{prefix}.num_steps", dict(num_steps=c.num_steps)),
+    (f"{prefix}.step_size", dict(step_size=c.step_size)),
+    (f"{prefix}.adaptive_num_steps", dict(num_steps=c.get("adaptive_num_steps"))),
+    (f"{prefix}.adaptive_step_size", dict(step_size=c.get("adaptive_step_size"))),
+  ]
   for key, kwargs in checks:
     try:
       check_attack_parameters(**kwargs)
@@ -42,10 +48,14 @@ def check_attack_config(attack_config: ml_collections.ConfigDict,
       raise ValueError(f"{prefix}.{name} must be >= 1, got {c[name]}")
   targets = tuple(c.adaptive_targets)
   if set(targets) - set(ADAPTIVE_TARGETS):
-    raise ValueError(f"{prefix}.adaptive_targets must be a subset of {ADAPTIVE_TARGETS}, got {targets}")
+    raise ValueError(
+      f"{prefix}.adaptive_targets must be a subset of {ADAPTIVE_TARGETS}, got {targets}"
+    )
   missing = [n for n in (c.adaptive_ood or ()) if ood_names is not None and n not in ood_names]
   if missing:
-    raise ValueError(f"{prefix}.adaptive_ood names {missing}, not among the OOD sets {sorted(ood_names)}")
+    raise ValueError(
+      f"{prefix}.adaptive_ood names {missing}, not among the OOD sets {sorted(ood_names)}"
+    )
 
 
 def classifier_step_size(attack_config, epsilon: float) -> float:
@@ -62,6 +72,9 @@ def adaptive_steps(attack_config) -> Tuple[int, float]:
   num_steps = attack_config.num_steps if num_steps is None else num_steps
   step_size = attack_config.get("adaptive_step_size")
   if step_size is None:
-    step_size = (attack_config.step_size if attack_config.step_size is not None else
-                 default_step_size(attack_config.adaptive_epsilon, num_steps))
+    step_size = (
+      attack_config.step_size
+      if attack_config.step_size is not None
+      else default_step_size(attack_config.adaptive_epsilon, num_steps)
+    )
   return int(num_steps), float(step_size)

@@ -25,6 +25,7 @@ whose images are 218x178, is cropped to 140x140 first: `default_center_crop`), t
 resize of the uint8 image to `image_size` (skipped when already that size), then `/ 255`;
 grayscale is repeated to 3 channels.
 """
+
 import math
 import re
 from typing import Iterator, Optional, Tuple, Union
@@ -32,44 +33,48 @@ from typing import Iterator, Optional, Tuple, Union
 import jax
 import numpy as np
 
-from inflow_jax.checks import check_images
 from inflow_jax.data import files as image_files
 from inflow_jax.data import offline as offline_data
 from inflow_jax.data import tfds as tfds_source
 from inflow_jax.data.files import check_uint8_images
+from inflow_jax.utils.checks import check_images
 
 Labels = Optional[np.ndarray]
-FILE_PREFIXES = ('npz', 'npy', 'folder')
+FILE_PREFIXES = ("npz", "npy", "folder")
 CELEB_A_CROP = 140
-_SPLIT_RE = re.compile(r'^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$')
+_SPLIT_RE = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
 
 
 def known_names() -> str:
   """A one-line summary of the names `load_split` accepts (used in error messages)."""
-  return (f'offline sets: {", ".join(offline_data.OFFLINE_SETS)}; files: npz:PATH, npy:PATH, '
-          f'folder:PATH; tfds (tfds:NAME or NAME): {", ".join(tfds_source.STANDARD_DATASETS)} '
-          'or any tfds dataset prepared in data_dir')
+  return (
+    f"offline sets: {', '.join(offline_data.OFFLINE_SETS)}; files: npz:PATH, npy:PATH, "
+    f"folder:PATH; tfds (tfds:NAME or NAME): {', '.join(tfds_source.STANDARD_DATASETS)} "
+    "or any tfds dataset prepared in data_dir"
+  )
 
 
 def parse_name(name: str) -> Tuple[str, str]:
   """Splits a dataset name into `(source, argument)`: source in offline/npz/npy/folder/tfds."""
   if not isinstance(name, str) or not name.strip():
-    raise ValueError(f'dataset name must be a non-empty string, got {name!r}; known: {known_names()}')
+    raise ValueError(
+      f"dataset name must be a non-empty string, got {name!r}; known: {known_names()}"
+    )
   name = name.strip()
   if name in offline_data.OFFLINE_SETS:
-    return 'offline', name
-  prefix, sep, rest = name.partition(':')
-  if sep and prefix in FILE_PREFIXES + ('tfds',):
+    return "offline", name
+  prefix, sep, rest = name.partition(":")
+  if sep and prefix in FILE_PREFIXES + ("tfds",):
     if not rest:
       raise ValueError(f'dataset name {name!r} lacks the part after "{prefix}:"')
     return prefix, rest
-  return 'tfds', name
+  return "tfds", name
 
 
 def default_center_crop(name: str) -> Optional[int]:
   """The centre crop a dataset name implies: 140 for tfds `celeb_a` (218x178 faces), else None."""
   source, argument = parse_name(name)
-  if source == 'tfds' and re.split(r'[/:]', argument)[0] == 'celeb_a':
+  if source == "tfds" and re.split(r"[/:]", argument)[0] == "celeb_a":
     return CELEB_A_CROP
   return None
 
@@ -82,7 +87,7 @@ def slice_split(images: np.ndarray, labels: Labels, split: str) -> Tuple[np.ndar
   def bound(text, default):
     if text is None:
       return default
-    if text.endswith('%'):
+    if text.endswith("%"):
       return int(round(n * int(text[:-1]) / 100))
     return int(text)
 
@@ -90,7 +95,7 @@ def slice_split(images: np.ndarray, labels: Labels, split: str) -> Tuple[np.ndar
   images = images[start:stop]
   labels = None if labels is None else labels[start:stop]
   if not len(images):
-    raise ValueError(f'split {split!r} of a set of {n} images is empty')
+    raise ValueError(f"split {split!r} of a set of {n} images is empty")
   return images, labels
 
 
@@ -100,12 +105,14 @@ def _split_base(split: str) -> str:
   match = _SPLIT_RE.match(split.strip())
   if not match:
     raise ValueError(
-        f'split {split!r} is not "SPLIT" or "SPLIT[start:stop]" (only tfds datasets accept more)')
+      f'split {split!r} is not "SPLIT" or "SPLIT[start:stop]" (only tfds datasets accept more)'
+    )
   return match.group(1)
 
 
-def load_split(name: str, split: str, data_dir: Optional[str] = None, *,
-               download: bool = False) -> Tuple[np.ndarray, Labels]:
+def load_split(
+  name: str, split: str, data_dir: Optional[str] = None, *, download: bool = False
+) -> Tuple[np.ndarray, Labels]:
   """Loads a whole split: uint8 NHWC images in the source's own size and int64 labels (or None).
 
   Args:
@@ -115,26 +122,28 @@ def load_split(name: str, split: str, data_dir: Optional[str] = None, *,
     download: let tfds download and prepare a missing dataset (as array_record).
   """
   source, argument = parse_name(name)
-  if source == 'tfds':
-    images, labels = tfds_source.load_tfds(argument, split, data_dir, download=download,
-                                           known_names=known_names())
+  if source == "tfds":
+    images, labels = tfds_source.load_tfds(
+      argument, split, data_dir, download=download, known_names=known_names()
+    )
   else:
     base = _split_base(split)
-    if source == 'offline':
+    if source == "offline":
       images, labels = offline_data.load_offline(argument, base)
-    elif source == 'folder':
+    elif source == "folder":
       images, labels = image_files.load_folder(argument, base)
     else:
       images, labels = image_files.load_array_file(argument, base, source)
     images, labels = slice_split(images, labels, split)
-  images = check_uint8_images(images, name=f'images of {name!r} {split!r}')
+  images = check_uint8_images(images, name=f"images of {name!r} {split!r}")
   if labels is not None and len(labels) != len(images):
-    raise ValueError(f'{name!r}: {len(labels)} labels for {len(images)} images')
+    raise ValueError(f"{name!r}: {len(labels)} labels for {len(images)} images")
   return images, labels
 
 
-def preprocess(images: np.ndarray, image_size: int = 32,
-               center_crop: Optional[int] = None) -> np.ndarray:
+def preprocess(
+  images: np.ndarray, image_size: int = 32, center_crop: Optional[int] = None
+) -> np.ndarray:
   """uint8 (N, H, W, C in {1, 3}) -> float32 (N, image_size, image_size, 3) in [0, 1].
 
   x = resize_bilinear(crop(images)) / 255, the resize by PIL on the uint8 image (skipped when the
@@ -143,13 +152,13 @@ def preprocess(images: np.ndarray, image_size: int = 32,
   """
   images = check_uint8_images(images)
   if not isinstance(image_size, (int, np.integer)) or image_size < 1:
-    raise ValueError(f'image_size must be a positive integer, got {image_size!r}')
+    raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
   if center_crop is not None:
     height, width = images.shape[1:3]
     if not 0 < center_crop <= min(height, width):
-      raise ValueError(f'center_crop {center_crop} does not fit images of {height}x{width}')
+      raise ValueError(f"center_crop {center_crop} does not fit images of {height}x{width}")
     top, left = int(round((height - center_crop) / 2.0)), int(round((width - center_crop) / 2.0))
-    images = images[:, top:top + center_crop, left:left + center_crop]
+    images = images[:, top : top + center_crop, left : left + center_crop]
   if images.shape[1:3] != (image_size, image_size):
     images = image_files.resize_bilinear(images, image_size)
   x = images.astype(np.float32) * np.float32(1.0 / 255.0)
@@ -158,13 +167,18 @@ def preprocess(images: np.ndarray, image_size: int = 32,
   return x
 
 
-def load_images(name: str, split: str, image_size: int = 32, data_dir: Optional[str] = None,
-                max_images: Optional[int] = None) -> Tuple[np.ndarray, Labels]:
+def load_images(
+  name: str,
+  split: str,
+  image_size: int = 32,
+  data_dir: Optional[str] = None,
+  max_images: Optional[int] = None,
+) -> Tuple[np.ndarray, Labels]:
   """`load_split` + `preprocess` (crop from `default_center_crop(name)`) of the first `max_images`."""
   images, labels = load_split(name, split, data_dir)
   if max_images is not None:
     if max_images < 1:
-      raise ValueError(f'max_images must be >= 1, got {max_images}')
+      raise ValueError(f"max_images must be >= 1, got {max_images}")
     images = images[:max_images]
     labels = None if labels is None else labels[:max_images]
   return preprocess(images, image_size, default_center_crop(name)), labels
@@ -174,15 +188,24 @@ def process_shard(indices: np.ndarray, process_index: int, process_count: int) -
   """The process's part of `indices`: `np.array_split` into process_count contiguous near-equal
   parts (as `tfds.even_splits` / `tfds.split_for_jax_process`), so the parts are disjoint and cover."""
   if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index must be in [0, {process_count}), got {process_index}')
+    raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}")
   return np.array_split(indices, process_count)[process_index]
 
 
-def batches(images: np.ndarray, batch_size: int, *, seed: int, shuffle: bool = True,
-            drop_remainder: bool = True, pad: bool = False, image_size: Optional[int] = None,
-            process_index: Optional[int] = None, process_count: Optional[int] = None,
-            repeat: bool = False, labels: Optional[np.ndarray] = None
-            ) -> Iterator[Union[np.ndarray, Tuple[np.ndarray, ...]]]:
+def batches(
+  images: np.ndarray,
+  batch_size: int,
+  *,
+  seed: int,
+  shuffle: bool = True,
+  drop_remainder: bool = True,
+  pad: bool = False,
+  image_size: Optional[int] = None,
+  process_index: Optional[int] = None,
+  process_count: Optional[int] = None,
+  repeat: bool = False,
+  labels: Optional[np.ndarray] = None,
+) -> Iterator[Union[np.ndarray, Tuple[np.ndarray, ...]]]:
   """Yields float32 (batch_size, S, S, 3) batches in [0, 1] of this process's shard of `images`.
 
   With `labels` (N,), each batch is `(x, y)` with y the labels of x's images (`(x, y, mask)` with pad).
@@ -208,47 +231,51 @@ def batches(images: np.ndarray, batch_size: int, *, seed: int, shuffle: bool = T
     labels: (N,) labels of `images`, batched alongside them.
   """
   if batch_size < 1:
-    raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   if labels is not None and np.shape(labels) != (len(images),):
-    raise ValueError(f'labels must have shape ({len(images)},), got {np.shape(labels)}')
+    raise ValueError(f"labels must have shape ({len(images)},), got {np.shape(labels)}")
   if pad and drop_remainder:
-    raise ValueError('pad=True pads the last partial batch: pass drop_remainder=False with it')
+    raise ValueError("pad=True pads the last partial batch: pass drop_remainder=False with it")
   if np.asarray(images).dtype == np.uint8:
     images = check_uint8_images(images)
     if image_size is None and images.shape[1] != images.shape[2]:
-      raise ValueError(f'images of shape {images.shape} are not square: pass image_size')
+      raise ValueError(f"images of shape {images.shape} are not square: pass image_size")
     size = image_size or images.shape[1]
     convert = lambda batch: preprocess(batch, size)
   else:
-    images = np.asarray(check_images(images, name='images', channels=3, value_range=(0, 1)))
+    images = np.asarray(check_images(images, name="images", channels=3, value_range=(0, 1)))
     if image_size is not None and images.shape[1:3] != (image_size, image_size):
-      raise ValueError(f'float images of shape {images.shape} are not {image_size}x{image_size}; '
-                       'preprocess the uint8 images to that size first')
+      raise ValueError(
+        f"float images of shape {images.shape} are not {image_size}x{image_size}; "
+        "preprocess the uint8 images to that size first"
+      )
     convert = lambda batch: batch.astype(np.float32, copy=False)
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   n = len(images)
   per_process = n // process_count if drop_remainder else math.ceil(n / process_count)
   if per_process < (batch_size if drop_remainder else 1):
-    raise ValueError(f'{n} images over {process_count} process(es) give {per_process} per process, '
-                     f'fewer than one batch of {batch_size}')
+    raise ValueError(
+      f"{n} images over {process_count} process(es) give {per_process} per process, "
+      f"fewer than one batch of {batch_size}"
+    )
   num_batches = per_process // batch_size if drop_remainder else math.ceil(per_process / batch_size)
 
   epoch = 0
   while True:
     order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
     if drop_remainder:
-      order = order[:per_process * process_count]
+      order = order[: per_process * process_count]
     shard = process_shard(order, process_index, process_count)
     for b in range(num_batches):
-      indices = shard[b * batch_size:(b + 1) * batch_size]
+      indices = shard[b * batch_size : (b + 1) * batch_size]
       x = convert(images[indices])
       y = () if labels is None else (np.asarray(labels)[indices],)
       if not pad:
         yield (x, *y) if y else x
         continue
       mask = np.zeros(batch_size, bool)
-      mask[:len(indices)] = True
+      mask[: len(indices)] = True
       if len(indices) < batch_size:
         x = np.concatenate([x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
         y = tuple(np.concatenate([a, np.zeros(batch_size - len(a), a.dtype)]) for a in y)

@@ -7,6 +7,7 @@ lossless ones by their compression artefacts alone, so lossless in-distribution 
 lossless OOD sets look easier than they are. A detector whose inputs all go through the same round
 trip (`InFlowDetector(..., jpeg_quality=75)`, `data.jpeg_quality`) compares content, not pipelines.
 """
+
 import io
 from typing import Optional
 
@@ -18,7 +19,11 @@ def check_jpeg_quality(quality: Optional[int]) -> Optional[int]:
   """None (no round trip) or an int in [1, 95]; raises ValueError otherwise."""
   if quality is None:
     return None
-  if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 95:
+  if (
+    isinstance(quality, bool)
+    or not isinstance(quality, (int, np.integer))
+    or not 1 <= quality <= 95
+  ):
     raise ValueError(f"jpeg_quality must be None (off) or an integer in [1, 95], got {quality!r}")
   return int(quality)
 

@@ -14,20 +14,21 @@ a = 1 everywhere.
   the length of the losslessly compressed image (PNG, PIL `compress_level=9`) in bits per dimension.
   Higher S means more OOD.
 """
+
 import dataclasses
-import io
 from typing import Dict, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
-from inflow_jax.checks import check_images
+from inflow_jax.data.png import png_bits_per_dim
 
 
 def _check_nll(nll, name: str) -> np.ndarray:
   nll = np.asarray(nll, dtype=np.float64)
   if nll.ndim != 1 or nll.size == 0:
-    raise ValueError(f"{name} must be a non-empty 1-D array of per-image NLLs, got shape {nll.shape}")
+    raise ValueError(
+      f"{name} must be a non-empty 1-D array of per-image NLLs, got shape {nll.shape}"
+    )
   if not np.all(np.isfinite(nll)):
     raise ValueError(f"{name} contains NaN or infinite values")
   return nll
@@ -36,18 +37,19 @@ def _check_nll(nll, name: str) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class TypicalityState:
   """entropy: H_hat; thresholds: {batch size M: eps_M}; level: the test's false-alarm level."""
+
   entropy: float
   thresholds: Dict[int, float]
   level: float
 
 
 def fit_typicality(
-    nll_heldout,
-    batch_sizes: Sequence[int],
-    *,
-    level: float = 0.05,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
+  nll_heldout,
+  batch_sizes: Sequence[int],
+  *,
+  level: float = 0.05,
+  n_bootstrap: int = 1000,
+  seed: int = 0,
 ) -> TypicalityState:
   """Entropy estimate and bootstrap thresholds eps_M from held-out in-distribution NLLs.
 
@@ -88,34 +90,9 @@ def typicality_test(state: TypicalityState, nll_batch) -> bool:
   nll = _check_nll(nll_batch, "nll_batch")
   if nll.size not in state.thresholds:
     raise ValueError(
-        f"no typicality threshold for batch size {nll.size}; fitted sizes: {sorted(state.thresholds)}")
+      f"no typicality threshold for batch size {nll.size}; fitted sizes: {sorted(state.thresholds)}"
+    )
   return typicality_statistic(state, nll) > state.thresholds[nll.size]
-
-
-def to_uint8(x) -> np.ndarray:
-  """Float NHWC images in [0, 1] -> uint8 `round(255 x)` (exact for images that came from uint8)."""
-  x = check_images(np.asarray(x), name="x", value_range=(0.0, 1.0))
-  return np.round(np.asarray(x, dtype=np.float64) * 255.0).astype(np.uint8)
-
-
-def png_bits_per_dim(x, compress_level: int = 9) -> np.ndarray:
-  """(N,) length of each image's PNG file (PIL, `compress_level`) in bits per dimension, 8 |png| / (HWC).
-
-  Args:
-    x: float NHWC images in [0, 1] with 1 or 3 channels; stored as 8-bit grayscale / RGB PNGs.
-  """
-  images = to_uint8(x)
-  channels = images.shape[-1]
-  if channels not in (1, 3):
-    raise ValueError(f"PNG compression needs 1 or 3 channels, got shape {images.shape}")
-  dims = int(np.prod(images.shape[1:]))
-  lengths = np.empty(images.shape[0])
-  for i, image in enumerate(images):
-    buffer = io.BytesIO()
-    Image.fromarray(image[..., 0] if channels == 1 else image).save(
-        buffer, format="PNG", compress_level=compress_level)
-    lengths[i] = 8.0 * buffer.getbuffer().nbytes / dims
-  return lengths
 
 
 def input_complexity_score(nll_bpd, x, *, png_bpd: Optional[np.ndarray] = None) -> np.ndarray:

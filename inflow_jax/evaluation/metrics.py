@@ -12,6 +12,7 @@ OOD**. A detector flags x when `score(x) >= t` for a threshold t.
   least 0.95, the false-positive rate `mean(s_in >= t*)`: the fraction of in-distribution samples that
   are flagged when 95% of the OOD samples are caught. Ties are flagged together (never split).
 """
+
 from typing import Dict
 
 import numpy as np
@@ -66,8 +67,8 @@ def fpr_at_95_tpr(scores_in, scores_out, tpr_level: float = 0.95) -> float:
 def ood_metrics(scores_in, scores_out) -> Dict[str, float]:
   """All four metrics: {'auroc', 'aupr_in', 'aupr_out', 'fpr95'} (JSON-serialisable floats)."""
   return {
-      "auroc": auroc(scores_in, scores_out),
-      "aupr_in": aupr_in(scores_in, scores_out),
-      "aupr_out": aupr_out(scores_in, scores_out),
-      "fpr95": fpr_at_95_tpr(scores_in, scores_out),
+    "auroc": auroc(scores_in, scores_out),
+    "aupr_in": aupr_in(scores_in, scores_out),
+    "aupr_out": aupr_out(scores_in, scores_out),
+    "fpr95": fpr_at_95_tpr(scores_in, scores_out),
   }

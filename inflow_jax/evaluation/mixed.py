@@ -5,7 +5,7 @@ batches; for every OOD set and OOD fraction rho in `rhos`: the fraction of `n_ba
 k = max(1, round(rho m)) OOD and m - k in-distribution images flagged (rho = 0: exactly one OOD image).
 Images are drawn without replacement within a batch (numpy Generator seeded with `seed`, in the order of
 the table). Every gate runs on the very same batches: 'inflow' (the paper's MMD test), 'typicality',
-and, given per-image conformal p-values (`inflow_jax.conformal`), 'conformal' (their batch test) and
+and, given per-image conformal p-values (`inflow_jax.gates`), 'conformal' (their batch test) and
 'combined' (that test, the MMD test and, where the conformal state has one, the mean-shift test
 combined). The MMD test needs 2 images: at m = 1 its rate is NaN and 'combined' leaves it out.
 
@@ -13,21 +13,23 @@ Key streams (below the protocol's key): fold_in(key, j) for the false alarms at 
 fold_in(fold_in(fold_in(key, 1000 + s), r), j) for OOD set s, fraction r, batch size j; batch b of a
 cell is tested with fold_in(cell_key, b).
 """
+
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
 
-from inflow_jax import conformal
-from inflow_jax.attention.batches import attention_tests
+from inflow_jax import gates as conformal
 from inflow_jax.evaluation import baselines as baselines_lib
+from inflow_jax.gates.mmd_batches import attention_tests
 
-MIXED_OOD_STREAM = 1000   # fold_in(key, 1000 + s): OOD set s
+MIXED_OOD_STREAM = 1000  # fold_in(key, 1000 + s): OOD set s
 
 
 class Gates(NamedTuple):
   """The batch tests the protocol compares: the MMD test, the typicality test and, optionally, the
   conformal state with the combination rule of the combined gate."""
+
   mmd_state: Any
   typicality: baselines_lib.TypicalityState
   conformal_state: Optional[conformal.ConformalState] = None
@@ -36,8 +38,9 @@ class Gates(NamedTuple):
 
 def typicality_flags(state: baselines_lib.TypicalityState, nll: np.ndarray, starts) -> np.ndarray:
   """The typicality test on each batch nll[starts[i]:starts[i+1]]."""
-  return np.array([baselines_lib.typicality_test(state, nll[lo:hi])
-                   for lo, hi in zip(starts[:-1], starts[1:])])
+  return np.array(
+    [baselines_lib.typicality_test(state, nll[lo:hi]) for lo, hi in zip(starts[:-1], starts[1:])]
+  )
 
 
 def _gate_rates(gates: Gates, cell_key, x, nll, image_p, m: int) -> Dict[str, float]:
@@ -54,23 +57,39 @@ def _gate_rates(gates: Gates, cell_key, x, nll, image_p, m: int) -> Dict[str, fl
     p_conformal = conformal.batch_p_values(gates.conformal_state, image_p, starts)
     level = gates.conformal_state.level
     rates["conformal"] = float(np.mean(p_conformal < level))
-    combined, _ = conformal.combined_p_values(gates.conformal_state, gates.combination, p_conformal,
-                                              p_mmd, x, starts, cell_key)
+    combined, _ = conformal.combined_p_values(
+      gates.conformal_state, gates.combination, p_conformal, p_mmd, x, starts, cell_key
+    )
     rates["combined"] = float(np.mean(combined < level))
   return rates
 
 
-def mixed_protocol(gates: Gates, x_in: np.ndarray, nll_in: np.ndarray, p_in: Optional[np.ndarray],
-                   ood_sets: Mapping[str, np.ndarray], nll_out: Mapping[str, np.ndarray],
-                   p_out: Mapping[str, Optional[np.ndarray]], rhos: Sequence[float],
-                   batch_sizes: Sequence[int], n_batches: int, key: jax.Array, seed: int) -> Dict:
+def mixed_protocol(
+  gates: Gates,
+  x_in: np.ndarray,
+  nll_in: np.ndarray,
+  p_in: Optional[np.ndarray],
+  ood_sets: Mapping[str, np.ndarray],
+  nll_out: Mapping[str, np.ndarray],
+  p_out: Mapping[str, Optional[np.ndarray]],
+  rhos: Sequence[float],
+  batch_sizes: Sequence[int],
+  n_batches: int,
+  key: jax.Array,
+  seed: int,
+) -> Dict:
   """The protocol's table: rhos, batch_sizes, n_batches, false_alarm {method: [rate per m]}, power
   {set: {method: [[rate per m] per rho]}}. Unchecked inputs (`evaluate_ood` validated them); nll_*:
   per-image NLL bits/dim at a = 1; p_*: per-image conformal p-values (None without a conformal gate)."""
   rng = np.random.default_rng(seed)
   n_in = x_in.shape[0]
-  table = {"rhos": [float(r) for r in rhos], "batch_sizes": [int(m) for m in batch_sizes],
-           "n_batches": int(n_batches), "false_alarm": {}, "power": {}}
+  table = {
+    "rhos": [float(r) for r in rhos],
+    "batch_sizes": [int(m) for m in batch_sizes],
+    "n_batches": int(n_batches),
+    "false_alarm": {},
+    "power": {},
+  }
   pick = lambda values, idx: None if values is None else values[idx]
 
   def cell(cell_key, m, draw) -> Dict[str, float]:
@@ -80,7 +99,9 @@ def mixed_protocol(gates: Gates, x_in: np.ndarray, nll_in: np.ndarray, p_in: Opt
 
   for j, m in enumerate(batch_sizes):
     if m > n_in:
-      raise ValueError(f"mixed batch size {m} is larger than the in-distribution set of {n_in} images")
+      raise ValueError(
+        f"mixed batch size {m} is larger than the in-distribution set of {n_in} images"
+      )
     draw = _Draw(rng, n_in, m, 0, x_in, nll_in, p_in, x_in, nll_in, p_in)
     for method, rate in cell(jax.random.fold_in(key, j), m, draw).items():
       table["false_alarm"].setdefault(method, []).append(rate)
@@ -93,10 +114,14 @@ def mixed_protocol(gates: Gates, x_in: np.ndarray, nll_in: np.ndarray, p_in: Opt
       for j, m in enumerate(batch_sizes):
         k = max(1, int(round(rho * m)))
         if k > x_out.shape[0]:
-          raise ValueError(f"mixed batch (rho={rho}, m={m}) needs {k} images of {name!r}, "
-                           f"which has {x_out.shape[0]}")
+          raise ValueError(
+            f"mixed batch (rho={rho}, m={m}) needs {k} images of {name!r}, "
+            f"which has {x_out.shape[0]}"
+          )
         draw = _Draw(rng, n_in, m, k, x_out, nll_out[name], pick(p_out, name), x_in, nll_in, p_in)
-        for method, rate in cell(jax.random.fold_in(jax.random.fold_in(set_key, r), j), m, draw).items():
+        for method, rate in cell(
+          jax.random.fold_in(jax.random.fold_in(set_key, r), j), m, draw
+        ).items():
           row.setdefault(method, []).append(rate)
       for method, rates in row.items():
         power.setdefault(method, []).append(rates)
@@ -109,12 +134,16 @@ class _Draw:
 
   def __init__(self, rng, n_in, m, k, x_out, nll_out, p_out, x_in, nll_in, p_in):
     self.rng, self.n_in, self.m, self.k, self.n_out = rng, n_in, m, k, x_out.shape[0]
-    join = lambda a, b: None if a is None else (lambda i_out, i_in: np.concatenate([a[i_out], b[i_in]]))
+    join = lambda a, b: (
+      None if a is None else (lambda i_out, i_in: np.concatenate([a[i_out], b[i_in]]))
+    )
     fields = [join(x_out, x_in), join(nll_out, nll_in), join(p_out, p_in)]
     self.fields = [f if f is not None else (lambda i_out, i_in: np.zeros(0)) for f in fields]
 
   def __call__(self):
     if self.k == 0:
       return np.zeros(0, np.int64), self.rng.choice(self.n_in, self.m, replace=False)
-    return (self.rng.choice(self.n_out, self.k, replace=False),
-            self.rng.choice(self.n_in, self.m - self.k, replace=False))
+    return (
+      self.rng.choice(self.n_out, self.k, replace=False),
+      self.rng.choice(self.n_in, self.m - self.k, replace=False),
+    )

@@ -8,6 +8,7 @@ created from the batch that reaches the layer, so that at a = 1 the output has z
 variance per channel: log_scale = -log(std + 1e-6), bias = -mean * exp(log_scale) (mean and std over
 B, H, W). Initialise with a representative batch (the init statistics do not depend on `a`).
 """
+
 from typing import Tuple
 
 import flax.linen as nn
@@ -19,6 +20,7 @@ from inflow_jax.flows.gate import broadcast_attention, per_sample
 
 class ActNorm(nn.Module):
   """Per-channel gated affine map; parameters `log_scale` (C,) and `bias` (C,)."""
+
   epsilon: float = 1e-6
 
   @nn.compact

@@ -16,6 +16,7 @@ Inverse (exact for every a):
     s1 = f(s1net([y1, c])),  x2 = (y2 - a * t1net([y1, c])) * exp(-a * s1)
     s2 = f(s2net([x2, c])),  x1 = (y1 - a * t2net([x2, c])) * exp(-a * s2)
 """
+
 from typing import Tuple
 
 import flax.linen as nn
@@ -29,6 +30,7 @@ CLAMP_SLOPE = 0.636  # the original's atan clamp: f(u) = clamp * 0.636 * atan(u)
 
 class AttentionCoupling(nn.Module):
   """Attention-gated affine coupling; parameters `subnet_{s1,t1,s2,t2}` (see `subnet.Subnet`)."""
+
   width: int = 256
   clamp: float = 2.0
   condition_channels: int = 3

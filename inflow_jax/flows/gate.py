@@ -4,6 +4,7 @@ The attention `a` is a scalar (one value for the whole batch) or a (B,) array (o
 Layers multiply their log-scales and shifts by `a`, so that `a = 1` is the ordinary layer and `a = 0`
 the identity; `broadcast_attention` gives `a` the shape that broadcasts against an NHWC batch.
 """
+
 import jax.numpy as jnp
 
 
@@ -14,7 +15,8 @@ def broadcast_attention(attention, x: jnp.ndarray) -> jnp.ndarray:
     return a
   if a.shape != (x.shape[0],):
     raise ValueError(
-        f"attention must be a scalar or have shape ({x.shape[0]},), got shape {a.shape}")
+      f"attention must be a scalar or have shape ({x.shape[0]},), got shape {a.shape}"
+    )
   return a.reshape((-1,) + (1,) * (x.ndim - 1))
 
 

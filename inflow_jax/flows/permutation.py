@@ -5,6 +5,7 @@ The permutation is static (not a parameter). By default block k uses
 InFlow code's `PermuteRandom(seed=k)` (perm_0 = [2, 1, 0], perm_1 = [0, 2, 1] for C = 3).
 The permutation is NOT gated by the attention: at a = 0 the flow is a pure channel permutation.
 """
+
 from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -27,6 +28,7 @@ def check_permutation(perm: Sequence[int], channels: int) -> Tuple[int, ...]:
 
 class Permutation(nn.Module):
   """Channel permutation layer: `perm` if given, else `seeded_permutation(seed, C)`."""
+
   seed: int = 0
   perm: Optional[Tuple[int, ...]] = None
 

@@ -5,6 +5,7 @@ squeeze:   (B, H, W, C) -> (B, H/2, W/2, 4C),
 unsqueeze: its inverse.
 split:     (B, H, W, C) -> (factored = x[..., :C//2], kept = x[..., C//2:]); merge concatenates back.
 """
+
 from typing import Tuple
 
 import jax.numpy as jnp
@@ -15,7 +16,11 @@ def squeeze(x: jnp.ndarray) -> Tuple[jnp.ndarray, jnp.ndarray]:
   b, h, w, c = x.shape
   if h % 2 or w % 2:
     raise ValueError(f"squeeze needs even height and width, got shape {x.shape}")
-  y = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
+  y = (
+    x.reshape(b, h // 2, 2, w // 2, 2, c)
+    .transpose(0, 1, 3, 2, 4, 5)
+    .reshape(b, h // 2, w // 2, 4 * c)
+  )
   return y, jnp.zeros((b,), x.dtype)
 
 

@@ -25,6 +25,7 @@ are slow, and which does not fuse matrix products with what follows them):
   matrix product computes ~5x faster;
 * the s and t nets of one coupling share the patches and the chunk loop.
 """
+
 from typing import Tuple
 
 import flax.linen as nn
@@ -45,28 +46,41 @@ class Subnet(nn.Module):
   With `zero_output=True` the second conv starts at zero (Glow's zero-initialised last layer), so
   that every coupling begins as the identity.
   """
+
   width: int
   out_channels: int
   zero_output: bool = False
 
   @nn.compact
   def __call__(self, in_channels: int) -> Weights:
-    shapes = {"kernel_0": (3, 3, in_channels, self.width), "bias_0": (self.width,),
-              "kernel_1": (3, 3, self.width, self.out_channels), "bias_1": (self.out_channels,)}
-    bounds = {"kernel_0": 1 / np.sqrt(9 * in_channels), "bias_0": 1 / np.sqrt(9 * in_channels),
-              "kernel_1": 1 / np.sqrt(9 * self.width), "bias_1": 1 / np.sqrt(9 * self.width)}
+    shapes = {
+      "kernel_0": (3, 3, in_channels, self.width),
+      "bias_0": (self.width,),
+      "kernel_1": (3, 3, self.width, self.out_channels),
+      "bias_1": (self.out_channels,),
+    }
+    bounds = {
+      "kernel_0": 1 / np.sqrt(9 * in_channels),
+      "bias_0": 1 / np.sqrt(9 * in_channels),
+      "kernel_1": 1 / np.sqrt(9 * self.width),
+      "bias_1": 1 / np.sqrt(9 * self.width),
+    }
     sizes = [int(np.prod(shape)) for shape in shapes.values()]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     draw = None
     if self.is_initializing():
-      draw = jax.random.uniform(self.make_rng("params"), (int(offsets[-1]),), minval=-1.0, maxval=1.0)
+      draw = jax.random.uniform(
+        self.make_rng("params"), (int(offsets[-1]),), minval=-1.0, maxval=1.0
+      )
     params = []
     for (name, shape), start, stop in zip(shapes.items(), offsets[:-1], offsets[1:]):
+
       def init(_, start=start, stop=stop, name=name, shape=shape):
         if draw is None:  # flax may evaluate the initialiser's shape outside init
           return jnp.zeros(shape, jnp.float32)
         scale = 0.0 if self.zero_output and name.endswith("_1") else bounds[name]
         return (scale * draw[start:stop]).reshape(shape)
+
       params.append(self.param(name, init))
     return tuple(params)
 
@@ -75,7 +89,7 @@ def im2col3x3(x: jnp.ndarray) -> jnp.ndarray:
   """(B, H, W, C) -> (B, H, W, 9*C): the zero-padded 3x3 neighbourhood, taps (dy, dx) major, C minor."""
   _, h, w, _ = x.shape
   padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  taps = [padded[:, dy:dy + h, dx:dx + w, :] for dy in range(3) for dx in range(3)]
+  taps = [padded[:, dy : dy + h, dx : dx + w, :] for dy in range(3) for dx in range(3)]
   return jnp.concatenate(taps, axis=-1)
 
 
@@ -86,7 +100,7 @@ def shift_add3x3(y: jnp.ndarray) -> jnp.ndarray:
   out = padded[:, 0:h, 0:w, 0, :]
   for tap in range(1, 9):
     dy, dx = divmod(tap, 3)
-    out = out + padded[:, dy:dy + h, dx:dx + w, tap, :]
+    out = out + padded[:, dy : dy + h, dx : dx + w, tap, :]
   return out
 
 
@@ -96,15 +110,20 @@ ROWS_PER_CHUNK = 1024
 def _mlp_weights(k: int, weights: Weights, dtype):
   """(K0 (9(k+1), width), b0, K1t (9o, width)) of one net; the condition channels folded into one."""
   kernel_0, bias_0, kernel_1, _ = (w.astype(dtype) for w in weights)
-  kernel_0 = jnp.concatenate([kernel_0[:, :, :k, :], kernel_0[:, :, k:, :].sum(axis=2, keepdims=True)],
-                             axis=2)
+  kernel_0 = jnp.concatenate(
+    [kernel_0[:, :, :k, :], kernel_0[:, :, k:, :].sum(axis=2, keepdims=True)], axis=2
+  )
   width, out = kernel_1.shape[2], kernel_1.shape[3]
-  return (kernel_0.reshape(9 * (k + 1), width), bias_0,
-          kernel_1.transpose(0, 1, 3, 2).reshape(9 * out, width))
+  return (
+    kernel_0.reshape(9 * (k + 1), width),
+    bias_0,
+    kernel_1.transpose(0, 1, 3, 2).reshape(9 * out, width),
+  )
 
 
-def fused_subnets(u: jnp.ndarray, a: jnp.ndarray, s_weights: Weights,
-                  t_weights: Weights) -> Tuple[jnp.ndarray, jnp.ndarray]:
+def fused_subnets(
+  u: jnp.ndarray, a: jnp.ndarray, s_weights: Weights, t_weights: Weights
+) -> Tuple[jnp.ndarray, jnp.ndarray]:
   """(s_net([u, c]), t_net([u, c])) for c = m constant channels equal to `a`.
 
   Runs over chunks of max(1, ROWS_PER_CHUNK // (H W)) whole images (`lax.map`, the batch zero-padded
@@ -126,12 +145,18 @@ def fused_subnets(u: jnp.ndarray, a: jnp.ndarray, s_weights: Weights,
 
   @jax.checkpoint
   def chunk_nets(chunk):
-    u_chunk, a_chunk = chunk                                   # (c, H, W, k), (c,)
+    u_chunk, a_chunk = chunk  # (c, H, W, k), (c,)
     condition = jnp.broadcast_to(a_chunk[:, None, None, None], (*u_chunk.shape[:3], 1))
     patches = im2col3x3(jnp.concatenate([u_chunk, condition], axis=-1)).reshape(-1, 9 * (k + 1))
-    return tuple(shift_add3x3(jnp.einsum("rc,oc->ro", jax.nn.relu(patches @ k0 + b0), k1t)
-                              .reshape(*u_chunk.shape[:3], 9, out)) + bias
-                 for (k0, b0, k1t), bias in zip(nets, biases))
+    return tuple(
+      shift_add3x3(
+        jnp.einsum("rc,oc->ro", jax.nn.relu(patches @ k0 + b0), k1t).reshape(
+          *u_chunk.shape[:3], 9, out
+        )
+      )
+      + bias
+      for (k0, b0, k1t), bias in zip(nets, biases)
+    )
 
   images = max(1, ROWS_PER_CHUNK // (h * w))
   n_chunks = -(-b // images)

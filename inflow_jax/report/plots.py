@@ -2,6 +2,7 @@
 
 Each function writes one PNG to `path` and returns the path.
 """
+
 import os
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -37,7 +38,9 @@ def plot_mixed_power(mixed: Mapping, path: str, title: Optional[str] = None) -> 
   batch_sizes = list(mixed["batch_sizes"])
   rhos = list(mixed["rhos"])
   names = list(mixed["power"])
-  fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True)
+  fig, axes = plt.subplots(
+    1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True
+  )
   colours = plt.cm.viridis(np.linspace(0.0, 0.85, len(rhos)))
   for ax, name in zip(axes[0], names):
     for method, style in STYLES.items():
@@ -47,10 +50,15 @@ def plot_mixed_power(mixed: Mapping, path: str, title: Optional[str] = None) -> 
         label = ("one OOD image" if rho == 0 else f"rho={rho:g}") if method == "inflow" else None
         ax.plot(batch_sizes, power, style, marker="o", ms=3, color=colour, label=label)
       if method in mixed["false_alarm"]:
-        ax.plot(batch_sizes, mixed["false_alarm"][method], style, color="red",
-                label="in-dist false alarms" if method == "inflow" else None)
+        ax.plot(
+          batch_sizes,
+          mixed["false_alarm"][method],
+          style,
+          color="red",
+          label="in-dist false alarms" if method == "inflow" else None,
+        )
     ax.set_xscale("log")
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())   # no log-scale minor labels
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # no log-scale minor labels
     ax.set_xticks(batch_sizes)
     ax.set_xticklabels([str(m) for m in batch_sizes])
     ax.set_ylim(-0.03, 1.03)
@@ -59,16 +67,18 @@ def plot_mixed_power(mixed: Mapping, path: str, title: Optional[str] = None) -> 
     ax.grid(alpha=0.3)
   axes[0][0].set_ylabel("fraction of batches flagged")
   present = [m for m in STYLES if m in mixed["false_alarm"]]
-  axes[0][0].legend(fontsize=7, title="\n".join(f"{STYLE_NAMES[STYLES[m]]}: {m}" for m in present),
-                    title_fontsize=7)
+  axes[0][0].legend(
+    fontsize=7, title="\n".join(f"{STYLE_NAMES[STYLES[m]]}: {m}" for m in present), title_fontsize=7
+  )
   if title:
     fig.suptitle(title, y=1.0)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))   # keep the title above the panels' titles
+    fig.tight_layout(rect=(0, 0, 1, 0.93))  # keep the title above the panels' titles
   return _save(fig, path)
 
 
-def plot_roc_curves(scores_in, scores_out: Mapping[str, np.ndarray], path: str,
-                    title: Optional[str] = None) -> str:
+def plot_roc_curves(
+  scores_in, scores_out: Mapping[str, np.ndarray], path: str, title: Optional[str] = None
+) -> str:
   """ROC curves (OOD positive, higher score = more OOD) of each OOD set against `scores_in`."""
   fig, ax = plt.subplots(figsize=(4.5, 4.2))
   scores_in = np.asarray(scores_in, dtype=np.float64)
@@ -85,8 +95,9 @@ def plot_roc_curves(scores_in, scores_out: Mapping[str, np.ndarray], path: str,
   return _save(fig, path)
 
 
-def plot_score_histograms(scores: Mapping[str, np.ndarray], path: str, title: Optional[str] = None,
-                          bins: int = 60) -> str:
+def plot_score_histograms(
+  scores: Mapping[str, np.ndarray], path: str, title: Optional[str] = None, bins: int = 60
+) -> str:
   """Overlaid histograms of the per-image scores of each named set, on common bins."""
   fig, ax = plt.subplots(figsize=(6.0, 3.8))
   values = [np.asarray(s, dtype=np.float64) for s in scores.values()]
@@ -100,15 +111,22 @@ def plot_score_histograms(scores: Mapping[str, np.ndarray], path: str, title: Op
   return _save(fig, path)
 
 
-def plot_training_loss(steps: Sequence[int], losses: Sequence[float], path: str,
-                       title: Optional[str] = None, *, eval_steps: Sequence[int] = (),
-                       eval_values: Sequence[float] = ()) -> str:
+def plot_training_loss(
+  steps: Sequence[int],
+  losses: Sequence[float],
+  path: str,
+  title: Optional[str] = None,
+  *,
+  eval_steps: Sequence[int] = (),
+  eval_values: Sequence[float] = (),
+) -> str:
   """Training loss against step, and (when given) the held-out bits/dim at `eval_steps`."""
   steps = np.asarray(steps)
   losses = np.asarray(losses, dtype=np.float64)
   if steps.shape != losses.shape or steps.ndim != 1 or steps.size == 0:
     raise ValueError(
-        f"steps and losses must be non-empty 1-D arrays of equal length, got {steps.shape}, {losses.shape}")
+      f"steps and losses must be non-empty 1-D arrays of equal length, got {steps.shape}, {losses.shape}"
+    )
   fig, ax = plt.subplots(figsize=(5.5, 3.5))
   ax.plot(steps, losses, lw=1, label="training loss")
   if len(eval_steps):
@@ -121,7 +139,9 @@ def plot_training_loss(steps: Sequence[int], losses: Sequence[float], path: str,
   return _save(fig, path)
 
 
-def plot_all(table: Mapping, scores: Dict[str, Dict[str, np.ndarray]], directory: str) -> Dict[str, str]:
+def plot_all(
+  table: Mapping, scores: Dict[str, Dict[str, np.ndarray]], directory: str
+) -> Dict[str, str]:
   """The evaluation's figures in `directory`: mixed-protocol power, ROC and histograms per score.
 
   Args:
@@ -133,11 +153,14 @@ def plot_all(table: Mapping, scores: Dict[str, Dict[str, np.ndarray]], directory
   paths = {}
   if "mixed" in table:
     paths["mixed_power"] = plot_mixed_power(
-        table["mixed"], os.path.join(directory, "mixed_power.png"), "mixed protocol")
+      table["mixed"], os.path.join(directory, "mixed_power.png"), "mixed protocol"
+    )
   for score_name, sets in scores.items():
     outs = {k: v for k, v in sets.items() if k != "in"}
     paths[f"roc_{score_name}"] = plot_roc_curves(
-        sets["in"], outs, os.path.join(directory, f"roc_{score_name}.png"), f"ROC: {score_name}")
+      sets["in"], outs, os.path.join(directory, f"roc_{score_name}.png"), f"ROC: {score_name}"
+    )
     paths[f"hist_{score_name}"] = plot_score_histograms(
-        sets, os.path.join(directory, f"hist_{score_name}.png"), f"scores: {score_name}")
+      sets, os.path.join(directory, f"hist_{score_name}.png"), f"scores: {score_name}"
+    )
   return paths

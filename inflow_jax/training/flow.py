@@ -6,6 +6,7 @@ one) are `inflow_jax.training.step`'s, shared with the adversarial classifier; t
 loss, checkpointing (orbax), resuming, held-out bits/dim every `train.eval_every` steps and the metrics
 log (`metrics.jsonl`: one line per `log_every` steps; `eval_bpd` on the lines of evaluated steps).
 """
+
 import json
 import pathlib
 import time
@@ -17,26 +18,31 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from inflow_jax.checks import check_images
 from inflow_jax.training import checkpoint as checkpoint_lib
 from inflow_jax.training.losses import LOSSES, FlowLoss, check_8bit, heldout_bpd
 from inflow_jax.training.optimizer import check_optimizer_config
 from inflow_jax.training.skip import skipped_steps
-from inflow_jax.training.state import (CHECKPOINT_DIR, abstract_train_state, eval_variables,
-                                       initial_train_state)
+from inflow_jax.training.state import (
+  CHECKPOINT_DIR,
+  abstract_train_state,
+  eval_variables,
+  initial_train_state,
+)
 from inflow_jax.training.step import fit_batches, global_batch, local_batches, make_mesh, make_step
+from inflow_jax.utils.checks import check_images
 
 METRICS_FILE = "metrics.jsonl"
 
 
 class TrainResult(NamedTuple):
-  variables: Any           # the model's variables after the last step
-  steps: np.ndarray        # (n,) the step numbers run in this call (1-based: after the update)
-  losses: np.ndarray       # (n,) the loss of each of these steps, computed before its update
+  variables: Any  # the model's variables after the last step
+  steps: np.ndarray  # (n,) the step numbers run in this call (1-based: after the update)
+  losses: np.ndarray  # (n,) the loss of each of these steps, computed before its update
 
 
-def check_train_config(train_config: ml_collections.ConfigDict, num_devices: int,
-                       num_processes: int = 1) -> None:
+def check_train_config(
+  train_config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1
+) -> None:
   """Raises ValueError for settings that cannot train, before anything is loaded or compiled."""
   c = train_config
   check_optimizer_config(c, num_devices, num_processes, prefix="train")
@@ -46,21 +52,30 @@ def check_train_config(train_config: ml_collections.ConfigDict, num_devices: int
     if c[name] < 1:
       raise ValueError(f"train.{name} must be >= 1, got {c[name]}")
   if c.eval_every < 0 or (c.eval_every and c.eval_every % c.log_every):
-    raise ValueError(f"train.eval_every={c.eval_every} must be 0 (off) or a multiple of "
-                     f"train.log_every={c.log_every} (held-out bits/dim go on the metrics lines)")
+    raise ValueError(
+      f"train.eval_every={c.eval_every} must be 0 (off) or a multiple of "
+      f"train.log_every={c.log_every} (held-out bits/dim go on the metrics lines)"
+    )
   if c.eval_every and c.eval_max_images < 1:
     raise ValueError(f"train.eval_max_images must be >= 1, got {c.eval_max_images}")
 
 
-def make_train_step(model, train_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                    seed: int = 0) -> Callable:
+def make_train_step(
+  model, train_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, seed: int = 0
+) -> Callable:
   """jit(state, constants, x) -> (state, loss): `training.step.make_step` of the flow's loss (seed:
   of the bpd loss's dequantization noise)."""
   return make_step(FlowLoss(model, train_config.loss, seed), train_config, mesh)
 
 
-def train_on_batches(model, variables, batches: Iterable, config: ml_collections.ConfigDict, *,
-                     devices: Optional[Sequence[jax.Device]] = None):
+def train_on_batches(
+  model,
+  variables,
+  batches: Iterable,
+  config: ml_collections.ConfigDict,
+  *,
+  devices: Optional[Sequence[jax.Device]] = None,
+):
   """One step of `config.train`'s optimiser per batch, from fresh optimiser state (single process).
 
   Args:
@@ -73,8 +88,13 @@ def train_on_batches(model, variables, batches: Iterable, config: ml_collections
     (variables, losses): the variables after the last step, and (n,) losses, each computed before
     its step's update.
   """
-  return fit_batches(FlowLoss(model, config.train.loss, config.seed), variables, batches,
-                     config.train, devices=devices)
+  return fit_batches(
+    FlowLoss(model, config.train.loss, config.seed),
+    variables,
+    batches,
+    config.train,
+    devices=devices,
+  )
 
 
 def read_metrics(workdir) -> List[Dict[str, Any]]:
@@ -88,8 +108,11 @@ def read_metrics(workdir) -> List[Dict[str, Any]]:
 def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
   """Drops lines written after `last_step` by a run that died before its next checkpoint."""
   if path.exists():
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= last_step]
+    kept = [
+      line
+      for line in path.read_text().splitlines()
+      if line.strip() and json.loads(line)["step"] <= last_step
+    ]
     path.write_text("".join(line + "\n" for line in kept))
 
 
@@ -101,31 +124,47 @@ def _start_state(model, config, sample: np.ndarray, mesh, manager, workdir) -> t
     initial_state, constants = initial_train_state(model, config, sample, mesh)
     state = initial_state if state is None else state
   else:
-    constants = abstract_constants   # an empty tree: nothing to initialise
+    constants = abstract_constants  # an empty tree: nothing to initialise
   if int(jax.device_get(state.step)) != start_step:
     raise checkpoint_lib.CheckpointError(
-        f"the checkpoint of step {start_step} in {pathlib.Path(workdir) / CHECKPOINT_DIR} holds a state "
-        f"of step {int(jax.device_get(state.step))}")
+      f"the checkpoint of step {start_step} in {pathlib.Path(workdir) / CHECKPOINT_DIR} holds a state "
+      f"of step {int(jax.device_get(state.step))}"
+    )
   return state, constants, start_step
 
 
-def _log_record(step: int, values: np.ndarray, images_per_s: float,
-                skipped: Optional[int] = None) -> Dict[str, Any]:
+def _log_record(
+  step: int, values: np.ndarray, images_per_s: float, skipped: Optional[int] = None
+) -> Dict[str, Any]:
   """The metrics.jsonl line of a logging interval with losses `values`. Without the skip guard
   (`skipped` None) a non-finite loss fails; with it, such steps were skipped (their parameters kept)
   and the line averages the finite losses and counts the skipped steps so far."""
   finite = values[np.isfinite(values)]
   if len(finite) < (len(values) if skipped is None else 1):
-    raise FloatingPointError(f"the training loss became {values[~np.isfinite(values)][0]} by step "
-                             f"{step}; lower train.learning_rate, set train.skip_factor or check the data")
-  record = dict(step=step, loss=float(finite.mean()), last_loss=float(finite[-1]),
-                images_per_s=images_per_s, time=time.time())
+    raise FloatingPointError(
+      f"the training loss became {values[~np.isfinite(values)][0]} by step "
+      f"{step}; lower train.learning_rate, set train.skip_factor or check the data"
+    )
+  record = dict(
+    step=step,
+    loss=float(finite.mean()),
+    last_loss=float(finite[-1]),
+    images_per_s=images_per_s,
+    time=time.time(),
+  )
   return record if skipped is None else {**record, "skipped_steps": skipped}
 
 
-def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir, *,
-          x_eval: Optional[np.ndarray] = None, devices: Optional[Sequence[jax.Device]] = None,
-          progress: bool = True) -> TrainResult:
+def train(
+  model,
+  x_train: np.ndarray,
+  config: ml_collections.ConfigDict,
+  workdir,
+  *,
+  x_eval: Optional[np.ndarray] = None,
+  devices: Optional[Sequence[jax.Device]] = None,
+  progress: bool = True,
+) -> TrainResult:
   """Trains (or resumes) `model` on `x_train` for `config.train.num_steps` steps.
 
   Args:
@@ -149,44 +188,84 @@ def train(model, x_train: np.ndarray, config: ml_collections.ConfigDict, workdir
   if c.loss == "bpd":
     check_8bit(x_train, "x_train")
   if c.eval_every and (x_eval is None or not len(x_eval)):
-    raise ValueError("train.eval_every > 0 needs held-out images (train.eval_data / eval_split); none "
-                     "were given")
+    raise ValueError(
+      "train.eval_every > 0 needs held-out images (train.eval_data / eval_split); none were given"
+    )
   workdir = pathlib.Path(workdir)
   sample = x_train[: min(len(x_train), c.batch_size)]
-  manager = checkpoint_lib.make_manager(workdir / CHECKPOINT_DIR, keep=c.keep_checkpoints,
-                                        every=c.checkpoint_every)
+  manager = checkpoint_lib.make_manager(
+    workdir / CHECKPOINT_DIR, keep=c.keep_checkpoints, every=c.checkpoint_every
+  )
   try:
     state, constants, start_step = _start_state(model, config, sample, mesh, manager, workdir)
   except checkpoint_lib.CheckpointError:
     manager.close()
     raise
   if start_step:
-    logging.warning("resuming from the checkpoint of step %d in %s", start_step, workdir / CHECKPOINT_DIR)
+    logging.warning(
+      "resuming from the checkpoint of step %d in %s", start_step, workdir / CHECKPOINT_DIR
+    )
   if start_step > c.num_steps:
     manager.close()
-    raise ValueError(f"train.num_steps={c.num_steps} is below step {start_step} of the newest "
-                     f"checkpoint in {workdir / CHECKPOINT_DIR}; ask for at least {start_step} steps")
+    raise ValueError(
+      f"train.num_steps={c.num_steps} is below step {start_step} of the newest "
+      f"checkpoint in {workdir / CHECKPOINT_DIR}; ask for at least {start_step} steps"
+    )
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     _truncate_metrics(workdir / METRICS_FILE, start_step)
   try:
-    state, steps, losses = _run_steps(model, x_train, x_eval, config, state, constants, start_step,
-                                      mesh, manager, workdir / METRICS_FILE, progress)
+    state, steps, losses = _run_steps(
+      model,
+      x_train,
+      x_eval,
+      config,
+      state,
+      constants,
+      start_step,
+      mesh,
+      manager,
+      workdir / METRICS_FILE,
+      progress,
+    )
   finally:
     manager.wait_until_finished()
     manager.close()
   return TrainResult(eval_variables(state, constants), steps, losses)
 
 
-def _run_steps(model, x_train, x_eval, config, state, constants, start_step, mesh, manager,
-               metrics_path: pathlib.Path, progress: bool):
+def _run_steps(
+  model,
+  x_train,
+  x_eval,
+  config,
+  state,
+  constants,
+  start_step,
+  mesh,
+  manager,
+  metrics_path: pathlib.Path,
+  progress: bool,
+):
   """The training loop from `start_step`: steps, logging, held-out evaluation, checkpoints."""
   c, is_main = config.train, jax.process_index() == 0
   train_step = make_train_step(model, c, mesh, config.seed)
-  stream = local_batches(x_train, batch_size=c.batch_size, seed=config.seed, start_step=start_step,
-                         process_index=jax.process_index(), process_count=jax.process_count())
-  bar = tqdm.tqdm(total=c.num_steps, initial=start_step, disable=not (progress and is_main),
-                  desc="train", unit="step", dynamic_ncols=True)
+  stream = local_batches(
+    x_train,
+    batch_size=c.batch_size,
+    seed=config.seed,
+    start_step=start_step,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+  bar = tqdm.tqdm(
+    total=c.num_steps,
+    initial=start_step,
+    disable=not (progress and is_main),
+    desc="train",
+    unit="step",
+    dynamic_ncols=True,
+  )
   pending, all_steps, all_losses = [], [], []
   tick, tick_step = time.perf_counter(), start_step
   try:
@@ -197,17 +276,30 @@ def _run_steps(model, x_train, x_eval, config, state, constants, start_step, mes
       if step % c.log_every == 0 or step == c.num_steps:
         values = np.asarray(jax.device_get([value for _, value in pending]), np.float64)
         now = time.perf_counter()
-        record = _log_record(step, values, (step - tick_step) * c.batch_size / max(now - tick, 1e-9),
-                             None if c.skip_factor is None else skipped_steps(state.opt_state))
+        record = _log_record(
+          step,
+          values,
+          (step - tick_step) * c.batch_size / max(now - tick, 1e-9),
+          None if c.skip_factor is None else skipped_steps(state.opt_state),
+        )
         if c.eval_every and (step % c.eval_every == 0 or step == c.num_steps):
-          record["eval_bpd"] = heldout_bpd(model, eval_variables(state, constants), x_eval,
-                                           seed=config.seed, batch_size=c.batch_size)
+          record["eval_bpd"] = heldout_bpd(
+            model,
+            eval_variables(state, constants),
+            x_eval,
+            seed=config.seed,
+            batch_size=c.batch_size,
+          )
         tick, tick_step = time.perf_counter(), step
         all_steps += [s for s, _ in pending]
         all_losses += list(values)
         pending = []
-        bar.set_postfix({**{k: f"{record[k]:.4g}" for k in ("last_loss", "eval_bpd") if k in record},
-                         "img_per_s": f"{record['images_per_s']:.0f}"})
+        bar.set_postfix(
+          {
+            **{k: f"{record[k]:.4g}" for k in ("last_loss", "eval_bpd") if k in record},
+            "img_per_s": f"{record['images_per_s']:.0f}",
+          }
+        )
         if is_main:
           with metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -6,9 +6,10 @@
            x~ = x + (u - 1/2)/255, u ~ U[0, 1)^D fresh at every step (key fold_in(PRNGKey(seed), step))
 
 `bpd` is the bits per dimension of the 8-bit image under uniform dequantization (the `nll` score's
-convention, `inflow_jax.evaluation.scores`), an upper bound on -log2 P(k) / D. `heldout_bpd` is the
+convention, `inflow_jax.model.density`), an upper bound on -log2 P(k) / D. `heldout_bpd` is the
 same statistic on held-out images with a fixed seed: the figure flow papers report.
 """
+
 import dataclasses
 from typing import Any, Optional
 
@@ -16,14 +17,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inflow_jax.batching import batched
-from inflow_jax.evaluation.scores import bits_per_dim, dequantize, flow_scores
+from inflow_jax.model.density import bits_per_dim, dequantize, flow_scores
+from inflow_jax.utils.batching import batched
 
 LOSSES = ("paper", "per_dim", "bpd")
 
 
-def flow_loss(model, variables, x: jax.Array, *, loss: str = "paper", attention=1.0,
-              key: Optional[jax.Array] = None) -> jax.Array:
+def flow_loss(
+  model,
+  variables,
+  x: jax.Array,
+  *,
+  loss: str = "paper",
+  attention=1.0,
+  key: Optional[jax.Array] = None,
+) -> jax.Array:
   """The training loss of the module docstring for a batch x (B, H, W, C); key: bpd's noise."""
   if loss == "bpd":
     z, log_det = model.apply(variables, dequantize(x, key), attention)
@@ -38,6 +46,7 @@ def flow_loss(model, variables, x: jax.Array, *, loss: str = "paper", attention=
 class FlowLoss:
   """`flow_loss` as the `loss_fn(variables, x[, step])` of `training.step.make_step` (hashable by
   value). The bpd loss uses the step: its noise is drawn with fold_in(PRNGKey(seed), step)."""
+
   model: Any
   loss: str = "paper"
   seed: int = 0
@@ -55,14 +64,21 @@ def check_8bit(x: np.ndarray, name: str) -> None:
   """Raises unless every value of x is k/255 (an 8-bit image): the bpd loss's dequantization needs it."""
   k = np.asarray(x, np.float64) * 255.0
   if np.max(np.abs(k - np.round(k)), initial=0.0) > 1e-3:
-    raise ValueError(f"train.loss='bpd' needs 8-bit images (every value k/255), but {name} holds "
-                     "other values; use loss='per_dim' for continuous data")
+    raise ValueError(
+      f"train.loss='bpd' needs 8-bit images (every value k/255), but {name} holds "
+      "other values; use loss='per_dim' for continuous data"
+    )
 
 
 def heldout_bpd(model, variables, x: np.ndarray, *, seed: int, batch_size: int) -> float:
   """Mean NLL bits/dim of held-out images x at a = 1, batch i dequantized with fold_in(PRNGKey(seed), i)."""
   key = jax.random.PRNGKey(seed)
-  nll = batched(lambda i, xb: flow_scores(model, variables, xb, 1.0, ("nll",),
-                                          key=jax.random.fold_in(key, i))["nll"],
-                x, batch_size, with_index=True)
+  nll = batched(
+    lambda i, xb: flow_scores(model, variables, xb, 1.0, ("nll",), key=jax.random.fold_in(key, i))[
+      "nll"
+    ],
+    x,
+    batch_size,
+    with_index=True,
+  )
   return float(np.mean(nll))

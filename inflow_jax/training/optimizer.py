@@ -20,6 +20,7 @@ it exactly; `ema_params(opt_state)` reads it back. With warmup_steps = 0, a cons
 clipping and no EMA the chain is add_decayed_weights -> scale_by_adam -> scale(-lr), bit for bit the
 paper's optimiser (the recorded-trajectory test checks it).
 """
+
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -31,12 +32,25 @@ from inflow_jax.training.skip import SkipState, skip_outlier_steps
 
 SCHEDULES = ("constant", "cosine", "wsd")
 # The settings `make_optimizer` reads (of `train` and `adversarial.train`): one compiled step per value.
-OPTIMIZER_KEYS = ("learning_rate", "b1", "b2", "eps", "weight_decay", "num_steps", "warmup_steps",
-                  "schedule", "decay_steps", "clip_norm", "ema_decay", "skip_factor")
+OPTIMIZER_KEYS = (
+  "learning_rate",
+  "b1",
+  "b2",
+  "eps",
+  "weight_decay",
+  "num_steps",
+  "warmup_steps",
+  "schedule",
+  "decay_steps",
+  "clip_norm",
+  "ema_decay",
+  "skip_factor",
+)
 
 
 class ParamsEMA(NamedTuple):
   """Optimiser state of `track_ema`: the number of updates averaged and the moving average."""
+
   count: Any
   ema: Any
 
@@ -44,6 +58,7 @@ class ParamsEMA(NamedTuple):
 def track_ema(decay: float) -> optax.GradientTransformation:
   """Leaves the updates unchanged and keeps ema = d_t ema + (1 - d_t) (params + updates), the
   average of the parameters after each step (module docstring; initialised to the initial ones)."""
+
   def init(params):
     return ParamsEMA(count=jnp.zeros((), jnp.int32), ema=jax.tree.map(jnp.asarray, params))
 
@@ -66,11 +81,18 @@ def make_schedule(train_config: ml_collections.ConfigDict):
   if c.schedule == "wsd":
     stable = c.num_steps - c.warmup_steps - c.decay_steps
     return optax.join_schedules(
-        [warmup, optax.constant_schedule(c.learning_rate),
-         optax.linear_schedule(c.learning_rate, 0.0, c.decay_steps)],
-        [c.warmup_steps, c.warmup_steps + stable])
-  after = (optax.constant_schedule(c.learning_rate) if c.schedule == "constant" else
-           optax.cosine_decay_schedule(c.learning_rate, max(1, c.num_steps - c.warmup_steps)))
+      [
+        warmup,
+        optax.constant_schedule(c.learning_rate),
+        optax.linear_schedule(c.learning_rate, 0.0, c.decay_steps),
+      ],
+      [c.warmup_steps, c.warmup_steps + stable],
+    )
+  after = (
+    optax.constant_schedule(c.learning_rate)
+    if c.schedule == "constant"
+    else optax.cosine_decay_schedule(c.learning_rate, max(1, c.num_steps - c.warmup_steps))
+  )
   return optax.join_schedules([warmup, after], [c.warmup_steps])
 
 
@@ -79,10 +101,13 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
   c = train_config
   schedule = make_schedule(c)
   parts = [] if c.clip_norm is None else [optax.clip_by_global_norm(c.clip_norm)]
-  parts += [optax.add_decayed_weights(c.weight_decay),
-            optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps),
-            optax.scale(-schedule) if isinstance(schedule, float) else
-            optax.scale_by_learning_rate(schedule)]
+  parts += [
+    optax.add_decayed_weights(c.weight_decay),
+    optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps),
+    optax.scale(-schedule)
+    if isinstance(schedule, float)
+    else optax.scale_by_learning_rate(schedule),
+  ]
   if c.ema_decay is not None:
     parts.append(track_ema(c.ema_decay))
   chain = optax.chain(*parts)
@@ -93,15 +118,20 @@ def ema_params(opt_state) -> Optional[Any]:
   """The EMA parameters held in an optimiser state of `make_optimizer` (None without EMA)."""
   if isinstance(opt_state, SkipState):
     opt_state = opt_state.inner
-  for part in (opt_state if isinstance(opt_state, tuple) else (opt_state,)):
+  for part in opt_state if isinstance(opt_state, tuple) else (opt_state,):
     if isinstance(part, ParamsEMA):
       return part.ema
   return None
 
 
-def check_optimizer_config(train_config: ml_collections.ConfigDict, num_devices: int,
-                           num_processes: int = 1, *, prefix: str = "train",
-                           min_steps: int = 0) -> None:
+def check_optimizer_config(
+  train_config: ml_collections.ConfigDict,
+  num_devices: int,
+  num_processes: int = 1,
+  *,
+  prefix: str = "train",
+  min_steps: int = 0,
+) -> None:
   """Raises ValueError, naming `{prefix}.<key>`, for step counts, batch sizes, Adam, schedule,
   clipping or EMA settings that cannot train on `num_devices` devices of `num_processes` processes."""
   c = train_config
@@ -111,8 +141,10 @@ def check_optimizer_config(train_config: ml_collections.ConfigDict, num_devices:
     raise ValueError(f"{prefix}.batch_size must be >= 1, got {c.batch_size}")
   for count, what in ((num_devices, "devices"), (num_processes, "processes")):
     if c.batch_size % count:
-      raise ValueError(f"{prefix}.batch_size={c.batch_size} is not divisible by the number of {what} "
-                       f"({count}); use a multiple of {count}")
+      raise ValueError(
+        f"{prefix}.batch_size={c.batch_size} is not divisible by the number of {what} "
+        f"({count}); use a multiple of {count}"
+      )
   for name in ("learning_rate", "eps"):
     if not c[name] > 0:
       raise ValueError(f"{prefix}.{name} must be > 0, got {c[name]}")
@@ -123,15 +155,21 @@ def check_optimizer_config(train_config: ml_collections.ConfigDict, num_devices:
   if c.schedule not in SCHEDULES:
     raise ValueError(f"{prefix}.schedule must be one of {SCHEDULES}, got {c.schedule!r}")
   if c.warmup_steps < 0 or (c.warmup_steps and c.warmup_steps >= c.num_steps):
-    raise ValueError(f"{prefix}.warmup_steps={c.warmup_steps} must lie in [0, num_steps={c.num_steps}) "
-                     "(a warm-up as long as the training never reaches the learning rate)")
+    raise ValueError(
+      f"{prefix}.warmup_steps={c.warmup_steps} must lie in [0, num_steps={c.num_steps}) "
+      "(a warm-up as long as the training never reaches the learning rate)"
+    )
   if c.schedule == "wsd" and not 0 < c.decay_steps <= c.num_steps - c.warmup_steps:
-    raise ValueError(f"{prefix}.decay_steps={c.decay_steps} must lie in (0, num_steps - warmup_steps = "
-                     f"{c.num_steps - c.warmup_steps}] for schedule 'wsd'")
+    raise ValueError(
+      f"{prefix}.decay_steps={c.decay_steps} must lie in (0, num_steps - warmup_steps = "
+      f"{c.num_steps - c.warmup_steps}] for schedule 'wsd'"
+    )
   if c.clip_norm is not None and not c.clip_norm > 0:
     raise ValueError(f"{prefix}.clip_norm must be > 0 (or None: no clipping), got {c.clip_norm}")
   if c.ema_decay is not None and not 0 < c.ema_decay < 1:
     raise ValueError(f"{prefix}.ema_decay must lie in (0, 1) (or None: no EMA), got {c.ema_decay}")
   if c.skip_factor is not None and not c.skip_factor > 1:
-    raise ValueError(f"{prefix}.skip_factor must be > 1 (or None: no skipping), got {c.skip_factor} "
-                     "(a threshold at or below the typical gradient norm skips ordinary steps)")
+    raise ValueError(
+      f"{prefix}.skip_factor must be > 1 (or None: no skipping), got {c.skip_factor} "
+      "(a threshold at or below the typical gradient norm skips ordinary steps)"
+    )

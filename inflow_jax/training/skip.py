@@ -13,6 +13,7 @@ only non-finite gradients are skipped (the reference is not settled yet). The sk
 of VDVAE (Child 2021) and optax.apply_if_finite, with a relative threshold so that one setting serves
 every model and loss scale.
 """
+
 from typing import Any, NamedTuple
 
 import jax
@@ -27,14 +28,16 @@ WARMUP_STEPS = 100
 class SkipState(NamedTuple):
   """State of `skip_outlier_steps`: the inner state, the log-norm reference, the accepted and the
   skipped step counts."""
+
   inner: Any
   log_norm: Any
   accepted: Any
   skipped: Any
 
 
-def skip_outlier_steps(inner: optax.GradientTransformation, factor: float, *,
-                       warmup: int = WARMUP_STEPS) -> optax.GradientTransformation:
+def skip_outlier_steps(
+  inner: optax.GradientTransformation, factor: float, *, warmup: int = WARMUP_STEPS
+) -> optax.GradientTransformation:
   """`inner`, except that steps with a non-finite gradient or a gradient norm above `factor` times the
   running reference (module docstring) give zero updates and keep `inner`'s state."""
   log_factor = jnp.log(jnp.float32(factor))
@@ -45,7 +48,7 @@ def skip_outlier_steps(inner: optax.GradientTransformation, factor: float, *,
 
   def update(updates, state, params=None):
     log_n = jnp.log(optax.tree.norm(updates).astype(jnp.float32))
-    finite = jnp.isfinite(log_n)   # a NaN or inf entry makes the norm non-finite
+    finite = jnp.isfinite(log_n)  # a NaN or inf entry makes the norm non-finite
     settled = state.accepted >= warmup
     outlier = settled & (log_n > state.log_norm + log_factor)
     accept = finite & ~outlier
@@ -55,9 +58,12 @@ def skip_outlier_steps(inner: optax.GradientTransformation, factor: float, *,
     seen = jnp.where(settled, jnp.minimum(log_n, state.log_norm + log_factor), log_n)
     rho = jnp.where(state.accepted == 0, 0.0, REFERENCE_DECAY)
     log_norm = jnp.where(finite, rho * state.log_norm + (1.0 - rho) * seen, state.log_norm)
-    return new_updates, SkipState(keep(new_inner, state.inner), log_norm,
-                                  state.accepted + accept.astype(jnp.int32),
-                                  state.skipped + (~accept).astype(jnp.int32))
+    return new_updates, SkipState(
+      keep(new_inner, state.inner),
+      log_norm,
+      state.accepted + accept.astype(jnp.int32),
+      state.skipped + (~accept).astype(jnp.int32),
+    )
 
   return optax.GradientTransformation(init, update)
 
@@ -67,4 +73,6 @@ def skipped_steps(opt_state) -> int:
   if not isinstance(opt_state, SkipState):
     return 0
   skipped = opt_state.skipped
-  return int(np.asarray(skipped.addressable_data(0) if hasattr(skipped, "addressable_data") else skipped))
+  return int(
+    np.asarray(skipped.addressable_data(0) if hasattr(skipped, "addressable_data") else skipped)
+  )

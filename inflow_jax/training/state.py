@@ -4,6 +4,7 @@ newest checkpoint's variables, and `load_flow`: a trained flow back from a job's
 With `train.ema_decay` the variables used for evaluation (`eval_variables`) are the EMA parameters
 held in the optimiser state (`inflow_jax.training.optimizer`), the raw ones otherwise.
 """
+
 import functools
 import pathlib
 from typing import Any, Callable, Optional, Sequence
@@ -12,13 +13,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from inflow_jax import torch_checkpoint, workdir as workdir_lib
-from inflow_jax.model import InFlow
+from inflow_jax.model import InFlow, torch_checkpoint
 from inflow_jax.training import checkpoint as checkpoint_lib
 from inflow_jax.training.optimizer import ema_params, make_optimizer
 from inflow_jax.training.step import TrainState, make_mesh, replicate, split_variables
+from inflow_jax.utils import stored_config
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -55,11 +57,13 @@ def abstract_train_state(model, config, sample: np.ndarray, mesh) -> tuple:
   replicated = NamedSharding(mesh, P())
   shapes = jax.eval_shape(initial, jax.random.PRNGKey(config.seed), np.asarray(sample, np.float32))
   return jax.tree_util.tree_map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
+    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes
+  )
 
 
-def restore_variables(model, config, workdir, sample: np.ndarray, *,
-                      devices: Optional[Sequence[jax.Device]] = None):
+def restore_variables(
+  model, config, workdir, sample: np.ndarray, *, devices: Optional[Sequence[jax.Device]] = None
+):
   """The model variables of the newest checkpoint in `<workdir>/checkpoints` (for evaluation).
 
   Raises:
@@ -69,14 +73,16 @@ def restore_variables(model, config, workdir, sample: np.ndarray, *,
   abstract_state, abstract_constants = abstract_train_state(model, config, sample, mesh)
   directory = pathlib.Path(workdir) / CHECKPOINT_DIR
   if not directory.is_dir():
-    raise FileNotFoundError(f"no training checkpoint in {directory}; run with --mode=train (or all) "
-                            "first")
+    raise FileNotFoundError(
+      f"no training checkpoint in {directory}; run with --mode=train (or all) first"
+    )
   manager = checkpoint_lib.make_manager(directory, keep=config.train.keep_checkpoints, every=1)
   state, step = checkpoint_lib.restore_latest(manager, abstract_state)
   manager.close()
   if state is None:
-    raise FileNotFoundError(f"no training checkpoint in {directory}; run with --mode=train (or all) "
-                            "first")
+    raise FileNotFoundError(
+      f"no training checkpoint in {directory}; run with --mode=train (or all) first"
+    )
   if jax.tree_util.tree_leaves(abstract_constants):
     _, abstract_constants = initial_train_state(model, config, sample, mesh)
   return eval_variables(state, abstract_constants), step
@@ -93,15 +99,20 @@ def load_flow(workdir, *, devices: Optional[Sequence[jax.Device]] = None):
   variables of its newest checkpoint (EMA parameters when trained with them), or of the pretrained
   checkpoint the config names. `model.apply(variables, x, 1.0)` -> (z, log_det), x NHWC in [0, 1].
   """
-  stored = workdir_lib.read_config(workdir)
+  stored = stored_config.read_config(workdir)
   if stored is None:
-    raise FileNotFoundError(f"{workdir} holds no config.json: it is not a job's workdir (or the job "
-                            "stopped before its first checkpoint)")
-  config = ml_collections.ConfigDict({k: workdir_lib.tuples_from_json(v) for k, v in stored.items()})
-  model_settings = {k: workdir_lib.tuples_from_json(v) for k, v in stored["model"].items()}
+    raise FileNotFoundError(
+      f"{workdir} holds no config.json: it is not a job's workdir (or the job "
+      "stopped before its first checkpoint)"
+    )
+  config = ml_collections.ConfigDict(
+    {k: stored_config.tuples_from_json(v) for k, v in stored.items()}
+  )
+  model_settings = {k: stored_config.tuples_from_json(v) for k, v in stored["model"].items()}
   if config.checkpoint_path is not None:
-    return torch_checkpoint.load_reference_checkpoint(config.checkpoint_path,
-                                                      model_settings["paper_compat"])
+    return torch_checkpoint.load_reference_checkpoint(
+      config.checkpoint_path, model_settings["paper_compat"]
+    )
   model = InFlow(**model_settings)
   size = stored["data"]["image_size"]
   sample = np.zeros((1, size, size, 3), np.float32)

@@ -18,6 +18,7 @@ Batches: the batch of step s is a pure function of (seed, s) (`local_batches`), 
 exactly the batches of an uninterrupted one. Users: the flow (`inflow_jax.training.flow`) and the
 adversarial classifier (`inflow_jax.adversarial.classifier`).
 """
+
 import functools
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
@@ -26,11 +27,12 @@ import jax
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from inflow_jax import data as data_lib
-from inflow_jax.checks import check_images
 from inflow_jax.training.optimizer import OPTIMIZER_KEYS, make_optimizer
+from inflow_jax.utils.checks import check_images
 
 # loss_fn(variables, batch) -> scalar, or loss_fn(variables, batch, step) when it has a true
 # `uses_step` attribute (e.g. fresh dequantization noise per step); hashable by value (a frozen
@@ -41,6 +43,7 @@ LossFn = Callable[[Any, Any], jax.Array]
 @flax.struct.dataclass
 class TrainState:
   """What a checkpoint holds: the step count, the trainable parameters and the optimiser state."""
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -49,8 +52,9 @@ class TrainState:
 def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> jax.sharding.Mesh:
   """A one-axis (`data`) mesh over `devices` (default: every device of every process)."""
   devices = list(jax.devices() if devices is None else devices)
-  return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices)
+  return jax.make_mesh(
+    (len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+  )
 
 
 def split_variables(variables) -> tuple:
@@ -62,17 +66,18 @@ def split_variables(variables) -> tuple:
   return params, variables
 
 
-def make_step(loss_fn: LossFn, train_config: ml_collections.ConfigDict,
-              mesh: jax.sharding.Mesh) -> Callable:
+def make_step(
+  loss_fn: LossFn, train_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+) -> Callable:
   """jit(state, constants, batch) -> (state, loss): one optimiser step on a batch sharded over `data`.
 
   The loss is `loss_fn({"params": state.params, **constants}, batch)`; `constants` are the model's
   non-trainable variable collections (passed through unchanged). The jitted function is cached per
   (loss_fn, optimiser settings, mesh): repeated runs in one process compile once.
   """
-  settings = dict((k, train_config[k]) for k in OPTIMIZER_KEYS)
+  settings = {k: train_config[k] for k in OPTIMIZER_KEYS}
   if settings["schedule"] == "constant":
-    settings["num_steps"] = None   # unused: runs of other lengths share one compiled step
+    settings["num_steps"] = None  # unused: runs of other lengths share one compiled step
   if settings["schedule"] != "wsd":
     settings["decay_steps"] = None
   return _cached_step(loss_fn, tuple(settings.items()), mesh)
@@ -89,20 +94,26 @@ def _cached_step(loss_fn, settings: tuple, mesh) -> Callable:
     def loss_of(params):
       variables = {"params": params, **constants}
       return loss_fn(variables, batch, state.step) if uses_step else loss_fn(variables, batch)
+
     value, grads = jax.value_and_grad(loss_of)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), value
 
-  return jax.jit(step, in_shardings=(replicated, replicated, sharded),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  return jax.jit(
+    step,
+    in_shardings=(replicated, replicated, sharded),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0,),
+  )
 
 
 def replicate(tree, mesh: jax.sharding.Mesh):
   """Places a pytree of arrays, identical on every process, on every device of `mesh`."""
   replicated = NamedSharding(mesh, P())
   return jax.tree_util.tree_map(
-      lambda a: jax.make_array_from_process_local_data(replicated, np.asarray(a)), tree)
+    lambda a: jax.make_array_from_process_local_data(replicated, np.asarray(a)), tree
+  )
 
 
 def host_copy(tree):
@@ -124,8 +135,14 @@ def global_batch(local_batch, mesh: jax.sharding.Mesh, global_batch_size: int):
   return place(local_batch, np.float32)
 
 
-def fit_batches(loss_fn: LossFn, variables, batches: Iterable, train_config: ml_collections.ConfigDict,
-                *, devices: Optional[Sequence[jax.Device]] = None):
+def fit_batches(
+  loss_fn: LossFn,
+  variables,
+  batches: Iterable,
+  train_config: ml_collections.ConfigDict,
+  *,
+  devices: Optional[Sequence[jax.Device]] = None,
+):
   """One step of `train_config`'s optimiser per batch, from fresh optimiser state (single process).
 
   Args:
@@ -152,7 +169,9 @@ def fit_batches(loss_fn: LossFn, variables, batches: Iterable, train_config: ml_
     if len(rows) > 1:
       raise ValueError(f"the arrays of batch {i} have different numbers of rows {sorted(rows)}")
     if len(arrays[0]) % mesh.size:
-      raise ValueError(f"batch {i} has {len(arrays[0])} images, not divisible by {mesh.size} devices")
+      raise ValueError(
+        f"batch {i} has {len(arrays[0])} images, not divisible by {mesh.size} devices"
+      )
     state, loss = train_step(state, constants, global_batch(batch, mesh, len(arrays[0])))
     losses.append(loss)
   return {"params": state.params, **constants}, np.asarray(jax.device_get(losses), np.float32)
@@ -163,9 +182,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def local_batches(x_train: np.ndarray, *, batch_size: int, seed: int, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1,
-                  labels: Optional[np.ndarray] = None) -> Iterator:
+def local_batches(
+  x_train: np.ndarray,
+  *,
+  batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+  labels: Optional[np.ndarray] = None,
+) -> Iterator:
   """This process's slice (batch_size / process_count images) of the global batches of steps
   start_step + 1, start_step + 2, ...: arrays x, or (x, y) tuples when `labels` (N,) are given.
 
@@ -180,8 +206,16 @@ def local_batches(x_train: np.ndarray, *, batch_size: int, seed: int, start_step
   epoch, offset = divmod(start_step, steps_per_epoch)
   while True:
     stream = data_lib.batches(
-        x_train, local_batch_size, seed=epoch_seed(seed, epoch), shuffle=True, drop_remainder=True,
-        process_index=process_index, process_count=process_count, repeat=False, labels=labels)
+      x_train,
+      local_batch_size,
+      seed=epoch_seed(seed, epoch),
+      shuffle=True,
+      drop_remainder=True,
+      process_index=process_index,
+      process_count=process_count,
+      repeat=False,
+      labels=labels,
+    )
     for i, batch in enumerate(stream):
       if i >= offset:
         yield batch

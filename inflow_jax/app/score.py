@@ -1,0 +1,299 @@
+"""`run.py --mode=score`: score new images with the detector that a job saved in its workdir.
+
+  python run.py --mode=score --workdir DIR --input SOURCE [--output FILE] [--split S] [--batch-size M]
+                [--stream] [--resize]
+
+SOURCE is any data source name the job accepts (`npz:PATH`, `npy:PATH`, `folder:PATH`, a tfds name
+with --split). The workdir holds `config.json` (the job's config: data_dir, image_size) and
+`detector/` (`InFlowDetector.save`, plus `input_shape.json`: the native H, W, C of the training
+images). Images keep the input's order; consecutive batches of the detector's `batch_size` are tested
+by the attention (batch i with the key fold_in(PRNGKey(seed), i)) and scored with their a, the flow
+split over all local devices (`make_sharded_score_fn`). With several processes (`jax.distributed`)
+process k scores a contiguous block of whole batches and process 0 writes the CSV. `--stream` gates
+each image with the windowed test of the last `batch_size` images (`gate_stream`) instead.
+
+The CSV (`DIR/scores.csv` by default) has one row per image: index, path (folders only), score,
+batch_p_value (the p-value of the image's batch, or of its window), attention, is_ood. It is written to
+a temporary file and renamed. Bad input raises `ScoreError`, whose one-line message run.py prints.
+"""
+
+import csv
+import json
+import os
+import pathlib
+import shutil
+import time
+from typing import Any, Dict, List, Optional
+
+import jax
+import numpy as np
+import tqdm
+
+from inflow_jax import data as data_lib
+from inflow_jax.data import files as image_files
+from inflow_jax.detector import InFlowDetector
+from inflow_jax.detector.batch_scores import BatchScores, score_batches
+from inflow_jax.gates.streaming import gate_stream
+from inflow_jax.model.density import make_sharded_score_fn
+from inflow_jax.training.step import make_mesh
+from inflow_jax.utils.batching import batch_starts
+
+DETECTOR_DIR = "detector"
+SCORES_FILE = "scores.csv"
+INPUT_SHAPE_FILE = "input_shape.json"
+
+
+class ScoreError(ValueError):
+  """A bad input, workdir or output of the score mode (a one-line message)."""
+
+
+def save_job_detector(workdir, detector: InFlowDetector, input_shape) -> pathlib.Path:
+  """Saves the job's detector to `<workdir>/detector/` (replacing an older one only once the new one
+  is complete) with the native (H, W, C) of the training images."""
+  workdir = pathlib.Path(workdir)
+  final, tmp, old = (
+    workdir / DETECTOR_DIR,
+    workdir / f".{DETECTOR_DIR}.tmp",
+    workdir / f".{DETECTOR_DIR}.old",
+  )
+  for path in (tmp, old):
+    if path.exists():
+      shutil.rmtree(path)
+  detector.save(tmp)
+  (tmp / INPUT_SHAPE_FILE).write_text(json.dumps([int(s) for s in input_shape]))
+  if final.exists():
+    final.rename(old)
+  tmp.rename(final)
+  if old.exists():
+    shutil.rmtree(old)
+  return final
+
+
+def load_job_detector(workdir) -> tuple:
+  """(detector, the job's config dict, native input shape) of a workdir, or ScoreError."""
+  workdir = pathlib.Path(workdir)
+  directory = workdir / DETECTOR_DIR
+  if not directory.is_dir():
+    raise ScoreError(
+      f"{workdir} holds no saved detector ({directory} is missing): run the job with "
+      "--mode=all or --mode=evaluate on it first"
+    )
+  try:
+    config = json.loads((workdir / "config.json").read_text())
+    input_shape = tuple(json.loads((directory / INPUT_SHAPE_FILE).read_text()))
+    detector = InFlowDetector.load(directory)
+  except (OSError, ValueError, KeyError) as error:
+    raise ScoreError(f"cannot load the detector of {workdir}: {error}") from error
+  return detector, config, input_shape
+
+
+def load_inputs(source: str, split: str, config: Dict[str, Any], input_shape, resize: bool):
+  """(x float32 NHWC in [0, 1] at the detector's size, file paths or None) of `source`."""
+  data = config["data"]
+  try:
+    images, _ = data_lib.load_split(source, split, data["data_dir"])
+    paths = None
+    if data_lib.parse_name(source)[0] == "folder":
+      paths = [str(p) for p in image_files.folder_files(data_lib.parse_name(source)[1], split)[0]]
+  except (OSError, ValueError, TypeError) as error:
+    raise ScoreError(f"--input {source!r}: {error}") from error
+  if len(images) < 2:
+    raise ScoreError(
+      f"--input {source!r} holds {len(images)} image(s); the attention test needs >= 2"
+    )
+  if tuple(images.shape[1:]) != tuple(input_shape) and not resize:
+    raise ScoreError(
+      f"--input {source!r} holds {'x'.join(map(str, images.shape[1:]))} (HxWxC) images, "
+      f"but the detector was trained on {'x'.join(map(str, input_shape))} images; pass "
+      "--resize to resize them as the job's preprocessing does"
+    )
+  x = data_lib.preprocess(images, data["image_size"], data_lib.default_center_crop(source))
+  return x, paths
+
+
+def _score_block(
+  detector, score_fn, x, batch_size: int, key, first_batch: int
+) -> Dict[str, np.ndarray]:
+  """The columns of x's batches: the paper's gate through the sharded score function, the conformal
+  kinds through the detector (x preprocessed)."""
+  if detector.attention == "mmd":
+    result: BatchScores = score_batches(
+      score_fn, detector.mmd_state_, x, batch_size, key, first_batch=first_batch
+    )
+    image_p = np.full(len(x), np.nan)
+  else:
+    result = detector.score_batches(
+      x, key, batch_size=batch_size, first_batch=first_batch, preprocessed=True
+    )
+    image_p = result.image_p_values
+  return {
+    "score": result.scores,
+    "batch_p_value": result.p_values[result.batch_index],
+    "image_p_value": image_p,
+    "attention": result.attention,
+    "is_ood": detector.decide(result.attention, result.scores),
+    "batch": first_batch + result.batch_index,
+  }
+
+
+def score_in_batches(
+  detector,
+  x: np.ndarray,
+  batch_size: int,
+  key,
+  mesh,
+  *,
+  progress: bool = True,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> Dict[str, np.ndarray]:
+  """This process's contiguous block of whole batches, 16 batches per `score_batches` call (tqdm)."""
+  starts = batch_starts(len(x), batch_size)
+  mine = np.array_split(np.arange(len(starts) - 1), process_count)[process_index]
+  score_fn = make_sharded_score_fn(detector.model, detector.variables, detector.convention, mesh)
+  parts: List[Dict[str, np.ndarray]] = []
+  for lo in tqdm.tqdm(
+    range(0, len(mine), 16), disable=not progress, desc="score", unit="16 batches"
+  ):
+    first, last = int(mine[lo]), int(mine[min(lo + 16, len(mine)) - 1])
+    block = _score_block(
+      detector, score_fn, x[starts[first] : starts[last + 1]], batch_size, key, first
+    )
+    block["index"] = np.arange(starts[first], starts[last + 1])
+    parts.append(block)
+  names = ("index", "score", "batch_p_value", "image_p_value", "attention", "is_ood", "batch")
+  return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in names}
+
+
+def score_stream(detector, x: np.ndarray, window: int, key, mesh) -> Dict[str, np.ndarray]:
+  """Each image gated by the test of the last `window` images (`gate_stream`), then scored with it."""
+  gated = gate_stream(detector.mmd_state_, x, window, key)
+  attention = np.asarray(gated.attention, np.float32)
+  score_fn = make_sharded_score_fn(detector.model, detector.variables, detector.convention, mesh)
+  scores = np.concatenate(
+    [score_fn(x[i : i + window], attention[i : i + window]) for i in range(0, len(x), window)]
+  )
+  return {
+    "index": np.arange(len(x)),
+    "score": scores,
+    "batch_p_value": np.asarray(gated.p_value),
+    "image_p_value": np.full(len(x), np.nan),
+    "attention": attention,
+    "is_ood": detector.decide(attention, scores),
+  }
+
+
+def write_csv(
+  path: pathlib.Path, columns: Dict[str, np.ndarray], paths: Optional[List[str]]
+) -> None:
+  """The rows in index order, to a temporary file renamed onto `path`."""
+  tmp = path.with_name(f".{path.name}.tmp")
+  names = (
+    ["index"]
+    + (["path"] if paths is not None else [])
+    + ["score", "batch_p_value", "image_p_value", "attention", "is_ood"]
+  )
+  with tmp.open("w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(names)
+    for i in range(len(columns["index"])):
+      index = int(columns["index"][i])
+      row = [index] + ([paths[index]] if paths is not None else [])
+      row += [f"{columns[k][i]:.6g}" for k in ("score", "batch_p_value", "image_p_value")]
+      row += [f"{columns['attention'][i]:g}", int(columns["is_ood"][i])]
+      writer.writerow(row)
+  os.replace(tmp, path)
+
+
+def _check_output(output: pathlib.Path) -> None:
+  if output.is_dir() or not output.parent.is_dir() or not os.access(output.parent, os.W_OK):
+    raise ScoreError(
+      f"--output {output} cannot be written (its folder is missing or not writable, "
+      "or it is a folder)"
+    )
+
+
+def _gather_to_main(columns: Dict[str, np.ndarray], output: pathlib.Path) -> Optional[Dict]:
+  """Every process's columns on process 0 (through files next to the output, after a barrier)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  part = output.with_name(f".{output.name}.part{jax.process_index()}.npz")
+  np.savez(part, **columns)
+  multihost_utils.sync_global_devices("inflow_scores_written")
+  merged = None
+  if jax.process_index() == 0:
+    parts = [output.with_name(f".{output.name}.part{k}.npz") for k in range(jax.process_count())]
+    loaded = [dict(np.load(p)) for p in parts]
+    merged = {k: np.concatenate([p[k] for p in loaded]) for k in columns}
+  multihost_utils.sync_global_devices("inflow_scores_read")
+  part.unlink()
+  return merged
+
+
+def run_score(
+  workdir,
+  source: str,
+  *,
+  output=None,
+  split: str = "test",
+  batch_size=None,
+  stream: bool = False,
+  resize: bool = False,
+  progress: bool = True,
+  devices=None,
+) -> Optional[Dict]:
+  """Scores `source` with `<workdir>/detector` and writes the CSV; returns the summary (process 0).
+  devices: the local devices the flow is split over (default: all of this process's)."""
+  workdir = pathlib.Path(workdir)
+  output = pathlib.Path(output) if output else workdir / SCORES_FILE
+  _check_output(output)
+  detector, config, input_shape = load_job_detector(workdir)
+  batch_size = int(batch_size or detector.batch_size)
+  if batch_size < 2:
+    raise ScoreError(
+      f"--batch-size must be >= 2 (the attention test needs 2 images), got {batch_size}"
+    )
+  x, paths = load_inputs(source, split, config, input_shape, resize)
+  x = detector.preprocess(x)  # the detector's JPEG round trip, when it has one
+  if stream and detector.attention != "mmd":
+    raise ScoreError(
+      f"--stream gates with the MMD test; this detector's attention is "
+      f"{detector.attention!r} (score its images in batches, without --stream)"
+    )
+  if detector.mmd_state_ is not None:
+    batch_size = min(batch_size, detector.mmd_state_.n_reference)
+  batch_size = min(batch_size, len(x))
+  key = jax.random.PRNGKey(detector.seed)
+  mesh = make_mesh(jax.local_devices() if devices is None else devices)
+  tick = time.perf_counter()
+  if stream:
+    columns = score_stream(detector, x, batch_size, key, mesh) if jax.process_index() == 0 else None
+  else:
+    columns = score_in_batches(
+      detector,
+      x,
+      batch_size,
+      key,
+      mesh,
+      progress=progress,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+    if jax.process_count() > 1:
+      columns = _gather_to_main(columns, output)
+  if jax.process_index() != 0:
+    return None
+  seconds = time.perf_counter() - tick  # the tests and the flow (compilation included), not the I/O
+  write_csv(output, columns, paths)
+  summary = {
+    "images": int(len(x)),
+    "images_flagged": int(columns["is_ood"].sum()),
+    "output": str(output),
+    "score_seconds": seconds,
+    "images_per_s": len(x) / seconds,
+  }
+  if not stream:
+    flagged = columns["attention"] == 0.0
+    summary["batches"] = int(len(np.unique(columns["batch"])))
+    summary["batches_flagged"] = int(len(np.unique(columns["batch"][flagged])))
+  return summary

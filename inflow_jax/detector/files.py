@@ -1,0 +1,176 @@
+"""Saving and loading an `InFlowDetector`: <dir>/config.json and <dir>/arrays (orbax), plus a SHA-256
+manifest (`inflow_jax.utils.integrity`).
+
+config.json: the model's constructor arguments, the detector's settings (attention kind, level,
+JPEG quality, ...), the threshold, the encoder's static fields, the MMD test's image shape and the
+conformal state's static fields. arrays: the flow's variables, the encoder's parameters, the MMD
+reference statistics ("mmd" and "combined"), the density's arrays and the calibration scores
+("conformal" and "combined"), the mean-shift test's whitening and pool ("combined"). Detectors saved
+before the attention kinds existed load as "mmd"; "combined" ones saved before the mean-shift test
+load without it (their gate: the conformal and MMD tests).
+"""
+
+import dataclasses
+import json
+import pathlib
+from typing import Any, Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from inflow_jax.gates import ConformalState, MeanShiftState
+from inflow_jax.gates.encoder import Embedder
+from inflow_jax.gates.features import n_features
+from inflow_jax.gates.mmd import MMDState
+from inflow_jax.model import InFlow
+from inflow_jax.utils import integrity
+from inflow_jax.utils.stored_config import tuples_from_json
+
+SETTINGS = (
+  "attention",
+  "n_permutations",
+  "level",
+  "batch_size",
+  "convention",
+  "false_positive_rate",
+  "batch_test",
+  "combination",
+  "n_components",
+  "mean_shift_components",
+  "jpeg_quality",
+  "seed",
+)
+MEAN_SHIFT_ARRAYS = ("mean", "projection", "pool")
+MMD_ARRAYS = (
+  "reference",
+  "center",
+  "sigma",
+  "kernel_offset",
+  "reference_row_sums",
+  "reference_total",
+)
+ENCODER_FIELDS = ("features", "embedding_dim", "chunk_size", "early_chunk_size", "early_layers")
+
+
+def model_config(model: InFlow) -> Dict[str, Any]:
+  return {
+    f.name: getattr(model, f.name)
+    for f in dataclasses.fields(model)
+    if f.name not in ("parent", "name")
+  }
+
+
+def check_finite_variables(variables, what: str):
+  """Raises ValueError naming the first leaf of `variables` holding NaN or infinite values."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(variables):
+    array = np.asarray(leaf)
+    if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
+      raise ValueError(
+        f"{what} contain NaN or infinite values (in {jax.tree_util.keystr(path)}): "
+        "the flow is corrupt (a damaged checkpoint or a diverged training run?)"
+      )
+
+
+def _read_config(path: pathlib.Path) -> Dict[str, Any]:
+  """The saved detector's config.json, or a ValueError naming the path when it is not valid JSON."""
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    raise ValueError(
+      f"{path} is corrupt (not valid JSON: {error}); the saved detector cannot be read"
+    ) from error
+
+
+def _restore_as_numpy(path: pathlib.Path):
+  """The arrays saved at `path` as host numpy arrays, whatever the process topology that saved them
+  (so several `jax.distributed` processes can each load a detector saved by one)."""
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    metadata = checkpointer.metadata(path)
+    tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", metadata)
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+
+
+def save_detector(detector, directory) -> pathlib.Path:
+  """Writes a fitted detector to `directory` (created; must not exist yet)."""
+  if not isinstance(detector.encoder, Embedder):
+    raise TypeError("only detectors with an inflow_jax.gates.encoder.Embedder encoder can be saved")
+  directory = pathlib.Path(directory).resolve()
+  if directory.exists():
+    raise FileExistsError(f"{directory} exists; save into a new directory")
+  arrays = {"variables": detector.variables, "encoder": detector.encoder.params}
+  meta = {
+    "model": model_config(detector.model),
+    "settings": {k: getattr(detector, k) for k in SETTINGS},
+    "threshold": detector.threshold_,
+    "encoder": {k: getattr(detector.encoder, k) for k in ENCODER_FIELDS},
+  }
+  if detector.mmd_state_ is not None:
+    arrays["mmd"] = {k: getattr(detector.mmd_state_, k) for k in MMD_ARRAYS}
+    meta["mmd"] = {"image_shape": list(detector.mmd_state_.image_shape)}
+  if detector.conformal_state_ is not None:
+    state = detector.conformal_state_
+    arrays["conformal"] = {"density": state.density, "calibration_scores": state.calibration_scores}
+    meta["conformal"] = {"level": state.level, "batch_test": state.batch_test}
+    if state.mean_shift is not None:
+      arrays["mean_shift"] = {k: getattr(state.mean_shift, k) for k in MEAN_SHIFT_ARRAYS}
+      meta["mean_shift"] = {"n_permutations": state.mean_shift.n_permutations}
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(directory / "arrays", jax.tree.map(jnp.asarray, arrays))
+  meta["encoder"]["features"] = list(meta["encoder"]["features"])
+  (directory / "config.json").write_text(json.dumps(meta, indent=2))
+  integrity.write_manifest(directory)
+  return directory
+
+
+def load_detector(cls, directory):
+  """Reads a detector written by `save_detector` as an instance of `cls`."""
+  directory = pathlib.Path(directory).resolve()
+  if not (directory / "config.json").is_file() or not (directory / "arrays").is_dir():
+    raise FileNotFoundError(
+      f"{directory} does not hold a saved InFlowDetector (config.json and arrays/ expected)"
+    )
+  if integrity.has_manifest(directory):
+    reason = integrity.verify_manifest(directory)
+    if reason is not None:
+      raise ValueError(f"{directory}: the saved detector is corrupt: {reason}")
+  meta = _read_config(directory / "config.json")
+  arrays = _restore_as_numpy(directory / "arrays")
+  model = InFlow(**{k: tuples_from_json(v) for k, v in meta["model"].items()})
+  fields = {k: meta["encoder"][k] for k in ENCODER_FIELDS if k in meta["encoder"]}
+  fields["features"] = tuple(fields["features"])
+  encoder = Embedder(params=arrays["encoder"], **fields)
+  detector = cls(model, arrays["variables"], encoder=encoder, **meta["settings"])
+  if "mmd" in arrays:
+    detector.mmd_state_ = MMDState(
+      embed=encoder,
+      **{k: jnp.asarray(arrays["mmd"][k]) for k in MMD_ARRAYS},
+      n_permutations=detector.n_permutations,
+      level=detector.level,
+      image_shape=tuple(meta["mmd"]["image_shape"]),
+    )
+  if "conformal" in arrays:
+    density = {k: np.asarray(v) for k, v in arrays["conformal"]["density"].items()}
+    if density["mean"].shape[0] != n_features(model):
+      raise ValueError(
+        f"{directory}: the saved density takes {density['mean'].shape[0]} features per "
+        f"image but this version computes {n_features(model)} for this flow "
+        "(conformal.features): fit the detector again"
+      )
+    mean_shift = None
+    if "mean_shift" in arrays:
+      mean_shift = MeanShiftState(
+        **{k: jnp.asarray(arrays["mean_shift"][k]) for k in MEAN_SHIFT_ARRAYS}, **meta["mean_shift"]
+      )
+    elif detector.attention == "combined":  # saved before the mean-shift test existed
+      detector.mean_shift_components = None
+    detector.conformal_state_ = ConformalState(
+      density=density,
+      calibration_scores=np.asarray(arrays["conformal"]["calibration_scores"]),
+      mean_shift=mean_shift,
+      **meta["conformal"],
+    )
+  detector.threshold_ = meta["threshold"]
+  return detector

@@ -1,0 +1,1 @@
+"""Small utilities every layer uses: input checks, batching, file manifests, the stored config."""
