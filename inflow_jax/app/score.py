@@ -21,7 +21,6 @@ import csv
 import json
 import os
 import pathlib
-import shutil
 import time
 from typing import Any, Dict, List, Optional
 
@@ -32,41 +31,15 @@ import tqdm
 from inflow_jax import data as data_lib
 from inflow_jax.data import files as image_files
 from inflow_jax.detector import InFlowDetector
-from inflow_jax.detector.batch_scores import BatchScores, score_batches
-from inflow_jax.gates.streaming import gate_stream
-from inflow_jax.model.density import make_sharded_score_fn
+from inflow_jax.detector.job_files import DETECTOR_DIR, INPUT_SHAPE_FILE
 from inflow_jax.training.step import make_mesh
 from inflow_jax.utils.batching import batch_starts
 
-DETECTOR_DIR = "detector"
 SCORES_FILE = "scores.csv"
-INPUT_SHAPE_FILE = "input_shape.json"
 
 
 class ScoreError(ValueError):
   """A bad input, workdir or output of the score mode (a one-line message)."""
-
-
-def save_job_detector(workdir, detector: InFlowDetector, input_shape) -> pathlib.Path:
-  """Saves the job's detector to `<workdir>/detector/` (replacing an older one only once the new one
-  is complete) with the native (H, W, C) of the training images."""
-  workdir = pathlib.Path(workdir)
-  final, tmp, old = (
-    workdir / DETECTOR_DIR,
-    workdir / f".{DETECTOR_DIR}.tmp",
-    workdir / f".{DETECTOR_DIR}.old",
-  )
-  for path in (tmp, old):
-    if path.exists():
-      shutil.rmtree(path)
-  detector.save(tmp)
-  (tmp / INPUT_SHAPE_FILE).write_text(json.dumps([int(s) for s in input_shape]))
-  if final.exists():
-    final.rename(old)
-  tmp.rename(final)
-  if old.exists():
-    shutil.rmtree(old)
-  return final
 
 
 def load_job_detector(workdir) -> tuple:
@@ -112,24 +85,18 @@ def load_inputs(source: str, split: str, config: Dict[str, Any], input_shape, re
 
 
 def _score_block(
-  detector, score_fn, x, batch_size: int, key, first_batch: int
+  detector, x, batch_size: int, key, first_batch: int, mesh
 ) -> Dict[str, np.ndarray]:
-  """The columns of x's batches: the paper's gate through the sharded score function, the conformal
-  kinds through the detector (x preprocessed)."""
-  if detector.attention == "mmd":
-    result: BatchScores = score_batches(
-      score_fn, detector.mmd_state_, x, batch_size, key, first_batch=first_batch
-    )
-    image_p = np.full(len(x), np.nan)
-  else:
-    result = detector.score_batches(
-      x, key, batch_size=batch_size, first_batch=first_batch, preprocessed=True
-    )
-    image_p = result.image_p_values
+  """The columns of x's batches (x preprocessed), scored by the detector (the flow split over mesh's
+  devices for the paper's gate)."""
+  result = detector.score_batches(
+    x, key, batch_size=batch_size, first_batch=first_batch, preprocessed=True, mesh=mesh
+  )
+  image_p = result.image_p_values
   return {
     "score": result.scores,
     "batch_p_value": result.p_values[result.batch_index],
-    "image_p_value": image_p,
+    "image_p_value": np.full(len(x), np.nan) if image_p is None else image_p,
     "attention": result.attention,
     "is_ood": detector.decide(result.attention, result.scores),
     "batch": first_batch + result.batch_index,
@@ -150,37 +117,18 @@ def score_in_batches(
   """This process's contiguous block of whole batches, 16 batches per `score_batches` call (tqdm)."""
   starts = batch_starts(len(x), batch_size)
   mine = np.array_split(np.arange(len(starts) - 1), process_count)[process_index]
-  score_fn = make_sharded_score_fn(detector.model, detector.variables, detector.convention, mesh)
   parts: List[Dict[str, np.ndarray]] = []
   for lo in tqdm.tqdm(
     range(0, len(mine), 16), disable=not progress, desc="score", unit="16 batches"
   ):
     first, last = int(mine[lo]), int(mine[min(lo + 16, len(mine)) - 1])
     block = _score_block(
-      detector, score_fn, x[starts[first] : starts[last + 1]], batch_size, key, first
+      detector, x[starts[first] : starts[last + 1]], batch_size, key, first, mesh
     )
     block["index"] = np.arange(starts[first], starts[last + 1])
     parts.append(block)
   names = ("index", "score", "batch_p_value", "image_p_value", "attention", "is_ood", "batch")
   return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in names}
-
-
-def score_stream(detector, x: np.ndarray, window: int, key, mesh) -> Dict[str, np.ndarray]:
-  """Each image gated by the test of the last `window` images (`gate_stream`), then scored with it."""
-  gated = gate_stream(detector.mmd_state_, x, window, key)
-  attention = np.asarray(gated.attention, np.float32)
-  score_fn = make_sharded_score_fn(detector.model, detector.variables, detector.convention, mesh)
-  scores = np.concatenate(
-    [score_fn(x[i : i + window], attention[i : i + window]) for i in range(0, len(x), window)]
-  )
-  return {
-    "index": np.arange(len(x)),
-    "score": scores,
-    "batch_p_value": np.asarray(gated.p_value),
-    "image_p_value": np.full(len(x), np.nan),
-    "attention": attention,
-    "is_ood": detector.decide(attention, scores),
-  }
 
 
 def write_csv(
@@ -267,7 +215,11 @@ def run_score(
   mesh = make_mesh(jax.local_devices() if devices is None else devices)
   tick = time.perf_counter()
   if stream:
-    columns = score_stream(detector, x, batch_size, key, mesh) if jax.process_index() == 0 else None
+    columns = (
+      detector.score_stream(x, batch_size, key, mesh=mesh, preprocessed=True)
+      if jax.process_index() == 0
+      else None
+    )
   else:
     columns = score_in_batches(
       detector,

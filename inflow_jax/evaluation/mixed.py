@@ -14,26 +14,14 @@ fold_in(fold_in(fold_in(key, 1000 + s), r), j) for OOD set s, fraction r, batch 
 cell is tested with fold_in(cell_key, b).
 """
 
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
 
-from inflow_jax import gates as conformal
 from inflow_jax.evaluation import baselines as baselines_lib
-from inflow_jax.gates.mmd_batches import attention_tests
 
 MIXED_OOD_STREAM = 1000  # fold_in(key, 1000 + s): OOD set s
-
-
-class Gates(NamedTuple):
-  """The batch tests the protocol compares: the MMD test, the typicality test and, optionally, the
-  conformal state with the combination rule of the combined gate."""
-
-  mmd_state: Any
-  typicality: baselines_lib.TypicalityState
-  conformal_state: Optional[conformal.ConformalState] = None
-  combination: str = "bonferroni"
 
 
 def typicality_flags(state: baselines_lib.TypicalityState, nll: np.ndarray, starts) -> np.ndarray:
@@ -43,29 +31,25 @@ def typicality_flags(state: baselines_lib.TypicalityState, nll: np.ndarray, star
   )
 
 
-def _gate_rates(gates: Gates, cell_key, x, nll, image_p, m: int) -> Dict[str, float]:
-  """The fraction of the batches x[b m : (b + 1) m] each gate flags."""
+def _gate_rates(detector, typicality, cell_key, x, nll, image_p, m: int) -> Dict[str, float]:
+  """The fraction of the batches x[b m : (b + 1) m] each gate flags (one `gate_batches` call)."""
   starts = np.arange(0, x.shape[0] + 1, m)
-  rates = {"typicality": float(typicality_flags(gates.typicality, nll, starts).mean())}
-  p_mmd = None
-  if m >= 2:
-    tests = attention_tests(gates.mmd_state, x, m, cell_key)
-    rates["inflow"], p_mmd = float(tests.flagged.mean()), tests.p_values
-  else:
-    rates["inflow"] = float("nan")
-  if gates.conformal_state is not None:
-    p_conformal = conformal.batch_p_values(gates.conformal_state, image_p, starts)
-    level = gates.conformal_state.level
-    rates["conformal"] = float(np.mean(p_conformal < level))
-    combined, _ = conformal.combined_p_values(
-      gates.conformal_state, gates.combination, p_conformal, p_mmd, x, starts, cell_key
-    )
-    rates["combined"] = float(np.mean(combined < level))
+  rates = {"typicality": float(typicality_flags(typicality, nll, starts).mean())}
+  has_conformal = detector.conformal_state_ is not None
+  gate = detector.gate_batches(
+    x, cell_key, batch_size=m, image_p=image_p if has_conformal else None, preprocessed=True
+  )
+  level = detector.level
+  rates["inflow"] = float(np.mean(gate.p_mmd < level)) if m >= 2 else float("nan")
+  if has_conformal:
+    rates["conformal"] = float(np.mean(gate.p_conformal < level))
+    rates["combined"] = float(np.mean(gate.p_combined < level))
   return rates
 
 
 def mixed_protocol(
-  gates: Gates,
+  detector,
+  typicality,
   x_in: np.ndarray,
   nll_in: np.ndarray,
   p_in: Optional[np.ndarray],
@@ -95,7 +79,7 @@ def mixed_protocol(
   def cell(cell_key, m, draw) -> Dict[str, float]:
     idx = [draw() for _ in range(n_batches)]
     gather = lambda which: np.concatenate([which(i_out, i_in) for i_out, i_in in idx])
-    return _gate_rates(gates, cell_key, *(gather(which) for which in draw.fields), m)
+    return _gate_rates(detector, typicality, cell_key, *(gather(which) for which in draw.fields), m)
 
   for j, m in enumerate(batch_sizes):
     if m > n_in:

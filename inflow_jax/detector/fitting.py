@@ -1,0 +1,139 @@
+"""The pieces of `InFlowDetector.fit`: its checks, the tests it fits and the threshold.
+
+Each takes the detector (for its settings) and returns what `fit` stores; none changes it.
+"""
+
+import itertools
+
+import numpy as np
+
+from inflow_jax import gates, training
+from inflow_jax.detector.batch_scores import score_batches
+from inflow_jax.detector.files import check_finite_variables
+from inflow_jax.model.density import CONVENTIONS
+from inflow_jax.utils.checks import check_images
+
+ATTENTION_KINDS = ("mmd", "conformal", "combined")
+
+
+def check_settings(attention, convention, batch_test, combination, false_positive_rate) -> None:
+  """Raises ValueError naming the first setting outside its allowed values."""
+  for name, value, allowed in (
+    ("attention", attention, ATTENTION_KINDS),
+    ("convention", convention, CONVENTIONS),
+    ("batch_test", batch_test, gates.BATCH_TESTS),
+    ("combination", combination, gates.COMBINATIONS),
+  ):
+    if value not in allowed:
+      raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+  if not 0.0 < false_positive_rate < 1.0:
+    raise ValueError(f"false_positive_rate must lie in (0, 1), got {false_positive_rate}")
+
+
+def checked_images(x, name: str, min_batch: int = 1) -> np.ndarray:
+  """x checked as float NHWC images in [0, 1], as float32 (no preprocessing)."""
+  return np.asarray(
+    check_images(x, name=name, min_batch=min_batch, value_range=(0.0, 1.0)), np.float32
+  )
+
+
+def check_conformal_state(detector, state, x_density) -> None:
+  """A conformal state given to `fit` must match the detector's kind, level, batch test and
+  mean-shift test."""
+  if not detector.uses_conformal:
+    raise ValueError("conformal_state given to a detector with attention='mmd'")
+  if x_density is not None:
+    raise ValueError("x_density and conformal_state given: the state's density is already fitted")
+  if (state.level, state.batch_test) != (detector.level, detector.batch_test):
+    raise ValueError(
+      f"conformal_state has level={state.level}, batch_test={state.batch_test!r}; the detector "
+      f"{detector.level}, {detector.batch_test!r}"
+    )
+  components = None if state.mean_shift is None else state.mean_shift.n_components
+  if components != detector.gate_mean_shift_components:
+    raise ValueError(
+      f"conformal_state has a mean-shift test of {components} components; this detector "
+      f"(attention={detector.attention!r}) needs {detector.gate_mean_shift_components}"
+    )
+
+
+def conformal_inputs(detector, prepare, x_ref, x_calibration, x_train, x_density):
+  """(x_calibration, x_density) preprocessed and checked: calibration images given, >= 1/level of
+  them, none of them in x_ref, x_density or x_train."""
+  if x_calibration is None:
+    raise ValueError(
+      f"attention={detector.attention!r} needs x_calibration: held-out in-distribution "
+      "images, disjoint from x_ref and from the flow's training images"
+    )
+  x_calibration = prepare(x_calibration, "x_calibration")
+  x_density = None if x_density is None else prepare(x_density, "x_density", min_batch=2)
+  x_train_seen = None if x_train is None else prepare(x_train, "x_train")
+  gates.check_calibration(
+    x_calibration,
+    detector.level,
+    {"x_ref": x_ref, "x_density": x_density, "the training images (x_train)": x_train_seen},
+  )
+  return x_calibration, x_density
+
+
+def train_flow(detector, x_train, config):
+  """(variables, losses): the detector's flow trained on x_train with `config.train`."""
+  if config is None:
+    raise ValueError("training the flow (x_train given) needs config (with a `train` sub-config)")
+  x_train = check_images(x_train, name="x_train", value_range=(0.0, 1.0))
+  batches = itertools.islice(
+    training.local_batches(
+      np.asarray(x_train, np.float32), batch_size=config.train.batch_size, seed=detector.seed
+    ),
+    config.train.num_steps,
+  )
+  variables, losses = training.train_on_batches(detector.model, detector.variables, batches, config)
+  check_finite_variables(variables, "the trained flow's variables")
+  return variables, losses
+
+
+def mmd_test(detector, x_ref, mmd_state):
+  """The MMD test on x_ref with the detector's encoder, or the given state after checking that its
+  permutations and level are the detector's."""
+  if mmd_state is None:
+    return gates.fit_mmd(x_ref, detector.encoder, detector.n_permutations, detector.level)
+  if (mmd_state.n_permutations, mmd_state.level) != (detector.n_permutations, detector.level):
+    raise ValueError(
+      f"mmd_state has n_permutations={mmd_state.n_permutations}, level="
+      f"{mmd_state.level}; the detector {detector.n_permutations}, {detector.level}"
+    )
+  return mmd_state
+
+
+def conformal_test(detector, x_ref, x_calibration, x_density):
+  """The conformal state: density on x_density (None: x_ref), calibrated on x_calibration."""
+  return gates.fit_conformal(
+    detector.model,
+    detector.variables,
+    x_ref,
+    x_calibration,
+    level=detector.level,
+    batch_test=detector.batch_test,
+    n_components=detector.n_components,
+    seed=detector.seed,
+    x_density=x_density,
+    mean_shift_components=detector.gate_mean_shift_components,
+  )
+
+
+def threshold(detector, x_threshold) -> float:
+  """The (1 - false_positive_rate) quantile of the a = 1 scores of x_threshold."""
+  scores = score_batches(
+    detector._score_fn,  # noqa: SLF001  (the detector's own jitted score function)
+    None,
+    x_threshold,
+    min(detector.batch_size, len(x_threshold)),
+    attention=1.0,
+  ).scores
+  if not np.all(np.isfinite(scores)):
+    raise ValueError(
+      f"{int(np.sum(~np.isfinite(scores)))} of the {len(scores)} threshold scores "
+      "(of x_threshold, or x_ref) are NaN or infinite: the flow gives no finite "
+      "density there, so no threshold can be set"
+    )
+  return float(np.quantile(scores, 1.0 - detector.false_positive_rate))
