@@ -21,7 +21,8 @@ from inflow_jax.model.flow_file import is_flow_file, load_flow_file
 
 def load_model(config: ml_collections.ConfigDict):
   """(model, pretrained variables or None). Reading the pretrained checkpoint fails here, early: an
-  original (PyTorch-named) state dict, or a flow file (`inflow_jax.model.flow_file`: .npz + .json)."""
+  original (PyTorch-named) state dict, or a flow file (`inflow_jax.model.flow_file`: .npz +
+  .json)."""
   if config.checkpoint_path is None:
     return InFlow(**config.model), None
   if is_flow_file(config.checkpoint_path):

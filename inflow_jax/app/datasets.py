@@ -42,8 +42,8 @@ def checked_labels(config: ml_collections.ConfigDict, key: str, labels, n: int) 
 
 
 def load_data(config: ml_collections.ConfigDict, mode: str) -> Dict[str, Any]:
-  """Every image set the job needs, as float32 NHWC in [0, 1], loaded before anything runs; and under
-  "labels" the train/test labels when the adversarial classifier needs them."""
+  """Every image set the job needs, as float32 NHWC in [0, 1], loaded before anything runs; and
+  under "labels" the train/test labels when the adversarial classifier needs them."""
   d = config.data
   load = lambda name, split, limit=None: data.load_images(
     name, split, d.image_size, d.data_dir, limit

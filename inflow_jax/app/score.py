@@ -1,20 +1,22 @@
 """`run.py --mode=score`: score new images with the detector that a job saved in its workdir.
 
-  python run.py --mode=score --workdir DIR --input SOURCE [--output FILE] [--split S] [--batch-size M]
-                [--stream] [--resize]
+  python run.py --mode=score --workdir DIR --input SOURCE [--output FILE] [--split S]
+                [--batch-size M] [--stream] [--resize]
 
 SOURCE is any data source name the job accepts (`npz:PATH`, `npy:PATH`, `folder:PATH`, a tfds name
 with --split). The workdir holds `config.json` (the job's config: data_dir, image_size) and
 `detector/` (`InFlowDetector.save`, plus `input_shape.json`: the native H, W, C of the training
-images). Images keep the input's order; consecutive batches of the detector's `batch_size` are tested
-by the attention (batch i with the key fold_in(PRNGKey(seed), i)) and scored with their a, the flow
-split over all local devices (`make_sharded_score_fn`). With several processes (`jax.distributed`)
-process k scores a contiguous block of whole batches and process 0 writes the CSV. `--stream` gates
-each image with the windowed test of the last `batch_size` images (`gate_stream`) instead.
+images). Images keep the input's order; consecutive batches of the detector's `batch_size` are
+tested by the attention (batch i with the key fold_in(PRNGKey(seed), i)) and scored with their a,
+the flow split over all local devices (`make_sharded_score_fn`). With several processes
+(`jax.distributed`) process k scores a contiguous block of whole batches and process 0 writes the
+CSV. `--stream` gates each image with the windowed test of the last `batch_size` images
+(`gate_stream`) instead.
 
 The CSV (`DIR/scores.csv` by default) has one row per image: index, path (folders only), score,
-batch_p_value (the p-value of the image's batch, or of its window), attention, is_ood. It is written to
-a temporary file and renamed. Bad input raises `ScoreError`, whose one-line message run.py prints.
+batch_p_value (the p-value of the image's batch, or of its window), attention, is_ood. It is written
+to a temporary file and renamed. Bad input raises `ScoreError`, whose one-line message run.py
+prints.
 """
 
 import csv
@@ -114,7 +116,8 @@ def score_in_batches(
   process_index: int = 0,
   process_count: int = 1,
 ) -> Dict[str, np.ndarray]:
-  """This process's contiguous block of whole batches, 16 batches per `score_batches` call (tqdm)."""
+  """This process's contiguous block of whole batches, 16 batches per `score_batches` call
+  (tqdm)."""
   starts = batch_starts(len(x), batch_size)
   mine = np.array_split(np.arange(len(starts) - 1), process_count)[process_index]
   parts: List[Dict[str, np.ndarray]] = []
@@ -201,48 +204,54 @@ def run_score(
     raise ScoreError(
       f"--batch-size must be >= 2 (the attention test needs 2 images), got {batch_size}"
     )
-  x, paths = load_inputs(source, split, config, input_shape, resize)
-  x = detector.preprocess(x)  # the detector's JPEG round trip, when it has one
   if stream and detector.attention != "mmd":
     raise ScoreError(
       f"--stream gates with the MMD test; this detector's attention is "
       f"{detector.attention!r} (score its images in batches, without --stream)"
     )
+  x, paths = load_inputs(source, split, config, input_shape, resize)
+  x = detector.preprocess(x)  # the detector's JPEG round trip, when it has one
   if detector.mmd_state_ is not None:
     batch_size = min(batch_size, detector.mmd_state_.n_reference)
   batch_size = min(batch_size, len(x))
-  key = jax.random.PRNGKey(detector.seed)
-  mesh = make_mesh(jax.local_devices() if devices is None else devices)
   tick = time.perf_counter()
-  if stream:
-    columns = (
-      detector.score_stream(x, batch_size, key, mesh=mesh, preprocessed=True)
-      if jax.process_index() == 0
-      else None
-    )
-  else:
-    columns = score_in_batches(
-      detector,
-      x,
-      batch_size,
-      key,
-      mesh,
-      progress=progress,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-    )
-    if jax.process_count() > 1:
-      columns = _gather_to_main(columns, output)
+  columns = _columns(detector, x, batch_size, stream, progress, output, devices)
   if jax.process_index() != 0:
     return None
   seconds = time.perf_counter() - tick  # the tests and the flow (compilation included), not the I/O
   write_csv(output, columns, paths)
+  return _summary(columns, output, seconds, stream)
+
+
+def _columns(detector, x, batch_size: int, stream: bool, progress: bool, output, devices):
+  """The CSV's columns on process 0 (None elsewhere): the stream's, or every process's batches."""
+  key = jax.random.PRNGKey(detector.seed)
+  mesh = make_mesh(jax.local_devices() if devices is None else devices)
+  if stream:
+    if jax.process_index() != 0:
+      return None
+    return detector.score_stream(x, batch_size, key, mesh=mesh, preprocessed=True)
+  columns = score_in_batches(
+    detector,
+    x,
+    batch_size,
+    key,
+    mesh,
+    progress=progress,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+  return _gather_to_main(columns, output) if jax.process_count() > 1 else columns
+
+
+def _summary(columns, output, seconds: float, stream: bool) -> Dict:
+  n = len(columns["index"])
   summary = {
-    "images": int(len(x)),
+    "images": int(n),
     "images_flagged": int(columns["is_ood"].sum()),
     "output": str(output),
     "score_seconds": seconds,
-    "images_per_s": len(x) / seconds,
+    "images_per_s": n / seconds,
   }
   if not stream:
     flagged = columns["attention"] == 0.0

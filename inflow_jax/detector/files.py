@@ -1,5 +1,5 @@
-"""Saving and loading an `InFlowDetector`: <dir>/config.json and <dir>/arrays (orbax), plus a SHA-256
-manifest (`inflow_jax.utils.integrity`).
+"""Saving and loading an `InFlowDetector`: <dir>/config.json and <dir>/arrays (orbax), plus a
+SHA-256 manifest (`inflow_jax.utils.integrity`).
 
 config.json: the model's constructor arguments, the detector's settings (attention kind, level,
 JPEG quality, ...), the threshold, the encoder's static fields, the MMD test's image shape and the

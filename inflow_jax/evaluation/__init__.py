@@ -1,4 +1,5 @@
-"""Evaluation: per-image OOD scores, metrics, baselines, and the protocols that turn them into tables.
+"""Evaluation: per-image OOD scores, metrics, baselines, and the protocols that turn them into
+tables.
 
 scores.py     per-image scores of the flow ('paper' and 'nll' conventions), `score_batches`
 metrics.py    AUROC, AUPR, FPR95 (OOD is the positive class)

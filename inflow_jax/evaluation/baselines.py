@@ -1,18 +1,19 @@
 """The baselines InFlow is compared with: the typicality test and the input-complexity score.
 
-The third baseline, the plain flow likelihood, is `scoring.make_score_fn(..., convention='nll')` with
-a = 1 everywhere.
+The third baseline, the plain flow likelihood, is `scoring.make_score_fn(..., convention='nll')`
+with a = 1 everywhere.
 
-- **Typicality test** (Nalisnick et al. 2019, "Detecting out-of-distribution inputs to deep generative
-  models using typicality"): a batch of M images is atypical when its mean negative log-likelihood is far
-  from the model's entropy estimate,
+- **Typicality test** (Nalisnick et al. 2019, "Detecting out-of-distribution inputs to deep
+  generative models using typicality"): a batch of M images is atypical when its mean negative
+  log-likelihood is far from the model's entropy estimate,
   `eps_hat = | mean_{x in batch} NLL(x) - H_hat |`,  flagged when `eps_hat > eps_M`,
-  with `H_hat` the mean NLL of held-out in-distribution images and `eps_M` the (1 - level) quantile of
-  `eps_hat` over `n_bootstrap` batches of M images drawn with replacement from those held-out images.
+  with `H_hat` the mean NLL of held-out in-distribution images and `eps_M` the (1 - level) quantile
+  of `eps_hat` over `n_bootstrap` batches of M images drawn with replacement from those held-out
+  images.
 - **Input complexity** (Serra et al. 2020, "Input complexity and out-of-distribution detection with
-  likelihood-based generative models"): `S(x) = NLL(x) - L(x)` in bits per dimension, where `L(x)` is
-  the length of the losslessly compressed image (PNG, PIL `compress_level=9`) in bits per dimension.
-  Higher S means more OOD.
+  likelihood-based generative models"): `S(x) = NLL(x) - L(x)` in bits per dimension, where `L(x)`
+  is the length of the losslessly compressed image (PNG, PIL `compress_level=9`) in bits per
+  dimension. Higher S means more OOD.
 """
 
 import dataclasses
@@ -54,8 +55,8 @@ def fit_typicality(
   """Entropy estimate and bootstrap thresholds eps_M from held-out in-distribution NLLs.
 
   Args:
-    nll_heldout: (N,) NLLs (any consistent unit, e.g. bits/dim) of in-distribution images that are not
-      in the test set.
+    nll_heldout: (N,) NLLs (any consistent unit, e.g. bits/dim) of in-distribution images that
+      are not in the test set.
     batch_sizes: the batch sizes M the test will be used at.
     level: false-alarm level; eps_M is the (1 - level) quantile of the bootstrapped eps_hat.
     n_bootstrap: number of bootstrap batches per batch size.

@@ -1,7 +1,7 @@
 """Out-of-distribution detection metrics.
 
-Convention (used everywhere in inflow_jax): **OOD is the positive class and a higher score means more
-OOD**. A detector flags x when `score(x) >= t` for a threshold t.
+Convention (used everywhere in inflow_jax): **OOD is the positive class and a higher score means
+more OOD**. A detector flags x when `score(x) >= t` for a threshold t.
 
 - `auroc`: area under the ROC curve = P(s_out > s_in) + 0.5 P(s_out = s_in) over all (in, out) pairs
   (`sklearn.metrics.roc_auc_score`).
@@ -9,8 +9,8 @@ OOD**. A detector flags x when `score(x) >= t` for a threshold t.
   `AP = sum_n (R_n - R_{n-1}) P_n` over the thresholds (`sklearn.metrics.average_precision_score`).
 - `aupr_in`: the same with in-distribution positive and the score negated.
 - `fpr_at_95_tpr`: with t* the largest threshold whose true-positive rate `mean(s_out >= t*)` is at
-  least 0.95, the false-positive rate `mean(s_in >= t*)`: the fraction of in-distribution samples that
-  are flagged when 95% of the OOD samples are caught. Ties are flagged together (never split).
+  least 0.95, the false-positive rate `mean(s_in >= t*)`: the fraction of in-distribution samples
+  that are flagged when 95% of the OOD samples are caught. Ties are flagged together (never split).
 """
 
 from typing import Dict
@@ -55,7 +55,8 @@ def aupr_in(scores_in, scores_out) -> float:
 
 
 def fpr_at_95_tpr(scores_in, scores_out, tpr_level: float = 0.95) -> float:
-  """Fraction of in-distribution samples with `s_in >= t*`, t* the largest t with TPR(t) >= tpr_level."""
+  """Fraction of in-distribution samples with `s_in >= t*`, t* the largest t with TPR(t) >=
+  tpr_level."""
   if not 0 < tpr_level <= 1:
     raise ValueError(f"tpr_level must lie in (0, 1], got {tpr_level}")
   scores, labels = _scores_and_labels(scores_in, scores_out)

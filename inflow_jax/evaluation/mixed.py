@@ -2,12 +2,12 @@
 
 For every batch size m in `batch_sizes`: the false-alarm rate on `n_batches` pure in-distribution
 batches; for every OOD set and OOD fraction rho in `rhos`: the fraction of `n_batches` batches of
-k = max(1, round(rho m)) OOD and m - k in-distribution images flagged (rho = 0: exactly one OOD image).
-Images are drawn without replacement within a batch (numpy Generator seeded with `seed`, in the order of
-the table). Every gate runs on the very same batches: 'inflow' (the paper's MMD test), 'typicality',
-and, given per-image conformal p-values (`inflow_jax.gates`), 'conformal' (their batch test) and
-'combined' (that test, the MMD test and, where the conformal state has one, the mean-shift test
-combined). The MMD test needs 2 images: at m = 1 its rate is NaN and 'combined' leaves it out.
+k = max(1, round(rho m)) OOD and m - k in-distribution images flagged (rho = 0: exactly one OOD
+image). Images are drawn without replacement within a batch (numpy Generator seeded with `seed`, in
+the order of the table). Every gate runs on the very same batches: 'inflow' (the paper's MMD test),
+'typicality', and, given per-image conformal p-values (`inflow_jax.gates`), 'conformal' (their batch
+test) and 'combined' (that test, the MMD test and, where the conformal state has one, the mean-shift
+test combined). The MMD test needs 2 images: at m = 1 its rate is NaN and 'combined' leaves it out.
 
 Key streams (below the protocol's key): fold_in(key, j) for the false alarms at the j-th batch size,
 fold_in(fold_in(fold_in(key, 1000 + s), r), j) for OOD set s, fraction r, batch size j; batch b of a
@@ -64,7 +64,8 @@ def mixed_protocol(
 ) -> Dict:
   """The protocol's table: rhos, batch_sizes, n_batches, false_alarm {method: [rate per m]}, power
   {set: {method: [[rate per m] per rho]}}. Unchecked inputs (`evaluate_ood` validated them); nll_*:
-  per-image NLL bits/dim at a = 1; p_*: per-image conformal p-values (None without a conformal gate)."""
+  per-image NLL bits/dim at a = 1; p_*: per-image conformal p-values (None without a conformal
+  gate)."""
   rng = np.random.default_rng(seed)
   n_in = x_in.shape[0]
   table = {
@@ -74,25 +75,19 @@ def mixed_protocol(
     "false_alarm": {},
     "power": {},
   }
-  pick = lambda values, idx: None if values is None else values[idx]
-
-  def cell(cell_key, m, draw) -> Dict[str, float]:
-    idx = [draw() for _ in range(n_batches)]
-    gather = lambda which: np.concatenate([which(i_out, i_in) for i_out, i_in in idx])
-    return _gate_rates(detector, typicality, cell_key, *(gather(which) for which in draw.fields), m)
-
+  rates = lambda cell_key, m, draw: _cell_rates(detector, typicality, cell_key, m, draw, n_batches)
   for j, m in enumerate(batch_sizes):
     if m > n_in:
       raise ValueError(
         f"mixed batch size {m} is larger than the in-distribution set of {n_in} images"
       )
     draw = _Draw(rng, n_in, m, 0, x_in, nll_in, p_in, x_in, nll_in, p_in)
-    for method, rate in cell(jax.random.fold_in(key, j), m, draw).items():
+    for method, rate in rates(jax.random.fold_in(key, j), m, draw).items():
       table["false_alarm"].setdefault(method, []).append(rate)
-
   for s, (name, x_out) in enumerate(ood_sets.items()):
     power: Dict[str, list] = {}
     set_key = jax.random.fold_in(key, MIXED_OOD_STREAM + s)
+    p_set = None if p_out is None or p_out.get(name) is None else p_out[name]
     for r, rho in enumerate(rhos):
       row: Dict[str, list] = {}
       for j, m in enumerate(batch_sizes):
@@ -102,15 +97,21 @@ def mixed_protocol(
             f"mixed batch (rho={rho}, m={m}) needs {k} images of {name!r}, "
             f"which has {x_out.shape[0]}"
           )
-        draw = _Draw(rng, n_in, m, k, x_out, nll_out[name], pick(p_out, name), x_in, nll_in, p_in)
-        for method, rate in cell(
-          jax.random.fold_in(jax.random.fold_in(set_key, r), j), m, draw
-        ).items():
+        draw = _Draw(rng, n_in, m, k, x_out, nll_out[name], p_set, x_in, nll_in, p_in)
+        cell_key = jax.random.fold_in(jax.random.fold_in(set_key, r), j)
+        for method, rate in rates(cell_key, m, draw).items():
           row.setdefault(method, []).append(rate)
-      for method, rates in row.items():
-        power.setdefault(method, []).append(rates)
+      for method, values in row.items():
+        power.setdefault(method, []).append(values)
     table["power"][name] = power
   return table
+
+
+def _cell_rates(detector, typicality, cell_key, m: int, draw, n_batches: int) -> Dict[str, float]:
+  """The gates' rates on n_batches batches of `draw` (drawn in order, then gathered)."""
+  idx = [draw() for _ in range(n_batches)]
+  gather = lambda which: np.concatenate([which(i_out, i_in) for i_out, i_in in idx])
+  return _gate_rates(detector, typicality, cell_key, *(gather(which) for which in draw.fields), m)
 
 
 class _Draw:

@@ -19,7 +19,8 @@ through the detector once (`evaluation_context`) and the evaluators read those s
 
 Key streams: the permutation tests of the in-distribution batches use fold_in(key, 0), those of OOD
 set s fold_in(key, 1 + s), the mixed protocol fold_in(key, 10_000) (`mixed.py` names its own).
-The tables are plain dicts (JSON-serialisable); `inflow_jax.report.tables.format_table` formats them.
+The tables are plain dicts (JSON-serialisable); `inflow_jax.report.tables.format_table` formats
+them.
 """
 
 import dataclasses

@@ -125,7 +125,8 @@ def plot_training_loss(
   losses = np.asarray(losses, dtype=np.float64)
   if steps.shape != losses.shape or steps.ndim != 1 or steps.size == 0:
     raise ValueError(
-      f"steps and losses must be non-empty 1-D arrays of equal length, got {steps.shape}, {losses.shape}"
+      "steps and losses must be non-empty 1-D arrays of equal length, got "
+      f"{steps.shape}, {losses.shape}"
     )
   fig, ax = plt.subplots(figsize=(5.5, 3.5))
   ax.plot(steps, losses, lw=1, label="training loss")

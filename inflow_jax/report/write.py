@@ -2,10 +2,10 @@
 the PNG figures, all in the workdir.
 
 The evaluation table and its figures (ROC curves, score histograms, mixed-protocol power) come from
-`inflow_jax.evaluation.protocols.evaluate_ood`, its "adversarial" entry (when config.adversarial.enabled) from
-`inflow_jax.adversarial.evaluation.evaluate_adversarial`; this module adds the training-loss curve
-(from the workdir's `metrics.jsonl`), the run's settings and timings, and writes the files
-(the markdown comes from `inflow_jax.report.tables`).
+`inflow_jax.evaluation.protocols.evaluate_ood`, its "adversarial" entry (when
+config.adversarial.enabled) from `inflow_jax.adversarial.evaluation.evaluate_adversarial`; this
+module adds the training-loss curve (from the workdir's `metrics.jsonl`), the run's settings and
+timings, and writes the files (the markdown comes from `inflow_jax.report.tables`).
 """
 
 import json
@@ -75,8 +75,9 @@ def write_report(
   checkpoint_step: Optional[int] = None,
   with_figures: bool = True,
 ) -> Dict[str, str]:
-  """Writes report.json, report.md (and, with_figures, the training-loss figure); returns {file kind:
-  path}. Each file is written to a temporary name and renamed, so a failure keeps the previous one.
+  """Writes report.json, report.md (and, with_figures, the training-loss figure); returns {file
+  kind: path}. Each file is written to a temporary name and renamed, so a failure keeps the previous
+  one.
 
   Args:
     workdir: the job's directory (holds metrics.jsonl and the evaluation's figures).
