@@ -1,17 +1,19 @@
 """inflow_jax: InFlow outlier detection (attention-gated normalizing flows) in JAX/Flax.
 
-The architecture, one concept per module:
-  model.py, flows/      the attention-gated flow `InFlow` and its layers
-  torch_checkpoint.py   the original PyTorch weights in and out
-  attention/            the attention: random encoder, MMD permutation test, per-batch and streaming
-  data/                 input pipelines (offline sets, user files, tfds)
-  training/             the jitted data-parallel step, the flow's loop, orbax checkpoints
-  evaluation/           per-image scores, metrics, baselines, protocols (tables)
-  adversarial/          attacks, the classifier they target, the adversarial evaluation (tables)
-  report/               markdown tables, figures, the job's report files
-  detector.py           `InFlowDetector` (fit / score / predict / save / load)
-  job.py                what `run.py` runs: check, load, train or restore, fit the attention, evaluate
-  checks.py, batching.py  input checks; consecutive batches of a set
+The subpackages, lowest layer first (a module imports only its own subpackage and those above it in
+this list; `tests/test_layout.py` checks it):
+  utils/        input checks, consecutive batches, file manifests, the stored config.json
+  data/         input pipelines (offline sets, user files, tfds), JPEG round trip, PNG lengths
+  flows/        the flow's layers (attention-gated coupling, ActNorm, 1x1 conv, permutations)
+  model/        `InFlow`, its density and scores, the original's PyTorch weights, flow files
+  training/     the jitted data-parallel step, the flow's loop, orbax checkpoints
+  gates/        the tests that set the attention: MMD (random encoder), conformal, mean shift
+  detector/     `InFlowDetector` (fit / score / predict / save / load), the gate in one place
+  evaluation/   metrics, baselines, one evaluator per protocol: tables
+  adversarial/  attacks, the classifier they target, the adversarial evaluation (tables)
+  report/       markdown tables, figures, the job's report files
+  app/          what `run.py` runs: the job (check, train, fit the detector, evaluate), the score mode
+This module only re-exports the public names.
 """
 
 from inflow_jax.data import batches, load_images, load_split, preprocess

@@ -1,9 +1,9 @@
-"""Evaluation: per-image OOD scores, metrics, baselines, and the protocols that turn them into
-tables.
+"""Evaluation: metrics, baselines and the protocols that turn a detector's answers into tables.
 
-scores.py     per-image scores of the flow ('paper' and 'nll' conventions), `score_batches`
-metrics.py    AUROC, AUPR, FPR95 (OOD is the positive class)
-baselines.py  the typicality test and the input-complexity score
-protocols.py  `evaluate_ood`: the paper / strict protocols and the baselines, as a table
-mixed.py      the mixed protocol (OOD images mixed into in-distribution batches)
+metrics.py     AUROC, AUPR, FPR95 (OOD is the positive class)
+baselines.py   the typicality test and the input-complexity score
+set_scores.py  one set through the detector (scores at a = 1 and through the MMD test)
+evaluators.py  one small evaluator per protocol and baseline (paper, strict, baselines, image, mixed)
+mixed.py       the mixed protocol (OOD images mixed into in-distribution batches)
+protocols.py   `detector_table` / `ood_table`: the evaluators the settings choose, as one table
 """
