@@ -12,7 +12,7 @@ this list; `tests/test_layout.py` checks it):
   evaluation/   metrics, baselines, one evaluator per protocol: tables
   adversarial/  attacks, the classifier they target, the adversarial evaluation (tables)
   report/       markdown tables, figures, the job's report files
-  app/          what `run.py` runs: the job (check, train, fit the detector, evaluate), the score mode
+  app/          what `run.py` runs: the job (train, fit the detector, evaluate), the score mode
 This module only re-exports the public names.
 """
 
