@@ -9,15 +9,15 @@ over images `x'` with `||x' - x||_inf <= epsilon` and `x'` in [0, 1]:
          result: the best iterate, argmax_{t = 0..T} L(x_t) (per image for a (B,) objective)
 
 Returning the best iterate rather than x_T (as AutoAttack's APGD does) matters on sharp objectives
-such as a flow's density: there a sign step overshoots and L oscillates (measured on the conformal
-score of a Glow: its mean over 100 SVHN images jumps from 12.4 to 47 after one step of 0.25/255),
-so the last iterate can be far worse than the start, while the best one is never worse than x_0.
+such as a flow's density: there a sign step overshoots and L oscillates, so the last iterate can
+be far worse than the start, while the best one is never worse than x_0.
 
 `loss_args` is an explicit pytree (model variables, labels, ...) passed through `jax.jit` as traced
 values, so one compiled attack serves every batch of the same shape; `loss_fn` itself is static
 (define it once at module level or once per target, not per call, or it recompiles).
 
-Objectives: `inflow_jax.adversarial.objectives` (the detector) and `inflow_jax.adversarial.classifier.ClassifierLoss`.
+Objectives: `inflow_jax.adversarial.objectives` (the detector) and
+`inflow_jax.adversarial.classifier.ClassifierLoss`.
 """
 
 import functools
@@ -124,7 +124,7 @@ def pgd(
   random_start: bool = True,
   loss_args: tuple = (),
 ) -> jax.Array:
-  """Projected gradient (sign) ascent in the L-infinity ball of radius `epsilon` (Madry et al. 2018).
+  """Projected gradient (sign) ascent in the L-infinity ball of radius `epsilon` (Madry 2018).
 
   Args:
     loss_fn: `loss_fn(x, *loss_args)` -> scalar or (B,), differentiable in `x`; maximised.

@@ -1,12 +1,12 @@
 """A small CNN classifier of the in-distribution data: the target of the classic adversarial attack.
 
-Adversarial examples against it (`inflow_jax.adversarial`) are the "adversarial OOD" sets that InFlow
-is asked to detect. Its loss is the mean softmax cross-entropy
+Adversarial examples against it (`inflow_jax.adversarial`) are the "adversarial OOD" sets that
+InFlow is asked to detect. Its loss is the mean softmax cross-entropy
 
   L(theta) = -(1/B) sum_i log softmax(f_theta(x_i))[y_i],
 
-minimised by the flow's training machinery (`inflow_jax.training.step`: the same Adam, data-parallel step
-over the `data` mesh axis and epoch permutations).
+minimised by the flow's training machinery (`inflow_jax.training.step`: the same Adam,
+data-parallel step over the `data` mesh axis and epoch permutations).
 """
 
 import dataclasses
@@ -55,7 +55,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierLoss:
-  """Per-image cross-entropy of `model` as a function of the images: the untargeted attack objective.
+  """Per-image cross-entropy of `model` as a function of the images: the untargeted objective.
 
   Call as `loss(x, variables, labels)` -> (B,). Frozen (hashable by value), so it can be the static
   `loss_fn` of `inflow_jax.adversarial.pgd` with `loss_args=(variables, labels)`.
@@ -97,7 +97,7 @@ def check_labels(
 def check_classifier_train_config(
   train_config: ml_collections.ConfigDict, num_devices: int, *, prefix: str = "train"
 ) -> None:
-  """Raises ValueError, naming `{prefix}.<key>`, for settings `train_classifier` cannot train with."""
+  """Raises ValueError, naming `{prefix}.<key>`, for settings `train_classifier` cannot use."""
   check_optimizer_config(train_config, num_devices, prefix=prefix, min_steps=1)
 
 
@@ -137,15 +137,16 @@ def train_classifier(
 
   `train_step.fit_batches` of `MeanCrossEntropy` over the batches (x, y) of
   `train_step.local_batches(x_train, labels=y_train, seed=config.seed)`: step s takes epoch
-  e = s // steps_per_epoch of a permutation seeded by `epoch_seed(config.seed, e)`, each batch sharded
-  over the `data` axis of a mesh of `devices`.
+  e = s // steps_per_epoch of a permutation seeded by `epoch_seed(config.seed, e)`, each batch
+  sharded over the `data` axis of a mesh of `devices`.
 
   Args:
     model: a `Classifier`.
     x_train: (N, H, W, C) float32 images in [0, 1].
     y_train: (N,) integer labels in [0, model.num_classes).
-    config: `seed`, and `train` with `num_steps` (>= 1), `batch_size` (divisible by the device count)
-      and the optimiser fields of `inflow_jax.training.optimizer.make_optimizer` (OPTIMIZER_KEYS).
+    config: `seed`, and `train` with `num_steps` (>= 1), `batch_size` (divisible by the device
+      count) and the optimiser fields of `inflow_jax.training.optimizer.make_optimizer`
+      (OPTIMIZER_KEYS).
     devices: the devices to shard over (default: all of this process's).
   Returns:
     ClassifierResult; the variables are host (numpy) copies.

@@ -9,6 +9,6 @@ def eps_name(epsilon: float) -> str:
 
 
 def set_name_prefix(dataset: str) -> str:
-  """The prefix of the classifier-attack sets of a test dataset: 'cifar10' for 'cifar10', 'photos' for
-  '/data/photos.npz' (the file or folder name), 'in' when there is none."""
+  """The prefix of the classifier-attack sets of a test dataset: 'cifar10' for 'cifar10', 'photos'
+  for '/data/photos.npz' (the file or folder name), 'in' when there is none."""
   return pathlib.PurePath(str(dataset)).stem or "in"

@@ -1,9 +1,10 @@
 """Objectives of the adaptive attacks on the InFlow detector, each maximised by `attacks.pgd`:
 
-`LowerScore(score_fn)`:  -score(x) per image; with `scoring.make_score_fn(..., 'nll')` at a = 1 this is
-                         the flow log-likelihood (bits/dim, up to a constant), so PGD raises log p(x).
-`LowerMMD()`:            -MMD^2(x, reference) of the whole batch, `loss_args=(mmd_state,)`: the batch
-                         moves towards passing the attention test (a = 1).
+`LowerScore(score_fn)`:  -score(x) per image; with `make_score_fn(..., 'nll')` at a = 1 this is
+                         the flow log-likelihood (bits/dim, up to a constant), so PGD raises
+                         log p(x).
+`LowerMMD()`:            -MMD^2(x, reference) of the whole batch, `loss_args=(mmd_state,)`: the
+                         batch moves towards passing the attention test (a = 1).
 `LowerMeanShift()`:      -T(x) of the whole batch, the combined gate's mean-shift statistic
                          (`inflow_jax.gates.mean_shift`), `loss_args=(mean_shift_state,)`.
 `LowerImageScore(model)`: -s(x) per image, the conformal attention's per-image score
@@ -34,9 +35,10 @@ from inflow_jax.model import InFlow
 class LowerScore:
   """Objective -score_fn(x, attention) (B,): the attack lowers a detector's OOD score.
 
-  `score_fn` comes from `inflow_jax.model.density.make_score_fn` (traceable; higher = more OOD). With the
-  'nll' convention and attention 1 the objective is log p(x) / (D log 2) + const: the log-likelihood
-  of the ordinary (a = 1) flow. Hashable by the identity of `score_fn`: build one per scored model.
+  `score_fn` comes from `inflow_jax.model.density.make_score_fn` (traceable; higher = more OOD).
+  With the 'nll' convention and attention 1 the objective is log p(x) / (D log 2) + const: the
+  log-likelihood of the ordinary (a = 1) flow. Hashable by the identity of `score_fn`: build one
+  per scored model.
   """
 
   score_fn: Callable[..., jax.Array]
@@ -47,8 +49,9 @@ class LowerScore:
 
 
 def batch_mmd2(state: MMDState, x: jax.Array) -> jax.Array:
-  """The attention test's unbiased MMD^2 between the images x (m, H, W, C) and the fitted reference:
-  `attention.mmd2_embedded(state, embed(x))`, differentiable in x; equals `mmd_test(state, x).mmd2`."""
+  """The attention test's unbiased MMD^2 between the images x (m, H, W, C) and the fitted
+  reference: `mmd2_embedded(state, embed(x))`, differentiable in x; equals
+  `mmd_test(state, x).mmd2`."""
   return mmd2_embedded(state, state.embed(x))
 
 
