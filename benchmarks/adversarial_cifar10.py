@@ -3,8 +3,9 @@
   python benchmarks/adversarial_cifar10.py --n-test 500 --n-ood 300 --batch-size 100 --json
 
 Uses ../shared (or $INFLOW_SHARED; no download): the original checkpoint converted by
-`torch_checkpoint.load_reference_checkpoint` (paper_compat), the original encoder, CIFAR-10 train/test
-copies (JPEG-75, see ../shared/data/README.md) and the OOD sets SVHN, CelebA, MNIST, Fashion-MNIST.
+`inflow_jax.model.torch_checkpoint.load_reference_checkpoint` (paper_compat), the original encoder,
+CIFAR-10 train/test copies (JPEG-75, see ../shared/data/README.md) and the OOD sets SVHN, CelebA,
+MNIST, Fashion-MNIST.
 
 1. A small CNN classifier (the model and optimiser of `config.adversarial` in configs/cifar10.py) is
    trained briefly (--classifier-steps) on cifar10_train_10k; its clean accuracy is printed. PGD
@@ -14,8 +15,8 @@ copies (JPEG-75, see ../shared/data/README.md) and the OOD sets SVHN, CelebA, MN
 3. All of them, and the clean OOD sets, are scored by `evaluate_ood` against the clean CIFAR-10 test
    images (paper and strict protocols and the baselines).
 
-Everything runs on whatever JAX backend is present; on a shared CPU the timings are slow and noisy (the
-load average is printed with the result).
+Everything runs on whatever JAX backend is present; on a shared CPU the timings are slow and noisy
+(the load average is printed with the result).
 """
 
 import argparse
@@ -50,7 +51,7 @@ def shared_images(file: str, max_images=None):
   return load_images(f"npz:{path}", "test", image_size=32, max_images=max_images)
 
 
-def main():
+def parse_args() -> argparse.Namespace:
   parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawTextHelpFormatter
   )
@@ -67,9 +68,11 @@ def main():
   parser.add_argument("--classifier-steps", type=int, default=1500)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--json", action="store_true", help="print one JSON line")
-  args = parser.parse_args()
-  start = time.time()
+  return parser.parse_args()
 
+
+def make_config(args: argparse.Namespace):
+  """configs/cifar10.py with the benchmark's seed, batch size, classifier steps and PGD settings."""
   config = cifar10_config.get_config()
   config.seed = args.seed
   config.eval.batch_size = args.batch_size
@@ -81,20 +84,47 @@ def main():
     epsilons=(1 / 255, 2 / 255, 8 / 255),
     adaptive_epsilon=8 / 255,
   )
+  return config
 
+
+def load_sets(args: argparse.Namespace) -> dict:
+  """The CIFAR-10 training, test and held-out images and the OOD sets of ../shared."""
   x_train, y_train = shared_images("cifar10_train_10k.npz")
   x_all_test, y_all_test = shared_images("cifar10_test_5k.npz")
-  x_test, y_test = x_all_test[: args.n_test], y_all_test[: args.n_test]
-  x_heldout = x_all_test[args.n_test : args.n_test + args.n_heldout]
   names = [n for n in args.ood.split(",") if n]
-  ood_sets = {n: shared_images(OOD_FILES[n], args.n_ood)[0] for n in names}
+  return dict(
+    x_train=x_train,
+    y_train=y_train,
+    x_test=x_all_test[: args.n_test],
+    y_test=y_all_test[: args.n_test],
+    x_heldout=x_all_test[args.n_test : args.n_test + args.n_heldout],
+    ood_sets={n: shared_images(OOD_FILES[n], args.n_ood)[0] for n in names},
+  )
 
+
+def report(args: argparse.Namespace, table: dict, start: float, classifier_seconds: float) -> None:
+  """Prints the table (one JSON line with --json) with the machine's backend and load."""
+  if args.json:
+    common.emit(table, as_json=True)
+  else:
+    print(format_adversarial_report(table))
+    print(
+      f"\nbackend {jax.default_backend()}, wall {time.time() - start:.0f} s, classifier training "
+      f"{classifier_seconds:.0f} s, load average {common.machine()['load_avg']}"
+    )
+
+
+def main():
+  args = parse_args()
+  start = time.time()
+  config = make_config(args)
+  sets = load_sets(args)
   model, variables = load_reference_checkpoint(
     common.SHARED / "fixtures/inflow_cifar10_epoch150_torch_state.npz", paper_compat=True
   )
   embed = load_reference_encoder(common.SHARED / "fixtures/uae_encoder_torch_seed0.npz")
   mmd_state = fit_mmd(
-    x_train[: args.n_reference],
+    sets["x_train"][: args.n_reference],
     embed,
     n_permutations=args.n_permutations,
     level=config.attention.level,
@@ -102,7 +132,9 @@ def main():
 
   tick = time.time()
   classifier_model = classifier_lib.Classifier(**config.adversarial.model)
-  trained = classifier_lib.train_classifier(classifier_model, x_train, y_train, config.adversarial)
+  trained = classifier_lib.train_classifier(
+    classifier_model, sets["x_train"], sets["y_train"], config.adversarial
+  )
   classifier_seconds = time.time() - tick
 
   table = evaluate_adversarial(
@@ -110,10 +142,10 @@ def main():
     model=model,
     variables=variables,
     mmd_state=mmd_state,
-    x_test=x_test,
-    y_test=y_test,
-    ood_sets=ood_sets,
-    x_heldout=x_heldout,
+    x_test=sets["x_test"],
+    y_test=sets["y_test"],
+    ood_sets=sets["ood_sets"],
+    x_heldout=sets["x_heldout"],
     key=jax.random.key(args.seed),
     classifier=(classifier_model, trained.variables),
     in_name="cifar10",
@@ -130,14 +162,7 @@ def main():
     wall_s=round(time.time() - start, 1),
     loadavg=common.machine()["load_avg"],
   )
-  if args.json:
-    common.emit(table, as_json=True)
-  else:
-    print(format_adversarial_report(table))
-    print(
-      f"\nbackend {jax.default_backend()}, wall {time.time() - start:.0f} s, classifier training "
-      f"{classifier_seconds:.0f} s, load average {common.machine()['load_avg']}"
-    )
+  report(args, table, start, classifier_seconds)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """How the conformal batch tests' false-alarm rate scatters given the calibration set (issue 14).
 
-Simulation with `inflow_jax.gates.p_values`: per draw, n calibration and n evaluation scores
-N(0, 1) (exchangeable: the null), conformal p-values of the evaluation scores, `--batches` batches of m
-evaluation images (disjoint within each pass over a permutation), each batch test at level 0.05. Per m and test:
-the mean and standard deviation over `--draws` draws of the false-alarm rate and the fraction of draws
-outside [0.02, 0.08]; and the power on one outlier (score + 3) among m null images. This is what
-chose the 'auto' test's switch (`TAIL_SCORES`).
+Simulation with `inflow_jax.gates.p_values`: per draw, n calibration and n evaluation scores N(0, 1)
+(exchangeable: the null), conformal p-values of the evaluation scores, `--batches` batches of m
+evaluation images (disjoint within each pass over a permutation), each batch test at level 0.05. Per
+m and test: the mean and standard deviation over `--draws` draws of the false-alarm rate and the
+fraction of draws outside [0.02, 0.08]; and the power on one outlier (score + 3) among m null
+images. This is what chose the 'auto' test's switch (`TAIL_SCORES`).
 
     python benchmarks/batch_test_calibration.py [--draws 200] [--n 2500] [--json]
 """

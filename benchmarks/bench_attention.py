@@ -6,9 +6,11 @@ Reference and test images are CIFAR-10 from ../shared/data when it holds enough 
 (e.g. --n-ref 50000) uniform random images: speed and memory do not depend on the pixel values.
 `mmd_test_ms` is the median over --repeats calls after a warm-up call, embedding the batch included;
 `embed_ms` and `test_embedded_ms` split it; `*_cpu_ms` are the same calls in process CPU time. The
-machine's load average is printed with the result: other processes on a shared machine slow every figure
-down. Single-thread figures: XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1" taskset -c 0 python benchmarks/bench_attention.py ...
+machine's load average is printed with the result: other processes on a shared machine slow every
+figure down. Single-thread figures:
+
+  export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+  taskset -c 0 python benchmarks/bench_attention.py ...
 """
 
 import argparse

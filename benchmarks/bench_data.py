@@ -7,8 +7,9 @@ Measures `inflow_jax.data.batches` (shuffled, drop_remainder) over
   float32: a preprocessed (N, 32, 32, 3) float32 array (what the training loop feeds);
   uint8: the uint8 (N, 32, 32, 3) array, converted to float32 per batch;
   uint8_resize: uint8 (N, 28, 28, 1) images (MNIST-like), PIL-resized to 32x32x3 per batch;
-and `preprocess` of (N, 28, 28, 1) uint8 to (N, 32, 32, 3) float32 once. Random images: the cost does
-not depend on the content. Results depend on the machine's load, printed as `loadavg` (os.getloadavg()).
+and `preprocess` of (N, 28, 28, 1) uint8 to (N, 32, 32, 3) float32 once. Random images: the cost
+does not depend on the content. Results depend on the machine's load, printed as `loadavg`
+(os.getloadavg()).
 """
 
 import argparse

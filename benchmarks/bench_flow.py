@@ -8,7 +8,8 @@ mean(0.5 * sum(z^2) - log_det) / 3 at attention 1. forward: jitted (z, log_det).
 Warm-up (compilation) is excluded; every timing ends with block_until_ready. With --torch the same
 architecture in PyTorch (benchmarks/torch_inflow.py, torch.set_num_threads(--threads)) is timed too.
 The model (InFlow(**config.model)), optimiser and loss are the ones of configs/cifar10.py and
-inflow_jax.training. The load average is printed with every result: on a shared machine the figures are noisy.
+inflow_jax.training. The load average is printed with every result: on a shared machine the figures
+are noisy.
 """
 
 import argparse
@@ -26,8 +27,9 @@ from inflow_jax.training.optimizer import make_optimizer
 
 
 def time_calls(fn, steps):
-  """Median wall seconds of one fn() call, over `steps` calls after one warm-up call, each waited for
-  (`common.call_times`: on CPU, un-awaited back-to-back calls overlap and fight over the same cores)."""
+  """Median wall seconds of one fn() call, over `steps` calls after one warm-up call, each waited
+  for (`common.call_times`: on CPU, un-awaited back-to-back calls overlap and fight over the same
+  cores)."""
   return float(np.median([wall for wall, _ in common.call_times(lambda i: fn(), steps)]))
 
 

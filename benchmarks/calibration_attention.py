@@ -2,24 +2,24 @@
 
   python benchmarks/calibration_attention.py --n-reference-draws 8 --json
 
-Each of --n-batches trials fits a fresh reference of --n-ref CIFAR-10 training images (a seeded random
-subset of cifar10_train_10k.npz; all images are embedded once, each reference is fitted from its
-embeddings; benchmarks/bench_attention.py times the fit from images) and tests one batch of
---batch-size images drawn (without replacement within the batch) from the 5,000 CIFAR-10 test images;
-out-of-distribution: disjoint SVHN test batches against the last reference.
+Each of --n-batches trials fits a fresh reference of --n-ref CIFAR-10 training images (a seeded
+random subset of cifar10_train_10k.npz; all images are embedded once, each reference is fitted from
+its embeddings; benchmarks/bench_attention.py times the fit from images) and tests one batch of
+--batch-size images drawn (without replacement within the batch) from the 5,000 CIFAR-10 test
+images; out-of-distribution: disjoint SVHN test batches against the last reference.
 
 Why a fresh reference per trial: the level of a two-sample permutation test is a statement about
 p-values over draws of BOTH samples. With one reference shared by all batches, the batches' p-values
 are dependent (each shares the reference's own sampling error) and uniform only on average over
 reference draws, so a KS test of 200 of them tests the reference draw as much as the test
-(--fixed-reference shows this: fractions 0.015-0.09 and KS p-values 0.0026-0.95 over 8 draws).
+(--fixed-reference shows this; measurements: docs/results.md).
 
-With P permutations the p-value (1 + #{permuted >= observed}) / (1 + P) lives on the grid k / (P + 1),
-so a KS test against U(0, 1) of those raw values rejects for discreteness alone once there are enough
-batches. Reported: the KS test of the randomised p-value p - U / (P + 1) (exactly U(0, 1) under the null
-when ties have probability 0), of the raw p-values (for honesty), and of the p-values of the same batches
-with --ks-permutations permutations (a fine grid). --n-reference-draws repeats the protocol with seeds
-seed, seed + 1, ...
+With P permutations the p-value (1 + #{permuted >= observed}) / (1 + P) lives on the grid
+k / (P + 1), so a KS test against U(0, 1) of those raw values rejects for discreteness alone once
+there are enough batches. Reported: the KS test of the randomised p-value p - U / (P + 1) (exactly
+U(0, 1) under the null when ties have probability 0), of the raw p-values (for honesty), and of the
+p-values of the same batches with --ks-permutations permutations (a fine grid).
+--n-reference-draws repeats the protocol with seeds seed, seed + 1, ...
 """
 
 import argparse
@@ -41,7 +41,7 @@ def load(name: str) -> np.ndarray:
   return np.load(path)["x"].astype(np.float32) / 255.0
 
 
-def main():
+def parse_args() -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n-ref", type=int, default=5000)
   parser.add_argument("--batch-size", type=int, default=250)
@@ -77,8 +77,11 @@ def main():
     help="one reference subset for all batches of a draw (dependent p-values: see the "
     "module docstring) instead of a fresh one per batch",
   )
-  args = parser.parse_args()
+  return parser.parse_args()
 
+
+def main():
+  args = parse_args()
   encoder = make_encoder(seed=args.encoder_seed)
   train = np.asarray(encoder(load("cifar10_train_10k.npz")))
   test = np.asarray(encoder(load("cifar10_test_5k.npz")))
@@ -105,14 +108,9 @@ def main():
   common.emit(result, args.json)
 
 
-def run_draw(
-  args, seed: int, encoder, train: np.ndarray, test: np.ndarray, svhn: np.ndarray
-) -> dict:
-  """One seed: a reference per batch (or, with --fixed-reference, one for all): in-distribution and
-  SVHN tests."""
-  rng = np.random.default_rng(seed)
-  key = jax.random.PRNGKey(seed)
-
+def in_distribution_tests(args, rng, key, encoder, train: np.ndarray, test: np.ndarray) -> tuple:
+  """(the last fitted state, (n_batches,) p-values, their --ks-permutations p-values, seconds): a
+  reference per batch (or, with --fixed-reference, one for all) and one in-distribution batch."""
   pool = test
 
   def fit():
@@ -137,8 +135,17 @@ def run_draw(
     if args.ks_permutations:
       fine_state = state.replace(n_permutations=args.ks_permutations)
       p_fine.append(float(mmd_test_embedded(fine_state, batch, jax.random.fold_in(key, i)).p_value))
-  loop_s = time.perf_counter() - start
-  p_values = np.array(p_values)
+  return state, np.array(p_values), p_fine, time.perf_counter() - start
+
+
+def run_draw(
+  args, seed: int, encoder, train: np.ndarray, test: np.ndarray, svhn: np.ndarray
+) -> dict:
+  """One seed: a reference per batch (or, with --fixed-reference, one for all): in-distribution and
+  SVHN tests."""
+  rng = np.random.default_rng(seed)
+  key = jax.random.PRNGKey(seed)
+  state, p_values, p_fine, loop_s = in_distribution_tests(args, rng, key, encoder, train, test)
   randomised = p_values - rng.uniform(size=p_values.size) / (1 + args.n_permutations)
   svhn_results = [
     mmd_test_embedded(

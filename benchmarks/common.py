@@ -1,6 +1,7 @@
 """What every benchmark shares: the ../shared path (honouring INFLOW_SHARED), timing, the output.
 
-Benchmarks run as scripts (`python benchmarks/X.py`), so this directory is on sys.path: `import common`.
+Benchmarks run as scripts (`python benchmarks/X.py`), so this directory is on sys.path:
+`import common`.
 """
 
 import json

@@ -2,11 +2,12 @@
 
 Fair JPEG protocol (every set through JPEG q75), the Glow fixture flow; density fitted on
 `--n_density` (5000) random CIFAR-10 training images (seed 0), `--bags` (8) bootstrap mixtures; the
-5000 cifar10_test_5k images split at random into calibration and evaluation halves `--splits` times; OOD = the first 2500 of svhn_test_5k, celeba_3k, mnist_test_5k
-and all of fashion_mnist_test_1k. Per variant (features x mixture components), averaged over the
-splits: per-image AUROC against the evaluation half, one OOD image among 9 evaluation images flagged
-(Cauchy batch test of the conformal p-values, level 0.05, 500 batches), batches of 5 OOD images
-flagged, and the false alarms of batches of 10 evaluation images.
+5000 cifar10_test_5k images split at random into calibration and evaluation halves `--splits` times;
+OOD = the first 2500 of svhn_test_5k, celeba_3k, mnist_test_5k and all of fashion_mnist_test_1k. Per
+variant (features x mixture components), averaged over the splits: per-image AUROC against the
+evaluation half, one OOD image among 9 evaluation images flagged (Cauchy batch test of the conformal
+p-values, level 0.05, 500 batches), batches of 5 OOD images flagged, and the false alarms of batches
+of 10 evaluation images.
 
     python benchmarks/conformal_features.py [--splits 5] [--components auto 4] [--n_density 5000]
         [--bags 8] [--density_images N] [--json]

@@ -1,22 +1,23 @@
-"""Issue 13's side-by-side check: held-out bits/dim after an equal number of training images (25,600
-= 400 steps of 64) for configs/cifar10_glow.py and for the recipe of the fixture flow's 30-line script.
+"""Issue 13's side-by-side check: held-out bits/dim after an equal number of training images
+(25,600 = 400 steps of 64) for configs/cifar10_glow.py and for the recipe of the fixture flow's
+30-line script.
 
     python benchmarks/glow_equal_images.py --workdir /tmp/equal_images [--steps 400] [--json]
 
 Each recipe is the real job: `run.py --config configs/cifar10_glow.py` and the script's recipe
 `--config configs/cifar10_glow.py:script` (PyTorch's initialisation of the subnets, Adam 1e-3,
-500-step warm-up, clip 50, batch 64, no decay, no EMA), with `train.checkpoint_every=--steps`; once its step-`--steps` checkpoint is written
-(manifest and all) the job is killed. The flow is then read back with `load_flow(workdir)` alone
-(the EMA parameters for the config) and scored on the first 2000 images of
-`../shared/data/cifar10_test_5k.npz` (held out: not in the 50k training images), dequantized once with
-a fixed seed, x = k/255 + (u - 1/2)/255, computing
+500-step warm-up, clip 50, batch 64, no decay, no EMA), with `train.checkpoint_every=--steps`; once
+its step-`--steps` checkpoint is written (manifest and all) the job is killed. The flow is then read
+back with `load_flow(workdir)` alone (the EMA parameters for the config) and scored on the first
+2000 images of `../shared/data/cifar10_test_5k.npz` (held out: not in the 50k training images),
+dequantized once with a fixed seed, x = k/255 + (u - 1/2)/255, computing
 
     bits/dim = (0.5 |z|^2 + 0.5 D log(2 pi) - log_det + D log 255) / (D log 2)
 
 from `model.apply(variables, x, 1.0) = (z, log_det)` here, not with the library's scores. Both runs
 see the same batches (same seed) and the same dequantization noise; the config's schedule, EMA and
-skip guard (and its `model.zero_init`, when set) are what differ. The script started its warm-up at 1e-5, the job's starts at 0 (negligible
-after a few steps). Needs ../shared.
+skip guard (and its `model.zero_init`, when set) are what differ. The script started its warm-up at
+1e-5, the job's starts at 0 (negligible after a few steps). Needs ../shared.
 """
 
 import argparse

@@ -1,9 +1,9 @@
 """The paper's InFlow architecture in plain PyTorch: the speed baseline for bench_flow.py.
 
-Same equations and parameter names as the original code (`module_list.{2k}.subnet_{s1,t1,s2,t2}.{0,2}`),
-written independently (no FrEIA graph machinery), so the original checkpoint loads with
-`load_state_dict`. torch is an optional benchmark dependency; the inflow_jax package never imports
-this file.
+Same equations and parameter names as the original code
+(`module_list.{2k}.subnet_{s1,t1,s2,t2}.{0,2}`), written independently (no FrEIA graph machinery),
+so the original checkpoint loads with `load_state_dict`. torch is an optional benchmark dependency;
+the inflow_jax package never imports this file.
 """
 
 import numpy as np

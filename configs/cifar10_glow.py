@@ -1,22 +1,20 @@
-"""A real density model: a Glow-style multi-scale InFlow trained by dequantized bits/dim on CIFAR-10.
+"""A real density model: a Glow-style multi-scale InFlow trained by dequantized bits/dim on
+CIFAR-10.
 
 InFlow(num_blocks=4, width=128, glow=True, num_scales=3) (1.75M parameters: ActNorm, LU 1x1
-convolution and an attention-gated affine coupling per block, squeeze/split between scales; PyTorch's
-initialisation); uniform dequantization with fresh noise every step (`train.loss='bpd'`); Adam lr 1e-3
-after a 500-step linear warm-up, constant, then linear decay to 0 over the last 2,400 steps ('wsd'),
-global-norm clipping at 50, steps whose gradient norm is non-finite or above 5x its running geometric
-mean skipped (`train.skip_factor`), an EMA (0.999) of the parameters for evaluation; batch 64; held-out
-bits/dim on 2000 CIFAR-10 test images every 1000 steps. Chosen by measurement (README "Density-model
-training"): lr 2e-3 led at 500 steps (3.66) but diverged at step ~850 of a long run, 3e-3 was worse at
-250 steps; batch 32 ran at 135-147 images/s, batch 64 at ~190; the subnets' zero-initialised last conv
-(`model.zero_init`) led at 250/500 steps (4.10 / 3.80 against 4.39 / 3.85) but ran 0.05-0.08 bits/dim
-behind PyTorch's initialisation at 3k-6k steps of the long runs; a zero-init 'wsd' run without the skip
-guard reached 2.993 at 14k steps, then diverged in its decay phase (70.0 at 15k).
+convolution and an attention-gated affine coupling per block, squeeze/split between scales;
+PyTorch's initialisation); uniform dequantization with fresh noise every step (`train.loss='bpd'`);
+Adam lr 1e-3 after a 500-step linear warm-up, constant, then linear decay to 0 over the last 2,400
+steps ('wsd'), global-norm clipping at 50, steps whose gradient norm is non-finite or above 5x its
+running geometric mean skipped (`train.skip_factor`), an EMA (0.999) of the parameters for
+evaluation; batch 64; held-out bits/dim on 2000 CIFAR-10 test images every 1000 steps. Chosen by
+measurement against larger learning rates, batch 32 and the zero-initialised last subnet conv
+(`model.zero_init`), which led early but fell behind or diverged in long runs (measurements:
+docs/results.md).
 
 Variants (`--config configs/cifar10_glow.py:VARIANT`, big_vision style):
-  ''     12,000 steps (15 epochs, decay from step 9,600): about 65 min of training on 2 CPU cores
-         at the ~3.2 steps/s this job ran at on one 2026-12-02 machine; machines of the same kind
-         also ran it at 1.4-1.9 steps/s (1.8-2.4 h); the README gives the curves.
+  ''     12,000 steps (15 epochs, decay from step 9,600): hours of training on 2 CPU cores
+         (timings: docs/results.md); the README gives the curves.
   script the recipe of the fixture flow's 30-line script (issue 13): PyTorch's initialisation,
          constant learning rate after the warm-up, no EMA; benchmarks/glow_equal_images.py runs it
          beside the default.
@@ -30,21 +28,19 @@ Data: `npz:../shared/data/cifar10_train_50k.npz` (train) and `cifar10_test_5k.np
   python run.py --config configs/cifar10_glow.py --workdir DIR
 """
 
+from typing import Tuple
+
 import ml_collections
 
 from configs import default
-from configs.shared import OOD_FILES, data_file, npz
+from configs.components.shared import OOD_FILES, data_file, npz
 
 VARIANTS = ("", "script", "accelerator")
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  if variant not in VARIANTS:
-    raise ValueError(
-      f"unknown variant {variant!r} of configs/cifar10_glow.py; expected one of {VARIANTS}"
-    )
-  config = default.get_config()
-  config.model.update(num_blocks=4, width=128, glow=True, num_scales=3, zero_init=False)
+def _set_data(config: ml_collections.ConfigDict) -> Tuple[str, str]:
+  """Sets `config.data` (../shared copies when present, else tfds) and returns the held-out
+  (eval_data, eval_split) of the training-time bits/dim."""
   train_file, test_file = data_file("cifar10_train_50k"), data_file("cifar10_test_5k")
   if train_file.exists() and test_file.exists():
     config.data.update(
@@ -57,16 +53,19 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       ood_split="test",
       max_eval_images=2000,
     )
-    eval_data, eval_split = f"npz:{test_file}", "test[:2000]"
-  else:
-    config.data.update(
-      train="cifar10",
-      train_split="train",
-      test="cifar10",
-      test_split="test[2000:]",
-      heldout_split="train[-1000:]",
-    )
-    eval_data, eval_split = "cifar10", "test[:2000]"
+    return f"npz:{test_file}", "test[:2000]"
+  config.data.update(
+    train="cifar10",
+    train_split="train",
+    test="cifar10",
+    test_split="test[2000:]",
+    heldout_split="train[-1000:]",
+  )
+  return "cifar10", "test[:2000]"
+
+
+def _set_train(config: ml_collections.ConfigDict, eval_data: str, eval_split: str) -> None:
+  """Sets `config.train`: the default variant's recipe (see the module docstring)."""
   config.train.update(
     num_steps=12_000,
     batch_size=64,
@@ -90,6 +89,17 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     eval_split=eval_split,
     eval_max_images=2000,
   )
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  if variant not in VARIANTS:
+    raise ValueError(
+      f"unknown variant {variant!r} of configs/cifar10_glow.py; expected one of {VARIANTS}"
+    )
+  config = default.get_config()
+  config.model.update(num_blocks=4, width=128, glow=True, num_scales=3, zero_init=False)
+  eval_data, eval_split = _set_data(config)
+  _set_train(config, eval_data, eval_split)
   if variant == "script":
     config.train.update(
       learning_rate=1e-3, schedule="constant", decay_steps=0, ema_decay=None, skip_factor=None

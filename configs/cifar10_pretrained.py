@@ -1,7 +1,8 @@
 """The paper's evaluation with the original pretrained weights: no training.
 
 The original checkpoint (a PyTorch state dict as .npz or .pt) is read by
-`inflow_jax.model.torch_checkpoint.load_reference_checkpoint`; give its path here or on the command line:
+`inflow_jax.model.torch_checkpoint.load_reference_checkpoint`; give its path here or on the command
+line:
   python run.py --config configs/cifar10_pretrained.py --workdir DIR \
       --config.checkpoint_path=../shared/fixtures/inflow_cifar10_epoch150_torch_state.npz
 """

@@ -1,6 +1,9 @@
-"""The schema and defaults of every config: the paper's setting (InFlow trained on CIFAR-10, evaluated
-against SVHN, CelebA, MNIST, Fashion-MNIST). Every other config derives from `get_config()` here, and a
-config with a key this one lacks is an error (`inflow_jax.app.job.check_config_keys`).
+"""The schema and defaults of every config: the paper's setting (InFlow trained on CIFAR-10,
+evaluated against SVHN, CelebA, MNIST, Fashion-MNIST). Every other config derives from
+`get_config()` here, and a config with a key this one lacks is an error
+(`inflow_jax.app.config_checks.check_config_keys`).
+
+`get_config()` composes one function per group (`model_config()`, `data_config()`, ...).
 
 Optimiser as in the original: Adam(lr 1e-4, betas (0.8, 0.99), eps 1e-8) with L2 weight decay 2e-5
 added to the gradient (PyTorch's `Adam(weight_decay=...)`, not AdamW).
@@ -13,9 +16,9 @@ def get_attack_config() -> ml_collections.ConfigDict:
   """Attack settings (L-infinity, pixel units of [0, 1] images)."""
   return ml_collections.ConfigDict(
     dict(
-      # classifier attacks on the in-distribution test images. 32/255 is there because a classifier
-      # of the smooth, upsampled 8x8 digits keeps ~90% accuracy under PGD at 8/255 (it drops to ~6%
-      # at 32/255); on CIFAR-10, 8/255 already breaks it.
+      # classifier attacks on the in-distribution test images. 32/255 is there because PGD at 8/255
+      # barely lowers the accuracy of a classifier of the smooth, upsampled 8x8 digits, while 32/255
+      # breaks it; on CIFAR-10, 8/255 already breaks it (measurements: docs/results.md).
       epsilons=(1 / 255, 2 / 255, 8 / 255, 32 / 255),
       num_steps=10,  # PGD steps
       step_size=ml_collections.config_dict.placeholder(float),  # None: 2.5 * epsilon / num_steps
@@ -25,8 +28,9 @@ def get_attack_config() -> ml_collections.ConfigDict:
       # adaptive attacks on the detector: these OOD sets (None: config.data.ood), at this epsilon
       adaptive_ood=ml_collections.config_dict.placeholder(tuple),
       adaptive_epsilon=8 / 255,
-      # PGD of the adaptive attacks (None: num_steps, and step_size or its rule); a flow's density is
-      # sharp: small steps and many of them (the best iterate is kept, `attacks.pgd`)
+      # PGD of the adaptive attacks (None: num_steps, and step_size or its rule); a flow's density
+      # is sharp: small steps and many of them (the best iterate is kept,
+      # `inflow_jax.adversarial.attacks.pgd`)
       adaptive_num_steps=ml_collections.config_dict.placeholder(int),
       adaptive_step_size=ml_collections.config_dict.placeholder(float),
       # 'log_likelihood', 'mmd' and (attention.kind 'conformal' / 'combined') 'conformal' (PNG
@@ -37,15 +41,9 @@ def get_attack_config() -> ml_collections.ConfigDict:
   )
 
 
-def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  # A pretrained original (PyTorch) state dict .npz/.pt: when set, run.py loads it with
-  # inflow_jax.model.torch_checkpoint.load_reference_checkpoint and does not train.
-  config.checkpoint_path = ml_collections.config_dict.placeholder(str)
-
-  # inflow_jax.model.InFlow(**config.model)
-  config.model = ml_collections.ConfigDict(
+def model_config() -> ml_collections.ConfigDict:
+  """`config.model`: the keyword arguments of `inflow_jax.model.InFlow(**config.model)`."""
+  return ml_collections.ConfigDict(
     dict(
       num_blocks=2,  # attention-gated coupling blocks, each followed by a fixed permutation
       width=256,  # hidden channels of the conv3x3-ReLU-conv3x3 subnets
@@ -58,7 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
     )
   )
 
-  config.data = ml_collections.ConfigDict(
+
+def data_config() -> ml_collections.ConfigDict:
+  """`config.data`: the datasets and splits (names as `inflow_jax.data.load_split` takes them)."""
+  return ml_collections.ConfigDict(
     dict(
       train="cifar10",
       train_split="train",
@@ -84,7 +85,10 @@ def get_config() -> ml_collections.ConfigDict:
     )
   )
 
-  config.train = ml_collections.ConfigDict(
+
+def train_config() -> ml_collections.ConfigDict:
+  """`config.train`: the flow's optimiser, loss, logging, checkpoints and distribution."""
+  return ml_collections.ConfigDict(
     dict(
       num_steps=200 * 100,  # 200 epochs x 100 steps
       batch_size=250,
@@ -103,11 +107,12 @@ def get_config() -> ml_collections.ConfigDict:
       clip_norm=ml_collections.config_dict.placeholder(float),
       ema_decay=ml_collections.config_dict.placeholder(float),
       skip_factor=ml_collections.config_dict.placeholder(float),
-      # 'paper': mean(0.5 |z|^2 - log_det) / 3 (the original); 'per_dim': / (H*W*C); 'bpd': bits/dim of
-      # the 8-bit image, uniformly dequantized with fresh noise every step
+      # 'paper': mean(0.5 |z|^2 - log_det) / 3 (the original); 'per_dim': / (H*W*C); 'bpd': bits/dim
+      # of the 8-bit image, uniformly dequantized with fresh noise every step
       loss="paper",
       # held-out bits/dim every eval_every steps (0: never) on eval_data (None: data.train) split
-      # eval_split (None: data.heldout_split), the first eval_max_images, dequantized with a fixed seed
+      # eval_split (None: data.heldout_split), the first eval_max_images, dequantized with a fixed
+      # seed
       eval_every=0,
       eval_data=ml_collections.config_dict.placeholder(str),
       eval_split=ml_collections.config_dict.placeholder(str),
@@ -123,7 +128,10 @@ def get_config() -> ml_collections.ConfigDict:
     )
   )
 
-  config.attention = ml_collections.ConfigDict(
+
+def attention_config() -> ml_collections.ConfigDict:
+  """`config.attention`: the gate (the paper's MMD test, or the conformal / combined gates)."""
+  return ml_collections.ConfigDict(
     dict(
       n_reference=5000,
       n_permutations=100,
@@ -132,8 +140,8 @@ def get_config() -> ml_collections.ConfigDict:
       encoder_seed=0,
       encoder_path=ml_collections.config_dict.placeholder(str),  # original encoder .npz
       # 'mmd' (the paper's gate), or beyond the paper 'conformal' / 'combined' (inflow_jax.gates:
-      # per-image conformal p-values calibrated on data.calibration_split, their batch test, and that
-      # test combined with the MMD test); the evaluation reports the MMD gate beside them
+      # per-image conformal p-values calibrated on data.calibration_split, their batch test, and
+      # that test combined with the MMD test); the evaluation reports the MMD gate beside them
       kind="mmd",
       batch_test="auto",  # 'auto' | 'cauchy' | 'fisher' | 'simes' (inflow_jax.gates.p_values)
       combination="bonferroni",  # 'bonferroni' | 'cauchy'
@@ -151,7 +159,10 @@ def get_config() -> ml_collections.ConfigDict:
     )
   )
 
-  config.eval = ml_collections.ConfigDict(
+
+def eval_config() -> ml_collections.ConfigDict:
+  """`config.eval`: the evaluation protocols and baselines."""
+  return ml_collections.ConfigDict(
     dict(
       batch_size=250,
       protocols=("paper", "strict", "mixed"),
@@ -163,12 +174,18 @@ def get_config() -> ml_collections.ConfigDict:
     )
   )
 
-  # Adversarial sets in the report (inflow_jax.adversarial.evaluation.evaluate_adversarial): a small
-  # CNN classifier is trained on data.train (needs labels), PGD against it perturbs the test images,
-  # and adaptive attacks perturb the OOD sets; all are scored as OOD sets (paper, strict, baselines).
+
+def adversarial_config() -> ml_collections.ConfigDict:
+  """`config.adversarial`: adversarial sets in the report
+  (inflow_jax.adversarial.evaluation.evaluate_adversarial).
+
+  A small CNN classifier is trained on data.train (needs labels), PGD against it perturbs the test
+  images, and adaptive attacks perturb the OOD sets; all are scored as OOD sets (paper, strict,
+  baselines).
+  """
   attack = get_attack_config()
   attack.epsilons = (1 / 255, 2 / 255, 8 / 255)  # on CIFAR-10, 8/255 already breaks the classifier
-  config.adversarial = ml_collections.ConfigDict(
+  return ml_collections.ConfigDict(
     dict(
       enabled=False,
       seed=0,  # the classifier's initialisation and batch order
@@ -193,4 +210,18 @@ def get_config() -> ml_collections.ConfigDict:
       attack=attack,
     )
   )
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  # A pretrained original (PyTorch) state dict .npz/.pt: when set, run.py loads it with
+  # inflow_jax.model.torch_checkpoint.load_reference_checkpoint and does not train.
+  config.checkpoint_path = ml_collections.config_dict.placeholder(str)
+  config.model = model_config()  # inflow_jax.model.InFlow(**config.model)
+  config.data = data_config()
+  config.train = train_config()
+  config.attention = attention_config()
+  config.eval = eval_config()
+  config.adversarial = adversarial_config()
   return config

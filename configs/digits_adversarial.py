@@ -1,14 +1,15 @@
 """configs/digits.py with the adversarial sets in the report (`config.adversarial.enabled`).
 
-The classifier and attack settings are configs/digits_classifier.py's: PGD against the classifier at
-1, 2, 8, 32/255 on the digits test split, adaptive attacks (raise the flow likelihood, lower the MMD^2)
-at 8/255 on three OOD sets. 223-261 s on 2 loaded CPU cores (the attacks and their evaluation
-163-196 s of it), so configs/digits.py itself leaves them off.
+The classifier and attack settings are configs/components/digits_classifier.py's: PGD against the
+classifier at 1, 2, 8, 32/255 on the digits test split, adaptive attacks (raise the flow likelihood,
+lower the MMD^2) at 8/255 on three OOD sets. The attacks and their evaluation take most of the run's
+time, so configs/digits.py itself leaves them off (measurements: docs/results.md).
 """
 
 import ml_collections
 
-from configs import digits, digits_classifier
+from configs import digits
+from configs.components import digits_classifier
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -1,9 +1,11 @@
 """The small CNN classifier of the offline digits set, and the adversarial evaluation settings.
 
+A component, not a run config: `configs/digits_adversarial.py` puts it into `config.adversarial`.
 `get_config()` trains `inflow_jax.adversarial.classifier.Classifier(**config.model)` on
-`config.data.train` with `inflow_jax.training.make_optimizer(config.train)` (plain Adam here: no weight
-decay) and attacks it with the settings of `config.attack` (`configs/default.get_attack_config()`, also
-what `config.adversarial.attack` of a run config holds).
+`config.data.train` with `inflow_jax.training.make_optimizer(config.train)` (plain Adam here: no
+weight decay) and attacks it with the settings of `config.attack`
+(`configs/default.get_attack_config()`, also what `config.adversarial.attack` of a run config
+holds).
 """
 
 import copy

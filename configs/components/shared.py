@@ -7,7 +7,7 @@ import os
 import pathlib
 
 SHARED = pathlib.Path(
-  os.environ.get("INFLOW_SHARED", pathlib.Path(__file__).resolve().parents[2] / "shared")
+  os.environ.get("INFLOW_SHARED", pathlib.Path(__file__).resolve().parents[3] / "shared")
 )
 OOD_FILES = ("svhn_test_5k", "celeba_3k", "mnist_test_5k", "fashion_mnist_test_1k")
 

@@ -7,16 +7,17 @@ images: the first 2000 of cifar10_test_5k.npz; OOD: the first 2000 of svhn_test_
 mnist_test_5k and all 1000 of fashion_mnist_test_1k (28x28 grayscale resized to 32x32x3 by
 `inflow_jax.data`). Batches of 250, 100 permutations, level 0.05 (the defaults).
 
-  python run.py --config configs/cifar10_pretrained_shared.py --workdir DIR
+  python run.py --config configs/experiments/cifar10_pretrained_shared.py --workdir DIR
 
-The CIFAR-10 copies went through JPEG quality 75 and the OOD sets did not (../shared/data/README.md):
-likelihood-based baselines can separate them by compression artefacts alone.
+The CIFAR-10 copies went through JPEG quality 75 and the OOD sets did not
+(../shared/data/README.md): likelihood-based baselines can separate them by compression artefacts
+alone.
 """
 
 import ml_collections
 
 from configs import cifar10_pretrained
-from configs.shared import OOD_FILES, fixture, npz
+from configs.components.shared import OOD_FILES, fixture, npz
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -59,8 +59,8 @@ def _design(x: jax.Array) -> jax.Array:
 
 
 def surrogate_complexity_bits(coefficients: jax.Array, x: jax.Array) -> jax.Array:
-  """(B, 2) the surrogate of `conformal.features.complexity_bits(x)` (traceable, differentiable);
-  coefficients (2, 5) from `fit_surrogate`."""
+  """(B, 2) the surrogate of `inflow_jax.gates.features.complexity_bits(x)` (traceable,
+  differentiable); coefficients (2, 5) from `fit_surrogate`."""
   return jnp.einsum("bsk,sk->bs", _design(x), coefficients)
 
 

@@ -87,8 +87,8 @@ def image_score(model, x: jax.Array, variables, density, complexity: jax.Array) 
 @dataclasses.dataclass(frozen=True)
 class LowerImageScore:
   """Objective -s(x) (B,) of the conformal per-image score, `loss_args=(variables, density,
-  complexity)` with complexity (B, 2) the clean images' `conformal.features.complexity_bits` (held
-  fixed: see the module docstring)."""
+  complexity)` with complexity (B, 2) the clean images' `inflow_jax.gates.features.complexity_bits`
+  (held fixed: see the module docstring)."""
 
   model: Any
 

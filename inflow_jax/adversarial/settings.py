@@ -4,7 +4,7 @@ the PGD steps they give.
 The classifier attack runs `num_steps` steps of `step_size` (None: 2.5 epsilon / num_steps); the
 adaptive attacks on the detector `adaptive_num_steps` of `adaptive_step_size` (None: the classifier
 attack's). A flow's density is sharp, so its attacks want small steps and many of them
-(`configs/cifar10_glow_conformal_shared.py`: 50 of 1/255 at 8/255).
+(`configs/experiments/cifar10_glow_conformal_shared.py`: 50 of 1/255 at 8/255).
 """
 
 from typing import Optional, Sequence, Tuple

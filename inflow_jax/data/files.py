@@ -15,7 +15,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
-  """uint8 (N, H, W, C in {1, 3}) -> uint8 (N, size, size, C): PIL `Image.resize(BILINEAR)` per image."""
+  """uint8 (N, H, W, C in {1, 3}) -> uint8 (N, size, size, C): PIL `Image.resize(BILINEAR)` per
+  image."""
   gray = images.shape[-1] == 1
   return np.stack(
     [

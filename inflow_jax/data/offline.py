@@ -1,15 +1,16 @@
 """The embedded offline datasets: built from scikit-learn's bundled data, downloading nothing.
 
 In-distribution:
-  `digits`: scikit-learn's handwritten digits (`load_digits`, 1797 images of 8x8 in 0..16), scaled to
-    uint8 by `round(v * 255 / 16)`, upsampled to 32x32 with PIL bilinear and repeated to 3 channels.
-    Split deterministically (a fixed permutation, seed 0): 1400 `train`, 397 `test`; labels 0..9.
+  `digits`: scikit-learn's handwritten digits (`load_digits`, 1797 images of 8x8 in 0..16), scaled
+    to uint8 by `round(v * 255 / 16)`, upsampled to 32x32 with PIL bilinear and repeated to 3
+    channels. Split deterministically (a fixed permutation, seed 0): 1400 `train`, 397 `test`;
+    labels 0..9.
 
 Out-of-distribution (32x32x3 uint8, `train` and `test` splits of 500 images each, drawn from
 independent seeds, so the two splits differ and every call returns the same images):
   `digits_inverted`: `255 - digits` of the same split (near-OOD: same shapes, inverted contrast).
-  `photo_patches`: square crops (side uniform in 32..128 px) of scikit-learn's two sample photographs
-    (`load_sample_images`: china.jpg, flower.jpg), resized to 32x32 with PIL bilinear.
+  `photo_patches`: square crops (side uniform in 32..128 px) of scikit-learn's two sample
+    photographs (`load_sample_images`: china.jpg, flower.jpg), resized to 32x32 with PIL bilinear.
   `uniform_noise`: every pixel uniform in 0..255.
   `gaussian_noise`: every pixel `round(255 * clip(N(0.5, 0.25^2), 0, 1))`.
   `constant`: each image one colour, uniform in 0..255 per channel.
@@ -69,7 +70,8 @@ def _photo_patches(rng: np.random.Generator, count: int) -> np.ndarray:
 
 
 def load_offline(name: str, split: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-  """Returns `(images, labels)` of an offline set: uint8 (N, 32, 32, 3), int64 (N,) labels or None."""
+  """Returns `(images, labels)` of an offline set: uint8 (N, 32, 32, 3), int64 (N,) labels or
+  None."""
   if name not in OFFLINE_SETS:
     raise ValueError(
       f"unknown offline set {name!r}; the offline sets are {', '.join(OFFLINE_SETS)}"

@@ -19,7 +19,8 @@ def to_uint8(x) -> np.ndarray:
 
 
 def png_bits_per_dim(x, compress_level: int = 9) -> np.ndarray:
-  """(N,) length of each image's PNG file (PIL, `compress_level`) in bits per dimension, 8 |png| / (HWC).
+  """(N,) length of each image's PNG file (PIL, `compress_level`) in bits per dimension,
+  8 |png| / (HWC).
 
   Args:
     x: float NHWC images in [0, 1] with 1 or 3 channels; stored as 8-bit grayscale / RGB PNGs.

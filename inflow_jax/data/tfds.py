@@ -2,9 +2,10 @@
 
 `tfds.builder(name, data_dir=...)` finds registered datasets (cifar10, mnist, ...) and any dataset
 prepared in `data_dir` (read back from its files). array_record datasets are read with
-`builder.as_data_source` (random access, no TensorFlow needed); tfrecord datasets (tfds's default
-format) with `builder.as_dataset`, which needs TensorFlow. `tensorflow_datasets` is imported only here
-and only when a tfds dataset is asked for, so the offline sets and user files never import it.
+`builder.as_data_source` (random access, no TensorFlow needed); tfrecord datasets
+(tfds's default format) with `builder.as_dataset`, which needs TensorFlow. `tensorflow_datasets` is
+imported only here and only when a tfds dataset is asked for, so the offline sets and user files
+never import it.
 """
 
 from typing import Optional, Tuple
@@ -22,7 +23,7 @@ def _feature_keys(builder, tfds) -> Tuple[str, Optional[str]]:
   if not images:
     raise ValueError(f"tfds dataset {builder.name!r} has no image feature: features {features}")
   image_key = "image" if "image" in images else images[0]
-  label = features.get("label", None)
+  label = features["label"] if "label" in features.keys() else None  # noqa: SIM118 (FeaturesDict)
   label_key = "label" if isinstance(label, tfds.features.ClassLabel) else None
   return image_key, label_key
 
@@ -56,7 +57,7 @@ def _read_data_source(builder, split, image_key, label_key):
 
 def _read_tfrecord(builder, split, image_key, label_key, tfds):
   try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
+    import tensorflow as tf  # noqa: F401  (only whether TensorFlow is there)
   except ImportError as error:
     raise ImportError(
       f"tfds dataset {builder.name!r} is stored as {builder.info.file_format.value}: reading it "
@@ -78,7 +79,8 @@ def _read_tfrecord(builder, split, image_key, label_key, tfds):
 def load_tfds(
   name: str, split: str, data_dir: Optional[str], *, download: bool = False, known_names: str = ""
 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-  """Reads a whole tfds split; error when the dataset is unknown or not prepared (and no download)."""
+  """Reads a whole tfds split; error when the dataset is unknown or not prepared
+  (and no download)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   options = dict(file_format="array_record") if download else {}

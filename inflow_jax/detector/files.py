@@ -157,7 +157,7 @@ def load_detector(cls, directory):
       raise ValueError(
         f"{directory}: the saved density takes {density['mean'].shape[0]} features per "
         f"image but this version computes {n_features(model)} for this flow "
-        "(conformal.features): fit the detector again"
+        "(inflow_jax.gates.features): fit the detector again"
       )
     mean_shift = None
     if "mean_shift" in arrays:

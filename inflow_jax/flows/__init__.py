@@ -1,5 +1,6 @@
-"""Flow layers. Each has `__call__(x, attention) -> (y, log_det)` and `inverse(y, attention) -> (x, log_det)`
-with NHWC x, y and per-image log_det (B,) (the inverse returns log|det dx/dy| = -forward log_det)."""
+"""Flow layers. Each has `__call__(x, attention) -> (y, log_det)` and
+`inverse(y, attention) -> (x, log_det)` with NHWC x, y and per-image log_det (B,) (the inverse
+returns log|det dx/dy| = -forward log_det)."""
 
 from inflow_jax.flows.actnorm import ActNorm
 from inflow_jax.flows.coupling import AttentionCoupling

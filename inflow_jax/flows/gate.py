@@ -1,8 +1,9 @@
 """The attention gate shared by every flow layer.
 
 The attention `a` is a scalar (one value for the whole batch) or a (B,) array (one value per image).
-Layers multiply their log-scales and shifts by `a`, so that `a = 1` is the ordinary layer and `a = 0`
-the identity; `broadcast_attention` gives `a` the shape that broadcasts against an NHWC batch.
+Layers multiply their log-scales and shifts by `a`, so that `a = 1` is the ordinary layer and
+`a = 0` the identity; `broadcast_attention` gives `a` the shape that broadcasts against an NHWC
+batch.
 """
 
 import jax.numpy as jnp

@@ -34,7 +34,8 @@ def _orthogonal_lu(key, channels: int, dtype):
 
 
 class InvertibleConv1x1(nn.Module):
-  """Parameters `lower` (C, C), `upper` (C, C) (only their strict triangles are used), `log_scale` (C,)."""
+  """Parameters `lower` (C, C), `upper` (C, C) (only their strict triangles are used),
+  `log_scale` (C,)."""
 
   @nn.compact
   def _params(self, x: jnp.ndarray):

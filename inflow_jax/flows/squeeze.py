@@ -3,7 +3,8 @@
 squeeze:   (B, H, W, C) -> (B, H/2, W/2, 4C),
            y[b, i, j, (2p + q) * C + c] = x[b, 2i + p, 2j + q, c]   (p, q in {0, 1})
 unsqueeze: its inverse.
-split:     (B, H, W, C) -> (factored = x[..., :C//2], kept = x[..., C//2:]); merge concatenates back.
+split:     (B, H, W, C) -> (factored = x[..., :C//2], kept = x[..., C//2:]);
+           merge concatenates back.
 """
 
 from typing import Tuple

@@ -22,7 +22,7 @@ are slow, and which does not fuse matrix products with what follows them):
   (`lax.map`) so that the (rows, width) hidden activations stay in cache, with `jax.checkpoint` so
   that the backward pass recomputes them per chunk instead of storing them;
 * K1t is (9o, width), not (width, 9o): the gradient `g^T @ h` then has the layout that XLA's CPU
-  matrix product computes ~5x faster;
+  matrix product computes several times faster (measurements: docs/results.md);
 * the s and t nets of one coupling share the patches and the chunk loop.
 """
 
@@ -86,7 +86,8 @@ class Subnet(nn.Module):
 
 
 def im2col3x3(x: jnp.ndarray) -> jnp.ndarray:
-  """(B, H, W, C) -> (B, H, W, 9*C): the zero-padded 3x3 neighbourhood, taps (dy, dx) major, C minor."""
+  """(B, H, W, C) -> (B, H, W, 9*C): the zero-padded 3x3 neighbourhood, taps (dy, dx) major, C
+  minor."""
   _, h, w, _ = x.shape
   padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   taps = [padded[:, dy : dy + h, dx : dx + w, :] for dy in range(3) for dx in range(3)]
@@ -94,7 +95,8 @@ def im2col3x3(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def shift_add3x3(y: jnp.ndarray) -> jnp.ndarray:
-  """(B, H, W, 9, O) per-tap products -> (B, H, W, O): out[i,j] = sum_t y[i+dy-1, j+dx-1, t], 0 outside."""
+  """(B, H, W, 9, O) per-tap products -> (B, H, W, O):
+  out[i,j] = sum_t y[i+dy-1, j+dx-1, t], 0 outside."""
   _, h, w, _, _ = y.shape
   padded = jnp.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0)))
   out = padded[:, 0:h, 0:w, 0, :]
@@ -108,7 +110,8 @@ ROWS_PER_CHUNK = 1024
 
 
 def _mlp_weights(k: int, weights: Weights, dtype):
-  """(K0 (9(k+1), width), b0, K1t (9o, width)) of one net; the condition channels folded into one."""
+  """(K0 (9(k+1), width), b0, K1t (9o, width)) of one net; the condition channels folded into
+  one."""
   kernel_0, bias_0, kernel_1, _ = (w.astype(dtype) for w in weights)
   kernel_0 = jnp.concatenate(
     [kernel_0[:, :, :k, :], kernel_0[:, :, k:, :].sum(axis=2, keepdims=True)], axis=2
@@ -128,8 +131,8 @@ def fused_subnets(
 
   Runs over chunks of max(1, ROWS_PER_CHUNK // (H W)) whole images (`lax.map`, the batch zero-padded
   to a multiple): each chunk builds its own patches, hidden activations and tap products, so that no
-  (B H W, ...) intermediate is ever materialised (at batch 250 that is ~1.3x faster than chunking the
-  pixel rows of full-batch patches).
+  (B H W, ...) intermediate is ever materialised (faster than chunking the pixel rows of full-batch
+  patches; measurements: docs/results.md).
 
   Args:
     u: (B, H, W, k) the half the nets read.

@@ -2,7 +2,8 @@
 
 encoder.py      the untrained random conv encoder that embeds images (the paper's)
 kernels.py      Gaussian kernels as matrix products, the median heuristic, random subsets
-mmd.py          MMDState, fit_mmd, mmd_test: the paper's kernel MMD permutation test
+mmd_fit.py      MMDState, fit_mmd: fitting the MMD test on the reference images
+mmd.py          mmd_test: the paper's kernel MMD permutation test (re-exports fit_mmd, MMDState)
 mmd_batches.py  attention_tests: the MMD test on each consecutive batch of a set
 streaming.py    gate_stream, StreamingGate: the windowed MMD test for images one at a time
 features.py     per-image statistics of the flow (prior bits/dim per scale) and PNG lengths
@@ -10,7 +11,8 @@ density.py      bagged Gaussian mixtures of those statistics (the per-image scor
 p_values.py     conformal p-values, batch tests (Cauchy, Fisher, Simes), combining p-values
 mean_shift.py   the mean-shift test of a batch in whitened pixel space
 conformal.py    ConformalState, fit_conformal: calibrated per-image and per-batch tests
-combination.py  the gate: each test's p-value per batch and their combination (one place)
+
+The gate that runs these tests on each batch and combines them is `inflow_jax.detector.gate`.
 """
 
 from inflow_jax.gates.conformal import (

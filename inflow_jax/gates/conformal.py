@@ -1,12 +1,13 @@
-"""The conformal attention: per-image scores, their conformal p-values and a batch test. A pytree-free
-state of numpy arrays, fitted once:
+"""The conformal attention: per-image scores, their conformal p-values and a batch test. A
+pytree-free state of numpy arrays, fitted once:
 
     fit:     density  <- fit_density(features(x_density or x_ref))  (the in-distribution statistics)
              calib    <- sorted density_scores(features(x_calibration))
     image:   s(x) = density_scores(features(x)),   p(x) = (1 + #{calib >= s(x)}) / (1 + n)
-    batch:   p_batch = cauchy, fisher or simes of the batch's p(x);   attention 0 when p_batch < level
+    batch:   p_batch = cauchy, fisher or simes of the batch's p(x);
+             attention 0 when p_batch < level
     mean shift (optional, the combined gate's): a permutation test of the batch's mean in whitened
-             pixel space against the calibration images (`conformal.mean_shift`)
+             pixel space against the calibration images (`inflow_jax.gates.mean_shift`)
 
 Split conformal needs the calibration images to be unseen by everything the score was fitted on: the
 flow's training images and the density's fitting set. `fit_conformal` refuses calibration images
@@ -16,14 +17,9 @@ and fewer than 1/level of them (the smallest p-value, 1/(1+n), could not fall be
 The density is fitted on x_ref (often the flow's own training images) unless `x_density` is given:
 more in-distribution images than the reference set, the flow's training images or unseen ones (the
 job's `attention.n_density` training images or `data.density_split`). More images support more
-mixture components (`conformal.density`): on the Glow fixture 40000 training images instead of 5000
-raised one SVHN image among 10 flagged from 0.50 to 0.575 (MNIST 0.93 -> 0.985, Fashion-MNIST
-0.64 -> 0.615; `python benchmarks/conformal_features.py --splits 10 [--n_density 40000]`). Since the
-features leave out the last level's prior term (where the flow memorises its training images,
-`conformal.features`), unseen images buy little over training images: `python
-benchmarks/conformal_features.py --splits 20 --density_images 500` (500 unseen CIFAR-10 images
-instead of 5000 training images, one 4-component mixture) moved one OOD image among 10 flagged SVHN
-0.36 -> 0.33, MNIST 0.98 -> 0.98, Fashion-MNIST 0.63 -> 0.69.
+mixture components (`inflow_jax.gates.density`). Since the features leave out the last level's
+prior term (where the flow memorises its training images, `inflow_jax.gates.features`), unseen
+images buy little over training images (measurements: docs/results.md).
 """
 
 import dataclasses
@@ -55,8 +51,8 @@ _density_scores = jax.jit(density_scores)
 
 @dataclasses.dataclass
 class ConformalState:
-  """density: the mixture's arrays (`conformal.density`); calibration_scores: (n,) ascending;
-  mean_shift: the mean-shift test (`conformal.mean_shift`) or None."""
+  """density: the mixture's arrays (`inflow_jax.gates.density`); calibration_scores: (n,)
+  ascending; mean_shift: the mean-shift test (`inflow_jax.gates.mean_shift`) or None."""
 
   density: Dict[str, np.ndarray]
   calibration_scores: np.ndarray
@@ -91,8 +87,8 @@ def check_disjoint(
 def check_calibration(
   x_calibration: np.ndarray, level: float, others: Dict[str, Optional[np.ndarray]]
 ) -> None:
-  """Raises ValueError when x_calibration has fewer than 1/level images or shares an image with one of
-  `others` (name -> images or None)."""
+  """Raises ValueError when x_calibration has fewer than 1/level images or shares an image with one
+  of `others` (name -> images or None)."""
   if len(x_calibration) * level < 1.0:
     raise ValueError(
       f"{len(x_calibration)} calibration images cannot reach level {level}: the "
@@ -119,14 +115,14 @@ def check_density_size(n_images: int, n_components, what: str) -> None:
 
 
 def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
-  """(N,) float64 density scores of (N, d) features, computed in fixed-size chunks (CHUNK rows), so an
-  image's score does not depend on how the caller batched the images."""
+  """(N,) float64 density scores of (N, d) features, computed in fixed-size chunks (CHUNK rows), so
+  an image's score does not depend on how the caller batched the images."""
   expected = density["mean"].shape[0]
   if features.shape[1] != expected:
     raise ValueError(
       f"the density was fitted on {expected} per-image features, these images have "
-      f"{features.shape[1]} (a detector saved by another version of conformal.features, "
-      f"or another flow): fit it again"
+      f"{features.shape[1]} (a detector saved by another version of "
+      f"inflow_jax.gates.features, or another flow): fit it again"
     )
   scores = fixed_size(lambda f: _density_scores(density, f), features.astype(np.float32), CHUNK)
   return scores.astype(np.float64)
@@ -189,8 +185,8 @@ def fit_conformal(
 
 
 def image_scores(state: ConformalState, model, variables, x: np.ndarray, convention: str = "nll"):
-  """((N,) s(x), higher = more OOD; (N,) the flow's `convention` score at a = 1 from the same pass) of
-  preprocessed x (unchecked)."""
+  """((N,) s(x), higher = more OOD; (N,) the flow's `convention` score at a = 1 from the same pass)
+  of preprocessed x (unchecked)."""
   features, flow_score = flow_features(model, variables, x, convention)
   return scores_of_features(state.density, features), flow_score
 
@@ -220,17 +216,17 @@ def combined_p_values(
   key,
   first_batch: int = 0,
 ) -> Tuple[np.ndarray, np.ndarray]:
-  """((n_batches,) the combined gate's p-values, (n_batches,) the mean-shift test's, NaN without one)
-  of the batches x[starts[i]:starts[i+1]] (preprocessed): `combination` of the conformal batch test's
-  p_conformal, with weight 1/2 (the per-image evidence), and the batch-distribution tests, sharing the
-  other 1/2: the MMD test's p_mmd (None: not run, e.g. single images) and, when the state has one,
-  the mean-shift test's (keys as `mean_shift.mean_shift_p_values`). With the MMD test alone this is
-  the plain two-test combination; the one-outlier power of the conformal part is that of level/2.
+  """((n_batches,) the combined gate's p-values, (n_batches,) the mean-shift test's, NaN without
+  one) of the batches x[starts[i]:starts[i+1]] (preprocessed): `combination` of the conformal batch
+  test's p_conformal, with weight 1/2 (the per-image evidence), and the batch-distribution tests,
+  sharing the other 1/2: the MMD test's p_mmd (None: not run, e.g. single images) and, when the
+  state has one, the mean-shift test's (keys as `inflow_jax.gates.mean_shift.mean_shift_p_values`).
+  With the MMD test alone this is the plain two-test combination; the one-outlier power of the
+  conformal part is that of level/2.
 
-  Why these weights (the Glow fixture on ../shared, fair JPEG protocol, cached statistics, 400 batches
-  per cell): equal thirds flag one SVHN image among 10 in 0.24 of batches, the halves 0.34 (the
-  two-test gate's 0.34), Fashion-MNIST 0.31 -> 0.41, MNIST 0.86 -> 0.93, while CelebA's batches of 5
-  stay at 0.965 (two-test gate: 0.755) and false alarms at m = 5 / 10 / 50 at 0.030 / 0.022 / 0.050."""
+  Why these weights: the halves give the conformal part the one-outlier power of the two-test gate
+  (conformal and MMD), which equal thirds lose, while the batch tests keep the mean-shift test's
+  power on small batches (measurements: docs/results.md)."""
   batch_tests = [] if p_mmd is None else [p_mmd]
   p_mean_shift = np.full(len(starts) - 1, np.nan)
   if state.mean_shift is not None:

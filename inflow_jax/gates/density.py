@@ -1,6 +1,8 @@
-"""The density model of the per-image statistics: bagged Gaussian mixtures on standardised features.
+"""The density model of the per-image statistics: bagged Gaussian mixtures on standardised
+features.
 
-    s(x) = -log p(f(x)),  p(f) = (1/B) sum_b sum_k w_bk N((f - mu) / sd; m_bk, S_bk),  higher = more OOD
+    s(x) = -log p(f(x)),  p(f) = (1/B) sum_b sum_k w_bk N((f - mu) / sd; m_bk, S_bk)
+    (higher = more OOD)
 
 Each of the B mixtures is fitted by scikit-learn's `GaussianMixture` (EM, full covariances,
 `reg_covar` added to each diagonal) on a bootstrap resample of the in-distribution features; their
@@ -10,19 +12,10 @@ that save and load without sklearn objects. K is chosen without looking at any O
 (`n_components="auto"`): the candidate of COMPONENT_CANDIDATES whose mixture, fitted on a seeded 4/5
 of the features, gives the other 1/5 the highest mean log-likelihood.
 
-Why (Glow fixture, fair JPEG protocol, density on CIFAR-10 training images, calibration / evaluation
-halvings of cifar10_test_5k): the held-out log-likelihood of in-distribution features keeps rising up
-to K = 12-16 on 5000 images and 24 on 40000 (BIC, which penalises harder, picks 4 and 12), and the
-tail the conformal p-values need follows it. `python benchmarks/conformal_features.py --splits 10`
-(5000 density images; K = 4 -> "auto", both 8 bags): one OOD image among 10 flagged (Cauchy test,
-level 0.05) SVHN 0.36 -> 0.50, MNIST 0.99 -> 0.93, Fashion-MNIST 0.70 -> 0.64, batch false alarms at
-m = 10 0.043 -> 0.047, per-image AUROC SVHN 0.965 -> 0.969; with `--n_density 40000 --components
-auto`: SVHN 0.575, MNIST 0.985, Fashion-MNIST 0.615, false alarms 0.044, AUROC SVHN 0.973, MNIST
-0.999, Fashion-MNIST 0.992, CelebA 0.401. In an exploration on 4 other random sets of 5000 density
-images (5 halvings each), SVHN's one-in-10 figure was 0.37 / 0.34 / 0.30 / 0.31 with one 4-component
-mixture, 0.44 / 0.49 / 0.42 / 0.47 with one of 16, 0.48 / 0.47 / 0.48 / 0.50 with 8 bootstrap
-mixtures of 16 (bagging averages out EM's dependence on the fitting set), 0.22-0.27 with a Gaussian
-kernel density (bandwidth by held-out likelihood).
+Why bagged mixtures with K chosen by held-out likelihood: the held-out log-likelihood of
+in-distribution features keeps rising up to a dozen or more components (more with more images), the
+tail the conformal p-values need follows it, and bagging averages out EM's dependence on the fitting
+set (measurements: docs/results.md).
 """
 
 from typing import Any, Dict, Union
@@ -81,8 +74,9 @@ def fit_density(
   n_bags: int = 8,
 ) -> Dict[str, np.ndarray]:
   """The arrays (DENSITY_ARRAYS) of the average of `n_bags` K-component mixtures, each fitted on a
-  seeded bootstrap resample of `features` (n, d) (n_bags = 1: one mixture on the features themselves);
-  K = n_components, or `choose_components` for "auto". Needs n >= min_density_images(n_components)."""
+  seeded bootstrap resample of `features` (n, d) (n_bags = 1: one mixture on the features
+  themselves); K = n_components, or `choose_components` for "auto". Needs
+  n >= min_density_images(n_components)."""
   mean, scale = features.mean(axis=0), features.std(axis=0)
   scale = np.where(scale > 0, scale, 1.0)
   u = (features - mean) / scale

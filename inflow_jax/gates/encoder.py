@@ -1,16 +1,16 @@
 """The untrained random conv encoder that embeds images for the attention's MMD test.
 
-InFlow (after alibi-detect's "untrained autoencoder" preprocessing) never trains this network: a random
-projection of the images is enough for a kernel two-sample test to see a distribution shift.
+InFlow (after alibi-detect's "untrained autoencoder" preprocessing) never trains this network: a
+random projection of the images is enough for a kernel two-sample test to see a distribution shift.
 
   z = Dense_32(flatten(relu(Conv_512(relu(Conv_128(relu(Conv_64(x))))))))
 
-every Conv is 4x4, stride 2, VALID padding, so a 32x32x3 image goes 15x15x64 -> 6x6x128 -> 2x2x512 -> 2048
--> 32 (the 15th row and column of the first conv's output feed nothing and are not computed). Each conv
-runs as one matrix product on space-to-depth patches (`StridedConv`), which XLA's CPU backend executes
-faster than its strided convolution (in 50-image chunks on 2 loaded cores: 150 vs 190 ms per 250
-images). `make_encoder(seed)` draws PyTorch-default-like weights (U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-for kernels and biases); `load_reference_encoder(path)` imports the original's `torch.manual_seed(0)`
+every Conv is 4x4, stride 2, VALID padding, so a 32x32x3 image goes 15x15x64 -> 6x6x128 -> 2x2x512
+-> 2048 -> 32 (the 15th row and column of the first conv's output feed nothing and are not
+computed). Each conv runs as one matrix product on space-to-depth patches (`StridedConv`), which
+XLA's CPU backend executes faster than its strided convolution (measurements: docs/results.md).
+`make_encoder(seed)` draws PyTorch-default-like weights (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
+kernels and biases); `load_reference_encoder(path)` imports the original's `torch.manual_seed(0)`
 weights.
 """
 
@@ -28,15 +28,16 @@ Array = jax.Array
 
 
 class StridedConv(nn.Module):
-  """A VALID k x k convolution with stride s, k a multiple of s, as one matrix product (NHWC, HWIO kernel).
+  """A VALID k x k convolution with stride s, k a multiple of s, as one matrix product (NHWC, HWIO
+  kernel).
 
     y[i, j, o] = b[o] + sum_{u, v < k, c} x[s i + u, s j + v, c] kernel[u, v, c, o]
 
-  With u = s p + du (p < t = k / s, du < s), the space-to-depth image X[I, J] = x[s I : s I + s,
-  s J : s J + s, :] (s*s*C channels) turns this into a t x t stride-1 convolution over X, whose im2col
-  patches are the t*t shifted views X[p : p + H_out, q : q + W_out] side by side: one
-  (B H_out W_out, k*k*C) x (k*k*C, O) matrix product. Same parameters as `nn.Conv(features, (k, k),
-  strides=(s, s), padding="VALID")`.
+  With u = s p + du (p < t = k / s, du < s), the space-to-depth image
+  X[I, J] = x[s I : s I + s, s J : s J + s, :] (s*s*C channels) turns this into a t x t stride-1
+  convolution over X, whose im2col patches are the t*t shifted views X[p : p + H_out, q : q + W_out]
+  side by side: one (B H_out W_out, k*k*C) x (k*k*C, O) matrix product. Same parameters as
+  `nn.Conv(features, (k, k), strides=(s, s), padding="VALID")`.
   """
 
   features: int
@@ -71,7 +72,8 @@ class RandomEncoder(nn.Module):
   The architecture only: its parameters come from `make_encoder` (seeded PyTorch-like draw) or
   `load_reference_encoder` (the original's weights), not from linen's default initialisers.
   `__call__(x, start, stop)` applies layers start <= i < stop of [conv0, conv1, conv2, dense] to the
-  input x of layer `start` (the embedder runs the early layers in smaller chunks than the late ones).
+  input x of layer `start` (the embedder runs the early layers in smaller chunks than the late
+  ones).
   """
 
   features: Tuple[int, ...] = (64, 128, 512)
@@ -99,8 +101,9 @@ class RandomEncoder(nn.Module):
 def _read_size(size: int, n_convs: int, k: int, s: int) -> int:
   """The input rows (or columns) that n_convs VALID k x k / stride s convolutions read.
 
-  Layer outputs o_l = (o_{l-1} - k) // s + 1 from o_0 = size; o_L outputs read s (o_L - 1) + k inputs,
-  and so on back to the image (32 -> 30: the first conv's 15th row and column feed nothing).
+  Layer outputs o_l = (o_{l-1} - k) // s + 1 from o_0 = size; o_L outputs read s (o_L - 1) + k
+  inputs, and so on back to the image (32 -> 30: the first conv's 15th row and column feed
+  nothing).
   """
   out = size
   for _ in range(n_convs):
@@ -112,15 +115,15 @@ def _read_size(size: int, n_convs: int, k: int, s: int) -> int:
 
 @flax.struct.dataclass
 class Embedder:
-  """A callable pytree: `embedder(x)` embeds NHWC images (N, H, W, C) in [0, 1] to (N, embedding_dim).
+  """A callable pytree: `embedder(x)` embeds NHWC images (N, H, W, C) in [0, 1] to
+  (N, embedding_dim).
 
-  The parameters are pytree leaves (so a state holding an Embedder can be passed through `jax.jit`); the
-  architecture and the chunk sizes are static. Embedding runs under `jax.jit` in chunks of `chunk_size`
-  images (`jax.lax.map`), so 50,000 images need the activations of one chunk only. Within a chunk the
-  first `early_layers` convolutions (large images, small matrix products) run on `early_chunk_size`
-  images at a time, whose patches stay in cache, and the later layers on the whole chunk, whose larger
-  matrix products run faster. Batch 250 on 2 idle cores: 57-60 ms with chunks of 256 / 16, against 65-70
-  ms with every layer in chunks of 32 and 75 ms in chunks of 16.
+  The parameters are pytree leaves (so a state holding an Embedder can be passed through `jax.jit`);
+  the architecture and the chunk sizes are static. Embedding runs under `jax.jit` in chunks of
+  `chunk_size` images (`jax.lax.map`), so 50,000 images need the activations of one chunk only.
+  Within a chunk the first `early_layers` convolutions (large images, small matrix products) run on
+  `early_chunk_size` images at a time, whose patches stay in cache, and the later layers on the
+  whole chunk, whose larger matrix products run faster (measurements: docs/results.md).
   """
 
   params: Mapping
@@ -144,8 +147,8 @@ class Embedder:
 
 
 def _map_in_chunks(fn: Callable[[Array], Array], x: Array, chunk_size: int) -> Array:
-  """fn over ceil(n / chunk_size) equal chunks of x's leading axis (the last padded), one after another
-  under `lax.map`: peak memory is one chunk's activations."""
+  """fn over ceil(n / chunk_size) equal chunks of x's leading axis (the last padded), one after
+  another under `lax.map`: peak memory is one chunk's activations."""
   n = x.shape[0]
   num_chunks = -(-n // chunk_size)
   if num_chunks == 1:
@@ -175,10 +178,10 @@ def make_encoder(
   embedding_dim: int = 32,
   chunk_size: int = 256,
 ) -> Embedder:
-  """A random encoder drawn from the explicit `seed`, as PyTorch initialises Conv2d/Linear by default:
-  every kernel and bias entry ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = kh * kw * C_in (conv) or
-  the input width (dense). Drawn with numpy's `default_rng(seed)`: no XLA compilation, and the same
-  weights on every backend.
+  """A random encoder drawn from the explicit `seed`, as PyTorch initialises Conv2d/Linear by
+  default: every kernel and bias entry ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = kh * kw * C_in
+  (conv) or the input width (dense). Drawn with numpy's `default_rng(seed)`: no XLA compilation, and
+  the same weights on every backend.
   """
   module = RandomEncoder(features=tuple(features), embedding_dim=embedding_dim)
   shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
@@ -199,8 +202,9 @@ def make_encoder(
 def params_from_torch(state: Mapping[str, np.ndarray]) -> Tuple[dict, Tuple[int, ...], int]:
   """Converts the PyTorch `nn.Sequential` state dict (keys 0, 2, 4 conv; 7 linear) to linen params.
 
-  Conv weights OIHW -> HWIO. The Linear weight (out, C*H*W) is over PyTorch's (c, h, w) flatten, while
-  the linen encoder flattens NHWC as (h, w, c): W[o, c*H*W + h*W + w] -> kernel[h*W*C + w*C + c, o].
+  Conv weights OIHW -> HWIO. The Linear weight (out, C*H*W) is over PyTorch's (c, h, w) flatten,
+  while the linen encoder flattens NHWC as (h, w, c):
+  W[o, c*H*W + h*W + w] -> kernel[h*W*C + w*C + c, o].
   """
   expected = [f"{i}.{p}" for i in (0, 2, 4, 7) for p in ("weight", "bias")]
   missing = [k for k in expected if k not in state]
@@ -238,7 +242,8 @@ def params_from_torch(state: Mapping[str, np.ndarray]) -> Tuple[dict, Tuple[int,
 
 
 def load_reference_encoder(path, *, chunk_size: int = 256) -> Embedder:
-  """The original's encoder from an .npz of its PyTorch state dict (`uae_encoder_torch_seed0.npz`)."""
+  """The original's encoder from an .npz of its PyTorch state dict
+  (`uae_encoder_torch_seed0.npz`)."""
   with np.load(path) as data:
     state = {k: data[k] for k in data.files}
   params, features, embedding_dim = params_from_torch(state)

@@ -1,41 +1,31 @@
-"""Per-image statistics for the conformal attention: the flow's per-scale prior terms and PNG lengths.
+"""Per-image statistics for the conformal attention: the flow's per-scale prior terms and PNG
+lengths.
 
-For an L-scale flow with z = (z_0, ..., z_{L-1}) (the parts that leave each level, `InFlow.statistics`)
-and D = H*W*C, an image x in [0, 1] (8-bit values, not dequantized) gets the L' + 2 features
+For an L-scale flow with z = (z_0, ..., z_{L-1}) (the parts that leave each level,
+`InFlow.statistics`) and D = H*W*C, an image x in [0, 1] (8-bit values, not dequantized) gets the
+L' + 2 features
 
-    f_l(x)      = -log N(z_l; 0, I) / (D log 2)    (l < L': the bits/dim each scale's prior pays)
-    f_L'(x)     = 8 |PNG(x)| / D                   (input complexity, Serra et al. 2020)
-    f_{L'+1}(x) = 8 |PNG(pool(x))| / (D / 4)       (the same at half resolution: pool = the 2x2 mean,
-                                                    rounded to 8 bits)
+    f_l(x)      = -log N(z_l; 0, I) / (D log 2)  (l < L': the bits/dim each scale's prior pays)
+    f_L'(x)     = 8 |PNG(x)| / D                 (input complexity, Serra et al. 2020)
+    f_{L'+1}(x) = 8 |PNG(pool(x))| / (D / 4)     (the same at half resolution: pool = the 2x2 mean,
+                                                  rounded to 8 bits)
 
 with L' = L - 1 for a multi-scale flow (L > 1) and L' = 1 for a single-scale one. The last level's
 prior term is left out because that is where the flow memorises its training images, on which the
-density is fitted by default: on the Glow fixture, training vs unseen CIFAR-10 images are told apart
-by f_{L-1} with AUROC 0.416 (-log N(z_{L-1}) lower on training images), by every other statistic with
-0.49-0.51 (the 12 per-block log-dets, the other prior terms, the PNG lengths). A density fitted on the
-training images then finds unseen in-distribution images atypical along f_{L-1}, which costs the
-conformal p-values their power.
+density is fitted by default: on the Glow fixture, f_{L-1} tells training from unseen CIFAR-10
+images apart (-log N(z_{L-1}) lower on training images) and no other statistic does (the per-block
+log-dets, the other prior terms, the PNG lengths). A density fitted on the training images then
+finds unseen in-distribution images atypical along f_{L-1}, which costs the conformal p-values their
+power.
 
-Why these (measured on ../shared/data, Glow fixture, every set through JPEG q75, density fitted on 5000
-CIFAR-10 training images, 5 random halvings of cifar10_test_5k into calibration / evaluation:
-`python benchmarks/conformal_features.py`), per-image AUROC SVHN / CelebA / MNIST / Fashion-MNIST and
-one OOD image among 10 flagged (Cauchy test, level 0.05), 4-component mixtures: all L scales + PNG
-0.950 / 0.393 / 0.996 / 0.983 and 0.27 / 0.06 / 0.75 / 0.45; + the half-resolution PNG 0.968 / 0.422 /
-0.998 / 0.987 and 0.31 / 0.06 / 0.955 / 0.62; without f_{L-1} (the default) 0.964 / 0.398 / 0.999 /
-0.990 and 0.36 / 0.04 / 0.98 / 0.63, false alarms of batches of 10 0.044 (0.057 with f_{L-1}). With
-the density fitted on 500 unseen images (`x_density`; 20 halvings) leaving f_{L-1} out changes
-little: one-in-10 SVHN 0.35 -> 0.33, MNIST 0.96 -> 0.98, Fashion-MNIST 0.66 -> 0.69. In an
-exploration on the same protocol (not a benchmark here): the quarter-resolution length as well lowered SVHN to 0.95-0.96, the
-JPEG length (q 50-90) helped MNIST and Fashion-MNIST but not SVHN, the per-block log-dets lowered SVHN
-to 0.83-0.96 in the mixture (the last block's log-det alone separates SVHN with AUROC 0.986, but along
-the in-distribution correlation with the PNG length: with it in the mixture SVHN's one-in-10 fell to
-0.22), the random encoder's embedding to 0.38-0.58, coarse colours (4x4 or 8x8 means, per-channel
-moments; alone CelebA 0.72-0.77 by k-nearest neighbours) to 0.57-0.90; the total NLL minus PNG (input
-complexity itself) gave 0.925 / 0.517 / 0.999 / 0.982, WebP-lossless lengths +0.01 on SVHN at 1/6 of
-PNG's speed.
+Why these: the half-resolution PNG length raised the per-image AUROCs and the one-outlier power,
+leaving f_{L-1} out raised the one-outlier power and brought the false alarms back to the level, and
+the other statistics tried (other resolutions, JPEG and WebP lengths, per-block log-dets, the random
+encoder's embedding, coarse colours) lowered SVHN's or helped little (measurements:
+docs/results.md).
 
-The flow runs on fixed-size chunks (the last one zero-padded), so an image's features do not depend on
-how the caller batched x.
+The flow runs on fixed-size chunks (the last one zero-padded), so an image's features do not depend
+on how the caller batched x.
 """
 
 import functools
@@ -54,7 +44,8 @@ CHUNK = 250  # images per jitted flow call
 
 
 def n_prior_features(num_scales: int) -> int:
-  """L': how many of an L-scale flow's prior terms are features (all but the last level's when L > 1)."""
+  """L': how many of an L-scale flow's prior terms are features (all but the last level's when
+  L > 1)."""
   return max(num_scales - 1, 1)
 
 
@@ -96,15 +87,16 @@ def half_resolution(x: np.ndarray) -> np.ndarray:
 
 
 def complexity_bits(x: np.ndarray) -> np.ndarray:
-  """(N, 2) f_L, f_{L+1}: the PNG bits/dim of x and of its half-resolution copy (not differentiable)."""
+  """(N, 2) f_L, f_{L+1}: the PNG bits/dim of x and of its half-resolution copy
+  (not differentiable)."""
   return np.stack([png_bits_per_dim(x), png_bits_per_dim(half_resolution(x))], axis=1)
 
 
 def flow_features(
   model, variables, x: np.ndarray, convention: str = "nll", chunk: int = CHUNK
 ) -> Tuple[np.ndarray, np.ndarray]:
-  """((N, L' + 2) the features of the module docstring, (N,) the flow's `convention` score at a = 1) of
-  x (N, H, W, C) float32 in [0, 1] (unchecked): one pass of the flow in chunks of `chunk` images,
+  """((N, L' + 2) the features of the module docstring, (N,) the flow's `convention` score at a = 1)
+  of x (N, H, W, C) float32 in [0, 1] (unchecked): one pass of the flow in chunks of `chunk` images,
   the PNG lengths computed on the host while the flow runs."""
   (bits, scores), complexity = fixed_size(
     lambda xb: _flow_pass(exact_log_det(model), variables, xb),

@@ -17,13 +17,15 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def kernel_factors(points: Array, sigma: Array) -> Tuple[Array, Array]:
-  """Scaled augmented rows whose products are the kernel's exponents. points (..., q, d), sigma (S,).
+  """Scaled augmented rows whose products are the kernel's exponents; points (..., q, d),
+  sigma (S,).
 
     -|p_i - p_j|^2 / (2 sigma_s^2) = [2 g_s p_i, -g_s |p_i|^2, -g_s] . [p_j, 1, |p_j|^2],
     g_s = 1 / (2 sigma_s^2),
 
   so a block of kernel entries is one matrix product and an exp, with no pass that adds the norms or
-  scales the distances (XLA's CPU backend runs the permutations' kernels ~2x faster this way).
+  scales the distances (XLA's CPU backend runs the permutations' kernels faster this way;
+  measurements: docs/results.md).
   Returns left (S, ..., q, d + 2) and right (..., q, d + 2).
   """
   norms = jnp.sum(points * points, axis=-1, keepdims=True)
@@ -34,10 +36,12 @@ def kernel_factors(points: Array, sigma: Array) -> Tuple[Array, Array]:
 
 
 def gaussian_kernel(left: Array, right: Array) -> Array:
-  """K_ij = mean_s exp(-|p_i - p_j|^2 / (2 sigma_s^2)) from `kernel_factors` (alibi-detect's GaussianRBF).
+  """K_ij = mean_s exp(-|p_i - p_j|^2 / (2 sigma_s^2)) from `kernel_factors` (alibi-detect's
+  GaussianRBF).
 
-  left (S, ..., p, d + 2) from the first points, right (..., q, d + 2) from the second: K (..., p, q).
-  Rounding can leave an exponent of order +1e-6 where the distance is 0: the entry is then 1 + 1e-6.
+  left (S, ..., p, d + 2) from the first points, right (..., q, d + 2) from the second:
+  K (..., p, q). Rounding can leave an exponent of order +1e-6 where the distance is 0: the entry is
+  then 1 + 1e-6.
   """
   kernels = [
     jnp.exp(jnp.einsum("...id,...jd->...ij", rows, right, precision=_HIGHEST)) for rows in left
@@ -72,9 +76,8 @@ def random_subsets(key: Array, n_permutations: int, n_total: int, m: int) -> Arr
   for j = N-m, ..., N-1, draw t uniform in {0, ..., j} and add t, or j when t was already chosen. By
   induction every k-subset of {0, ..., N-m+k-1} is equally likely after k steps. The order within a
   subset is not uniform, which the statistics never use. Vectorised over the P permutations, with a
-  (P, N) table of chosen points, a step is a gather and a scatter of P entries: ~3 ms for 100 subsets
-  of 250 out of 5250 on 2 CPU cores, against ~13 ms for the top_k of P x N uniforms (and 15 ms for 2500
-  out of 7500, where comparing with the chosen list instead took 233 ms).
+  (P, N) table of chosen points, a step is a gather and a scatter of P entries: faster than the
+  top_k of P x N uniforms, and than comparing with the chosen list (measurements: docs/results.md).
   """
   first = n_total - m
   draws = jax.random.randint(

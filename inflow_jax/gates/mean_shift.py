@@ -1,14 +1,15 @@
-"""The mean-shift test: has a batch's mean moved away from in-distribution images in whitened pixels?
+"""The mean-shift test: has a batch's mean moved away from in-distribution images in whitened
+pixels?
 
 Per-image scores miss shifts that every image of a batch shares but that no single image shows: on
-the Glow fixture, JPEG'd CelebA faces are as typical as CIFAR-10 images one by one (per-image AUROC
-~0.40), yet five of them share a layout (a face in the centre, skin tones). A batch of m images gets
+the Glow fixture, JPEG'd CelebA faces are as typical as CIFAR-10 images one by one, yet five of them
+share a layout (a face in the centre, skin tones). A batch of m images gets
 
-    phi(x)  = V_K^T (vec(x) - mu) / sqrt(lambda_K)       (PCA whitening: the K leading principal
-                                                          directions V_K, variances lambda_K and mean
-                                                          mu of the fitting images' pixels)
-    T(B)    = | (1/m) sum_{x in B} phi(x) |^2            (Hotelling's statistic with a known
-                                                          covariance: a linear-kernel MMD)
+    phi(x)  = V_K^T (vec(x) - mu) / sqrt(lambda_K)    (PCA whitening: the K leading principal
+                                                       directions V_K, variances lambda_K and
+                                                       mean mu of the fitting images' pixels)
+    T(B)    = | (1/m) sum_{x in B} phi(x) |^2         (Hotelling's statistic with a known
+                                                       covariance: a linear-kernel MMD)
 
 and a permutation p-value against the n calibration images C (in-distribution, held out):
 
@@ -18,16 +19,10 @@ When B and C are exchangeable (B in-distribution), the pooled rows are exchangea
 P(p <= u) <= u for every u, whatever the whitening was fitted on (it only has to be independent of C
 and B). T(B) and the T(S_j) come out of one computation (B is its first subset).
 
-Why (the Glow fixture's setting on ../shared/data, every set through JPEG q75, whitening fitted on
-5000 CIFAR-10 training images, cifar10_test_5k[:2500] calibrating, batches of 5): the statistic
-alone (its null from 20000 random batches of calibration images) at level 0.05 / 0.025 / 0.0167
-flags CelebA 0.997 / 0.986 / 0.981 of batches (the random-encoder MMD test: 0.85-0.88 at 0.05),
-MNIST 1.00, Fashion-MNIST 0.99 / 0.97 / 0.96, SVHN 0.02 (the per-image scores catch SVHN); 8x8
-colour thumbnails instead of pixels: CelebA 0.97 at 0.05. In a combined gate of equal-weight
-Bonferroni of the conformal, MMD and mean-shift tests, CelebA's batches of 5 are flagged 0.965 /
-0.978 / 0.945 with K = 32 / 64 / 128 (false alarms at m = 5, 10, 50: 0.025-0.045): K = 64, the best
-of these three, chosen on these OOD sets and not tuned further (the gate itself weights the tests
-1/2, 1/4, 1/4: `conformal.gate.combined_p_values`). The job's figures: README "Attention per image".
+Why: on small batches of such faces this test flags far more batches than the random-encoder MMD
+test, and catches MNIST and Fashion-MNIST too; K = 64 was the best of 32 / 64 / 128 in the combined
+gate, chosen on these OOD sets and not tuned further (the gate itself weights the tests 1/2, 1/4,
+1/4: `inflow_jax.gates.conformal.combined_p_values`) (measurements: docs/results.md).
 """
 
 from typing import Optional
@@ -48,7 +43,8 @@ MEAN_SHIFT_STREAM = (
 
 @flax.struct.dataclass
 class MeanShiftState:
-  """mean (D,), projection (D, K) = V_K / sqrt(lambda_K), pool (n, K) = phi of the calibration images."""
+  """mean (D,), projection (D, K) = V_K / sqrt(lambda_K), pool (n, K) = phi of the calibration
+  images."""
 
   mean: jax.Array
   projection: jax.Array
@@ -70,7 +66,8 @@ def check_components(n_components: Optional[int]) -> Optional[int]:
 
 
 def check_fit_size(shape, n_components: int) -> None:
-  """Raises ValueError unless (n images, values per image) = shape can fit n_components components."""
+  """Raises ValueError unless (n images, values per image) = shape can fit n_components
+  components."""
   if n_components >= min(shape):
     raise ValueError(
       f"a mean-shift test with {n_components} principal components needs more "
@@ -90,8 +87,9 @@ def fit_mean_shift(
   n_permutations: int = N_PERMUTATIONS,
   seed: int = 0,
 ) -> MeanShiftState:
-  """The whitening fitted on x_fit (n, H, W, C), the pool phi(x_calibration); both float32 in [0, 1],
-  unchecked. Needs more than n_components fitting images with n_components directions of variation."""
+  """The whitening fitted on x_fit (n, H, W, C), the pool phi(x_calibration); both float32 in
+  [0, 1], unchecked. Needs more than n_components fitting images with n_components directions of
+  variation."""
   flat = _flat(x_fit)
   check_fit_size(flat.shape, n_components)
   pca = PCA(n_components, svd_solver="randomized", random_state=seed).fit(flat)

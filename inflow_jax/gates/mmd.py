@@ -1,8 +1,9 @@
 """The attention: a kernel-MMD two-sample permutation test between a batch and reference images.
 
-InFlow's attention (alibi-detect 0.13 `MMDDrift`, reproduced exactly): embed the n reference images and
-the m test images with the untrained encoder (`inflow_jax.gates.encoder`), pool them, z = [ref; x] (N = n + m),
-and with the Gaussian RBF kernel (averaged over bandwidths when several are given)
+InFlow's attention (alibi-detect 0.13 `MMDDrift`, reproduced exactly): embed the n reference images
+and the m test images with the untrained encoder (`inflow_jax.gates.encoder`), pool them,
+z = [ref; x] (N = n + m), and with the Gaussian RBF kernel (averaged over bandwidths when several
+are given)
 
   K_ij = mean_s exp(-|z_i - z_j|^2 / (2 sigma_s^2)),   K0 = K with its diagonal set to 0,
 
@@ -10,82 +11,41 @@ test with the unbiased statistic
 
   MMD^2 = sum(K0_xx) / (n (n-1)) + sum(K0_yy) / (m (m-1)) - 2 sum(K_xy) / (n m).
 
-Its null distribution comes from `n_permutations` random re-splits of the pooled points into n "reference"
-and m "test" points. The attention is 1 (trust the flow) when p_value >= level, else 0.
+Its null distribution comes from `n_permutations` random re-splits of the pooled points into n
+"reference" and m "test" points. The attention is 1 (trust the flow) when p_value >= level, else 0.
 
-Efficiency (exactly the same arithmetic identity, not an approximation): with T = 1'K0 1 and row sums
-r = K0 1 of the pooled matrix, a split whose test part is the index set S has
+Efficiency (exactly the same arithmetic identity, not an approximation): with T = 1'K0 1 and row
+sums r = K0 1 of the pooled matrix, a split whose test part is the index set S has
 
   S_yy = sum K0[S, S],  S_xy = sum_{i in S} r_i - S_yy,  S_xx = T - 2 sum_{i in S} r_i + S_yy,
 
-so a permutation costs the m x m kernel among the chosen points (`kernel_factors`: one matrix product
-and an exp per block; the points come from Floyd's sampler) plus a gather of r. The reference part of r
-and T is computed once at fit (O(n^2), in blocks); a test adds K(ref, x) and K(x, x) (O(n m)). The
-fitted state holds no n x n matrix: O(n d) floats. All sums use the kernel minus a constant c (its value
-at the median distance): MMD^2 is unchanged, since c/(n(n-1)) n(n-1) + c - 2c = 0, while float32 sums of
-values centred near zero keep MMD^2 accurate to ~1e-8 at n = 5000.
+so a permutation costs the m x m kernel among the chosen points (`kernel_factors`: one matrix
+product and an exp per block; the points come from Floyd's sampler) plus a gather of r. The
+reference part of r and T is computed once at fit (`inflow_jax.gates.mmd_fit`; O(n^2), in blocks); a
+test adds K(ref, x) and K(x, x) (O(n m)). The fitted state holds no n x n matrix: O(n d) floats. All
+sums use the kernel minus a constant c (its value at the median distance): MMD^2 is unchanged, since
+c/(n(n-1)) n(n-1) + c - 2c = 0, while float32 sums of values centred near zero keep MMD^2 accurate
+to ~1e-8 at n = 5000.
 
-Beyond the paper, `inflow_jax.gates.streaming` gates images that arrive one at a time by testing the last
-`window` of them.
+Beyond the paper, `inflow_jax.gates.streaming` gates images that arrive one at a time by testing the
+last `window` of them.
 """
 
-from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import NamedTuple
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inflow_jax.gates.kernels import (
-  centered_row_sums,
-  gaussian_kernel,
-  kernel_factors,
-  median_sq_distance,
-  random_subsets,
-)
-from inflow_jax.utils.checks import check_images, check_key, check_test_size
+from inflow_jax.gates.kernels import gaussian_kernel, kernel_factors, random_subsets
+from inflow_jax.gates.mmd_fit import MMDState
+from inflow_jax.gates.mmd_fit import fit_mmd as fit_mmd  # re-exported
+from inflow_jax.gates.mmd_fit import fit_mmd_embedded as fit_mmd_embedded  # re-exported
+from inflow_jax.utils.checks import check_images, check_key
 
 Array = jax.Array
 
-_BLOCK_ENTRIES = 1 << 22  # kernel entries per block at fit (16 MiB of float32)
 _PERMUTATION_ENTRIES = 1 << 24  # kernel entries per vectorised chunk of permutations (64 MiB)
-
-
-@flax.struct.dataclass
-class MMDState:
-  """A fitted MMD test: reference embeddings and what every test reuses. A pytree.
-
-  Attributes:
-    embed: the encoder (an `Embedder` pytree, or any callable wrapped in `jax.tree_util.Partial`).
-    reference: (n, d) reference embeddings minus `center`.
-    center: (d,) mean reference embedding (distances are translation invariant; centring helps float32).
-    sigma: (S,) kernel bandwidths; the kernel averages over them.
-    kernel_offset: c, subtracted from every kernel entry in sums (see the module docstring).
-    reference_row_sums: (n,) sum_{j != i} (K(ref_i, ref_j) - c).
-    reference_total: sum of `reference_row_sums` (accumulated in float64).
-    n_permutations, level: the permutation test's size and significance level (static).
-    image_shape: (H, W, C) of the reference images (static), to reject other shapes.
-  """
-
-  embed: Callable[[Array], Array]
-  reference: Array
-  center: Array
-  sigma: Array
-  kernel_offset: Array
-  reference_row_sums: Array
-  reference_total: Array
-  n_permutations: int = flax.struct.field(pytree_node=False, default=100)
-  level: float = flax.struct.field(pytree_node=False, default=0.05)
-  image_shape: Tuple[int, int, int] = flax.struct.field(pytree_node=False, default=(32, 32, 3))
-
-  @property
-  def n_reference(self) -> int:
-    return self.reference.shape[0]
-
-  @property
-  def nbytes(self) -> int:
-    """Bytes of all arrays in the state (reference statistics and encoder parameters)."""
-    return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(self)))
 
 
 class MMDResult(NamedTuple):
@@ -95,111 +55,6 @@ class MMDResult(NamedTuple):
   mmd2: Array  # the observed unbiased MMD^2
   threshold: Array  # the permuted MMD^2 at `level`: sorted descending, entry int(level * P)
   attention: Array  # 1.0 if p_value >= level else 0.0
-
-
-def _as_pytree_callable(embed: Callable[[Array], Array]) -> Callable[[Array], Array]:
-  """`embed` itself if it is a pytree of arrays (an `Embedder`), else wrapped in `Partial`."""
-  if not callable(embed):
-    raise TypeError(f"embed must be callable, got {type(embed).__name__}")
-  leaves = jax.tree_util.tree_leaves(embed)
-  if leaves and all(hasattr(leaf, "shape") for leaf in leaves):
-    return embed
-  return jax.tree_util.Partial(embed)
-
-
-def fit_mmd(
-  x_ref: Array,
-  embed: Callable[[Array], Array],
-  n_permutations: int = 100,
-  level: float = 0.05,
-  sigma: Union[None, float, Sequence[float]] = None,
-  *,
-  median_max_points: int = 5000,
-) -> MMDState:
-  """Embeds the reference images once and precomputes what every test reuses.
-
-  Args:
-    x_ref: (n, H, W, C) float reference images in [0, 1].
-    embed: images -> (n, d) embeddings, e.g. `inflow_jax.gates.encoder.make_encoder(seed)` or
-      `load_reference_encoder(path)`; any other callable is wrapped in `jax.tree_util.Partial`.
-    n_permutations: P, the number of random re-splits in each test: an integer with
-      1 / (1 + P) < level, so that the test can reject (P >= ceil(1 / level)).
-    level: the significance level in (0, 1); attention = 0 when p_value < level.
-    sigma: kernel bandwidth(s). None: the median heuristic sigma = sqrt(median_ij |z_i - z_j|^2 / 2)
-      over reference pairs (alibi's lower median, see `median_sq_distance`), on the first
-      `median_max_points` reference embeddings (exact for n <= median_max_points).
-    median_max_points: cap on the points of the median heuristic (its cost is quadratic).
-  Returns:
-    an `MMDState` pytree. Its memory is O(n d): see `MMDState.nbytes`.
-  """
-  check_images(x_ref, name="x_ref", min_batch=2, value_range=(0.0, 1.0))
-  embed = _as_pytree_callable(embed)
-  emb = np.asarray(embed(x_ref), np.float32)
-  if emb.ndim != 2 or emb.shape[0] != x_ref.shape[0]:
-    raise ValueError(
-      f"embed must map (n, H, W, C) images to (n, d), got {emb.shape} for n = {x_ref.shape[0]}"
-    )
-  return fit_mmd_embedded(
-    emb,
-    embed,
-    n_permutations,
-    level,
-    sigma,
-    median_max_points=median_max_points,
-    image_shape=tuple(int(s) for s in x_ref.shape[1:]),
-  )
-
-
-def fit_mmd_embedded(
-  emb_ref: Array,
-  embed: Optional[Callable[[Array], Array]] = None,
-  n_permutations: int = 100,
-  level: float = 0.05,
-  sigma: Union[None, float, Sequence[float]] = None,
-  *,
-  median_max_points: int = 5000,
-  image_shape: Tuple[int, int, int] = (32, 32, 3),
-) -> MMDState:
-  """`fit_mmd` from reference embeddings emb_ref (n, d). With embed=None only `mmd_test_embedded`
-  works on the state; image_shape is the (H, W, C) that `mmd_test` will accept."""
-  emb = np.asarray(emb_ref, np.float32)
-  if emb.ndim != 2 or emb.shape[0] < 2:
-    raise ValueError(f"emb_ref must have shape (n, d) with n >= 2, got {emb.shape}")
-  if not np.all(np.isfinite(emb)):
-    raise ValueError("the reference embeddings contain NaN or infinite values")
-  n_permutations, level = check_test_size(n_permutations, level)
-  center = emb.mean(axis=0, dtype=np.float64)
-  reference = (emb - center).astype(np.float32)
-  median_d2 = median_sq_distance(reference[:median_max_points])
-  if sigma is None:
-    if median_d2 <= 0.0:
-      raise ValueError(
-        "the median heuristic gave sigma = 0: the reference embeddings are (mostly) "
-        "identical; pass sigma explicitly"
-      )
-    sigma = np.sqrt(0.5 * median_d2)
-  sigma = np.atleast_1d(np.asarray(sigma, np.float32))
-  if sigma.ndim != 1 or sigma.size == 0 or not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
-    raise ValueError(f"sigma must be a positive number or a list of them, got {sigma}")
-  offset = np.mean(np.exp(-median_d2 / (2.0 * sigma.astype(np.float64) ** 2)))
-  n = reference.shape[0]
-  block = int(min(n, max(8, _BLOCK_ENTRIES // n)))
-  row_sums = centered_row_sums(
-    jnp.asarray(reference), jnp.asarray(sigma), jnp.float32(offset), block
-  )
-  total = np.sum(np.asarray(row_sums), dtype=np.float64)
-  return MMDState(
-    embed=None if embed is None else _as_pytree_callable(embed),
-    reference=jnp.asarray(reference),
-    center=jnp.asarray(center, jnp.float32),
-    sigma=jnp.asarray(sigma),
-    kernel_offset=jnp.float32(offset),
-    reference_row_sums=row_sums,
-    reference_total=jnp.float32(total),
-    n_permutations=int(n_permutations),
-    level=float(level),
-    image_shape=tuple(int(s) for s in image_shape),
-  )
 
 
 def _mmd2_from_sums(total, subset_row_sum, subset_sum, n: int, m: int):
@@ -218,8 +73,11 @@ def _subset_sums(left: Array, right: Array, row_sums: Array, subsets: Array, off
   """For index sets (P, m): sum_{i in S} r_i and sum_{i != j in S} (K_ij - c), vectorised over P.
 
   left, right: `kernel_factors` of the pooled points. K is symmetric: with S = A u B (halves),
-  sum_{i != j in S} = sum_{A x A} + sum_{B x B} + 2 sum_{A x B} - m (1 - c), since K_ii = 1: 3/4 of the
-  m^2 entries, and whole blocks, whose sums XLA's CPU backend runs faster than masked ones.
+
+    sum_{i != j in S} = sum_{A x A} + sum_{B x B} + 2 sum_{A x B} - m (1 - c)   (K_ii = 1):
+
+  3/4 of the m^2 entries, and whole blocks, whose sums XLA's CPU backend runs faster than masked
+  ones.
   """
   m = subsets.shape[-1]
   half = m // 2
@@ -240,9 +98,9 @@ def _subset_sums(left: Array, right: Array, row_sums: Array, subsets: Array, off
 
 
 def _pooled_sums(state: MMDState, emb: Array):
-  """Row sums r (N,) and total T of the pooled [reference; emb] kernel (offset, zeroed diagonal), the
-  observed MMD^2 of the split reference | emb, and the `kernel_factors` (left, right) of the pooled
-  points, which the permutations reuse."""
+  """Row sums r (N,) and total T of the pooled [reference; emb] kernel (offset, zeroed diagonal),
+  the observed MMD^2 of the split reference | emb, and the `kernel_factors` (left, right) of the
+  pooled points, which the permutations reuse."""
   n, m = state.reference.shape[0], emb.shape[0]
   y = emb.astype(jnp.float32) - state.center
   left, right = kernel_factors(jnp.concatenate([state.reference, y]), state.sigma)
@@ -262,7 +120,8 @@ def _pooled_sums(state: MMDState, emb: Array):
 
 
 def mmd2_embedded(state: MMDState, emb: Array) -> Array:
-  """The unbiased MMD^2 between embeddings emb (m, d) and the fitted reference (differentiable in emb).
+  """The unbiased MMD^2 between embeddings emb (m, d) and the fitted reference, differentiable in
+  emb.
 
   Equals `mmd_test_embedded(state, emb, key).mmd2`; used by the adaptive attacks on the gate.
   """
@@ -332,17 +191,17 @@ def mmd_test(state: MMDState, x: Array, key: Array) -> MMDResult:
   """Tests whether the images x come from the reference distribution.
 
   Two jitted calls, the embedding and then the test on the embeddings (`mmd_test_embedded`); as one
-  program it is no faster on 2 CPU cores (interleaved, 40 calls each: 80-86 vs 78-84 ms median).
+  program it is no faster on 2 CPU cores (measurements: docs/results.md).
 
   Args:
     state: from `fit_mmd`.
     x: (m, H, W, C) float images in [0, 1], 2 <= m <= n_reference, same H, W, C as the reference.
     key: PRNG key of the P random permutations.
   Returns:
-    `MMDResult`: mmd2, the unbiased MMD^2 (diagonal excluded, as alibi-detect); p_value =
-    (1 + #{permuted MMD^2 >= mmd2}) / (1 + P), a valid p-value (P(p <= u) <= u under the null;
-    alibi-detect reports #{...} / P, without the +1); threshold, the permuted MMD^2 sorted descending
-    at index int(level * P); attention = 1.0 if p_value >= level else 0.0.
+    `MMDResult`: mmd2, the unbiased MMD^2 (diagonal excluded, as alibi-detect);
+    p_value = (1 + #{permuted MMD^2 >= mmd2}) / (1 + P), a valid p-value (P(p <= u) <= u under the
+    null; alibi-detect reports #{...} / P, without the +1); threshold, the permuted MMD^2 sorted
+    descending at index int(level * P); attention = 1.0 if p_value >= level else 0.0.
   """
   _check_has_encoder(state)
   check_images(

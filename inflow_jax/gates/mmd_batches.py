@@ -1,4 +1,5 @@
-"""The attention test on each consecutive batch of a set: the one per-batch loop every caller uses."""
+"""The attention test on each consecutive batch of a set: the one per-batch loop every caller
+uses."""
 
 import dataclasses
 
@@ -11,8 +12,9 @@ from inflow_jax.utils.batching import batch_starts
 
 @dataclasses.dataclass(frozen=True)
 class BatchTests:
-  """starts: (n_batches + 1,) image offsets (`batching.batch_starts`); p_values, mmd2: (n_batches,);
-  flagged: (n_batches,) True where the test rejected (p < level: attention 0)."""
+  """starts: (n_batches + 1,) image offsets (`inflow_jax.utils.batching.batch_starts`); p_values,
+  mmd2: (n_batches,); flagged: (n_batches,) True where the test rejected
+  (p < level: attention 0)."""
 
   starts: np.ndarray
   p_values: np.ndarray

@@ -1,8 +1,8 @@
 """Conformal p-values of single images and the batch tests built from them.
 
-Split conformal (Vovk et al. 2005; Bates et al. 2023, "Testing for outliers with conformal p-values"):
-with the scores s_1..s_n of n calibration images, in-distribution and unseen by everything the score
-was fitted on, an image with score s gets
+Split conformal (Vovk et al. 2005; Bates et al. 2023, "Testing for outliers with conformal
+p-values"): with the scores s_1..s_n of n calibration images, in-distribution and unseen by
+everything the score was fitted on, an image with score s gets
 
     p(s) = (1 + #{i : s_i >= s}) / (1 + n)   in [1/(1+n), 1].
 
@@ -11,43 +11,34 @@ every u: the per-image test "p < level" has false-alarm rate <= level, whatever 
 
 Batch tests of m images with p-values p_1..p_m (the batch is OOD when the p-value < level):
 
-    cauchy:  T = mean_j tan((1/2 - p_j) pi),  p = 1/2 - arctan(T) / pi   (Liu & Xie 2020, the default)
+    cauchy:  T = mean_j tan((1/2 - p_j) pi),  p = 1/2 - arctan(T) / pi
+             (Liu & Xie 2020, the default)
     fisher:  T = -2 sum_j log p_j,           p = P(chi^2_{2m} >= T)     (power when all are shifted)
     simes:   p = min_j m p_(j) / j           (p_(j) sorted ascending)   (power with a few outliers)
 
 Conformal p-values sharing one calibration set are positively dependent (PRDS, Bates et al.): Simes
-stays valid under PRDS, the Cauchy combination is asymptotically valid under any dependence (its heavy
-tail lets the smallest p-values dominate), Fisher assumes independence. Why Cauchy (where 'auto' uses it)
-(measured with the Glow fixture, fair JPEG protocol, README "Attention per image"): at m = 5 it keeps
-Fisher's power on pure OOD batches (SVHN 0.99 vs 1.00, MNIST and Fashion-MNIST 1.00) and nearly
-Simes' power on one OOD image among 10 (SVHN 0.33 vs Fisher 0.22 and Simes 0.34; MNIST 0.62 vs
-0.32 and 0.65), with false alarms 0.037 / 0.050 / 0.030 at m = 5 / 10 / 50.
+stays valid under PRDS, the Cauchy combination is asymptotically valid under any dependence (its
+heavy tail lets the smallest p-values dominate), Fisher assumes independence. Why Cauchy (where
+'auto' uses it): it keeps Fisher's power on pure OOD batches and nearly Simes' power on one OOD
+image in a batch (measurements: docs/results.md).
 
-    auto:    cauchy while n level / m >= TAIL_SCORES (n calibration images), else fisher (the default)
+    auto:    cauchy while n level / m >= TAIL_SCORES (n calibration images), else fisher
+             (the default)
 
-Why 'auto': at level alpha a batch of m in-distribution images is flagged by the Cauchy (or Simes) test
-mostly when its smallest p-value is below ~alpha / m, i.e. when an image beats all but the top
-n alpha / m calibration scores. With few such scores the false-alarm rate *given the calibration set*
-scatters widely around alpha (and the discreteness of p makes it conservative). Simulated
-(`python benchmarks/batch_test_calibration.py`: N(0, 1) scores, n = 2500 calibration and 2500
-evaluation scores, 400 batches per draw, 200 draws), the false-alarm rate's mean / standard deviation
-/ fraction of draws outside [0.02, 0.08], and the power on one outlier (+3) among m:
-
-    m = 5:   cauchy 0.049 / 0.015 / 0.04, power 0.75    fisher 0.049 / 0.013 / 0.005, power 0.57
-    m = 10:  cauchy 0.048 / 0.018 / 0.07, power 0.61    fisher 0.049 / 0.015 / 0.015, power 0.39
-    m = 50:  cauchy 0.035 / 0.030 / 0.40, power 0.41    fisher 0.049 / 0.025 / 0.15,  power 0.18
-             (simes 0.037 / 0.033 / 0.32, power 0.45)
-
-Fisher's rate rests on the bulk of the calibration scores; Cauchy keeps the power on sparse outliers
-where the calibration set resolves its tail, hence the switch at TAIL_SCORES = 10 scores (Cauchy for
-m <= 12 when n = 2500 and alpha = 0.05).
+Why 'auto': at level alpha a batch of m in-distribution images is flagged by the Cauchy (or Simes)
+test mostly when its smallest p-value is below ~alpha / m, i.e. when an image beats all but the top
+n alpha / m calibration scores. With few such scores the false-alarm rate *given the calibration
+set* scatters widely around alpha (and the discreteness of p makes it conservative), while Fisher's
+rate rests on the bulk of the calibration scores; Cauchy keeps the power on sparse outliers where
+the calibration set resolves its tail, hence the switch at TAIL_SCORES = 10 scores (Cauchy for
+m <= 12 when n = 2500 and alpha = 0.05). The simulation that chose it: docs/results.md.
 
 Combining the k p-values of the tests of one batch (the conformal batch test, the MMD test and the
 mean-shift test) into one gate, with weights w_j >= 0 summing to 1 (default: equal):
 
     bonferroni:  p = min(1, min_j p_j / w_j)                    (valid under any dependence)
-    cauchy:      p = 1/2 - arctan(sum_j w_j tan((1/2 - p_j) pi)) / pi   (Liu & Xie 2020; asymptotically
-                                                                     valid under any dependence)
+    cauchy:      p = 1/2 - arctan(sum_j w_j tan((1/2 - p_j) pi)) / pi
+                 (Liu & Xie 2020; asymptotically valid under any dependence)
 """
 
 from typing import Optional, Sequence
@@ -61,7 +52,8 @@ COMBINATIONS = ("bonferroni", "cauchy")
 
 
 def conformal_p_values(calibration_sorted: np.ndarray, scores: np.ndarray) -> np.ndarray:
-  """(N,) p(s) of the module docstring; calibration_sorted: (n,) the calibration scores, ascending."""
+  """(N,) p(s) of the module docstring; calibration_sorted: (n,) the calibration scores,
+  ascending."""
   n = calibration_sorted.shape[0]
   at_least = n - np.searchsorted(calibration_sorted, np.asarray(scores, np.float64), side="left")
   return (1.0 + at_least) / (1.0 + n)

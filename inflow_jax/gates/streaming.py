@@ -1,9 +1,9 @@
 """The attention for images that arrive one at a time (beyond the paper): a windowed MMD test.
 
-Image t is gated by `attention.mmd_test` of the last `window` images (t - window + 1 .. t) against the
-fitted reference, with the key fold_in(key, t), so a deployed detector needs no hand-made batches.
-`gate_stream` tests a recorded stream in one jitted pass; `StreamingGate` is the live version that
-holds the embeddings of the last `window` images.
+Image t is gated by `inflow_jax.gates.mmd.mmd_test` of the last `window` images
+(t - window + 1 .. t) against the fitted reference, with the key fold_in(key, t), so a deployed
+detector needs no hand-made batches. `gate_stream` tests a recorded stream in one jitted pass;
+`StreamingGate` is the live version that holds the embeddings of the last `window` images.
 """
 
 import functools
@@ -61,11 +61,11 @@ def gate_stream(
   state: MMDState, images: Array, window: int, key: Array, *, warmup_attention: float = 1.0
 ) -> StreamResult:
   """The attention for images arriving one at a time: image t is gated by the MMD test of the last
-  `window` images (t - window + 1 .. t) against the reference; the test of window ending at t uses the
-  key `fold_in(key, t)`. The first window - 1 images get `warmup_attention` and `ready = False`.
+  `window` images (t - window + 1 .. t) against the reference; the test of window ending at t uses
+  the key `fold_in(key, t)`. The first window - 1 images get `warmup_attention` and `ready = False`.
 
-  Beyond the paper: a deployed detector needs no hand-made batches. A shift is flagged once enough of
-  the window is shifted; after it ends, the attention recovers within about `window` images.
+  Beyond the paper: a deployed detector needs no hand-made batches. A shift is flagged once enough
+  of the window is shifted; after it ends, the attention recovers within about `window` images.
 
   Args:
     state: from `fit_mmd`.

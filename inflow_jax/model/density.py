@@ -5,15 +5,16 @@ With `z, L = f_a(x)` the flow at attention a and `L = log|det dz/dx|` its **exac
 whatever the given model's flag), and D = H*W*C:
 
 * `convention='paper'`, the original InFlow score:
-      score(x, a) = log N(z; 0, v I) - L,   v = sqrt(2) erfinv(0.95) ~ 1.96 (a *variance*, as the original)
-  At a = 1 this is the original's `prior_ll - log_jac_det`; at a = 0 (flow = fixed permutation, L = 0)
-  it is `prior_ll`: exactly the original's two cases (the original code returns the unmultiplied
-  `sum(s)` as its log-det, which equals L at a = 1 and is never used at a = 0). A fractional or
-  per-sample a is scored by the same formula with the exact L of the gated flow at that a.
-  Note the sign: unlike a likelihood, this subtracts the log-det. It is what the paper evaluated.
+      score(x, a) = log N(z; 0, v I) - L,   v = sqrt(2) erfinv(0.95) ~ 1.96
+  (v a *variance*, as the original). At a = 1 this is the original's `prior_ll - log_jac_det`; at
+  a = 0 (flow = fixed permutation, L = 0) it is `prior_ll`: exactly the original's two cases (the
+  original code returns the unmultiplied `sum(s)` as its log-det, which equals L at a = 1 and is
+  never used at a = 0). A fractional or per-sample a is scored by the same formula with the exact L
+  of the gated flow at that a. Note the sign: unlike a likelihood, this subtracts the log-det. It is
+  what the paper evaluated.
 * `convention='nll'`, the negative log-likelihood of the 8-bit image in **bits per dimension**:
-  pixels are x = k/255 with k in {0..255}; pixel k stands for the bin [(k - 1/2)/255, (k + 1/2)/255] of
-  width 1/255, so `P(k) ~= p(x) 255^-D` and
+  pixels are x = k/255 with k in {0..255}; pixel k stands for the bin
+  [(k - 1/2)/255, (k + 1/2)/255] of width 1/255, so `P(k) ~= p(x) 255^-D` and
       nll(x, a) = (-log N(z; 0, I) - L + D log 255) / (D log 2).
   With a `key`, x is uniformly dequantized first, x + (u - 1/2)/255 with u ~ U[0, 1)^D, giving one
   Monte-Carlo sample of the variational bound E_u[-log p(x + u)] + D log 255 >= -log P(k).
@@ -63,7 +64,8 @@ def dequantize(x: jax.Array, key: jax.Array) -> jax.Array:
 
 
 def bits_per_dim(z: jax.Array, log_det: jax.Array) -> jax.Array:
-  """(B,) NLL of the 8-bit images in bits/dim: (-log N(z; 0, I) - log_det + D log 255) / (D log 2)."""
+  """(B,) NLL of the 8-bit images in bits/dim:
+  (-log N(z; 0, I) - log_det + D log 255) / (D log 2)."""
   squared = jnp.sum(jnp.square(z).reshape(z.shape[0], -1), axis=1)
   return scores_from_terms(squared, log_det, int(np.prod(z.shape[1:])), "nll")
 
@@ -84,7 +86,8 @@ def _flow_scores(
 
 
 def exact_log_det(model):
-  """`model` with the exact log-det: `paper_compat=False` (the original's is not multiplied by a)."""
+  """`model` with the exact log-det: `paper_compat=False` (the original's is not multiplied by
+  a)."""
   return model.clone(paper_compat=False) if getattr(model, "paper_compat", False) else model
 
 
@@ -102,8 +105,8 @@ def flow_scores(
 def make_sharded_score_fn(model, variables, convention: str, mesh: jax.sharding.Mesh) -> ScoreFn:
   """`score_fn(x, attention) -> (B,)` numpy, data-parallel: the batch is split along `mesh`'s `data`
   axis (padded with copies of its last image to a multiple of the device count, the padding dropped
-  from the result), the variables replicated. Each image's score is computed on one device exactly as
-  on a single device. Unchecked: x float32 NHWC in [0, 1], attention scalar or (B,)."""
+  from the result), the variables replicated. Each image's score is computed on one device exactly
+  as on a single device. Unchecked: x float32 NHWC in [0, 1], attention scalar or (B,)."""
   if convention not in CONVENTIONS:
     raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
   sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
@@ -157,7 +160,8 @@ def make_scores_fn(model, variables, conventions: Sequence[str] = CONVENTIONS) -
 
 
 def make_score_fn(model, variables, convention: str = "paper") -> ScoreFn:
-  """`score_fn(x, attention, key=None) -> (B,)`, jitted, higher = more OOD (see the module docstring).
+  """`score_fn(x, attention, key=None) -> (B,)`, jitted, higher = more OOD
+  (see the module docstring).
 
   Args:
     model: an `inflow_jax.model.InFlow` (either `paper_compat` value: the exact log-det is used).

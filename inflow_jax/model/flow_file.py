@@ -1,5 +1,6 @@
-"""A trained flow as two files: `<name>.npz` (the flax variables flattened with '/') and `<name>.json`
-(`{"model": InFlow's constructor arguments, ...}`), as `../shared/fixtures/inflow_glow_cifar10.*`.
+"""A trained flow as two files: `<name>.npz` (the flax variables flattened with '/') and
+`<name>.json` (`{"model": InFlow's constructor arguments, ...}`), as
+`../shared/fixtures/inflow_glow_cifar10.*`.
 
     model, variables = load_flow_file("inflow_glow_cifar10.npz")
     z, log_det = model.apply(variables, x, 1.0)

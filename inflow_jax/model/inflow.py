@@ -2,13 +2,14 @@
 
 Paper architecture (num_scales=1, glow=False), as the original code:
 
-    z = perm_{K-1}(block_{K-1}( ... perm_0(block_0(x)) ... )),   log_det = sum of the blocks' log-dets
+    z = perm_{K-1}(block_{K-1}( ... perm_0(block_0(x)) ... )),
+    log_det = sum of the blocks' log-dets
 
-with `AttentionCoupling` blocks (see `inflow_jax.flows.coupling` for the equations). x and z are NHWC
-of the same shape; log_det is log|det dz/dx| per image:
-* exact (paper_compat=False): a * sum over blocks of (sum s1 + sum s2); at a = 0 the flow is the fixed
-  channel permutation perm_{K-1} o ... o perm_0 (the permutations are not gated, as in the original)
-  with log_det 0.
+with `AttentionCoupling` blocks (see `inflow_jax.flows.coupling` for the equations). x and z are
+NHWC of the same shape; log_det is log|det dz/dx| per image:
+* exact (paper_compat=False): a * sum over blocks of (sum s1 + sum s2); at a = 0 the flow is the
+  fixed channel permutation perm_{K-1} o ... o perm_0 (the permutations are not gated, as in the
+  original) with log_det 0.
 * paper_compat=True: the original's sum of (sum s1 + sum s2), not multiplied by a.
 
 Beyond the paper:
@@ -17,9 +18,9 @@ Beyond the paper:
   paper_compat). ActNorm's data-dependent initialisation happens in `model.init(key, x, attention)`
   from the batch `x` given there.
 * num_scales=L > 1: a multi-scale flow. Level l = 0..L-1 squeezes (2x2 space-to-depth), applies
-  num_blocks (glow) blocks and, except at the last level, factors out the first half of the channels.
-  z re-assembles the factored parts (merge + unsqueeze in reverse order), so z has x's shape and the
-  standard-normal prior applies to all of it. H and W must be divisible by 2^L.
+  num_blocks (glow) blocks and, except at the last level, factors out the first half of the
+  channels. z re-assembles the factored parts (merge + unsqueeze in reverse order), so z has x's
+  shape and the standard-normal prior applies to all of it. H and W must be divisible by 2^L.
 
 zero_init=True: the couplings' subnets end in a zero-initialised conv (Glow's initialisation), so
 the initial flow is ActNorm + 1x1 convolutions only; the default keeps PyTorch's (the paper's) init.
@@ -48,11 +49,12 @@ from inflow_jax.utils.checks import check_attention, check_images
 
 
 class InFlow(nn.Module):
-  """`z, log_det = model.apply(variables, x, attention)`; `x = model.apply(..., z, a, method=InFlow.inverse)`.
+  """`z, log_det = model.apply(variables, x, attention)`;
+  `x = model.apply(..., z, a, method=InFlow.inverse)`.
 
-  Parameters: `coupling_{k}/subnet_{s1,t1,s2,t2}/{kernel_0, bias_0, kernel_1, bias_1}` (HWIO kernels,
-  torch's `module_list.{2k}.subnet_*.{0,2}.{weight,bias}`), plus `actnorm_{k}` and `invconv_{k}` when
-  glow=True.
+  Parameters: `coupling_{k}/subnet_{s1,t1,s2,t2}/{kernel_0, bias_0, kernel_1, bias_1}` (HWIO
+  kernels, torch's `module_list.{2k}.subnet_*.{0,2}.{weight,bias}`), plus `actnorm_{k}` and
+  `invconv_{k}` when glow=True.
   """
 
   num_blocks: int = 2
@@ -169,7 +171,8 @@ class InFlow(nn.Module):
     return self._ascend(h, factored, lambda level, h: h), sum(block_log_dets)
 
   def statistics(self, x: jnp.ndarray, attention) -> Dict[str, jnp.ndarray]:
-    """Per-image statistics of the forward pass (the inputs of DoSE-style detectors), x (B, H, W, C):
+    """Per-image statistics of the forward pass (the inputs of DoSE-style detectors),
+    x (B, H, W, C):
 
     log_det_blocks (B, K): log|det| of block k (its ActNorm, 1x1 convolution, coupling), in
                            forward order over all levels; sum over k = the forward log_det.

@@ -1,7 +1,8 @@
 """Import (and export) of the original InFlow PyTorch checkpoint.
 
-The original state dict (the `net` entry of its `ckptdir/*.pt`, or an .npz of the same arrays) holds,
-for coupling block k (module_list index 2k; the odd indices are the parameter-free permutations):
+The original state dict (the `net` entry of its `ckptdir/*.pt`, or an .npz of the same arrays)
+holds, for coupling block k (module_list index 2k; the odd indices are the parameter-free
+permutations):
 
     module_list.{2k}.subnet_{s1,t1,s2,t2}.{0,2}.weight   OIHW conv kernels (out, in, 3, 3)
     module_list.{2k}.subnet_{s1,t1,s2,t2}.{0,2}.bias     (out,)
@@ -38,7 +39,8 @@ def _strip_prefix(state_dict: Mapping[str, Any]) -> Dict[str, np.ndarray]:
 
 
 def _paper_layout(state_dict: Mapping[str, np.ndarray]) -> Tuple[int, int, int, int]:
-  """(num_blocks, width, channels, condition_channels) implied by the state dict's keys and shapes."""
+  """(num_blocks, width, channels, condition_channels) implied by the state dict's keys and
+  shapes."""
   indices = sorted({int(m.group(1)) for m in map(_CONV_KEY.match, state_dict) if m})
   if not indices:
     raise ValueError(
@@ -122,7 +124,8 @@ def state_dict_to_variables(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
 def variables_to_state_dict(
   variables: Mapping[str, Any], permutations: Optional[Tuple[Tuple[int, ...], ...]] = None
 ) -> Dict[str, np.ndarray]:
-  """The inverse of `state_dict_to_variables` (paper architecture only); adds `perm_{k}` if given."""
+  """The inverse of `state_dict_to_variables` (paper architecture only); adds `perm_{k}` if
+  given."""
   params = variables["params"]
   blocks = sorted(params)
   expected = [f"coupling_{k}" for k in range(len(blocks))]
@@ -145,7 +148,8 @@ def variables_to_state_dict(
 
 
 def permutations_from_state_dict(state_dict: Mapping[str, Any]) -> Tuple[Tuple[int, ...], ...]:
-  """The permutations `perm_{k}`, or the original's seeded ones (PermuteRandom(seed=k)) if absent."""
+  """The permutations `perm_{k}`, or the original's seeded ones (PermuteRandom(seed=k)) if
+  absent."""
   state_dict = _strip_prefix(state_dict)
   num_blocks, _, channels, _ = _paper_layout(state_dict)
   perms = []

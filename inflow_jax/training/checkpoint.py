@@ -1,13 +1,13 @@
 """Orbax checkpoints of the training state: periodic, the last N kept, atomic, exactly resumable.
 
-A checkpoint directory holds one sub-directory per saved step (`<workdir>/checkpoints/<step>/`). Orbax
-writes each one under a temporary name and renames it when complete, so a run killed mid-save leaves
-the previous checkpoints intact and the partial one is never restored. Each finished step gets a
-SHA-256 manifest of its files (`inflow_jax.utils.integrity`); a step whose bytes changed (a flipped bit, a
-truncated file) or whose arrays are not finite is reported as corrupt, moved aside to
-`corrupt-<step>/` and the newest intact step is restored instead (`restore_latest`). Restoring needs an abstract
-state (shapes, dtypes, shardings; `jax.eval_shape` of the initial state), which places every array on
-the current mesh directly.
+A checkpoint directory holds one sub-directory per saved step (`<workdir>/checkpoints/<step>/`).
+Orbax writes each one under a temporary name and renames it when complete, so a run killed mid-save
+leaves the previous checkpoints intact and the partial one is never restored. Each finished step
+gets a SHA-256 manifest of its files (`inflow_jax.utils.integrity`); a step whose bytes changed (a
+flipped bit, a truncated file) or whose arrays are not finite is reported as corrupt, moved aside to
+`corrupt-<step>/` and the newest intact step is restored instead (`restore_latest`). Restoring needs
+an abstract state (shapes, dtypes, shardings; `jax.eval_shape` of the initial state), which places
+every array on the current mesh directly.
 """
 
 import pathlib
@@ -109,9 +109,9 @@ def restore_latest(
     step = manager.latest_step()
     if step is None and set_aside:
       raise CheckpointError(
-        f"cannot restore the checkpoint {set_aside[-1][0]}: it is corrupt ({set_aside[-1][1]}) and no "
-        "older intact checkpoint remains; the corrupt ones were moved to corrupt-<step> (delete "
-        "them to train from scratch)"
+        f"cannot restore the checkpoint {set_aside[-1][0]}: it is corrupt ({set_aside[-1][1]}) "
+        "and no older intact checkpoint remains; the corrupt ones were moved to corrupt-<step> "
+        "(delete them to train from scratch)"
       )
     if step is None:
       return None, 0

@@ -1,16 +1,18 @@
 """Maximum-likelihood training of the flow: a jitted, data-parallel optax step.
 
-The losses ('paper', 'per_dim', 'bpd') are `inflow_jax.training.losses`'s. The optimiser (PyTorch's Adam with coupled L2), the data-parallel step over the `data` mesh axis and
-the batch order (a pure function of (seed, step), so a resumed run sees the batches of an uninterrupted
-one) are `inflow_jax.training.step`'s, shared with the adversarial classifier; this module adds the flow's
-loss, checkpointing (orbax), resuming, held-out bits/dim every `train.eval_every` steps and the metrics
-log (`metrics.jsonl`: one line per `log_every` steps; `eval_bpd` on the lines of evaluated steps).
+The losses ('paper', 'per_dim', 'bpd') are `inflow_jax.training.losses`'s. The optimiser
+(PyTorch's Adam with coupled L2), the data-parallel step over the `data` mesh axis and the batch
+order (a pure function of (seed, step), so a resumed run sees the batches of an uninterrupted one)
+are `inflow_jax.training.step`'s, shared with the adversarial classifier; this module adds the
+flow's loss, checkpointing (orbax), resuming, held-out bits/dim every `train.eval_every` steps and
+the metrics log (`metrics.jsonl`, `inflow_jax.training.metrics`: one line per `log_every` steps;
+`eval_bpd` on the lines of evaluated steps).
 """
 
 import json
 import pathlib
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, NamedTuple, Optional, Sequence
 
 import jax
 import ml_collections
@@ -20,6 +22,8 @@ from absl import logging
 
 from inflow_jax.training import checkpoint as checkpoint_lib
 from inflow_jax.training.losses import LOSSES, FlowLoss, check_8bit, heldout_bpd
+from inflow_jax.training.metrics import METRICS_FILE, _log_record, _truncate_metrics
+from inflow_jax.training.metrics import read_metrics as read_metrics  # re-exported
 from inflow_jax.training.optimizer import check_optimizer_config
 from inflow_jax.training.skip import skipped_steps
 from inflow_jax.training.state import (
@@ -30,8 +34,6 @@ from inflow_jax.training.state import (
 )
 from inflow_jax.training.step import fit_batches, global_batch, local_batches, make_mesh, make_step
 from inflow_jax.utils.checks import check_images
-
-METRICS_FILE = "metrics.jsonl"
 
 
 class TrainResult(NamedTuple):
@@ -97,25 +99,6 @@ def train_on_batches(
   )
 
 
-def read_metrics(workdir) -> List[Dict[str, Any]]:
-  """The JSON lines of `<workdir>/metrics.jsonl` (empty when absent)."""
-  path = pathlib.Path(workdir) / METRICS_FILE
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
-  """Drops lines written after `last_step` by a run that died before its next checkpoint."""
-  if path.exists():
-    kept = [
-      line
-      for line in path.read_text().splitlines()
-      if line.strip() and json.loads(line)["step"] <= last_step
-    ]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def _start_state(model, config, sample: np.ndarray, mesh, manager, workdir) -> tuple:
   """(state, constants, step): the newest checkpoint's, or the initial ones at step 0."""
   abstract_state, abstract_constants = abstract_train_state(model, config, sample, mesh)
@@ -127,32 +110,45 @@ def _start_state(model, config, sample: np.ndarray, mesh, manager, workdir) -> t
     constants = abstract_constants  # an empty tree: nothing to initialise
   if int(jax.device_get(state.step)) != start_step:
     raise checkpoint_lib.CheckpointError(
-      f"the checkpoint of step {start_step} in {pathlib.Path(workdir) / CHECKPOINT_DIR} holds a state "
-      f"of step {int(jax.device_get(state.step))}"
+      f"the checkpoint of step {start_step} in {pathlib.Path(workdir) / CHECKPOINT_DIR} holds a "
+      f"state of step {int(jax.device_get(state.step))}"
     )
   return state, constants, start_step
 
 
-def _log_record(
-  step: int, values: np.ndarray, images_per_s: float, skipped: Optional[int] = None
-) -> Dict[str, Any]:
-  """The metrics.jsonl line of a logging interval with losses `values`. Without the skip guard
-  (`skipped` None) a non-finite loss fails; with it, such steps were skipped (their parameters kept)
-  and the line averages the finite losses and counts the skipped steps so far."""
-  finite = values[np.isfinite(values)]
-  if len(finite) < (len(values) if skipped is None else 1):
-    raise FloatingPointError(
-      f"the training loss became {values[~np.isfinite(values)][0]} by step "
-      f"{step}; lower train.learning_rate, set train.skip_factor or check the data"
+def _check_inputs(c, x_train: np.ndarray, x_eval: Optional[np.ndarray], mesh) -> None:
+  """Raises ValueError for settings or images that `train` cannot use."""
+  check_train_config(c, mesh.size, jax.process_count())
+  check_images(x_train, name="x_train", value_range=(0.0, 1.0))
+  if c.batch_size > len(x_train):
+    raise ValueError(f"train.batch_size={c.batch_size} exceeds the {len(x_train)} training images")
+  if c.loss == "bpd":
+    check_8bit(x_train, "x_train")
+  if c.eval_every and (x_eval is None or not len(x_eval)):
+    raise ValueError(
+      "train.eval_every > 0 needs held-out images (train.eval_data / eval_split); none were given"
     )
-  record = dict(
-    step=step,
-    loss=float(finite.mean()),
-    last_loss=float(finite[-1]),
-    images_per_s=images_per_s,
-    time=time.time(),
-  )
-  return record if skipped is None else {**record, "skipped_steps": skipped}
+
+
+def _resume(model, config, sample: np.ndarray, mesh, manager, workdir: pathlib.Path) -> tuple:
+  """`_start_state`, checked against `train.num_steps`; closes the manager when it raises."""
+  c = config.train
+  try:
+    state, constants, start_step = _start_state(model, config, sample, mesh, manager, workdir)
+  except checkpoint_lib.CheckpointError:
+    manager.close()
+    raise
+  if start_step:
+    logging.warning(
+      "resuming from the checkpoint of step %d in %s", start_step, workdir / CHECKPOINT_DIR
+    )
+  if start_step > c.num_steps:
+    manager.close()
+    raise ValueError(
+      f"train.num_steps={c.num_steps} is below step {start_step} of the newest "
+      f"checkpoint in {workdir / CHECKPOINT_DIR}; ask for at least {start_step} steps"
+    )
+  return state, constants, start_step
 
 
 def train(
@@ -176,41 +172,18 @@ def train(
     devices: the devices to shard over (default: all devices of all processes).
     progress: show a tqdm bar (on process 0).
   Returns:
-    TrainResult with the final variables (`eval_variables`: the EMA parameters with train.ema_decay)
-    and the losses of the steps this call ran.
+    TrainResult with the final variables (`eval_variables`: the EMA parameters with
+    train.ema_decay) and the losses of the steps this call ran.
   """
   c = config.train
   mesh = make_mesh(devices)
-  check_train_config(c, mesh.size, jax.process_count())
-  check_images(x_train, name="x_train", value_range=(0.0, 1.0))
-  if c.batch_size > len(x_train):
-    raise ValueError(f"train.batch_size={c.batch_size} exceeds the {len(x_train)} training images")
-  if c.loss == "bpd":
-    check_8bit(x_train, "x_train")
-  if c.eval_every and (x_eval is None or not len(x_eval)):
-    raise ValueError(
-      "train.eval_every > 0 needs held-out images (train.eval_data / eval_split); none were given"
-    )
+  _check_inputs(c, x_train, x_eval, mesh)
   workdir = pathlib.Path(workdir)
   sample = x_train[: min(len(x_train), c.batch_size)]
   manager = checkpoint_lib.make_manager(
     workdir / CHECKPOINT_DIR, keep=c.keep_checkpoints, every=c.checkpoint_every
   )
-  try:
-    state, constants, start_step = _start_state(model, config, sample, mesh, manager, workdir)
-  except checkpoint_lib.CheckpointError:
-    manager.close()
-    raise
-  if start_step:
-    logging.warning(
-      "resuming from the checkpoint of step %d in %s", start_step, workdir / CHECKPOINT_DIR
-    )
-  if start_step > c.num_steps:
-    manager.close()
-    raise ValueError(
-      f"train.num_steps={c.num_steps} is below step {start_step} of the newest "
-      f"checkpoint in {workdir / CHECKPOINT_DIR}; ask for at least {start_step} steps"
-    )
+  state, constants, start_step = _resume(model, config, sample, mesh, manager, workdir)
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     _truncate_metrics(workdir / METRICS_FILE, start_step)
@@ -232,6 +205,41 @@ def train(
     manager.wait_until_finished()
     manager.close()
   return TrainResult(eval_variables(state, constants), steps, losses)
+
+
+def _interval_record(
+  model, config, state, constants, x_eval, step: int, values: np.ndarray, images_per_s: float
+) -> Dict[str, Any]:
+  """The metrics line of the interval ending at `step`, with `eval_bpd` on evaluated steps."""
+  c = config.train
+  record = _log_record(
+    step,
+    values,
+    images_per_s,
+    None if c.skip_factor is None else skipped_steps(state.opt_state),
+  )
+  if c.eval_every and (step % c.eval_every == 0 or step == c.num_steps):
+    record["eval_bpd"] = heldout_bpd(
+      model,
+      eval_variables(state, constants),
+      x_eval,
+      seed=config.seed,
+      batch_size=c.batch_size,
+    )
+  return record
+
+
+def _publish(bar, record: Dict[str, Any], metrics_path: pathlib.Path, is_main: bool) -> None:
+  """Shows the record on the progress bar and appends it to metrics.jsonl (on process 0)."""
+  bar.set_postfix(
+    {
+      **{k: f"{record[k]:.4g}" for k in ("last_loss", "eval_bpd") if k in record},
+      "img_per_s": f"{record['images_per_s']:.0f}",
+    }
+  )
+  if is_main:
+    with metrics_path.open("a") as f:
+      f.write(json.dumps(record) + "\n")
 
 
 def _run_steps(
@@ -276,33 +284,15 @@ def _run_steps(
       if step % c.log_every == 0 or step == c.num_steps:
         values = np.asarray(jax.device_get([value for _, value in pending]), np.float64)
         now = time.perf_counter()
-        record = _log_record(
-          step,
-          values,
-          (step - tick_step) * c.batch_size / max(now - tick, 1e-9),
-          None if c.skip_factor is None else skipped_steps(state.opt_state),
+        images_per_s = (step - tick_step) * c.batch_size / max(now - tick, 1e-9)
+        record = _interval_record(
+          model, config, state, constants, x_eval, step, values, images_per_s
         )
-        if c.eval_every and (step % c.eval_every == 0 or step == c.num_steps):
-          record["eval_bpd"] = heldout_bpd(
-            model,
-            eval_variables(state, constants),
-            x_eval,
-            seed=config.seed,
-            batch_size=c.batch_size,
-          )
         tick, tick_step = time.perf_counter(), step
         all_steps += [s for s, _ in pending]
         all_losses += list(values)
         pending = []
-        bar.set_postfix(
-          {
-            **{k: f"{record[k]:.4g}" for k in ("last_loss", "eval_bpd") if k in record},
-            "img_per_s": f"{record['images_per_s']:.0f}",
-          }
-        )
-        if is_main:
-          with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        _publish(bar, record, metrics_path, is_main)
       checkpoint_lib.save(manager, step, state, force=step == c.num_steps)
   finally:
     bar.close()

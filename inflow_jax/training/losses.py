@@ -3,7 +3,8 @@
   paper:   L = mean_b( 0.5 * ||z_b||^2 - log|det J_f(x_b)| ) / 3            (the original)
   per_dim: L = mean_b( 0.5 * ||z_b||^2 - log|det J_f(x_b)| ) / D
   bpd:     L = mean_b( -log N(z_b; 0, I) - log|det J_f(x~_b)| + D log 255 ) / (D log 2),
-           x~ = x + (u - 1/2)/255, u ~ U[0, 1)^D fresh at every step (key fold_in(PRNGKey(seed), step))
+           x~ = x + (u - 1/2)/255, u ~ U[0, 1)^D fresh at every step
+           (key fold_in(PRNGKey(seed), step))
 
 `bpd` is the bits per dimension of the 8-bit image under uniform dequantization (the `nll` score's
 convention, `inflow_jax.model.density`), an upper bound on -log2 P(k) / D. `heldout_bpd` is the
@@ -61,7 +62,8 @@ class FlowLoss:
 
 
 def check_8bit(x: np.ndarray, name: str) -> None:
-  """Raises unless every value of x is k/255 (an 8-bit image): the bpd loss's dequantization needs it."""
+  """Raises unless every value of x is k/255 (an 8-bit image): the bpd loss's dequantization needs
+  it."""
   k = np.asarray(x, np.float64) * 255.0
   if np.max(np.abs(k - np.round(k)), initial=0.0) > 1e-3:
     raise ValueError(
@@ -71,7 +73,8 @@ def check_8bit(x: np.ndarray, name: str) -> None:
 
 
 def heldout_bpd(model, variables, x: np.ndarray, *, seed: int, batch_size: int) -> float:
-  """Mean NLL bits/dim of held-out images x at a = 1, batch i dequantized with fold_in(PRNGKey(seed), i)."""
+  """Mean NLL bits/dim of held-out images x at a = 1, batch i dequantized with
+  fold_in(PRNGKey(seed), i)."""
   key = jax.random.PRNGKey(seed)
   nll = batched(
     lambda i, xb: flow_scores(model, variables, xb, 1.0, ("nll",), key=jax.random.fold_in(key, i))[

@@ -15,10 +15,10 @@ parameters. All of it is optax; the paper's settings give exactly the original c
   skip_factor: steps whose raw gradient norm is non-finite or above skip_factor x its running
         geometric mean change nothing (`inflow_jax.training.skip`; None: every step is applied)
 
-The EMA lives in the optimiser state (`ParamsEMA`), so checkpoints hold it and a resumed run continues
-it exactly; `ema_params(opt_state)` reads it back. With warmup_steps = 0, a constant schedule, no
-clipping and no EMA the chain is add_decayed_weights -> scale_by_adam -> scale(-lr), bit for bit the
-paper's optimiser (the recorded-trajectory test checks it).
+The EMA lives in the optimiser state (`ParamsEMA`), so checkpoints hold it and a resumed run
+continues it exactly; `ema_params(opt_state)` reads it back. With warmup_steps = 0, a constant
+schedule, no clipping and no EMA the chain is add_decayed_weights -> scale_by_adam -> scale(-lr),
+bit for bit the paper's optimiser (the recorded-trajectory test checks it).
 """
 
 from typing import Any, NamedTuple, Optional
@@ -31,7 +31,8 @@ import optax
 from inflow_jax.training.skip import SkipState, skip_outlier_steps
 
 SCHEDULES = ("constant", "cosine", "wsd")
-# The settings `make_optimizer` reads (of `train` and `adversarial.train`): one compiled step per value.
+# The settings `make_optimizer` reads (of `train` and `adversarial.train`): one compiled step per
+# value.
 OPTIMIZER_KEYS = (
   "learning_rate",
   "b1",
@@ -133,7 +134,8 @@ def check_optimizer_config(
   min_steps: int = 0,
 ) -> None:
   """Raises ValueError, naming `{prefix}.<key>`, for step counts, batch sizes, Adam, schedule,
-  clipping or EMA settings that cannot train on `num_devices` devices of `num_processes` processes."""
+  clipping or EMA settings that cannot train on `num_devices` devices of `num_processes`
+  processes."""
   c = train_config
   if c.num_steps < min_steps:
     raise ValueError(f"{prefix}.num_steps must be >= {min_steps}, got {c.num_steps}")

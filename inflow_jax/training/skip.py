@@ -1,17 +1,18 @@
-"""Skipping outlier gradient steps: a guard against the loss spikes that make long flow runs diverge.
+"""Skipping outlier gradient steps: a guard against the loss spikes that make long flow runs
+diverge.
 
   n_t   = ||g_t||  (global norm of the raw gradient, before clipping)
   r_t   = exp(ell_t),  ell_{t+1} = rho * ell_t + (1 - rho) * min(log n_t, log(factor * r_t))
   skip step t  when  n_t is not finite  or  (t_accepted >= warmup  and  n_t > factor * r_t)
 
-A skipped step leaves the parameters and the whole inner optimiser state (Adam moments, schedule count,
-EMA) unchanged, so one bad batch cannot push a large gradient into Adam's first moment and from there
-into the next ten or so updates. The reference r_t is a running geometric mean of the gradient norm
-(rho = 0.99); skipped norms enter it clipped at the threshold, so a lasting rise of the norm raises the
-reference within a few hundred steps instead of skipping forever. For the first `warmup` accepted steps
-only non-finite gradients are skipped (the reference is not settled yet). The skip-on-threshold rule
-of VDVAE (Child 2021) and optax.apply_if_finite, with a relative threshold so that one setting serves
-every model and loss scale.
+A skipped step leaves the parameters and the whole inner optimiser state (Adam moments, schedule
+count, EMA) unchanged, so one bad batch cannot push a large gradient into Adam's first moment and
+from there into the next ten or so updates. The reference r_t is a running geometric mean of the
+gradient norm (rho = 0.99); skipped norms enter it clipped at the threshold, so a lasting rise of
+the norm raises the reference within a few hundred steps instead of skipping forever. For the first
+`warmup` accepted steps only non-finite gradients are skipped (the reference is not settled yet).
+The skip-on-threshold rule of VDVAE (Child 2021) and optax.apply_if_finite, with a relative
+threshold so that one setting serves every model and loss scale.
 """
 
 from typing import Any, NamedTuple
@@ -38,8 +39,8 @@ class SkipState(NamedTuple):
 def skip_outlier_steps(
   inner: optax.GradientTransformation, factor: float, *, warmup: int = WARMUP_STEPS
 ) -> optax.GradientTransformation:
-  """`inner`, except that steps with a non-finite gradient or a gradient norm above `factor` times the
-  running reference (module docstring) give zero updates and keep `inner`'s state."""
+  """`inner`, except that steps with a non-finite gradient or a gradient norm above `factor` times
+  the running reference (module docstring) give zero updates and keep `inner`'s state."""
   log_factor = jnp.log(jnp.float32(factor))
 
   def init(params):
@@ -69,7 +70,8 @@ def skip_outlier_steps(
 
 
 def skipped_steps(opt_state) -> int:
-  """How many steps `skip_outlier_steps` skipped so far (0 for optimiser states without the guard)."""
+  """How many steps `skip_outlier_steps` skipped so far (0 for optimiser states without the
+  guard)."""
   if not isinstance(opt_state, SkipState):
     return 0
   skipped = opt_state.skipped

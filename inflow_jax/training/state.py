@@ -37,7 +37,8 @@ def init_variables(model, seed: int, sample) -> Any:
 
 
 def initial_train_state(model, config, sample: np.ndarray, mesh) -> tuple:
-  """(TrainState at step 0, constants) from `init_variables(model, config.seed, sample)`, replicated.
+  """(TrainState at step 0, constants) from `init_variables(model, config.seed, sample)`,
+  replicated.
 
   Every process computes the same initial values (same seed, same sample, deterministic init).
   """

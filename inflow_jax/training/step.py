@@ -2,21 +2,21 @@
 
 A model is trained by minimising `loss_fn(variables, batch)`, a scalar, with PyTorch's
 `Adam(lr, betas=(b1, b2), eps, weight_decay=wd)`, i.e. L2 *coupled* into the gradient before the
-moments (not AdamW), optionally with a warm-up/cosine schedule, clipping and an EMA of the parameters
-(`inflow_jax.training.optimizer`):
+moments (not AdamW), optionally with a warm-up/cosine schedule, clipping and an EMA of the
+parameters (`inflow_jax.training.optimizer`):
 
   g_t = grad L(w) + wd * w;   m_t = b1 m + (1 - b1) g_t;   v_t = b2 v + (1 - b2) g_t^2
   w  <- w - lr * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
 
 A batch is an image array x (B, H, W, C) or a tuple (x, y, ...) of arrays with the same leading B
 (e.g. integer labels y (B,)). Data parallelism: one mesh axis `data` over the devices
-(`jax.make_mesh`); every array of the batch is sharded along its leading axis, parameters and optimiser
-state are replicated, and XLA inserts the gradient all-reduce. On several hosts every process feeds its
-own slice of each global batch through `jax.make_array_from_process_local_data`.
+(`jax.make_mesh`); every array of the batch is sharded along its leading axis, parameters and
+optimiser state are replicated, and XLA inserts the gradient all-reduce. On several hosts every
+process feeds its own slice of each global batch through `jax.make_array_from_process_local_data`.
 
-Batches: the batch of step s is a pure function of (seed, s) (`local_batches`), so a resumed run sees
-exactly the batches of an uninterrupted one. Users: the flow (`inflow_jax.training.flow`) and the
-adversarial classifier (`inflow_jax.adversarial.classifier`).
+Batches: the batch of step s is a pure function of (seed, s) (`local_batches`), so a resumed run
+sees exactly the batches of an uninterrupted one. Users: the flow (`inflow_jax.training.flow`) and
+the adversarial classifier (`inflow_jax.adversarial.classifier`).
 """
 
 import functools
@@ -69,7 +69,8 @@ def split_variables(variables) -> tuple:
 def make_step(
   loss_fn: LossFn, train_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
 ) -> Callable:
-  """jit(state, constants, batch) -> (state, loss): one optimiser step on a batch sharded over `data`.
+  """jit(state, constants, batch) -> (state, loss): one optimiser step on a batch sharded over
+  `data`.
 
   The loss is `loss_fn({"params": state.params, **constants}, batch)`; `constants` are the model's
   non-trainable variable collections (passed through unchanged). The jitted function is cached per
@@ -148,8 +149,8 @@ def fit_batches(
   Args:
     loss_fn: `loss_fn(variables, batch)` -> scalar (see `make_step`).
     variables: the starting variables (trained: 'params'; other collections are kept).
-    batches: iterable of batches x (B, H, W, C) float32 in [0, 1], or tuples (x, y, ...) of arrays with
-      B rows; B divisible by the device count.
+    batches: iterable of batches x (B, H, W, C) float32 in [0, 1], or tuples (x, y, ...) of arrays
+      with B rows; B divisible by the device count.
     train_config: the optimiser settings (`make_optimizer`).
     devices: the devices to shard over (default: all).
   Returns:

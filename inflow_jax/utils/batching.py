@@ -2,8 +2,8 @@
 
 * `batch_starts(n, batch_size)`: the offsets of the batches that the attention test sees (a leftover
   single image joins the batch before it: the two-sample test needs >= 2 images).
-* `batched(fn, arrays, size)`: `fn` over consecutive slices of at most `size` rows (to bound memory),
-  the results concatenated along axis 0 (any pytree of arrays).
+* `batched(fn, arrays, size)`: `fn` over consecutive slices of at most `size` rows
+  (to bound memory), the results concatenated along axis 0 (any pytree of arrays).
 * `fixed_size(fn, x, size, host_work)`: the same over slices of exactly `size` rows (the last one
   zero-padded), so a row's result does not depend on where it sat in x (one compilation; no
   batch-size dependent rounding of vectorised kernels); host work may overlap the computation.
@@ -18,9 +18,9 @@ Arrays = Union[np.ndarray, Sequence[np.ndarray]]
 
 
 def batch_starts(n: int, batch_size: int) -> np.ndarray:
-  """Offsets [0, m, 2m, ..., n] of consecutive batches of `batch_size`; the last partial batch is kept,
-  except that a leftover of exactly one image joins the batch before it (the two-sample test needs >= 2
-  images), which then holds batch_size + 1 images."""
+  """Offsets [0, m, 2m, ..., n] of consecutive batches of `batch_size`; the last partial batch is
+  kept, except that a leftover of exactly one image joins the batch before it (the two-sample test
+  needs >= 2 images), which then holds batch_size + 1 images."""
   if n < 2:
     raise ValueError(f"the attention test needs at least 2 images, got {n}")
   if batch_size < 2:
@@ -39,8 +39,8 @@ def batched(fn: Callable[..., Any], arrays: Arrays, size: int, *, with_index: bo
   """np.concatenate of `fn` over consecutive slices of at most `size` rows.
 
   Args:
-    fn: called as fn(*slices) (or fn(i, *slices) with_index, i = the batch number); returns an array or
-      a pytree of arrays with the slice's rows first.
+    fn: called as fn(*slices) (or fn(i, *slices) with_index, i = the batch number); returns an array
+      or a pytree of arrays with the slice's rows first.
     arrays: one array, or a tuple/list of arrays with equal leading sizes, sliced alike.
     size: rows per call (>= 1).
   Returns:

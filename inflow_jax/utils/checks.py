@@ -64,7 +64,8 @@ def check_images(
       low, high = value_range
       if values.min() < low or values.max() > high:
         raise ValueError(
-          f"{name} must lie in [{low}, {high}], got values in [{values.min():.4g}, {values.max():.4g}]"
+          f"{name} must lie in [{low}, {high}], got values in "
+          f"[{values.min():.4g}, {values.max():.4g}]"
         )
   return x
 

@@ -32,7 +32,8 @@ def _files(directory: pathlib.Path) -> Dict[str, pathlib.Path]:
 
 
 def write_manifest(directory) -> pathlib.Path:
-  """Writes `<directory>/MANIFEST.sha256.json`: {relative path: {"sha256", "bytes"}} of every file."""
+  """Writes `<directory>/MANIFEST.sha256.json`: {relative path: {"sha256", "bytes"}} of every
+  file."""
   directory = pathlib.Path(directory)
   entries = {
     name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for name, p in _files(directory).items()
@@ -61,7 +62,10 @@ def verify_manifest(directory) -> Optional[str]:
     if not path.is_file():
       return f"the file {path} is missing"
     if path.stat().st_size != entry["bytes"]:
-      return f"the file {path} has {path.stat().st_size} bytes, {entry['bytes']} were written (truncated?)"
+      return (
+        f"the file {path} has {path.stat().st_size} bytes, {entry['bytes']} were written "
+        "(truncated?)"
+      )
     if _sha256(path) != entry["sha256"]:
       return f"the file {path} does not match its SHA-256 checksum (its bytes changed)"
   return None

@@ -28,7 +28,8 @@ TRAINING_KEYS = (
   "train.weight_decay",
   "train.loss",
 )
-# Settings a resume may change (a continued run, a stitched schedule); the job warns when they differ.
+# Settings a resume may change (a continued run, a stitched schedule); the job warns when they
+# differ.
 SCHEDULE_KEYS = (
   "train.num_steps",
   "train.warmup_steps",
@@ -52,7 +53,8 @@ def _flat(config: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 
 def tuples_from_json(value):
-  """JSON lists back to (nested) tuples: linen module attributes and config values must be hashable."""
+  """JSON lists back to (nested) tuples: linen module attributes and config values must be
+  hashable."""
   return tuple(tuples_from_json(v) for v in value) if isinstance(value, list) else value
 
 
