@@ -1,37 +1,38 @@
-"""Flags only. Train, evaluate, or score new images with a job's saved detector:
+"""InFlow: train a flow, fit its OOD detector and evaluate it, or score new images with it.
 
-  python run.py --config configs/X.py --workdir DIR [--mode=train|evaluate|all] [--force_resume]
-  python run.py --mode=score --workdir DIR --input SOURCE [--output FILE] [--split S]
-      [--batch-size M] [--stream] [--resize]
+Modes (--mode):
+  all       train (or resume) the flow of --config in --workdir, then evaluate (the default)
+  train     train or resume only
+  evaluate  fit the detector on the newest checkpoint (or a pretrained flow), write the report
+            and save the detector to WORKDIR/detector/
+  score     score new images (--input) with the detector a job saved in --workdir; writes a CSV
 
-The job is `inflow_jax.app.job.run_job`, the score mode `inflow_jax.app.score.run_score` (see their
-docstrings); any config value can be overridden with `--config.GROUP.KEY=VALUE`.
+  python run.py --config configs/digits.py --workdir DIR [--mode=train|evaluate|all]
+  python run.py --mode=score --workdir DIR --input folder:PATH [--output FILE] [--batch-size M]
+      [--stream] [--resize]
+
+Any config value can be set with --config.GROUP.KEY=VALUE. Mistakes are one line on stderr (exit 2;
+1 for a failure while running); --debug (or INFLOW_DEBUG=1) shows the traceback.
 """
 
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from inflow_jax.app import job
-from inflow_jax.app import score as score_job
-from inflow_jax.app.config_checks import MODES
+from inflow_jax.app import cli
 
+MODES = ("train", "evaluate", "all")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "the job's config file (configs/*.py)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory of checkpoints, metrics and the report")
-_MODE = flags.DEFINE_enum(
-  "mode",
-  "all",
-  MODES + ("score",),
-  "train, evaluate, all (train then evaluate), or score (new images)",
-)
+_MODE = flags.DEFINE_enum("mode", "all", MODES + ("score",), "all, train, evaluate or score")
 _FORCE_RESUME = flags.DEFINE_bool("force_resume", False, "resume despite changed training settings")
+flags.DEFINE_bool("debug", False, "show tracebacks instead of one-line errors")
 # --mode=score (inflow_jax.app.score.run_score)
 _INPUT = flags.DEFINE_string(
-  "input", None, "images: npz:PATH, npy:PATH, folder:PATH or a tfds name"
+  "input", None, "images: folder:PATH, npz:PATH, npy:PATH or a tfds name"
 )
-_OUTPUT = flags.DEFINE_string("output", None, "the CSV (default DIR/scores.csv)")
+_OUTPUT = flags.DEFINE_string("output", None, "the CSV (default WORKDIR/scores.csv)")
 _SPLIT = flags.DEFINE_string("split", "test", "the split of --input")
 _BATCH_SIZE = flags.DEFINE_integer(
   "batch-size", None, "images per tested batch (default: detector's)"
@@ -40,60 +41,60 @@ _STREAM = flags.DEFINE_bool("stream", False, "gate each image by a window of the
 _RESIZE = flags.DEFINE_bool(
   "resize", False, "resize inputs of another size than the training images"
 )
-_COORDINATOR = flags.DEFINE_string(
-  "coordinator_address", None, "jax.distributed: coordinator host:port"
-)
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "jax.distributed: host:port")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "jax.distributed: number of processes")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "jax.distributed: this process's index")
 
 
-def score(argv) -> None:
+def score() -> None:
   if _CONFIG.value is not None:
-    raise app.UsageError("--mode=score takes no --config: the workdir holds the job's config")
+    cli.fail("--mode=score takes no --config: the workdir holds the job's config")
   if _INPUT.value is None:
-    raise app.UsageError("--mode=score needs --input SOURCE")
+    cli.fail("--mode=score needs --input (folder:PATH, npz:PATH, npy:PATH or a tfds name)")
+  if _BATCH_SIZE.value is not None and _BATCH_SIZE.value < 2:
+    cli.fail(
+      f"--batch-size must be >= 2 (the attention test needs 2 images), got {_BATCH_SIZE.value}"
+    )
+  from inflow_jax.app import score as score_mode  # noqa: PLC0415  (heavy: JAX)
+
   if _NUM_PROCESSES.value:
+    import jax  # noqa: PLC0415
+
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  try:
-    summary = score_job.run_score(
-      _WORKDIR.value,
-      _INPUT.value,
-      output=_OUTPUT.value,
-      split=_SPLIT.value,
-      batch_size=_BATCH_SIZE.value,
-      stream=_STREAM.value,
-      resize=_RESIZE.value,
-    )
-  except score_job.ScoreError as error:
-    sys.exit(f"error: {error}")
+  summary = score_mode.run_score(
+    _WORKDIR.value,
+    _INPUT.value,
+    output=_OUTPUT.value,
+    split=_SPLIT.value,
+    batch_size=_BATCH_SIZE.value,
+    stream=_STREAM.value,
+    resize=_RESIZE.value,
+  )
   if summary is not None:
-    batches = (
-      f"{summary['batches_flagged']} of {summary['batches']} batches flagged, "
-      if "batches" in summary
-      else ""
-    )
-    print(
-      f"{summary['images']} images, {batches}{summary['images_flagged']} images flagged as OOD; "
-      f"scored in {summary['score_seconds']:.1f} s ({summary['images_per_s']:.0f} images/s); "
-      f"scores: {summary['output']}"
-    )
+    print(score_mode.summary_line(summary))
 
 
 def main(argv) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
   if _WORKDIR.value is None:
-    raise app.UsageError("--workdir is required")
+    cli.fail("--workdir is required")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _MODE.value == "score":
-    return score(argv)
-  config = _CONFIG.value
-  if config is None:
-    raise app.UsageError("--config is required (except with --mode=score)")
-  job.initialize_distributed(config)
-  job.run_job(config, _WORKDIR.value, _MODE.value, force_resume=_FORCE_RESUME.value)
+    return score()
+  if _CONFIG.value is None:
+    cli.fail("--config is required (except with --mode=score)")
+  from inflow_jax.app import job  # noqa: PLC0415  (heavy: JAX)
+
+  job.initialize_distributed(_CONFIG.value)
+  job.run_job(_CONFIG.value, _WORKDIR.value, _MODE.value, force_resume=_FORCE_RESUME.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  if {"--help", "-h", "--helpshort", "-?"} & set(sys.argv[1:]):
+    app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
+  app.run(
+    lambda argv: cli.run_guarded(main, argv),
+    flags_parser=lambda argv: cli.parse_flags(argv, flags.FLAGS),
+  )

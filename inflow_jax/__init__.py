@@ -13,62 +13,88 @@ this list; `tests/test_layout.py` checks it):
   adversarial/  attacks, the classifier they target, the adversarial evaluation (tables)
   report/       markdown tables, figures, the job's report files
   app/          what `run.py` runs: the job (train, fit the detector, evaluate), the score mode
-This module only re-exports the public names.
+This module only re-exports the public names, imported on first use (PEP 562), so that
+`run.py --help` and the command line's checks answer without loading JAX.
 """
 
-from inflow_jax.data import batches, load_images, load_split, preprocess
-from inflow_jax.detector import InFlowDetector
-from inflow_jax.detector.batch_scores import score_batches
-from inflow_jax.evaluation.metrics import aupr_in, aupr_out, auroc, fpr_at_95_tpr, ood_metrics
-from inflow_jax.gates import (
-  StreamingGate,
-  fit_mmd,
-  fit_mmd_embedded,
-  gate_stream,
-  load_reference_encoder,
-  make_encoder,
-  mmd_test,
-  mmd_test_embedded,
-)
-from inflow_jax.model import InFlow
-from inflow_jax.model.density import make_score_fn
-from inflow_jax.model.torch_checkpoint import (
-  load_reference_checkpoint,
-  state_dict_to_variables,
-  variables_to_state_dict,
-)
-from inflow_jax.report.evaluate import evaluate_ood
-from inflow_jax.report.tables import format_table
-from inflow_jax.training import load_flow, make_optimizer, train_on_batches
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-  "InFlow",
-  "load_reference_checkpoint",
-  "state_dict_to_variables",
-  "variables_to_state_dict",
-  "load_split",
-  "load_images",
-  "preprocess",
-  "batches",
-  "make_encoder",
-  "load_reference_encoder",
-  "fit_mmd",
-  "fit_mmd_embedded",
-  "mmd_test",
-  "mmd_test_embedded",
-  "gate_stream",
-  "StreamingGate",
-  "make_score_fn",
-  "score_batches",
-  "auroc",
-  "aupr_in",
-  "aupr_out",
-  "fpr_at_95_tpr",
-  "ood_metrics",
-  "evaluate_ood",
-  "format_table",
-  "InFlowDetector",
-  "train_on_batches",
-  "make_optimizer",
-  "load_flow",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+  "InFlow": "inflow_jax.model",
+  "load_reference_checkpoint": "inflow_jax.model.torch_checkpoint",
+  "state_dict_to_variables": "inflow_jax.model.torch_checkpoint",
+  "variables_to_state_dict": "inflow_jax.model.torch_checkpoint",
+  "load_split": "inflow_jax.data",
+  "load_images": "inflow_jax.data",
+  "preprocess": "inflow_jax.data",
+  "batches": "inflow_jax.data",
+  "make_encoder": "inflow_jax.gates",
+  "load_reference_encoder": "inflow_jax.gates",
+  "fit_mmd": "inflow_jax.gates",
+  "fit_mmd_embedded": "inflow_jax.gates",
+  "mmd_test": "inflow_jax.gates",
+  "mmd_test_embedded": "inflow_jax.gates",
+  "gate_stream": "inflow_jax.gates",
+  "StreamingGate": "inflow_jax.gates",
+  "make_score_fn": "inflow_jax.model.density",
+  "score_batches": "inflow_jax.detector.batch_scores",
+  "auroc": "inflow_jax.evaluation.metrics",
+  "aupr_in": "inflow_jax.evaluation.metrics",
+  "aupr_out": "inflow_jax.evaluation.metrics",
+  "fpr_at_95_tpr": "inflow_jax.evaluation.metrics",
+  "ood_metrics": "inflow_jax.evaluation.metrics",
+  "evaluate_ood": "inflow_jax.report.evaluate",
+  "format_table": "inflow_jax.report.tables",
+  "InFlowDetector": "inflow_jax.detector",
+  "train_on_batches": "inflow_jax.training",
+  "make_optimizer": "inflow_jax.training",
+  "load_flow": "inflow_jax.training",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+  raise AttributeError(f"module 'inflow_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
+  from inflow_jax.data import batches, load_images, load_split, preprocess  # noqa: F401
+  from inflow_jax.detector import InFlowDetector  # noqa: F401
+  from inflow_jax.detector.batch_scores import score_batches  # noqa: F401
+  from inflow_jax.evaluation.metrics import (  # noqa: F401
+    aupr_in,
+    aupr_out,
+    auroc,
+    fpr_at_95_tpr,
+    ood_metrics,
+  )
+  from inflow_jax.gates import (  # noqa: F401
+    StreamingGate,
+    fit_mmd,
+    fit_mmd_embedded,
+    gate_stream,
+    load_reference_encoder,
+    make_encoder,
+    mmd_test,
+    mmd_test_embedded,
+  )
+  from inflow_jax.model import InFlow  # noqa: F401
+  from inflow_jax.model.density import make_score_fn  # noqa: F401
+  from inflow_jax.model.torch_checkpoint import (  # noqa: F401
+    load_reference_checkpoint,
+    state_dict_to_variables,
+    variables_to_state_dict,
+  )
+  from inflow_jax.report.evaluate import evaluate_ood  # noqa: F401
+  from inflow_jax.report.tables import format_table  # noqa: F401
+  from inflow_jax.training import load_flow, make_optimizer, train_on_batches  # noqa: F401

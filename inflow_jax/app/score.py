@@ -48,6 +48,11 @@ def load_job_detector(workdir) -> tuple:
   """(detector, the job's config dict, native input shape) of a workdir, or ScoreError."""
   workdir = pathlib.Path(workdir)
   directory = workdir / DETECTOR_DIR
+  if not workdir.is_dir():
+    raise ScoreError(
+      f"--workdir {workdir} does not exist: give the workdir of a job run with --mode=all or "
+      "--mode=evaluate"
+    )
   if not directory.is_dir():
     raise ScoreError(
       f"{workdir} holds no saved detector ({directory} is missing): run the job with "
@@ -65,6 +70,12 @@ def load_job_detector(workdir) -> tuple:
 def load_inputs(source: str, split: str, config: Dict[str, Any], input_shape, resize: bool):
   """(x float32 NHWC in [0, 1] at the detector's size, file paths or None) of `source`."""
   data = config["data"]
+  if ":" not in source and os.path.exists(source):
+    kind = "folder" if os.path.isdir(source) else "npz" if source.endswith(".npz") else "npy"
+    raise ScoreError(
+      f"--input {source} is a path: write --input {kind}:{source} (folder:PATH for a folder of "
+      "images, npz:PATH or npy:PATH for an array file)"
+    )
   try:
     images, _ = data_lib.load_split(source, split, data["data_dir"])
     paths = None
@@ -197,8 +208,8 @@ def run_score(
   devices: the local devices the flow is split over (default: all of this process's)."""
   workdir = pathlib.Path(workdir)
   output = pathlib.Path(output) if output else workdir / SCORES_FILE
-  _check_output(output)
   detector, config, input_shape = load_job_detector(workdir)
+  _check_output(output)
   batch_size = int(batch_size or detector.batch_size)
   if batch_size < 2:
     raise ScoreError(
@@ -258,3 +269,18 @@ def _summary(columns, output, seconds: float, stream: bool) -> Dict:
     summary["batches"] = int(len(np.unique(columns["batch"])))
     summary["batches_flagged"] = int(len(np.unique(columns["batch"][flagged])))
   return summary
+
+
+def summary_line(summary: Dict) -> str:
+  """The one line `run.py --mode=score` prints: counts, time, rate and the CSV's path."""
+  batches = (
+    f"{summary['batches_flagged']} of {summary['batches']} batches flagged, "
+    if "batches" in summary
+    else ""
+  )
+  rate = summary["images_per_s"]
+  return (
+    f"{summary['images']} images, {batches}{summary['images_flagged']} images flagged as OOD; "
+    f"scored in {summary['score_seconds']:.1f} s ({rate:.3g} images/s); "
+    f"scores: {summary['output']}"
+  )
