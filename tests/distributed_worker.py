@@ -12,11 +12,13 @@ import jax
 
 jax.config.update("jax_num_cpu_devices", 2)
 
-import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # noqa: E402
 
-from configs import tiny  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-from inflow_jax.app import job  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-from inflow_jax.training import flow as train  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import tiny  # noqa: E402
+from inflow_jax.app import job  # noqa: E402
+from inflow_jax.app.build import load_model  # noqa: E402
+from inflow_jax.app.datasets import load_data  # noqa: E402
+from inflow_jax.training import flow as train  # noqa: E402
 
 
 def main(port: str, process_id: str, workdir: str, out: str) -> None:
@@ -32,8 +34,8 @@ def main(port: str, process_id: str, workdir: str, out: str) -> None:
     jax.process_count(),
     jax.device_count(),
   )
-  model, _ = job.load_model(config)
-  x_train = job.load_data(config, "train")["train"]
+  model, _ = load_model(config)
+  x_train = load_data(config, "train")["train"]
   result = train.train(model, x_train, config, workdir, progress=False)
   copies = {}
   for i, leaf in enumerate(jax.tree_util.tree_leaves(result.variables["params"])):

@@ -1,17 +1,22 @@
-"""Shared test helpers (no test file imports another).
+"""Shared test helpers (no test file imports another); tests import them as
+`from helpers import ...` (tests/conftest.py puts this folder on sys.path).
 
 `../shared` (fixtures and real data) exists on CI and on the developers' machines, not on a
-fresh user's machine: tests that need it call `shared_file(...)`, which skips with a reason.
+fresh user's machine: tests that need it carry `@pytest.mark.shared` and call `shared_file(...)`,
+which skips with a reason.
 """
 
 import functools
 import os
 import pathlib
+import socket
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from inflow_jax.flows import AttentionCoupling
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("INFLOW_SHARED", REPO.parent / "shared"))
@@ -79,8 +84,8 @@ def check_inverse_and_jacobian(forward, inverse, variables, x):
 
 
 def assert_jacobian_log_det(jac, batch, log_det, atol=1e-5):
-  """jac: the (B*D, B*D) Jacobian of a flattened batch map. Checks log_det[b] == slogdet of image b's
-  block, and that images do not interact (off-diagonal blocks are zero)."""
+  """jac: the (B*D, B*D) Jacobian of a flattened batch map. Checks log_det[b] == slogdet of image
+  b's block, and that images do not interact (off-diagonal blocks are zero)."""
   jac = np.asarray(jac).reshape(batch, jac.shape[0] // batch, batch, -1)
   for b in range(batch):
     sign, value = np.linalg.slogdet(jac[b, :, b, :])
@@ -93,3 +98,46 @@ def assert_jacobian_log_det(jac, batch, log_det, atol=1e-5):
 def random_images(seed, shape, dtype=jnp.float32):
   """Uniform [0, 1) test inputs (numpy: drawing 4-d shapes with jax.random compiles slowly)."""
   return jnp.asarray(np.random.default_rng(seed).uniform(size=shape), dtype)
+
+
+def nhwc(uint8_nchw):
+  """uint8 NCHW images (the original's fixtures) -> float32 NHWC in [0, 1]."""
+  return uint8_nchw.transpose(0, 2, 3, 1).astype(np.float32) / 255.0
+
+
+def tiny_images(n=64, seed=0):
+  """Smooth random images (B, 32, 32, 3) in [0, 1]: cheap stand-ins for training data."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.uniform(size=(n, 4, 4, 3))
+  return np.clip(
+    np.kron(coarse, np.ones((1, 8, 8, 1))) + 0.05 * rng.normal(size=(n, 32, 32, 3)), 0, 1
+  ).astype(np.float32)
+
+
+def free_port() -> int:
+  """A free TCP port on localhost (for a jax.distributed coordinator)."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+# The input every flow-layer test uses (tests/flows/).
+LAYER_INPUT = np.random.default_rng(4).uniform(-0.5, 1.5, size=(2, 4, 4, 3)).astype(np.float32)
+
+
+@functools.cache
+def coupling_case():
+  """(AttentionCoupling(width=8), variables) initialised on LAYER_INPUT (cached: init compiles),
+  with last-layer weights 4x torch's init, so that s and t are far from 0 and the tests bite."""
+  layer = AttentionCoupling(width=8)
+  scale = lambda variables: jax.tree_util.tree_map_with_path(
+    lambda path, p: 4 * p if "kernel_1" in jax.tree_util.keystr(path) else p, variables
+  )
+  init = fast_jit(lambda key: scale(layer.init(key, jnp.asarray(LAYER_INPUT), 1.0)))
+  return layer, init(jax.random.PRNGKey(1))
+
+
+def mmd_test_size(level, n_permutations):
+  """The exact size of the MMD permutation test: P(p < level) under the null, where the p-value is
+  uniform on {1, ..., P + 1} / (P + 1) (e.g. 5/101 at level 0.05 with P = 100)."""
+  return (np.ceil(level * (n_permutations + 1)) - 1) / (n_permutations + 1)

@@ -10,13 +10,16 @@ images). Images keep the input's order; consecutive batches of the detector's `b
 tested by the attention (batch i with the key fold_in(PRNGKey(seed), i)) and scored with their a,
 the flow split over all local devices (`make_sharded_score_fn`). With several processes
 (`jax.distributed`) process k scores a contiguous block of whole batches and process 0 writes the
-CSV. `--stream` gates each image with the windowed test of the last `batch_size` images
-(`gate_stream`) instead.
+CSV. `--stream` gates each image as it arrives: by the window of the last `batch_size` images
+(the images so far while it fills) and, with a conformal gate, its own p-value
+(`inflow_jax.detector.stream`).
 
-The CSV (`DIR/scores.csv` by default) has one row per image: index, path (folders only), score,
-batch_p_value (the p-value of the image's batch, or of its window), attention, is_ood. It is written
-to a temporary file and renamed. Bad input raises `ScoreError`, whose one-line message run.py
-prints.
+The CSV (`DIR/scores.csv` by default, LF line endings) has one row per image: index, path (folders
+only), score, batch_p_value (the p-value of the image's batch, or of its window), image_p_value (the
+image's own conformal p-value; NaN for the paper's gate), attention, is_ood, tested_by (what tested
+the image: its batch, whose verdict holds for all of its images with the paper's gate, or also its
+own p-value). It is written to a temporary file and renamed. Bad input raises `ScoreError`, whose
+one-line message run.py prints.
 """
 
 import csv
@@ -113,7 +116,15 @@ def _score_block(
     "attention": result.attention,
     "is_ood": detector.decide(result.attention, result.scores),
     "batch": first_batch + result.batch_index,
+    "tested_by": _tested_by(detector, np.diff(result.batch_starts)[result.batch_index]),
   }
+
+
+def _tested_by(detector, batch_sizes: np.ndarray) -> np.ndarray:
+  """What tested each image in batch mode: its batch and, with a conformal gate, its own p-value."""
+  if detector.conformal_state_ is None:
+    return np.array([f"batch of {m} images (a verdict per batch)" for m in batch_sizes])
+  return np.array([f"batch of {m} images and its own p-value" for m in batch_sizes])
 
 
 def score_in_batches(
@@ -127,21 +138,23 @@ def score_in_batches(
   process_index: int = 0,
   process_count: int = 1,
 ) -> Dict[str, np.ndarray]:
-  """This process's contiguous block of whole batches, 16 batches per `score_batches` call
-  (tqdm)."""
+  """This process's contiguous block of whole batches, 16 batches per `score_batches` call (a
+  progress bar of images)."""
   starts = batch_starts(len(x), batch_size)
   mine = np.array_split(np.arange(len(starts) - 1), process_count)[process_index]
   parts: List[Dict[str, np.ndarray]] = []
-  for lo in tqdm.tqdm(
-    range(0, len(mine), 16), disable=not progress, desc="score", unit="16 batches"
-  ):
-    first, last = int(mine[lo]), int(mine[min(lo + 16, len(mine)) - 1])
-    block = _score_block(
-      detector, x[starts[first] : starts[last + 1]], batch_size, key, first, mesh
-    )
-    block["index"] = np.arange(starts[first], starts[last + 1])
-    parts.append(block)
-  names = ("index", "score", "batch_p_value", "image_p_value", "attention", "is_ood", "batch")
+  total = int(starts[mine[-1] + 1] - starts[mine[0]]) if len(mine) else 0
+  with tqdm.tqdm(total=total, disable=not progress, desc="score", unit="images") as bar:
+    for lo in range(0, len(mine), 16):
+      first, last = int(mine[lo]), int(mine[min(lo + 16, len(mine)) - 1])
+      block = _score_block(
+        detector, x[starts[first] : starts[last + 1]], batch_size, key, first, mesh
+      )
+      block["index"] = np.arange(starts[first], starts[last + 1])
+      parts.append(block)
+      bar.update(len(block["index"]))
+  names = ("index", "score", "batch_p_value", "image_p_value", "attention", "is_ood", "batch",
+           "tested_by")  # fmt: skip
   return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in names}
 
 
@@ -153,16 +166,16 @@ def write_csv(
   names = (
     ["index"]
     + (["path"] if paths is not None else [])
-    + ["score", "batch_p_value", "image_p_value", "attention", "is_ood"]
+    + ["score", "batch_p_value", "image_p_value", "attention", "is_ood", "tested_by"]
   )
   with tmp.open("w", newline="") as f:
-    writer = csv.writer(f)
+    writer = csv.writer(f, lineterminator="\n")
     writer.writerow(names)
     for i in range(len(columns["index"])):
       index = int(columns["index"][i])
       row = [index] + ([paths[index]] if paths is not None else [])
       row += [f"{columns[k][i]:.6g}" for k in ("score", "batch_p_value", "image_p_value")]
-      row += [f"{columns['attention'][i]:g}", int(columns["is_ood"][i])]
+      row += [f"{columns['attention'][i]:g}", int(columns["is_ood"][i]), columns["tested_by"][i]]
       writer.writerow(row)
   os.replace(tmp, path)
 
@@ -214,11 +227,6 @@ def run_score(
   if batch_size < 2:
     raise ScoreError(
       f"--batch-size must be >= 2 (the attention test needs 2 images), got {batch_size}"
-    )
-  if stream and detector.attention != "mmd":
-    raise ScoreError(
-      f"--stream gates with the MMD test; this detector's attention is "
-      f"{detector.attention!r} (score its images in batches, without --stream)"
     )
   x, paths = load_inputs(source, split, config, input_shape, resize)
   x = detector.preprocess(x)  # the detector's JPEG round trip, when it has one

@@ -54,7 +54,7 @@ def gate_batches(
   caller has them already (the flow is then not run). The MMD test needs 2 images: with
   batch_size 1 it is not run (NaN) and the combination leaves it out.
   """
-  starts = batch_starts(len(x), batch_size)
+  starts = np.arange(len(x) + 1) if batch_size == 1 else batch_starts(len(x), batch_size)
   n_batches = len(starts) - 1
   nan = np.full(n_batches, np.nan)
   p_mmd = p_conformal = p_mean_shift = p_combined = nan

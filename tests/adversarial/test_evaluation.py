@@ -20,7 +20,8 @@ from inflow_jax.report import tables
 
 @pytest.fixture(scope="module")
 def adaptive():
-  """evaluate_adversarial on a tiny random flow (configs/tiny.py) with uniform noise as the OOD set."""
+  """evaluate_adversarial on a tiny random flow (configs/tiny.py) with uniform noise as the OOD
+  set."""
   config = tiny_config.get_config()
   config.adversarial = digits_classifier_config.get_config()
   config.eval.n_bootstrap = 100  # typicality thresholds: enough for a smoke check

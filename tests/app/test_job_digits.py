@@ -1,0 +1,79 @@
+"""Regression tests of detection quality: the offline digits job (`python run.py --config
+configs/digits.py`, the job of `inflow_jax.app.job`) run once, its report's numbers against
+thresholds set a margin below what it measures (one device, seed 0).
+
+Measured (2 CPU cores, 51 s with the mixed protocol below): paper-protocol AUROC 1.0 against every
+OOD set; every far-OOD test batch flagged (10 of 10 each); mixed-protocol false alarms in 200 pure
+in-distribution batches: MMD gate 11 (m = 10) and 6 (m = 50), typicality 14 and 7; power on pure
+OOD batches (rho = 1) 1.0 for both gates, every set and size.
+
+The mixed protocol runs with 200 batches per cell (the config's 10 are too few to bound a rate) at
+rho = 1 only (the power check needs no other fraction): 200 batches give a two-sided 99.9% binomial
+interval of [2, 21] flagged at the 5% level, so a gate that always flags fails, and one that never
+flags fails both that interval and the power check.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO, mmd_test_size
+from scipy import stats
+
+N_BATCHES = 200
+FAR_OOD = ("photo_patches", "uniform_noise", "gaussian_noise", "constant")
+MIN_AUROC = 0.95  # measured 1.0 for each far-OOD set
+MIN_POWER = 0.95  # measured 1.0: pure OOD batches of 10 and 50 flagged
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+  """report.json of the digits job, run by run.py on one CPU device (as a user runs it)."""
+  workdir = tmp_path_factory.mktemp("digits")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
+  args = ["--config", "configs/digits.py", "--workdir", str(workdir)]
+  args += [f"--config.eval.mixed_n_batches={N_BATCHES}", "--config.eval.mixed_rhos=(1.0,)"]
+  process = subprocess.run(
+    [sys.executable, str(REPO / "run.py"), *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
+  assert process.returncode == 0, process.stderr[-3000:]
+  return json.loads((workdir / "report.json").read_text())["evaluation"]
+
+
+def test_far_ood_sets_are_detected_under_the_paper_protocol(report):
+  for name in FAR_OOD:
+    row = report["ood"][name]
+    assert row["paper"]["auroc"] >= MIN_AUROC, (name, row["paper"])
+    assert row["batches_flagged"] == row["n_batches"], name  # every far-OOD batch: a = 0
+
+
+def test_mixed_false_alarms_lie_in_the_binomial_interval_of_the_level(report):
+  settings, mixed = report["settings"], report["mixed"]
+  assert mixed["n_batches"] == N_BATCHES and mixed["batch_sizes"] == [10, 50]
+  level = settings["level"]
+  sizes = {
+    "inflow": mmd_test_size(level, settings["n_permutations"]),  # 5/101 at P = 100
+    "typicality": level,  # bootstrapped thresholds: the level approximately
+  }
+  for gate, probability in sizes.items():
+    low, high = stats.binom.interval(0.999, N_BATCHES, probability)
+    assert low >= 1  # so that a gate that never flags fails too
+    for m, rate in zip(mixed["batch_sizes"], mixed["false_alarm"][gate]):
+      assert low <= round(rate * N_BATCHES) <= high, (gate, m, rate, (low, high))
+
+
+def test_mixed_power_on_pure_ood_batches(report):
+  mixed = report["mixed"]
+  assert mixed["rhos"] == [1.0]
+  for name in FAR_OOD:
+    for gate in ("inflow", "typicality"):
+      for m, power in zip(mixed["batch_sizes"], mixed["power"][name][gate][0]):
+        assert power >= MIN_POWER, (name, gate, m, power)

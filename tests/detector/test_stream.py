@@ -1,0 +1,43 @@
+"""Stream scoring (`inflow_jax.detector.stream`) with a combined gate: every image is tested from
+the first one on, by its window's gate and by its own conformal p-value."""
+
+import jax
+import numpy as np
+import pytest
+
+from inflow_jax import InFlowDetector, data
+from inflow_jax.detector.gate import gate_batches
+from inflow_jax.model import InFlow
+
+
+@pytest.fixture(scope="module")
+def combined():
+  digits = data.load_images("digits", "train")[0]
+  model = InFlow(num_blocks=2, width=8, paper_compat=True)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), digits[:2], 1.0)
+  detector = InFlowDetector(
+    model, variables, attention="combined", n_permutations=50, batch_size=10, n_components=2
+  )
+  return detector.fit(digits[:300], x_calibration=digits[300:500]), digits[500:]
+
+
+def test_an_outlier_that_comes_first_is_flagged(combined):
+  detector, x_in = combined
+  noise = data.load_images("uniform_noise", "test", max_images=1)[0]
+  x = np.concatenate([noise, x_in[:11]])
+  key = jax.random.PRNGKey(3)
+  columns = detector.score_stream(x, 5, key)
+  assert columns["is_ood"][0] == 1 and columns["attention"][0] == 0.0
+  image_p = detector.image_p_values(x)
+  np.testing.assert_array_equal(columns["image_p_value"], image_p)
+  for t in range(len(x)):  # each image: its window's gate and its own p-value, against the gate
+    lo, hi = max(0, t - 4), max(t, 1) + 1
+    gate = gate_batches(detector, x[lo:hi], hi - lo, key, first_batch=t, image_p=image_p[lo:hi])
+    assert columns["batch_p_value"][t] == pytest.approx(gate.p_value[0])
+    expected = float(gate.p_value[0] >= detector.level and image_p[t] >= detector.level)
+    assert columns["attention"][t] == expected, t
+  assert list(columns["tested_by"][:3]) == [
+    "window of 2 images and its own p-value",
+    "window of 2 images and its own p-value",
+    "window of 3 images and its own p-value",
+  ]
