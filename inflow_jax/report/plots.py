@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np
 from sklearn import metrics as sk_metrics
 
+from inflow_jax.report.names import GATES, SCORES
+
 
 def _save(fig, path: str) -> str:
   directory = os.path.dirname(os.path.abspath(path))
@@ -23,57 +25,66 @@ def _save(fig, path: str) -> str:
 
 
 STYLES = {"inflow": "-", "typicality": "--", "conformal": ":", "combined": "-."}
-STYLE_NAMES = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
 
 
 def plot_mixed_power(mixed: Mapping, path: str, title: Optional[str] = None) -> str:
-  """Detection power vs. batch size, one panel per OOD set, one line per OOD fraction rho.
+  """Detection power vs. batch size: a grid of panels (at most 3 a row), one per OOD set, one
+  colour per OOD fraction rho, one line style per gate; one legend for all panels.
 
   Args:
     mixed: the `mixed` entry of an `evaluate_ood` table: `batch_sizes`, `rhos`,
-      `false_alarm` {method: [rate per batch size]}, `power` {set: {method: [[rate per batch size]
-      per rho]}}, methods 'inflow' (the MMD attention test, solid), 'typicality' (dashed) and, when
-      present, 'conformal' (dotted) and 'combined' (dash-dot).
+      `false_alarm` {gate: [rate per batch size]}, `power` {set: {gate: [[rate per batch size]
+      per rho]}}, gates named as `inflow_jax.report.names.GATES`.
   """
-  batch_sizes = list(mixed["batch_sizes"])
-  rhos = list(mixed["rhos"])
-  names = list(mixed["power"])
+  batch_sizes, rhos, names = list(mixed["batch_sizes"]), list(mixed["rhos"]), list(mixed["power"])
+  ncols = min(3, len(names))
+  nrows = -(-len(names) // ncols)
   fig, axes = plt.subplots(
-    1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True
+    nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False, sharey=True
   )
   colours = plt.cm.viridis(np.linspace(0.0, 0.85, len(rhos)))
-  for ax, name in zip(axes[0], names):
-    for method, style in STYLES.items():
-      if method not in mixed["power"][name]:
-        continue
-      for rho, colour, power in zip(rhos, colours, mixed["power"][name][method]):
-        label = ("one OOD image" if rho == 0 else f"rho={rho:g}") if method == "inflow" else None
-        ax.plot(batch_sizes, power, style, marker="o", ms=3, color=colour, label=label)
-      if method in mixed["false_alarm"]:
-        ax.plot(
-          batch_sizes,
-          mixed["false_alarm"][method],
-          style,
-          color="red",
-          label="in-dist false alarms" if method == "inflow" else None,
-        )
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # no log-scale minor labels
-    ax.set_xticks(batch_sizes)
-    ax.set_xticklabels([str(m) for m in batch_sizes])
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("batch size")
-    ax.set_title(name)
-    ax.grid(alpha=0.3)
-  axes[0][0].set_ylabel("fraction of batches flagged")
-  present = [m for m in STYLES if m in mixed["false_alarm"]]
-  axes[0][0].legend(
-    fontsize=7, title="\n".join(f"{STYLE_NAMES[STYLES[m]]}: {m}" for m in present), title_fontsize=7
+  gates = [g for g in STYLES if g in mixed["false_alarm"]]
+  for ax, name in zip(axes.flat, names):
+    for gate in gates:
+      for colour, power in zip(colours, mixed["power"][name].get(gate, [])):
+        ax.plot(batch_sizes, power, STYLES[gate], marker="o", ms=3, color=colour)
+      ax.plot(batch_sizes, mixed["false_alarm"][gate], STYLES[gate], color="red")
+    _batch_size_axis(ax, batch_sizes)
+    ax.set_title(name, fontsize=9)
+  for ax in axes.flat[len(names) :]:
+    ax.set_visible(False)
+  for ax in axes[:, 0]:
+    ax.set_ylabel("fraction of batches flagged")
+  handles = [
+    matplotlib.lines.Line2D([], [], color=c, marker="o", ms=3, label=_rho_label(r))
+    for r, c in zip(rhos, colours)
+  ]
+  handles.append(
+    matplotlib.lines.Line2D([], [], color="red", label="in-distribution (false alarms)")
   )
-  if title:
-    fig.suptitle(title, y=1.0)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))  # keep the title above the panels' titles
+  handles += [
+    matplotlib.lines.Line2D([], [], color="black", linestyle=STYLES[g], label=GATES[g])
+    for g in gates
+  ]
+  fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8,
+             bbox_to_anchor=(0.5, 0.0))  # fmt: skip
+  fig.suptitle(title or "mixed protocol")
+  fig.tight_layout(rect=(0, 0.06 + 0.04 * (len(handles) > 4), 1, 0.97))
   return _save(fig, path)
+
+
+def _rho_label(rho: float) -> str:
+  return "one OOD image" if rho == 0 else f"OOD fraction {rho:g}"
+
+
+def _batch_size_axis(ax, batch_sizes) -> None:
+  ax.set_xscale("log")
+  ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # no log-scale minor labels
+  ax.set_xticks(batch_sizes)
+  ax.set_xticklabels([str(m) for m in batch_sizes])
+  ax.set_ylim(-0.03, 1.03)
+  ax.set_xlabel("batch size (images)")
+  ax.grid(alpha=0.3)
 
 
 def plot_roc_curves(
@@ -96,7 +107,11 @@ def plot_roc_curves(
 
 
 def plot_score_histograms(
-  scores: Mapping[str, np.ndarray], path: str, title: Optional[str] = None, bins: int = 60
+  scores: Mapping[str, np.ndarray],
+  path: str,
+  title: Optional[str] = None,
+  bins: int = 60,
+  xlabel: str = "score (higher = more OOD)",
 ) -> str:
   """Overlaid histograms of the per-image scores of each named set, on common bins."""
   fig, ax = plt.subplots(figsize=(6.0, 3.8))
@@ -104,7 +119,7 @@ def plot_score_histograms(
   edges = np.histogram_bin_edges(np.concatenate(values), bins=bins)
   for (name, _), v in zip(scores.items(), values):
     ax.hist(v, bins=edges, histtype="stepfilled", alpha=0.35, density=True, label=name)
-  ax.set_xlabel("score (higher = more OOD)")
+  ax.set_xlabel(xlabel)
   ax.set_ylabel("density")
   ax.legend(fontsize=7)
   ax.set_title(title or "scores per set")
@@ -158,10 +173,14 @@ def plot_all(
     )
   for score_name, sets in scores.items():
     outs = {k: v for k, v in sets.items() if k != "in"}
+    name, unit = SCORES.get(score_name, (score_name, "score (higher = more OOD)"))
     paths[f"roc_{score_name}"] = plot_roc_curves(
-      sets["in"], outs, os.path.join(directory, f"roc_{score_name}.png"), f"ROC: {score_name}"
+      sets["in"], outs, os.path.join(directory, f"roc_{score_name}.png"), f"ROC: {name}"
     )
     paths[f"hist_{score_name}"] = plot_score_histograms(
-      sets, os.path.join(directory, f"hist_{score_name}.png"), f"scores: {score_name}"
+      {("in-distribution" if k == "in" else k): v for k, v in sets.items()},
+      os.path.join(directory, f"hist_{score_name}.png"),
+      f"scores: {name}",
+      xlabel=unit,
     )
   return paths

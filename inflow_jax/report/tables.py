@@ -11,6 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from inflow_jax.adversarial.names import eps_name, set_name_prefix
+from inflow_jax.report.names import GATES, GLOSSARY
 
 _ROWS = (
   ("paper", "InFlow, paper protocol"),
@@ -20,12 +21,6 @@ _ROWS = (
   ("input_complexity", "input complexity (NLL - PNG bits/dim)"),
   ("image_score", "per-image score (density of the flow's statistics)"),
 )
-GATES = {
-  "inflow": "MMD (paper)",
-  "typicality": "typicality",
-  "conformal": "conformal",
-  "combined": "combined",
-}
 
 
 def _rho_name(rho: float) -> str:
@@ -214,7 +209,9 @@ def report_markdown(config, table, training, timings, figures, checkpoint_step=N
   ]
   if table.get("adversarial"):
     lines += adversarial_markdown(config, table["adversarial"])
-  lines += ["## Figures", ""]
+  lines += ["## How to read this report", ""]
+  lines += [f"- **{term}**: {meaning}" for term, meaning in GLOSSARY]
+  lines += ["", "## Figures", ""]
   lines += [f"![{name}]({pathlib.Path(path).name})" for name, path in figures.items()]
   lines += ["", "## Timings", "", "| stage | seconds |", "| --- | --- |"]
   lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in timings.items()]
