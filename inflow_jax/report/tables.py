@@ -209,9 +209,7 @@ def report_markdown(config, table, training, timings, figures, checkpoint_step=N
   ]
   if table.get("adversarial"):
     lines += adversarial_markdown(config, table["adversarial"])
-  lines += ["## How to read this report", ""]
-  lines += [f"- **{term}**: {meaning}" for term, meaning in GLOSSARY]
-  lines += ["", "## Figures", ""]
+  lines += glossary_markdown() + ["## Figures", ""]
   lines += [f"![{name}]({pathlib.Path(path).name})" for name, path in figures.items()]
   lines += ["", "## Timings", "", "| stage | seconds |", "| --- | --- |"]
   lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in timings.items()]
@@ -240,3 +238,8 @@ def adversarial_markdown(config, table) -> list:
     "",
   ]
   return lines
+
+
+def glossary_markdown() -> list:
+  """The report's glossary: each protocol, gate and score in a sentence (`report.names`)."""
+  return ["## How to read this report", ""] + [f"- **{t}**: {m}" for t, m in GLOSSARY] + [""]
