@@ -168,7 +168,9 @@ def _check_stored_arrays(where: pathlib.Path, abstract_state: Any) -> None:
   """Compares the stored arrays' shapes and dtypes (checkpoint metadata) with the state's before any
   array is read: a checkpoint of another model config fails here with a clear message."""
   try:
-    metadata = ocp.StandardCheckpointer().metadata(where / "default")
+    # the handler reads the item's own metadata (the checkpointer would also look for the step's
+    # _CHECKPOINT_METADATA inside the item folder and warn that it is missing there)
+    metadata = ocp.StandardCheckpointHandler().metadata(where / "default")
     item = getattr(metadata, "item_metadata", metadata)
     if item is None:
       raise ValueError("no readable array metadata")
