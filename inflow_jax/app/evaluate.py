@@ -32,13 +32,17 @@ def eval_settings(config: ml_collections.ConfigDict) -> EvalSettings:
 
 
 def evaluate(
-  detector: InFlowDetector, sets, config: ml_collections.ConfigDict, timings: Dict[str, float]
+  detector: InFlowDetector,
+  sets,
+  config: ml_collections.ConfigDict,
+  timings: Dict[str, float],
+  progress: bool = True,
 ) -> Tuple[Dict, Dict]:
-  """(table, the scores its figures plot). Stage seconds go to `timings`."""
+  """(table, the scores its figures plot). Stage seconds go to `timings`; progress: a bar."""
   tick = time.perf_counter()
   key = jax.random.PRNGKey(config.seed)
   table, figure_scores = detector_table(
-    detector, sets["test"], sets["ood"], eval_settings(config), key, sets["heldout"]
+    detector, sets["test"], sets["ood"], eval_settings(config), key, sets["heldout"], progress
   )
   table["settings"].update(attention=config.attention.kind, jpeg_quality=config.data.jpeg_quality)
   timings["evaluate"] = time.perf_counter() - tick

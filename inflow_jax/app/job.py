@@ -84,7 +84,9 @@ def run_job(
     )
     if mode == "train" or not is_main:
       return None  # the evaluation is single-process; process 0 writes the report
-    return fit_evaluate_and_report(config, workdir, model, variables, sets, step, timings, start)
+    return fit_evaluate_and_report(
+      config, workdir, model, variables, sets, step, timings, start, progress
+    )
 
 
 def _trained_variables(
@@ -112,13 +114,15 @@ def _trained_variables(
   return variables, step
 
 
-def fit_evaluate_and_report(config, workdir, model, variables, sets, step, timings, start):
+def fit_evaluate_and_report(
+  config, workdir, model, variables, sets, step, timings, start, progress=True
+):
   """After training: the detector fitted, evaluated and saved, the report written (the table before
   the figures, so a plotting error keeps it); returns the table."""
   tick = time.perf_counter()
   detector = fitted_detector(config, model, training.host_copy(variables), sets)
   timings["fit_attention"] = time.perf_counter() - tick
-  table, figure_scores = evaluate(detector, sets, config, timings)
+  table, figure_scores = evaluate(detector, sets, config, timings, progress)
   if stored_config.read_config(workdir) is None:  # training stores it with its first checkpoint
     stored_config.write_config(workdir, config.to_dict())
   save_job_detector(workdir, detector, sets["train_shape"])

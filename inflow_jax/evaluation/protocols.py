@@ -28,6 +28,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
+import tqdm
 
 from inflow_jax.detector import InFlowDetector
 from inflow_jax.evaluation import baselines as baselines_lib
@@ -130,13 +131,21 @@ def fit_typicality(detector, x_heldout, sets, settings: EvalSettings):
   )
 
 
-def evaluation_context(detector, x_in, ood_sets, settings: EvalSettings, key, x_heldout):
-  """Scores every set once (the tests' key streams of the module docstring)."""
-  score = lambda x, stream: score_set(
-    detector, x, settings.batch_size, jax.random.fold_in(key, stream)
-  )
+def evaluation_context(
+  detector, x_in, ood_sets, settings: EvalSettings, key, x_heldout, progress: bool = False
+):
+  """Scores every set once (the tests' key streams of the module docstring); `progress`: a bar of
+  the sets on stderr."""
+  bar = tqdm.tqdm(total=1 + len(ood_sets), desc="evaluate", unit="sets", disable=not progress)
+
+  def score(x, stream):
+    scores = score_set(detector, x, settings.batch_size, jax.random.fold_in(key, stream))
+    bar.update()
+    return scores
+
   in_scores = score(x_in, IN_DISTRIBUTION_STREAM)
   out_scores = {name: score(x, OOD_STREAM + s) for s, (name, x) in enumerate(ood_sets.items())}
+  bar.close()
   typicality = None
   if settings.needs_typicality:
     typicality = fit_typicality(detector, x_heldout, [x_in, *ood_sets.values()], settings)
@@ -152,14 +161,21 @@ def evaluation_context(detector, x_in, ood_sets, settings: EvalSettings, key, x_
 
 
 def detector_table(
-  detector: InFlowDetector, x_in, ood_sets, settings: EvalSettings, key, x_heldout=None
+  detector: InFlowDetector,
+  x_in,
+  ood_sets,
+  settings: EvalSettings,
+  key,
+  x_heldout=None,
+  progress: bool = False,
 ) -> Tuple[Dict, Dict[str, Dict[str, np.ndarray]]]:
   """(table, figure scores) of a fitted detector holding the MMD test (and optionally a conformal
-  state); the sets went through the detector's preprocessing already and are checked here."""
+  state); the sets went through the detector's preprocessing already and are checked here.
+  progress: a progress bar on stderr while the sets are scored."""
   check_inputs(x_in, ood_sets, settings, x_heldout)
   x_in = np.asarray(x_in, np.float32)
   ood_sets = {k: np.asarray(v, np.float32) for k, v in ood_sets.items()}
-  context = evaluation_context(detector, x_in, ood_sets, settings, key, x_heldout)
+  context = evaluation_context(detector, x_in, ood_sets, settings, key, x_heldout, progress)
   state = detector.mmd_state_
   table = {
     "settings": {
