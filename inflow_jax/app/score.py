@@ -239,7 +239,7 @@ def run_score(
     return None
   seconds = time.perf_counter() - tick  # the tests and the flow (compilation included), not the I/O
   write_csv(output, columns, paths)
-  return _summary(columns, output, seconds, stream)
+  return _summary(columns, output, seconds, stream, detector.level)
 
 
 def _columns(detector, x, batch_size: int, stream: bool, progress: bool, output, devices):
@@ -263,7 +263,7 @@ def _columns(detector, x, batch_size: int, stream: bool, progress: bool, output,
   return _gather_to_main(columns, output) if jax.process_count() > 1 else columns
 
 
-def _summary(columns, output, seconds: float, stream: bool) -> Dict:
+def _summary(columns, output, seconds: float, stream: bool, level: float) -> Dict:
   n = len(columns["index"])
   summary = {
     "images": int(n),
@@ -273,7 +273,7 @@ def _summary(columns, output, seconds: float, stream: bool) -> Dict:
     "images_per_s": n / seconds,
   }
   if not stream:
-    flagged = columns["attention"] == 0.0
+    flagged = columns["batch_p_value"] < level  # the batch tests, not the images' own p-values
     summary["batches"] = int(len(np.unique(columns["batch"])))
     summary["batches_flagged"] = int(len(np.unique(columns["batch"][flagged])))
   return summary

@@ -1,12 +1,13 @@
 """Scoring images that arrive one at a time: every image is tested from the first one on.
 
-Image t is gated by the detector's gate (`inflow_jax.detector.gate`) on the window of the images so
-far, W_t = images max(0, t - window + 1) .. max(t, 1) (the first image is tested together with the
-second: a batch test needs 2 images), with the key fold_in(key, t) (as
-`inflow_jax.gates.gate_stream`); with a conformal gate, also by its own conformal p-value (a = 0
-when p(x_t) < level). So no image passes untested while the window fills; `tested_by` says what
-tested each one. Full windows of the paper's gate go through the jitted
-`inflow_jax.gates.gate_stream` (identical p-values, one pass).
+Image t is gated by the detector's gate (`inflow_jax.detector.gate`) on the last m_t images
+t - m_t + 1 .. t, with the key fold_in(key, t) (as `inflow_jax.gates.gate_stream`): m_t = window
+once t + 1 >= window; while the window fills, the largest power of two <= t + 1 (the first image is
+tested together with the second: a batch test needs 2 images). With a conformal gate, each image is
+also tested by its own conformal p-value (a = 0 when p(x_t) < level). So no image passes untested
+while the window fills; `tested_by` says what tested each one. Why powers of two: every window size
+compiles its own test, and log2(window) sizes cost seconds where window - 1 sizes cost minutes. Full
+windows of the paper's gate go through the jitted `gate_stream` (identical p-values, one pass).
 """
 
 from typing import Dict, Optional
@@ -19,14 +20,24 @@ from inflow_jax.gates import gate_stream
 from inflow_jax.model.density import make_sharded_score_fn, scores_from_terms
 
 
+def window_bounds(t: int, window: int, n: int):
+  """(lo, hi): the images t's window holds, x[lo:hi] (module docstring); n >= 2 images."""
+  if t + 1 >= window:
+    return t - window + 1, t + 1
+  if t == 0:
+    return 0, 2
+  size = 1 << int(np.floor(np.log2(t + 1)))
+  return t - size + 1, t + 1
+
+
 def _window_p_values(detector, x: np.ndarray, window: int, key, image_p) -> np.ndarray:
-  """(T,) the gate's p-value of each image's window W_t (module docstring)."""
+  """(T,) the gate's p-value of each image's window (module docstring)."""
   n = len(x)
   p = np.empty(n)
   fast = detector.attention == "mmd" and n >= window
   first_loop = window - 1 if fast else n
   for t in range(first_loop):
-    lo, hi = max(0, t - window + 1), max(t, 1) + 1
+    lo, hi = window_bounds(t, window, n)
     part = None if image_p is None else image_p[lo:hi]
     gate = gate_batches(detector, x[lo:hi], hi - lo, key, first_batch=t, image_p=part)
     p[t] = gate.p_value[0]
@@ -38,7 +49,7 @@ def _window_p_values(detector, x: np.ndarray, window: int, key, image_p) -> np.n
 
 
 def _tested_by(detector, x: np.ndarray, window: int) -> np.ndarray:
-  sizes = [min(max(t, 1) + 1, window) for t in range(len(x))]
+  sizes = [np.subtract(*window_bounds(t, window, len(x))[::-1]) for t in range(len(x))]
   if detector.conformal_state_ is None:
     return np.array([f"window of {m} images (a verdict per window)" for m in sizes])
   return np.array([f"window of {m} images and its own p-value" for m in sizes])

@@ -80,8 +80,7 @@ def test_stream_mode_gates_every_image(workdir, tmp_path):
   p_window = np.array([float(r["batch_p_value"]) for r in rows])
   assert len(rows) == 96 and summary["images"] == 96
   assert attention[70:].max() == 0.0  # windows of pure noise are flagged
-  window = 16
-  sizes = [min(max(t, 1) + 1, window) for t in range(96)]
+  sizes = [2, 2, 2, 4, 4, 4, 4, 8, 8, 8, 8, 8, 8, 8, 8] + [16] * 81  # powers of two, then full
   assert [r["tested_by"] for r in rows] == [
     f"window of {m} images (a verdict per window)" for m in sizes
   ]
@@ -89,7 +88,7 @@ def test_stream_mode_gates_every_image(workdir, tmp_path):
   x = data.preprocess(np.load(workdir / "inputs.npz")["x"], 32)
   key = jax.random.PRNGKey(detector.seed)
   for t in (0, 1, 7, 14, 15, 40, 95):  # warm-up windows and full ones
-    lo, hi = max(0, t - window + 1), max(t, 1) + 1
+    lo, hi = (0, 2) if t == 0 else (t + 1 - sizes[t], t + 1)
     expected = mmd_test(detector.mmd_state_, x[lo:hi], jax.random.fold_in(key, t)).p_value
     np.testing.assert_allclose(p_window[t], float(expected), rtol=1e-5, err_msg=f"image {t}")
 

@@ -7,6 +7,7 @@ import pytest
 
 from inflow_jax import InFlowDetector, data
 from inflow_jax.detector.gate import gate_batches
+from inflow_jax.detector.stream import window_bounds
 from inflow_jax.model import InFlow
 
 
@@ -31,7 +32,7 @@ def test_an_outlier_that_comes_first_is_flagged(combined):
   image_p = detector.image_p_values(x)
   np.testing.assert_array_equal(columns["image_p_value"], image_p)
   for t in range(len(x)):  # each image: its window's gate and its own p-value, against the gate
-    lo, hi = max(0, t - 4), max(t, 1) + 1
+    lo, hi = window_bounds(t, 5, len(x))
     gate = gate_batches(detector, x[lo:hi], hi - lo, key, first_batch=t, image_p=image_p[lo:hi])
     assert columns["batch_p_value"][t] == pytest.approx(gate.p_value[0])
     expected = float(gate.p_value[0] >= detector.level and image_p[t] >= detector.level)
@@ -39,5 +40,13 @@ def test_an_outlier_that_comes_first_is_flagged(combined):
   assert list(columns["tested_by"][:3]) == [
     "window of 2 images and its own p-value",
     "window of 2 images and its own p-value",
-    "window of 3 images and its own p-value",
+    "window of 2 images and its own p-value",
+  ]
+  assert [window_bounds(t, 5, 12) for t in range(6)] == [
+    (0, 2),
+    (0, 2),
+    (1, 3),
+    (0, 4),
+    (0, 5),
+    (1, 6),
   ]
