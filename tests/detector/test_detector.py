@@ -7,23 +7,11 @@ import pytest
 
 from configs.tiny import get_config
 from inflow_jax import InFlowDetector, data
-from inflow_jax.model import InFlow
 from inflow_jax.model.density import make_score_fn
 
 
-@pytest.fixture(scope="module")
-def fitted():
-  digits = data.load_images("digits", "train")[0]
-  model = InFlow(num_blocks=2, width=8, paper_compat=True)  # as the other tests: shared compiles
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), digits[:2], 1.0)
-  detector = InFlowDetector(
-    model, variables, n_permutations=50, batch_size=20, false_positive_rate=0.1
-  )
-  return detector.fit(digits[:300], x_threshold=digits[300:500]), digits[500:540]
-
-
-def test_threshold_score_predict(fitted):
-  detector, x_in = fitted
+def test_threshold_score_predict(fitted_mmd):
+  detector, x_in = fitted_mmd
   x_ood = data.load_images("uniform_noise", "test", max_images=40)[0]
   # The threshold is the 90% quantile of the a = 1 scores of the threshold images.
   digits = data.load_images("digits", "train")[0]
@@ -42,8 +30,8 @@ def test_threshold_score_predict(fitted):
   np.testing.assert_array_equal(scores, detector.score(x_ood))  # same default key: deterministic
 
 
-def test_errors(fitted):
-  detector, x_in = fitted
+def test_errors(fitted_mmd):
+  detector, x_in = fitted_mmd
   unfitted = InFlowDetector(detector.model, detector.variables)
   with pytest.raises(RuntimeError, match="not fitted"):
     unfitted.score(x_in)
@@ -59,8 +47,8 @@ def test_errors(fitted):
     unfitted.fit(x_in, x_train=x_in)
 
 
-def test_fit_trains_the_flow_when_given_training_data(fitted):
-  detector, x_in = fitted
+def test_fit_trains_the_flow_when_given_training_data(fitted_mmd):
+  detector, x_in = fitted_mmd
   config = get_config()
   config.train.update(num_steps=2, batch_size=16)
   digits = data.load_images("digits", "train")[0]
@@ -73,8 +61,8 @@ def test_fit_trains_the_flow_when_given_training_data(fitted):
   assert fresh.score(x_in).shape == (len(x_in),)
 
 
-def test_non_finite_flows_are_rejected(fitted):
-  detector, x_in = fitted
+def test_non_finite_flows_are_rejected(fitted_mmd):
+  detector, x_in = fitted_mmd
   leaves, treedef = jax.tree_util.tree_flatten(detector.variables)
   broken = jax.tree_util.tree_unflatten(treedef, [leaves[0] * np.nan] + leaves[1:])
   with pytest.raises(ValueError, match="variables contain NaN or infinite"):
@@ -85,8 +73,8 @@ def test_non_finite_flows_are_rejected(fitted):
     fresh.fit(x_in)
 
 
-def test_bad_test_sizes_are_rejected(fitted):
-  detector, _ = fitted
+def test_bad_test_sizes_are_rejected(fitted_mmd):
+  detector, _ = fitted_mmd
   with pytest.raises(TypeError, match="n_permutations must be an integer"):
     InFlowDetector(detector.model, detector.variables, n_permutations=2.7)
   with pytest.raises(ValueError, match=r"never reject.*n_permutations >= 20"):

@@ -13,23 +13,12 @@ from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.gates import batch_p_value, combine_p_values, conformal_p_values
 from inflow_jax.gates.density import fit_density
 from inflow_jax.gates.features import image_features
-from inflow_jax.model import InFlow
 from inflow_jax.model.density import make_score_fn
 
 
 @pytest.fixture(scope="module")
-def digits():
-  return data.load_images("digits", "train")[0]
-
-
-@pytest.fixture(scope="module")
-def fitted(digits):
-  model = InFlow(num_blocks=2, width=8, paper_compat=True)  # as the other tests: shared compiles
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), digits[:2], 1.0)
-  detector = InFlowDetector(
-    model, variables, attention="combined", n_permutations=50, batch_size=10, n_components=2
-  )
-  return detector.fit(digits[:300], x_calibration=digits[300:500])
+def fitted(fitted_combined):
+  return fitted_combined[0]
 
 
 def test_combined_detector_scores_p_values_and_batches(fitted, digits):

@@ -3,27 +3,14 @@ refused on load."""
 
 import re
 
-import jax
 import numpy as np
 import pytest
 
-from inflow_jax import InFlowDetector, data
-from inflow_jax.model import InFlow
+from inflow_jax import InFlowDetector
 
 
-@pytest.fixture(scope="module")
-def fitted():
-  digits = data.load_images("digits", "train")[0]
-  model = InFlow(num_blocks=2, width=8, paper_compat=True)  # as the other tests: shared compiles
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), digits[:2], 1.0)
-  detector = InFlowDetector(
-    model, variables, n_permutations=50, batch_size=20, false_positive_rate=0.1
-  )
-  return detector.fit(digits[:300], x_threshold=digits[300:500]), digits[500:540]
-
-
-def test_save_load_round_trip(fitted, tmp_path):
-  detector, x_in = fitted
+def test_save_load_round_trip(fitted_mmd, tmp_path):
+  detector, x_in = fitted_mmd
   path = detector.save(tmp_path / "det")
   loaded = InFlowDetector.load(path)
   assert loaded.model == detector.model and loaded.threshold_ == detector.threshold_
@@ -41,8 +28,8 @@ def _flip_middle_byte(path):
   path.write_bytes(bytes(data))
 
 
-def test_load_rejects_corrupt_saves(fitted, tmp_path):
-  detector, _ = fitted
+def test_load_rejects_corrupt_saves(fitted_mmd, tmp_path):
+  detector, _ = fitted_mmd
   path = detector.save(tmp_path / "det")
   files = [p for p in (path / "arrays").rglob("*") if p.is_file()]
   _flip_middle_byte(max(files, key=lambda p: ("d/" in str(p), p.stat().st_size)))

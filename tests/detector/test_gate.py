@@ -5,24 +5,12 @@ import jax
 import numpy as np
 import pytest
 
-from inflow_jax import InFlowDetector, data, gates
+from inflow_jax import data, gates
 from inflow_jax.detector.gate import gate_batches
-from inflow_jax.model import InFlow
 
 
-@pytest.fixture(scope="module")
-def combined():
-  digits = data.load_images("digits", "train")[0]
-  model = InFlow(num_blocks=2, width=8, paper_compat=True)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), digits[:2], 1.0)
-  detector = InFlowDetector(
-    model, variables, attention="combined", n_permutations=50, batch_size=10, n_components=2
-  )
-  return detector.fit(digits[:300], x_calibration=digits[300:500]), digits[500:]
-
-
-def test_each_test_and_the_combination_against_direct_calls(combined):
-  detector, x_in = combined
+def test_each_test_and_the_combination_against_direct_calls(fitted_combined):
+  detector, x_in = fitted_combined
   noise = data.load_images("uniform_noise", "test", max_images=6)[0]
   x = np.concatenate([x_in[:12], noise])  # batches of 6: two clean, one noise
   key = jax.random.PRNGKey(5)
@@ -45,8 +33,8 @@ def test_each_test_and_the_combination_against_direct_calls(combined):
   assert gate.attention[2] == 0.0
 
 
-def test_single_images_leave_the_mmd_test_out(combined):
-  detector, x_in = combined
+def test_single_images_leave_the_mmd_test_out(fitted_combined):
+  detector, x_in = fitted_combined
   gate = gate_batches(detector, x_in[:4], 1, jax.random.PRNGKey(0))
   assert np.all(np.isnan(gate.p_mmd)) and gate.p_combined.shape == (4,)
   assert np.all(np.isfinite(gate.p_combined))

@@ -5,25 +5,13 @@ import jax
 import numpy as np
 import pytest
 
-from inflow_jax import InFlowDetector, data
+from inflow_jax import data
 from inflow_jax.detector.gate import gate_batches
 from inflow_jax.detector.stream import window_bounds
-from inflow_jax.model import InFlow
 
 
-@pytest.fixture(scope="module")
-def combined():
-  digits = data.load_images("digits", "train")[0]
-  model = InFlow(num_blocks=2, width=8, paper_compat=True)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), digits[:2], 1.0)
-  detector = InFlowDetector(
-    model, variables, attention="combined", n_permutations=50, batch_size=10, n_components=2
-  )
-  return detector.fit(digits[:300], x_calibration=digits[300:500]), digits[500:]
-
-
-def test_an_outlier_that_comes_first_is_flagged(combined):
-  detector, x_in = combined
+def test_an_outlier_that_comes_first_is_flagged(fitted_combined):
+  detector, x_in = fitted_combined
   noise = data.load_images("uniform_noise", "test", max_images=1)[0]
   x = np.concatenate([noise, x_in[:11]])
   key = jax.random.PRNGKey(3)
