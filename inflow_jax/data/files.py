@@ -5,13 +5,13 @@ int64 labels or None. Unreadable files, wrong shapes and empty folders raise err
 """
 
 import pathlib
-import zipfile
 from typing import List, Optional, Tuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")
 
 
 def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
@@ -53,7 +53,14 @@ def check_uint8_images(images, *, name: str = "images") -> np.ndarray:
 def as_uint8_images(array: np.ndarray, where: str) -> np.ndarray:
   """uint8 NHWC as is; other integers in 0..255 cast; floats in [0, 1] -> round(255 x); checked."""
   array = np.asarray(array)
-  if array.dtype != np.uint8 and array.size and array.dtype != object:
+  if array.dtype.kind not in "uif":  # no min/max for strings, records, dates; bool, complex refused
+    raise ValueError(
+      f"{where}: images must be uint8, integers in 0..255 or floats in [0, 1]; "
+      f"got dtype {array.dtype}"
+    )
+  if not array.size:
+    array = array.astype(np.uint8)  # no values to convert: check_uint8_images names the shape
+  elif array.dtype != np.uint8:
     low, high = array.min(), array.max()
     if np.issubdtype(array.dtype, np.integer) and low >= 0 and high <= 255:
       array = array.astype(np.uint8)
@@ -109,7 +116,7 @@ def load_array_file(path: str, split: str, kind: str) -> Tuple[np.ndarray, Optio
   resolved = _existing(path)
   try:
     image_key, images, label_key, labels = _read_arrays(resolved, split, kind)
-  except (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as error:
+  except Exception as error:  # a corrupt file raises whatever numpy, zipfile, zlib or tokenize do
     raise ValueError(f"cannot read {resolved} as a .{kind} file of images: {error}") from error
   images = as_uint8_images(images, f"{resolved}[{image_key!r}]")
   if labels is not None:
@@ -125,9 +132,14 @@ def _read_image(path: pathlib.Path) -> Image.Image:
   try:
     with Image.open(path) as image:
       image.load()
-      return image
-  except (UnidentifiedImageError, OSError, SyntaxError) as error:
+  except Exception as error:  # a corrupt file: OSError, SyntaxError, DecompressionBombError, ...
     raise ValueError(f"cannot read image file {path}: {error}") from error
+  if image.mode not in EIGHT_BIT_MODES:  # 16-bit, 32-bit and float images would be clipped to 255
+    raise ValueError(
+      f"image file {path} has mode {image.mode!r}: only 8-bit images (modes "
+      f"{', '.join(EIGHT_BIT_MODES)}) are read; convert it to 8 bits first"
+    )
+  return image
 
 
 def folder_files(path: str, split: str) -> Tuple[List[pathlib.Path], Optional[np.ndarray]]:

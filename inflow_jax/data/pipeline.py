@@ -29,12 +29,15 @@ def preprocess(
   3.
   """
   images = check_uint8_images(images)
-  if not isinstance(image_size, (int, np.integer)) or image_size < 1:
+  if not _is_integer(image_size) or image_size < 1:
     raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
   if center_crop is not None:
     height, width = images.shape[1:3]
-    if not 0 < center_crop <= min(height, width):
-      raise ValueError(f"center_crop {center_crop} does not fit images of {height}x{width}")
+    if not _is_integer(center_crop) or not 0 < center_crop <= min(height, width):
+      raise ValueError(
+        f"center_crop must be an integer in [1, {min(height, width)}] to fit images of "
+        f"{height}x{width}, got {center_crop!r}"
+      )
     top, left = int(round((height - center_crop) / 2.0)), int(round((width - center_crop) / 2.0))
     images = images[:, top : top + center_crop, left : left + center_crop]
   if images.shape[1:3] != (image_size, image_size):
@@ -43,6 +46,11 @@ def preprocess(
   if x.shape[-1] == 1:
     x = np.repeat(x, 3, axis=-1)
   return x
+
+
+def _is_integer(value) -> bool:
+  """A Python or numpy integer, not a bool (True is no image size)."""
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def load_images(

@@ -75,7 +75,7 @@ def score_batches(
     if mmd_state is None
     else dict(spatial=mmd_state.image_shape[:2], channels=mmd_state.image_shape[2])
   )
-  check_images(x, name="x", value_range=(0.0, 1.0), **shape)
+  x = check_images(x, name="x", value_range=(0.0, 1.0), **shape)
   starts, p_values, flagged = _tests(mmd_state, x, batch_size, key, first_batch)
   n, n_batches = x.shape[0], starts.size - 1
   batch_index = np.repeat(np.arange(n_batches), np.diff(starts))

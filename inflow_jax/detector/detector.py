@@ -44,7 +44,7 @@ that went through `preprocess` already and skip the checks (for callers that che
 once).
 """
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -59,7 +59,7 @@ from inflow_jax.model import InFlow
 from inflow_jax.model.density import (
   make_score_fn,
 )
-from inflow_jax.utils.checks import check_images, check_test_size
+from inflow_jax.utils.checks import check_test_size
 
 
 class InFlowDetector(DetectorScoring):
@@ -122,6 +122,7 @@ class InFlowDetector(DetectorScoring):
     self.mmd_state_: Optional[gates.MMDState] = None
     self.conformal_state_: Optional[gates.ConformalState] = None
     self.threshold_: Optional[float] = None
+    self.image_shape_: Optional[Tuple[int, int, int]] = None
     self._score_fn = make_score_fn(model, variables, convention)
 
   @classmethod
@@ -160,15 +161,23 @@ class InFlowDetector(DetectorScoring):
     """The mean-shift test's components where the gate has one (the combined kind), else None."""
     return self.mean_shift_components if self.attention == "combined" else None
 
+  @property
+  def image_shape(self) -> Optional[Tuple[int, int, int]]:
+    """(H, W, C) of the images the detector was fitted on, which it scores (None before fit)."""
+    if self.image_shape_ is None and self.mmd_state_ is not None:
+      return tuple(self.mmd_state_.image_shape)
+    return self.image_shape_
+
   def preprocess(self, x, name: str = "x", min_batch: int = 1) -> np.ndarray:
-    """Checks x (N, H, W, C) float in [0, 1] and applies the detector's preprocessing (JPEG)."""
-    x = np.asarray(
-      check_images(x, name=name, min_batch=min_batch, value_range=(0.0, 1.0)), np.float32
-    )
+    """Checks x (N, H, W, C) float in [0, 1] (of `image_shape` once fitted) and applies the
+    detector's preprocessing (JPEG); float32, C-contiguous."""
+    x = fitting.checked_images(x, name, min_batch, self.image_shape)
     return x if self.jpeg_quality is None else jpeg_round_trip(x, self.jpeg_quality)
 
   def _prepared(self, x, preprocessed: bool, min_batch: int = 1, name: str = "x") -> np.ndarray:
-    return np.asarray(x, np.float32) if preprocessed else self.preprocess(x, name, min_batch)
+    if preprocessed:
+      return np.ascontiguousarray(x, np.float32)
+    return self.preprocess(x, name, min_batch)
 
   def fit(
     self,
@@ -203,8 +212,9 @@ class InFlowDetector(DetectorScoring):
         x_calibration, the density is fitted on instead of x_ref: more of the flow's training
         images (more images support more mixture components) or unseen ones (`gates.conformal`).
     """
-    prepare = fitting.checked_images if preprocessed else self.preprocess
-    x_ref = prepare(x_ref, "x_ref", min_batch=2)
+    x_ref, prepare = fitting.prepare_inputs(self, x_ref, preprocessed)
+    if x_threshold is not None and not self.uses_conformal:  # checked before anything is fitted
+      x_threshold = prepare(x_threshold, "x_threshold", min_batch=2)
     if conformal_state is not None:
       fitting.check_conformal_state(self, conformal_state, x_density)
     elif self.uses_conformal:
@@ -223,8 +233,8 @@ class InFlowDetector(DetectorScoring):
         self, x_ref, x_calibration, x_density
       )
     else:
-      x_threshold = x_ref if x_threshold is None else prepare(x_threshold, "x_threshold")
-      self.threshold_ = fitting.threshold(self, x_threshold)
+      self.threshold_ = fitting.threshold(self, x_ref if x_threshold is None else x_threshold)
+    self.image_shape_ = tuple(int(s) for s in x_ref.shape[1:])
     return self
 
   def save(self, directory):

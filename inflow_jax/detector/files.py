@@ -2,12 +2,13 @@
 SHA-256 manifest (`inflow_jax.utils.integrity`).
 
 config.json: the model's constructor arguments, the detector's settings (attention kind, level,
-JPEG quality, ...), the threshold, the encoder's static fields, the MMD test's image shape and the
-conformal state's static fields. arrays: the flow's variables, the encoder's parameters, the MMD
-reference statistics ("mmd" and "combined"), the density's arrays and the calibration scores
-("conformal" and "combined"), the mean-shift test's whitening and pool ("combined"). Detectors saved
-before the attention kinds existed load as "mmd"; "combined" ones saved before the mean-shift test
-load without it (their gate: the conformal and MMD tests).
+JPEG quality, ...), the threshold, the fitted images' shape, the encoder's static fields, the MMD
+test's image shape and the conformal state's static fields. arrays: the flow's variables, the
+encoder's parameters, the MMD reference statistics ("mmd" and "combined"), the density's arrays and
+the calibration scores ("conformal" and "combined"), the mean-shift test's whitening and pool
+("combined"). Detectors saved before the attention kinds existed load as "mmd"; "combined" ones
+saved before the mean-shift test load without it (their gate: the conformal and MMD tests); those
+saved before the fitted images' shape was stored check the MMD test's shape only.
 """
 
 import dataclasses
@@ -105,6 +106,7 @@ def save_detector(detector, directory) -> pathlib.Path:
     "model": model_config(detector.model),
     "settings": {k: getattr(detector, k) for k in SETTINGS},
     "threshold": detector.threshold_,
+    "image_shape": None if detector.image_shape is None else list(detector.image_shape),
     "encoder": {k: getattr(detector.encoder, k) for k in ENCODER_FIELDS},
   }
   if detector.mmd_state_ is not None:
@@ -173,4 +175,6 @@ def load_detector(cls, directory):
       **meta["conformal"],
     )
   detector.threshold_ = meta["threshold"]
+  if meta.get("image_shape") is not None:  # absent in detectors saved before it was
+    detector.image_shape_ = tuple(meta["image_shape"])
   return detector

@@ -3,11 +3,14 @@
 Each takes the detector (for its settings) and returns what `fit` stores; none changes it.
 """
 
+import functools
 import itertools
 
+import jax
 import numpy as np
 
 from inflow_jax import gates, training
+from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.detector.batch_scores import score_batches
 from inflow_jax.detector.files import check_finite_variables
 from inflow_jax.model.density import CONVENTIONS
@@ -30,11 +33,36 @@ def check_settings(attention, convention, batch_test, combination, false_positiv
     raise ValueError(f"false_positive_rate must lie in (0, 1), got {false_positive_rate}")
 
 
-def checked_images(x, name: str, min_batch: int = 1) -> np.ndarray:
-  """x checked as float NHWC images in [0, 1], as float32 (no preprocessing)."""
-  return np.asarray(
-    check_images(x, name=name, min_batch=min_batch, value_range=(0.0, 1.0)), np.float32
+def checked_images(x, name: str, min_batch: int = 1, image_shape=None) -> np.ndarray:
+  """x checked as float NHWC images in [0, 1] (of image_shape (H, W, C) when given), as C-contiguous
+  float32 (no preprocessing)."""
+  x = check_images(
+    x, name=name, min_batch=min_batch, value_range=(0.0, 1.0), **shape_checks(image_shape)
   )
+  return np.ascontiguousarray(x, np.float32)
+
+
+def shape_checks(image_shape) -> dict:
+  """`check_images`'s arguments that require images of image_shape (H, W, C); {} for None."""
+  return {} if image_shape is None else dict(spatial=image_shape[:2], channels=image_shape[2])
+
+
+def prepare_inputs(detector, x_ref, preprocessed: bool):
+  """(x_ref checked and preprocessed, `prepare(x, name, min_batch=1)`: the same for fit's other
+  images, which must have x_ref's image shape). preprocessed: skip the JPEG round trip."""
+
+  def prepare(x, name: str, min_batch: int = 1, image_shape=None) -> np.ndarray:
+    x = checked_images(x, name, min_batch, image_shape)
+    if preprocessed or detector.jpeg_quality is None:
+      return x
+    return jpeg_round_trip(x, detector.jpeg_quality)
+
+  x_ref = prepare(x_ref, "x_ref", min_batch=2)
+  try:  # the flow's own check (channels, size) on one image, traced only
+    jax.eval_shape(lambda x: detector.model.apply(detector.variables, x, 1.0), x_ref[:1])
+  except ValueError as error:
+    raise ValueError(f"x_ref (shape {x_ref.shape}) does not fit the flow: {error}") from error
+  return x_ref, functools.partial(prepare, image_shape=x_ref.shape[1:])
 
 
 def check_conformal_state(detector, state, x_density) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from inflow_jax import gates
 from inflow_jax.detector.batch_scores import BatchScores, score_batches
+from inflow_jax.detector.fitting import shape_checks
 from inflow_jax.detector.gate import GatePValues, gate_batches
 from inflow_jax.detector.stream import score_stream
 from inflow_jax.model.density import flow_scores, make_sharded_score_fn, scores_from_terms
@@ -131,7 +132,7 @@ class DetectorScoring:
     there is that of z = x with log_det 0). mesh: ("mmd") split the flow over its devices."""
     self._check_fitted()
     if preprocessed:
-      x = check_images(x, name="x", min_batch=2)
+      x = check_images(x, name="x", min_batch=2, **shape_checks(self.image_shape))
     else:
       x = self.preprocess(x, min_batch=2)
     key = self._key(key)

@@ -91,7 +91,7 @@ def check_calibration(
   of `others` (name -> images or None)."""
   if len(x_calibration) * level < 1.0:
     raise ValueError(
-      f"{len(x_calibration)} calibration images cannot reach level {level}: the "
+      f"x_calibration: {len(x_calibration)} calibration images cannot reach level {level}: the "
       f"smallest conformal p-value is 1/(1 + n); give at least {int(np.ceil(1 / level))}"
     )
   check_disjoint(

@@ -138,7 +138,7 @@ class Embedder:
     return RandomEncoder(features=self.features, embedding_dim=self.embedding_dim)
 
   def __call__(self, x: Array) -> Array:
-    check_images(x, name="x", channels=3, spatial=(32, 32), min_batch=1, value_range=(0.0, 1.0))
+    x = check_images(x, name="x", channels=3, spatial=(32, 32), value_range=(0.0, 1.0))
     return _embed(self, x)
 
   def embed_traced(self, x: Array) -> Array:

@@ -83,7 +83,7 @@ def mean_pool(x):
 
 def half_resolution(x: np.ndarray) -> np.ndarray:
   """(N, H // 2, W // 2, C): `mean_pool(x)` rounded to 8 bits."""
-  return np.round(mean_pool(x) * 255.0) / 255.0
+  return np.round(mean_pool(np.ascontiguousarray(x)) * 255.0) / 255.0  # the same for any layout
 
 
 def complexity_bits(x: np.ndarray) -> np.ndarray:

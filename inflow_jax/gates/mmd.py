@@ -204,7 +204,7 @@ def mmd_test(state: MMDState, x: Array, key: Array) -> MMDResult:
     descending at index int(level * P); attention = 1.0 if p_value >= level else 0.0.
   """
   _check_has_encoder(state)
-  check_images(
+  x = check_images(
     x,
     name="x",
     spatial=state.image_shape[:2],

@@ -94,9 +94,12 @@ def fit_mmd(
   Returns:
     an `MMDState` pytree. Its memory is O(n d): see `MMDState.nbytes`.
   """
-  check_images(x_ref, name="x_ref", min_batch=2, value_range=(0.0, 1.0))
+  x_ref = check_images(x_ref, name="x_ref", min_batch=2, value_range=(0.0, 1.0))
   embed = _as_pytree_callable(embed)
-  emb = np.asarray(embed(x_ref), np.float32)
+  try:
+    emb = np.asarray(embed(x_ref), np.float32)
+  except ValueError as error:  # the encoder's own check names its argument x
+    raise ValueError(f"embed cannot take x_ref of shape {x_ref.shape}: {error}") from error
   if emb.ndim != 2 or emb.shape[0] != x_ref.shape[0]:
     raise ValueError(
       f"embed must map (n, H, W, C) images to (n, d), got {emb.shape} for n = {x_ref.shape[0]}"

@@ -27,7 +27,8 @@ def check_images(
   min_batch: int = 1,
   value_range: Optional[Sequence[float]] = None,
 ):
-  """Checks a batch of NHWC float images and returns it unchanged.
+  """Checks a batch of NHWC float images and returns it: unchanged, or in native byte order when it
+  is a big-endian numpy array (`np.dtype(">f4")`: JAX reads its bytes as native ones, NaN).
 
   Args:
     x: array of shape (B, H, W, C).
@@ -56,6 +57,8 @@ def check_images(
     raise ValueError(f"{name} must be {spatial[0]}x{spatial[1]} images, got shape {tuple(shape)}")
   if shape[0] < min_batch:
     raise ValueError(f"{name} must hold at least {min_batch} image(s), got a batch of {shape[0]}")
+  if 0 in tuple(shape[1:]):
+    raise ValueError(f"{name} must hold non-empty images (H, W, C >= 1), got shape {tuple(shape)}")
   if is_concrete(x):
     values = np.asarray(x)
     if not np.all(np.isfinite(values)):
@@ -67,12 +70,18 @@ def check_images(
           f"{name} must lie in [{low}, {high}], got values in "
           f"[{values.min():.4g}, {values.max():.4g}]"
         )
+  if isinstance(x, np.ndarray) and not x.dtype.isnative:
+    return x.astype(x.dtype.newbyteorder("="))
   return x
 
 
 def check_attention(attention, batch_size: int, *, name: str = "attention"):
-  """Checks an attention value: a scalar or a (B,) array, in [0, 1] when concrete."""
-  shape = tuple(getattr(attention, "shape", ()))
+  """Checks an attention value: a real scalar or a (B,) array, in [0, 1] when concrete."""
+  if is_concrete(attention):
+    kind = np.asarray(attention).dtype.kind
+    if kind not in "biuf":
+      raise TypeError(f"{name} must be a real number or array of them, got {attention!r}")
+  shape = tuple(np.shape(attention))
   if shape not in ((), (batch_size,)):
     raise ValueError(f"{name} must be a scalar or have shape ({batch_size},), got shape {shape}")
   if is_concrete(attention):
