@@ -141,3 +141,16 @@ def mmd_test_size(level, n_permutations):
   """The exact size of the MMD permutation test: P(p < level) under the null, where the p-value is
   uniform on {1, ..., P + 1} / (P + 1) (e.g. 5/101 at level 0.05 with P = 100)."""
   return (np.ceil(level * (n_permutations + 1)) - 1) / (n_permutations + 1)
+
+
+def apply_with_grads(layer, x):
+  """(y, log_det, variables, grads) of a freshly initialised layer at a = 1, with the gradient of
+  sum(y^2) with respect to its variables (one jitted call): does a zero-initialised layer learn?"""
+  variables = fast_jit(layer.init)(jax.random.PRNGKey(0), x, 1.0)
+  (y, log_det), grads = fast_jit(
+    lambda v: (
+      layer.apply(v, x, 1.0),
+      jax.grad(lambda v: jnp.sum(layer.apply(v, x, 1.0)[0] ** 2))(v),
+    )
+  )(variables)
+  return y, log_det, variables, grads

@@ -8,7 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ATTENTION_ROWS, LAYER_INPUT, coupling_case, fast_jit, random_images, to_x64
+from helpers import (
+  ATTENTION_ROWS,
+  LAYER_INPUT,
+  apply_with_grads,
+  coupling_case,
+  fast_jit,
+  random_images,
+  to_x64,
+)
 
 from inflow_jax.flows import AttentionCoupling, subnet
 from inflow_jax.flows.coupling import CLAMP_SLOPE
@@ -105,13 +113,7 @@ def test_paper_compat_log_det_is_not_gated():
 def test_zero_init_coupling_starts_as_the_identity_and_still_learns():
   x = jnp.asarray(LAYER_INPUT)
   layer = AttentionCoupling(width=8, zero_init=True)
-  variables = fast_jit(layer.init)(jax.random.PRNGKey(0), x, 1.0)
-  (y, log_det), grads = fast_jit(
-    lambda v: (
-      layer.apply(v, x, 1.0),
-      jax.grad(lambda v: jnp.sum(layer.apply(v, x, 1.0)[0] ** 2))(v),
-    )
-  )(variables)
+  y, log_det, variables, grads = apply_with_grads(layer, x)
   np.testing.assert_array_equal(y, x)
   np.testing.assert_array_equal(log_det, 0.0)
   first = variables["params"]["subnet_s1"]

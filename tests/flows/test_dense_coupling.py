@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import check_inverse_and_jacobian, fast_jit
+from helpers import apply_with_grads, check_inverse_and_jacobian, fast_jit
 
 from inflow_jax.flows import DenseAttentionCoupling, Permutation
 from inflow_jax.flows.coupling import CLAMP_SLOPE
@@ -115,13 +115,7 @@ def test_zero_attention_is_the_identity_and_scalar_is_its_broadcast():
 def test_zero_init_starts_as_the_identity_and_still_learns():
   layer = DenseAttentionCoupling(width=8, two_sided=True)
   x = jnp.asarray(X)
-  variables = fast_jit(layer.init)(jax.random.PRNGKey(0), x, 1.0)
-  (y, log_det), grads = fast_jit(
-    lambda v: (
-      layer.apply(v, x, 1.0),
-      jax.grad(lambda v: jnp.sum(layer.apply(v, x, 1.0)[0] ** 2))(v),
-    )
-  )(variables)
+  y, log_det, variables, grads = apply_with_grads(layer, x)
   np.testing.assert_array_equal(y, X)
   np.testing.assert_array_equal(log_det, 0.0)
   for name in ("subnet_1", "subnet_2"):
