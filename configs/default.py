@@ -92,6 +92,7 @@ def train_config() -> ml_collections.ConfigDict:
     dict(
       num_steps=200 * 100,  # 200 epochs x 100 steps
       batch_size=250,
+      optimizer="adam",  # 'adam' (PyTorch's, coupled L2) or 'sgd' (Nesterov momentum b1)
       learning_rate=1e-4,
       b1=0.8,
       b2=0.99,
@@ -195,6 +196,7 @@ def adversarial_config() -> ml_collections.ConfigDict:
       train=dict(
         num_steps=1500,
         batch_size=100,
+        optimizer="adam",
         learning_rate=1e-3,
         b1=0.9,
         b2=0.999,
@@ -212,6 +214,42 @@ def adversarial_config() -> ml_collections.ConfigDict:
   )
 
 
+def encoder_config() -> ml_collections.ConfigDict:
+  """`config.encoder`: the in-distribution encoder (`inflow_jax.model.ClassifierEncoder`) trained by
+  the job on the training images and labels (RotPred: classes + rotations; no labels: rotations),
+  and its SGD recipe (`inflow_jax.training.encoder`)."""
+  return ml_collections.ConfigDict(
+    dict(
+      enabled=False,
+      model=dict(num_classes=10, stem_width=32, widths=(48, 192, 192)),
+      label_smoothing=0.2,
+      rotation_weight=0.5,  # weight of the rotation-prediction loss
+      rotation_fraction=0.25,  # share of each batch also passed turned by k * 90 degrees
+      translate=2,  # random translation (pixels, reflected) of the augmentation; 0: flips only
+      train=dict(
+        optimizer="sgd",
+        num_steps=1950,  # 10 epochs of 50,000 images
+        batch_size=256,
+        learning_rate=0.2,
+        b1=0.9,  # Nesterov momentum
+        b2=0.999,  # (Adam only)
+        eps=1e-8,  # (Adam only)
+        weight_decay=5e-4,
+        warmup_steps=195,
+        schedule="wsd",
+        decay_steps=1755,  # linear decay to 0 after the warm-up
+        clip_norm=ml_collections.config_dict.placeholder(float),
+        ema_decay=ml_collections.config_dict.placeholder(float),
+        skip_factor=ml_collections.config_dict.placeholder(float),
+        log_every=25,
+        eval_every=325,
+        checkpoint_every=100,
+        keep_checkpoints=2,
+      ),
+    )
+  )
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -224,4 +262,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.attention = attention_config()
   config.eval = eval_config()
   config.adversarial = adversarial_config()
+  config.encoder = encoder_config()
   return config

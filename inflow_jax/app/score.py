@@ -16,10 +16,11 @@ CSV. `--stream` gates each image as it arrives: by the window of the last `batch
 
 The CSV (`DIR/scores.csv` by default, LF line endings) has one row per image: index, path (folders
 only), score, batch_p_value (the p-value of the image's batch, or of its window), image_p_value (the
-image's own conformal p-value; NaN for the paper's gate), attention, is_ood, tested_by (what tested
-the image: its batch, whose verdict holds for all of its images with the paper's gate, or also its
-own p-value). It is written to a temporary file and renamed. Bad input raises `ScoreError`, whose
-one-line message run.py prints.
+image's own conformal p-value; NaN for the paper's gate), attention (the flow's a: 0 where the batch
+or the image was flagged), is_ood (the verdict: with a conformal gate the image's own, p < level,
+whatever its neighbours; with the paper's gate its batch's), batch_is_ood (the batch's or window's
+verdict), tested_by (what the verdict rests on). It is written to a temporary file and renamed.
+Bad input raises `ScoreError`, whose one-line message run.py prints.
 """
 
 import csv
@@ -114,7 +115,8 @@ def _score_block(
     "batch_p_value": result.p_values[result.batch_index],
     "image_p_value": np.full(len(x), np.nan) if image_p is None else image_p,
     "attention": result.attention,
-    "is_ood": detector.decide(result.attention, result.scores),
+    "is_ood": detector.decide(result.attention, result.scores, image_p),
+    "batch_is_ood": result.flagged[result.batch_index].astype(np.int64),
     "batch": first_batch + result.batch_index,
     "tested_by": _tested_by(detector, np.diff(result.batch_starts)[result.batch_index]),
   }
@@ -124,7 +126,7 @@ def _tested_by(detector, batch_sizes: np.ndarray) -> np.ndarray:
   """What tested each image in batch mode: its batch and, with a conformal gate, its own p-value."""
   if detector.conformal_state_ is None:
     return np.array([f"batch of {m} images (a verdict per batch)" for m in batch_sizes])
-  return np.array([f"batch of {m} images and its own p-value" for m in batch_sizes])
+  return np.array([f"its own p-value (batch of {m} beside)" for m in batch_sizes])
 
 
 def score_in_batches(
@@ -153,8 +155,8 @@ def score_in_batches(
       block["index"] = np.arange(starts[first], starts[last + 1])
       parts.append(block)
       bar.update(len(block["index"]))
-  names = ("index", "score", "batch_p_value", "image_p_value", "attention", "is_ood", "batch",
-           "tested_by")  # fmt: skip
+  names = ("index", "score", "batch_p_value", "image_p_value", "attention", "is_ood",
+           "batch_is_ood", "batch", "tested_by")  # fmt: skip
   return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in names}
 
 
@@ -166,7 +168,8 @@ def write_csv(
   names = (
     ["index"]
     + (["path"] if paths is not None else [])
-    + ["score", "batch_p_value", "image_p_value", "attention", "is_ood", "tested_by"]
+    + ["score", "batch_p_value", "image_p_value", "attention", "is_ood", "batch_is_ood"]
+    + ["tested_by"]
   )
   with tmp.open("w", newline="") as f:
     writer = csv.writer(f, lineterminator="\n")
@@ -175,7 +178,8 @@ def write_csv(
       index = int(columns["index"][i])
       row = [index] + ([paths[index]] if paths is not None else [])
       row += [f"{columns[k][i]:.6g}" for k in ("score", "batch_p_value", "image_p_value")]
-      row += [f"{columns['attention'][i]:g}", int(columns["is_ood"][i]), columns["tested_by"][i]]
+      row += [f"{columns['attention'][i]:g}", int(columns["is_ood"][i])]
+      row += [int(columns["batch_is_ood"][i]), columns["tested_by"][i]]
       writer.writerow(row)
   os.replace(tmp, path)
 

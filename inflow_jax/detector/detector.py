@@ -55,7 +55,9 @@ from inflow_jax.detector.files import check_finite_variables, load_detector, sav
 from inflow_jax.detector.scoring import DetectorScoring
 from inflow_jax.gates.encoder import Embedder, make_encoder
 from inflow_jax.gates.mean_shift import check_components as check_mean_shift_components
+from inflow_jax.gates.semantic import check_statistics
 from inflow_jax.model import InFlow
+from inflow_jax.model.classifier_encoder import TrainedEncoder
 from inflow_jax.model.density import (
   make_score_fn,
 )
@@ -82,6 +84,11 @@ class InFlowDetector(DetectorScoring):
       the combined gate without it.
     jpeg_quality: None, or the JPEG round trip every input goes through first.
     seed: seed of the encoder (when not given), the density fit and the permutation tests.
+    trained_encoder: ("conformal", "combined") an in-distribution encoder
+      (`inflow_jax.model.TrainedEncoder`: a trained `ClassifierEncoder` and its variables, or your
+      own Flax module with the same outputs) whose statistics join the flow's in the per-image
+      density (`inflow_jax.gates.semantic`); `class_logits` then gives its predictions.
+    semantic_statistics: which of them (`inflow_jax.gates.semantic.STATISTICS`).
   """
 
   def __init__(
@@ -102,8 +109,12 @@ class InFlowDetector(DetectorScoring):
     mean_shift_components: Optional[int] = 64,
     jpeg_quality: Optional[int] = None,
     seed: int = 0,
+    trained_encoder: Optional[TrainedEncoder] = None,
+    semantic_statistics=("feature_nll",),
   ):
     fitting.check_settings(attention, convention, batch_test, combination, false_positive_rate)
+    self.trained_encoder = fitting.check_trained_encoder(trained_encoder, attention)
+    self.semantic_statistics = check_statistics(semantic_statistics)
     if batch_size < 2:
       raise ValueError(
         f"batch_size must be >= 2 (the attention test needs 2 images), got {batch_size}"
@@ -191,6 +202,7 @@ class InFlowDetector(DetectorScoring):
     conformal_state: Optional[gates.ConformalState] = None,
     preprocessed: bool = False,
     x_density=None,
+    x_features=None,
   ) -> "InFlowDetector":
     """Fits the attention (and threshold); optionally trains the flow on x_train first.
 
@@ -211,6 +223,8 @@ class InFlowDetector(DetectorScoring):
       x_density: ("conformal", "combined") optional in-distribution images, disjoint from
         x_calibration, the density is fitted on instead of x_ref: more of the flow's training
         images (more images support more mixture components) or unseen ones (`gates.conformal`).
+      x_features: (with a trained encoder) the images whose encoder features the feature flow is
+        trained on (default: x_density, else x_ref), e.g. the encoder's training images.
     """
     x_ref, prepare = fitting.prepare_inputs(self, x_ref, preprocessed)
     if x_threshold is not None and not self.uses_conformal:  # checked before anything is fitted
@@ -223,6 +237,10 @@ class InFlowDetector(DetectorScoring):
       )
     elif x_density is not None:
       raise ValueError("x_density is for the conformal density; attention='mmd' has none")
+    if x_features is not None:
+      if self.trained_encoder is None:
+        raise ValueError("x_features trains the feature flow of a trained encoder; none was given")
+      x_features = prepare(x_features, "x_features", min_batch=2)
     if x_train is not None:
       self.variables, self.train_losses_ = fitting.train_flow(self, x_train, config)
       self._score_fn = make_score_fn(self.model, self.variables, self.convention)
@@ -230,7 +248,7 @@ class InFlowDetector(DetectorScoring):
       self.mmd_state_ = fitting.mmd_test(self, x_ref, mmd_state)
     if self.uses_conformal:
       self.conformal_state_ = conformal_state or fitting.conformal_test(
-        self, x_ref, x_calibration, x_density
+        self, x_ref, x_calibration, x_density, x_features
       )
     else:
       self.threshold_ = fitting.threshold(self, x_ref if x_threshold is None else x_threshold)

@@ -25,7 +25,10 @@ from inflow_jax.gates import ConformalState, MeanShiftState
 from inflow_jax.gates.encoder import Embedder
 from inflow_jax.gates.features import n_features
 from inflow_jax.gates.mmd import MMDState
-from inflow_jax.model import InFlow
+from inflow_jax.gates.semantic import SemanticState
+from inflow_jax.model import FeatureFlow, InFlow
+from inflow_jax.model.classifier_encoder import ClassifierEncoder, TrainedEncoder
+from inflow_jax.training.feature_flow import FittedFeatureFlow
 from inflow_jax.utils import integrity
 from inflow_jax.utils.stored_config import tuples_from_json
 
@@ -42,7 +45,11 @@ SETTINGS = (
   "mean_shift_components",
   "jpeg_quality",
   "seed",
+  "semantic_statistics",
 )
+# the layout of config.json and arrays/: 2 added the trained encoder and the feature flow; a
+# detector saved by a newer version is refused (its arrays may mean something else)
+FORMAT_VERSION = 2
 MEAN_SHIFT_ARRAYS = ("mean", "projection", "pool")
 MMD_ARRAYS = (
   "reference",
@@ -55,7 +62,8 @@ MMD_ARRAYS = (
 ENCODER_FIELDS = ("features", "embedding_dim", "chunk_size", "early_chunk_size", "early_layers")
 
 
-def model_config(model: InFlow) -> Dict[str, Any]:
+def model_config(model) -> Dict[str, Any]:
+  """The constructor arguments of a flax module (InFlow, ClassifierEncoder, FeatureFlow)."""
   return {
     f.name: getattr(model, f.name)
     for f in dataclasses.fields(model)
@@ -103,6 +111,7 @@ def save_detector(detector, directory) -> pathlib.Path:
     raise FileExistsError(f"{directory} exists; save into a new directory")
   arrays = {"variables": detector.variables, "encoder": detector.encoder.params}
   meta = {
+    "format_version": FORMAT_VERSION,
     "model": model_config(detector.model),
     "settings": {k: getattr(detector, k) for k in SETTINGS},
     "threshold": detector.threshold_,
@@ -112,9 +121,15 @@ def save_detector(detector, directory) -> pathlib.Path:
   if detector.mmd_state_ is not None:
     arrays["mmd"] = {k: getattr(detector.mmd_state_, k) for k in MMD_ARRAYS}
     meta["mmd"] = {"image_shape": list(detector.mmd_state_.image_shape)}
+  if detector.trained_encoder is not None:
+    arrays["trained_encoder"], meta["trained_encoder"] = _encoder_entry(detector.trained_encoder)
   if detector.conformal_state_ is not None:
     state = detector.conformal_state_
     arrays["conformal"] = {"density": state.density, "calibration_scores": state.calibration_scores}
+    if state.semantic is not None:
+      flow = state.semantic.feature_flow
+      arrays["feature_flow"] = {"variables": flow.variables, "mean": flow.mean, "std": flow.std}
+      meta["feature_flow"] = model_config(flow.model)
     meta["conformal"] = {"level": state.level, "batch_test": state.batch_test}
     if state.mean_shift is not None:
       arrays["mean_shift"] = {k: getattr(state.mean_shift, k) for k in MEAN_SHIFT_ARRAYS}
@@ -125,6 +140,41 @@ def save_detector(detector, directory) -> pathlib.Path:
   (directory / "config.json").write_text(json.dumps(meta, indent=2))
   integrity.write_manifest(directory)
   return directory
+
+
+def _encoder_entry(trained_encoder) -> tuple:
+  if not isinstance(trained_encoder.model, ClassifierEncoder):
+    raise TypeError(
+      "only detectors whose trained encoder is an inflow_jax.model.ClassifierEncoder can be "
+      f"saved (got {type(trained_encoder.model).__name__}); save your encoder's weights yourself"
+    )
+  config = model_config(trained_encoder.model)
+  config["widths"] = list(config["widths"])
+  return trained_encoder.variables, config
+
+
+def _semantic_state(meta, arrays, directory, statistics):
+  """(TrainedEncoder or None, SemanticState or None) of a saved detector, checked against each
+  other."""
+  if "trained_encoder" not in arrays:
+    return None, None
+  settings = {k: tuples_from_json(v) for k, v in meta["trained_encoder"].items()}
+  encoder = TrainedEncoder(ClassifierEncoder(**settings), arrays["trained_encoder"])
+  if "feature_flow" not in arrays:
+    return encoder, None
+  saved = arrays["feature_flow"]
+  if saved["mean"].shape[0] != encoder.model.widths[-1]:
+    raise ValueError(
+      f"{directory}: the saved feature flow takes {saved['mean'].shape[0]} features, the encoder "
+      f"gives {encoder.model.widths[-1]}: the detector's files do not belong together"
+    )
+  flow = FittedFeatureFlow(
+    FeatureFlow(**{k: tuples_from_json(v) for k, v in meta["feature_flow"].items()}),
+    saved["variables"],
+    np.asarray(saved["mean"]),
+    np.asarray(saved["std"]),
+  )
+  return encoder, SemanticState(encoder.model, encoder.variables, flow, tuple(statistics))
 
 
 def load_detector(cls, directory):
@@ -139,12 +189,28 @@ def load_detector(cls, directory):
     if reason is not None:
       raise ValueError(f"{directory}: the saved detector is corrupt: {reason}")
   meta = _read_config(directory / "config.json")
+  version = meta.get("format_version", 1)
+  if not isinstance(version, int) or version > FORMAT_VERSION:
+    raise ValueError(
+      f"{directory} was saved by a newer inflow_jax (detector format {version}; this version "
+      f"reads up to {FORMAT_VERSION}): upgrade inflow_jax to load it"
+    )
   arrays = _restore_as_numpy(directory / "arrays")
+  settings = dict(meta["settings"])
+  statistics = settings.pop("semantic_statistics", ["feature_nll"])
+  trained_encoder, semantic = _semantic_state(meta, arrays, directory, statistics)
   model = InFlow(**{k: tuples_from_json(v) for k, v in meta["model"].items()})
   fields = {k: meta["encoder"][k] for k in ENCODER_FIELDS if k in meta["encoder"]}
   fields["features"] = tuple(fields["features"])
   encoder = Embedder(params=arrays["encoder"], **fields)
-  detector = cls(model, arrays["variables"], encoder=encoder, **meta["settings"])
+  detector = cls(
+    model,
+    arrays["variables"],
+    encoder=encoder,
+    trained_encoder=trained_encoder,
+    semantic_statistics=statistics,
+    **settings,
+  )
   if "mmd" in arrays:
     detector.mmd_state_ = MMDState(
       embed=encoder,
@@ -155,11 +221,12 @@ def load_detector(cls, directory):
     )
   if "conformal" in arrays:
     density = {k: np.asarray(v) for k, v in arrays["conformal"]["density"].items()}
-    if density["mean"].shape[0] != n_features(model):
+    expected = n_features(model) + (0 if semantic is None else len(semantic.statistics))
+    if density["mean"].shape[0] != expected:
       raise ValueError(
         f"{directory}: the saved density takes {density['mean'].shape[0]} features per "
-        f"image but this version computes {n_features(model)} for this flow "
-        "(inflow_jax.gates.features): fit the detector again"
+        f"image but this version computes {expected} for this flow "
+        "(inflow_jax.gates.features, gates.semantic): fit the detector again"
       )
     mean_shift = None
     if "mean_shift" in arrays:
@@ -172,6 +239,7 @@ def load_detector(cls, directory):
       density=density,
       calibration_scores=np.asarray(arrays["conformal"]["calibration_scores"]),
       mean_shift=mean_shift,
+      semantic=semantic,
       **meta["conformal"],
     )
   detector.threshold_ = meta["threshold"]

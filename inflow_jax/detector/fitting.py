@@ -13,6 +13,8 @@ from inflow_jax import gates, training
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.detector.batch_scores import score_batches
 from inflow_jax.detector.files import check_finite_variables
+from inflow_jax.gates.semantic import fit_semantic
+from inflow_jax.model.classifier_encoder import TrainedEncoder
 from inflow_jax.model.density import CONVENTIONS
 from inflow_jax.utils.checks import check_images
 
@@ -133,8 +135,38 @@ def mmd_test(detector, x_ref, mmd_state):
   return mmd_state
 
 
-def conformal_test(detector, x_ref, x_calibration, x_density):
-  """The conformal state: density on x_density (None: x_ref), calibrated on x_calibration."""
+def check_trained_encoder(trained_encoder, attention: str):
+  """The trained encoder, or None; it needs a conformal kind (its statistics join that density)."""
+  if trained_encoder is None:
+    return None
+  if not isinstance(trained_encoder, TrainedEncoder):
+    raise TypeError(
+      "trained_encoder must be an inflow_jax.model.TrainedEncoder(model, variables), got "
+      f"{type(trained_encoder).__name__}"
+    )
+  if attention == "mmd":
+    raise ValueError(
+      "a trained encoder's statistics join the per-image density: use attention 'conformal' or "
+      "'combined' (the paper's 'mmd' gate has no per-image density)"
+    )
+  return trained_encoder
+
+
+def semantic_view(detector, x_features):
+  """The trained encoder's view fitted on x_features (preprocessed), or None without an encoder."""
+  if detector.trained_encoder is None:
+    return None
+  model, variables = detector.trained_encoder
+  return fit_semantic(
+    model, variables, x_features, statistics=detector.semantic_statistics, seed=detector.seed
+  )
+
+
+def conformal_test(detector, x_ref, x_calibration, x_density, x_features=None):
+  """The conformal state: density on x_density (None: x_ref), calibrated on x_calibration; with a
+  trained encoder, its feature flow fitted on x_features (None: x_density, else x_ref)."""
+  fit_images = x_ref if x_density is None else x_density
+  semantic = semantic_view(detector, fit_images if x_features is None else x_features)
   return gates.fit_conformal(
     detector.model,
     detector.variables,
@@ -146,6 +178,7 @@ def conformal_test(detector, x_ref, x_calibration, x_density):
     seed=detector.seed,
     x_density=x_density,
     mean_shift_components=detector.gate_mean_shift_components,
+    semantic=semantic,
   )
 
 

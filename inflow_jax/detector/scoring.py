@@ -16,6 +16,7 @@ from inflow_jax.detector.batch_scores import BatchScores, score_batches
 from inflow_jax.detector.fitting import shape_checks
 from inflow_jax.detector.gate import GatePValues, gate_batches
 from inflow_jax.detector.stream import score_stream
+from inflow_jax.model.classifier_encoder import encode
 from inflow_jax.model.density import flow_scores, make_sharded_score_fn, scores_from_terms
 from inflow_jax.utils.batching import batched
 from inflow_jax.utils.checks import check_images, check_key
@@ -54,6 +55,14 @@ class DetectorScoring:
     return gates.image_scores(
       self.conformal_state_, self.model, self.variables, x, self.convention
     )[0]
+
+  def class_logits(self, x, *, preprocessed: bool = False) -> np.ndarray:
+    """(N, num_classes) the trained encoder's flip-averaged class logits of x (N, H, W, C) float32
+    in [0, 1]: its predictions, for detectors built with a classifier encoder."""
+    if self.trained_encoder is None or not self.trained_encoder.model.num_classes:
+      raise ValueError("class_logits needs a detector with a trained classifier encoder")
+    x = self._prepared(x, preprocessed)
+    return encode(*self.trained_encoder, x).class_logits
 
   def p_values_of_scores(self, scores: np.ndarray) -> np.ndarray:
     """(N,) conformal p-values of `image_scores`: (1 + #{calibration scores >= s}) / (1 + n)."""
@@ -185,15 +194,27 @@ class DetectorScoring:
     return self.score_batches(x, key).scores
 
   def predict(self, x, key: Optional[jax.Array] = None) -> np.ndarray:
-    """(N,) int labels, 1 = OOD: the image got a = 0 (its batch, or with the conformal kinds its own
-    p-value, was flagged), or ("mmd") its score is above the fitted threshold; 0 =
-    in-distribution."""
+    """(N,) int labels, 1 = OOD, 0 = in-distribution (`decide`): with a conformal gate
+    ("conformal", "combined") each image's own verdict, p(x) < level, whatever its neighbours;
+    with the paper's gate ("mmd") its batch's verdict (a = 0) or its score above the fitted
+    threshold."""
     result = self.score_batches(x, key)
-    return self.decide(result.attention, result.scores)
+    return self.decide(result.attention, result.scores, result.image_p_values)
 
-  def decide(self, attention: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """`predict`'s labels from per-image attention and scores."""
+  def decide(
+    self, attention: np.ndarray, scores: np.ndarray, image_p: Optional[np.ndarray] = None
+  ) -> np.ndarray:
+    """`predict`'s labels from per-image attention, scores and (conformal gates) own p-values.
+
+    Why per image with a conformal gate: a batch's verdict condemns its clean images with the
+    outliers beside them, while the image's own p-value flags a clean image with probability
+    <= level whatever else is in the batch (the batch's verdict is reported beside it).
+    """
     self._check_fitted()
+    if self.conformal_state_ is not None:
+      if image_p is None:
+        raise ValueError("a detector with a conformal gate decides from the images' own p-values")
+      return (np.asarray(image_p) < self.level).astype(np.int64)
     flagged = np.asarray(attention) == 0.0
     if self.threshold_ is not None:
       flagged = flagged | (np.asarray(scores) > self.threshold_)

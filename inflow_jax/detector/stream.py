@@ -52,7 +52,7 @@ def _tested_by(detector, x: np.ndarray, window: int) -> np.ndarray:
   sizes = [np.subtract(*window_bounds(t, window, len(x))[::-1]) for t in range(len(x))]
   if detector.conformal_state_ is None:
     return np.array([f"window of {m} images (a verdict per window)" for m in sizes])
-  return np.array([f"window of {m} images and its own p-value" for m in sizes])
+  return np.array([f"its own p-value (window of {m} beside)" for m in sizes])
 
 
 def score_stream(
@@ -85,6 +85,7 @@ def score_stream(
     "batch_p_value": p_window,
     "image_p_value": np.full(len(x), np.nan) if image_p is None else image_p,
     "attention": attention,
-    "is_ood": detector.decide(attention, scores),
+    "is_ood": detector.decide(attention, scores, image_p),
+    "batch_is_ood": (p_window < detector.level).astype(np.int64),
     "tested_by": _tested_by(detector, x, window),
   }

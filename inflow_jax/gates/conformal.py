@@ -36,7 +36,7 @@ from inflow_jax.gates.density import (
   fit_density,
   min_density_images,
 )
-from inflow_jax.gates.features import CHUNK, flow_features, image_features
+from inflow_jax.gates.features import CHUNK, flow_features
 from inflow_jax.gates.mean_shift import MeanShiftState, fit_mean_shift
 from inflow_jax.gates.p_values import (
   BATCH_TESTS,
@@ -44,6 +44,7 @@ from inflow_jax.gates.p_values import (
   combine_p_values,
   conformal_p_values,
 )
+from inflow_jax.gates.semantic import SemanticState, semantic_statistics
 from inflow_jax.utils.batching import fixed_size
 
 _density_scores = jax.jit(density_scores)
@@ -52,13 +53,16 @@ _density_scores = jax.jit(density_scores)
 @dataclasses.dataclass
 class ConformalState:
   """density: the mixture's arrays (`inflow_jax.gates.density`); calibration_scores: (n,)
-  ascending; mean_shift: the mean-shift test (`inflow_jax.gates.mean_shift`) or None."""
+  ascending; mean_shift: the mean-shift test (`inflow_jax.gates.mean_shift`) or None; semantic:
+  the trained encoder's view (`inflow_jax.gates.semantic`), whose statistics join the flow's in the
+  density, or None."""
 
   density: Dict[str, np.ndarray]
   calibration_scores: np.ndarray
   level: float
   batch_test: str = "auto"
   mean_shift: Optional[MeanShiftState] = None
+  semantic: Optional[SemanticState] = None
 
   @property
   def n_calibration(self) -> int:
@@ -128,6 +132,17 @@ def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> 
   return scores.astype(np.float64)
 
 
+def joint_features(
+  semantic: Optional[SemanticState], model, variables, x: np.ndarray, convention: str = "nll"
+) -> Tuple[np.ndarray, np.ndarray]:
+  """((N, d) the flow's per-image statistics, then the semantic view's when given; (N,) the flow's
+  `convention` score at a = 1) of preprocessed x."""
+  features, flow_score = flow_features(model, variables, x, convention)
+  if semantic is not None:
+    features = np.concatenate([features, semantic_statistics(semantic, x)], axis=1)
+  return features, flow_score
+
+
 def fit_conformal(
   model,
   variables,
@@ -141,11 +156,13 @@ def fit_conformal(
   x_train: Optional[np.ndarray] = None,
   x_density: Optional[np.ndarray] = None,
   mean_shift_components: Optional[int] = None,
+  semantic: Optional[SemanticState] = None,
 ) -> ConformalState:
   """Fits the density on the features of x_density (None: x_ref) and calibrates on x_calibration
   (all (n, H, W, C) float32 in [0, 1], already preprocessed; x_train: the flow's training images,
   checked for overlap); with mean_shift_components K, also the mean-shift test (whitening of K
-  components fitted on x_ref, the calibration images as its permutation pool)."""
+  components fitted on x_ref, the calibration images as its permutation pool); with `semantic`,
+  its statistics join the flow's (`joint_features`)."""
   if batch_test not in BATCH_TESTS:
     raise ValueError(f"batch_test must be one of {BATCH_TESTS}, got {batch_test!r}")
   mean_shift_components = mean_shift_lib.check_components(mean_shift_components)
@@ -162,9 +179,9 @@ def fit_conformal(
     level,
     {"x_ref": x_ref, "x_density": x_density, "the training images (x_train)": x_train},
   )
-  density = fit_density(image_features(model, variables, x_fit), n_components, seed)
+  density = fit_density(joint_features(semantic, model, variables, x_fit)[0], n_components, seed)
   calibration = np.sort(
-    scores_of_features(density, image_features(model, variables, x_calibration))
+    scores_of_features(density, joint_features(semantic, model, variables, x_calibration)[0])
   )
   if not np.all(np.isfinite(calibration)):
     raise ValueError(
@@ -181,13 +198,14 @@ def fit_conformal(
     level=float(level),
     batch_test=batch_test,
     mean_shift=mean_shift,
+    semantic=semantic,
   )
 
 
 def image_scores(state: ConformalState, model, variables, x: np.ndarray, convention: str = "nll"):
   """((N,) s(x), higher = more OOD; (N,) the flow's `convention` score at a = 1 from the same pass)
   of preprocessed x (unchecked)."""
-  features, flow_score = flow_features(model, variables, x, convention)
+  features, flow_score = joint_features(state.semantic, model, variables, x, convention)
   return scores_of_features(state.density, features), flow_score
 
 

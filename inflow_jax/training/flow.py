@@ -65,8 +65,8 @@ def check_train_config(
 def make_train_step(
   model, train_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, seed: int = 0
 ) -> Callable:
-  """jit(state, constants, x) -> (state, loss): `training.step.make_step` of the flow's loss (seed:
-  of the bpd loss's dequantization noise)."""
+  """jit(state, constants, x) -> (state, constants, loss): `training.step.make_step` of the
+  flow's loss (seed: of the bpd loss's dequantization noise)."""
   return make_step(FlowLoss(model, train_config.loss, seed), train_config, mesh)
 
 
@@ -278,7 +278,9 @@ def _run_steps(
   tick, tick_step = time.perf_counter(), start_step
   try:
     for step in range(start_step + 1, c.num_steps + 1):
-      state, loss = train_step(state, constants, global_batch(next(stream), mesh, c.batch_size))
+      state, constants, loss = train_step(
+        state, constants, global_batch(next(stream), mesh, c.batch_size)
+      )
       pending.append((step, loss))
       bar.update(1)
       if step % c.log_every == 0 or step == c.num_steps:

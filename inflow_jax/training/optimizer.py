@@ -3,7 +3,8 @@ parameters. All of it is optax; the paper's settings give exactly the original c
 
   g  = clip(grad L(w), clip_norm)                      (global norm; off when clip_norm is None)
   g' = g + wd * w;  m, v = Adam moments of g' (b1, b2, eps)
-  w <- w - lr_t * m_hat / (sqrt(v_hat) + eps)
+  w <- w - lr_t * m_hat / (sqrt(v_hat) + eps)                           optimizer 'adam'
+  m <- b1 * m + g';  w <- w - lr_t * (g' + b1 * m)      optimizer 'sgd' (Nesterov momentum b1)
   lr_t = learning_rate * min(1, t / warmup_steps)          schedule 'constant'
        = ... then cosine decay to 0 at num_steps           schedule 'cosine'
        = ... constant, then linear decay to 0 over the last decay_steps   schedule 'wsd'
@@ -31,9 +32,11 @@ import optax
 from inflow_jax.training.skip import SkipState, skip_outlier_steps
 
 SCHEDULES = ("constant", "cosine", "wsd")
+OPTIMIZERS = ("adam", "sgd")
 # The settings `make_optimizer` reads (of `train` and `adversarial.train`): one compiled step per
 # value.
 OPTIMIZER_KEYS = (
+  "optimizer",
   "learning_rate",
   "b1",
   "b2",
@@ -104,7 +107,9 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
   parts = [] if c.clip_norm is None else [optax.clip_by_global_norm(c.clip_norm)]
   parts += [
     optax.add_decayed_weights(c.weight_decay),
-    optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps),
+    optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps)
+    if c.optimizer == "adam"
+    else optax.trace(decay=c.b1, nesterov=True),
     optax.scale(-schedule)
     if isinstance(schedule, float)
     else optax.scale_by_learning_rate(schedule),
@@ -147,6 +152,8 @@ def check_optimizer_config(
         f"{prefix}.batch_size={c.batch_size} is not divisible by the number of {what} "
         f"({count}); use a multiple of {count}"
       )
+  if c.optimizer not in OPTIMIZERS:
+    raise ValueError(f"{prefix}.optimizer must be one of {OPTIMIZERS}, got {c.optimizer!r}")
   for name in ("learning_rate", "eps"):
     if not c[name] > 0:
       raise ValueError(f"{prefix}.{name} must be > 0, got {c[name]}")

@@ -36,7 +36,9 @@ from inflow_jax.utils.checks import check_images
 
 # loss_fn(variables, batch) -> scalar, or loss_fn(variables, batch, step) when it has a true
 # `uses_step` attribute (e.g. fresh dequantization noise per step); hashable by value (a frozen
-# dataclass), so that equal losses share one compiled step.
+# dataclass), so that equal losses share one compiled step. A loss with a non-empty `mutable`
+# attribute (collection names, e.g. ("batch_stats",)) returns (scalar, updated collections), and the
+# step returns the constants with those collections replaced.
 LossFn = Callable[[Any, Any], jax.Array]
 
 
@@ -69,12 +71,13 @@ def split_variables(variables) -> tuple:
 def make_step(
   loss_fn: LossFn, train_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
 ) -> Callable:
-  """jit(state, constants, batch) -> (state, loss): one optimiser step on a batch sharded over
-  `data`.
+  """jit(state, constants, batch) -> (state, constants, loss): one optimiser step on a batch
+  sharded over `data`.
 
   The loss is `loss_fn({"params": state.params, **constants}, batch)`; `constants` are the model's
-  non-trainable variable collections (passed through unchanged). The jitted function is cached per
-  (loss_fn, optimiser settings, mesh): repeated runs in one process compile once.
+  non-trainable variable collections (passed through unchanged, except the collections a loss
+  declares `mutable`: batch-norm statistics). The jitted function is cached per (loss_fn,
+  optimiser settings, mesh): repeated runs in one process compile once.
   """
   settings = {k: train_config[k] for k in OPTIMIZER_KEYS}
   if settings["schedule"] == "constant":
@@ -90,21 +93,24 @@ def _cached_step(loss_fn, settings: tuple, mesh) -> Callable:
   replicated = NamedSharding(mesh, P())
   sharded = NamedSharding(mesh, P("data"))
   uses_step = getattr(loss_fn, "uses_step", False)
+  mutable = bool(getattr(loss_fn, "mutable", ()))
 
   def step(state: TrainState, constants, batch):
     def loss_of(params):
       variables = {"params": params, **constants}
-      return loss_fn(variables, batch, state.step) if uses_step else loss_fn(variables, batch)
+      out = loss_fn(variables, batch, state.step) if uses_step else loss_fn(variables, batch)
+      return out if mutable else (out, {})
 
-    value, grads = jax.value_and_grad(loss_of)(state.params)
+    (value, updated), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), value
+    state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+    return state, {**constants, **updated}, value
 
   return jax.jit(
     step,
     in_shardings=(replicated, replicated, sharded),
-    out_shardings=(replicated, replicated),
+    out_shardings=(replicated, replicated, replicated),
     donate_argnums=(0,),
   )
 
@@ -143,6 +149,7 @@ def fit_batches(
   train_config: ml_collections.ConfigDict,
   *,
   devices: Optional[Sequence[jax.Device]] = None,
+  images: bool = True,
 ):
   """One step of `train_config`'s optimiser per batch, from fresh optimiser state (single process).
 
@@ -153,6 +160,8 @@ def fit_batches(
       with B rows; B divisible by the device count.
     train_config: the optimiser settings (`make_optimizer`).
     devices: the devices to shard over (default: all).
+    images: the first array of each batch is an image batch, checked as such (False: vectors,
+      checked by the caller).
   Returns:
     (variables, losses): the variables after the last step (replicated over `devices`), and (n,)
     losses, each computed before its step's update.
@@ -165,7 +174,8 @@ def fit_batches(
   losses = []
   for i, batch in enumerate(batches):
     arrays = batch if isinstance(batch, tuple) else (batch,)
-    check_images(arrays[0], name=f"batch {i}", value_range=(0.0, 1.0))
+    if images:
+      check_images(arrays[0], name=f"batch {i}", value_range=(0.0, 1.0))
     rows = {len(a) for a in arrays}
     if len(rows) > 1:
       raise ValueError(f"the arrays of batch {i} have different numbers of rows {sorted(rows)}")
@@ -173,7 +183,7 @@ def fit_batches(
       raise ValueError(
         f"batch {i} has {len(arrays[0])} images, not divisible by {mesh.size} devices"
       )
-    state, loss = train_step(state, constants, global_batch(batch, mesh, len(arrays[0])))
+    state, constants, loss = train_step(state, constants, global_batch(batch, mesh, len(arrays[0])))
     losses.append(loss)
   return {"params": state.params, **constants}, np.asarray(jax.device_get(losses), np.float32)
 

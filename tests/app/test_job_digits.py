@@ -13,14 +13,19 @@ interval of [2, 21] flagged at the 5% level, so a gate that always flags fails, 
 flags fails both that interval and the power check.
 """
 
+import csv
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from helpers import REPO, mmd_test_size
+from PIL import Image
 from scipy import stats
+
+from inflow_jax import data
 
 N_BATCHES = 200
 FAR_OOD = ("photo_patches", "uniform_noise", "gaussian_noise", "constant")
@@ -29,8 +34,8 @@ MIN_POWER = 0.95  # measured 1.0: pure OOD batches of 10 and 50 flagged
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-  """report.json of the digits job, run by run.py on one CPU device (as a user runs it)."""
+def workdir(tmp_path_factory):
+  """The digits job's workdir, run by run.py on one CPU device (as a user runs it)."""
   workdir = tmp_path_factory.mktemp("digits")
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
   args = ["--config", "configs/digits.py", "--workdir", str(workdir)]
@@ -45,6 +50,12 @@ def report(tmp_path_factory):
     check=False,
   )
   assert process.returncode == 0, process.stderr[-3000:]
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def report(workdir):
+  """report.json's evaluation of the digits job."""
   return json.loads((workdir / "report.json").read_text())["evaluation"]
 
 
@@ -77,3 +88,38 @@ def test_mixed_power_on_pure_ood_batches(report):
     for gate in ("inflow", "typicality"):
       for m, power in zip(mixed["batch_sizes"], mixed["power"][name][gate][0]):
         assert power >= MIN_POWER, (name, gate, m, power)
+
+
+def _score(workdir, folder, *flags):
+  output = folder.parent / f"{folder.name}{''.join(flags)}.csv"
+  args = ["--mode=score", "--workdir", str(workdir), "--input", f"folder:{folder}"]
+  process = subprocess.run(
+    [sys.executable, str(REPO / "run.py"), *args, "--output", str(output), *flags],
+    cwd=REPO,
+    env=dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1"),
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
+  assert process.returncode == 0, process.stderr[-3000:]
+  with open(output, newline="") as f:
+    return {os.path.basename(row["path"]): int(row["is_ood"]) for row in csv.DictReader(f)}
+
+
+def test_a_users_mixed_folder_gets_per_image_verdicts(workdir, tmp_path):
+  """10 unseen digits (test[:10]: neither trained on nor calibrated on) and 10 photo crops in one
+  folder, scored as one batch: each image's own verdict, not its batch's; in stream mode, with a
+  photo first, that photo is flagged."""
+  digits = data.load_split("digits", "test[:10]")[0]
+  photos = data.load_split("photo_patches", "test")[0][:10]
+  folder = tmp_path / "mixed"
+  folder.mkdir()
+  for i, image in enumerate(np.concatenate([photos[:1], digits, photos[1:]])):
+    Image.fromarray(image).save(folder / f"{i:02d}.png")
+  is_ood = _score(workdir, folder, "--batch-size", "20")
+  ood = [is_ood[f"{i:02d}.png"] for i in [0] + list(range(11, 20))]
+  clean = [is_ood[f"{i:02d}.png"] for i in range(1, 11)]
+  assert sum(ood) >= 9 and len(clean) - sum(clean) >= 8, (ood, clean)
+  streamed = _score(workdir, folder, "--stream")
+  assert streamed["00.png"] == 1

@@ -46,7 +46,12 @@ def test_combined_detector_scores_p_values_and_batches(fitted, digits):
   direct = make_score_fn(detector.model, detector.variables, "paper")(mixed, batch.attention)
   np.testing.assert_allclose(batch.scores, direct, rtol=1e-4)
   assert np.all(batch.attention[15:] == 0.0)
-  np.testing.assert_array_equal(detector.predict(mixed), (batch.attention == 0.0).astype(int))
+  # predict: each image's own verdict, p(x) < level (the clean images of a flagged batch pass)
+  assert np.all(batch.attention[10:15] == 0.0)  # clean images of the flagged second batch
+  np.testing.assert_array_equal(
+    detector.predict(mixed), (batch.image_p_values < detector.level).astype(int)
+  )
+  assert detector.predict(mixed)[15:].all() and not detector.predict(mixed)[10:15].any()
 
 
 def test_conformal_kind_save_load_and_jpeg(fitted, digits, tmp_path):

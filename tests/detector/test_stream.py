@@ -25,11 +25,12 @@ def test_an_outlier_that_comes_first_is_flagged(fitted_combined):
     assert columns["batch_p_value"][t] == pytest.approx(gate.p_value[0])
     expected = float(gate.p_value[0] >= detector.level and image_p[t] >= detector.level)
     assert columns["attention"][t] == expected, t
-  assert list(columns["tested_by"][:3]) == [
-    "window of 2 images and its own p-value",
-    "window of 2 images and its own p-value",
-    "window of 2 images and its own p-value",
-  ]
+  assert list(columns["tested_by"][:3]) == ["its own p-value (window of 2 beside)"] * 3
+  # the verdict is the image's own; the window's is reported beside it
+  np.testing.assert_array_equal(columns["is_ood"], (image_p < detector.level).astype(int))
+  np.testing.assert_array_equal(
+    columns["batch_is_ood"], (columns["batch_p_value"] < detector.level).astype(int)
+  )
   assert [window_bounds(t, 5, 12) for t in range(6)] == [
     (0, 2),
     (0, 2),

@@ -126,3 +126,27 @@ def test_ema_tracks_the_parameters_with_its_warm_up():
 def test_bad_settings_name_the_key(settings, message):
   with pytest.raises(ValueError, match=message):
     optimizer.check_optimizer_config(_train_config(**settings), num_devices=1)
+
+
+def test_sgd_is_nesterov_momentum_with_coupled_weight_decay():
+  """optimizer 'sgd' against torch.optim.SGD(momentum=b1, nesterov=True, weight_decay=wd)'s
+  documented update, in float64 numpy."""
+  config = _train_config(optimizer="sgd", learning_rate=0.1, b1=0.9, weight_decay=0.3)
+  rng = np.random.default_rng(1)
+  w0 = rng.normal(size=5)
+  grads = [rng.normal(size=5) for _ in range(4)]
+  tx = optimizer.make_optimizer(config)
+  w, state = jnp.asarray(w0, jnp.float32), tx.init(jnp.asarray(w0, jnp.float32))
+  expected, buffer = w0.copy(), np.zeros_like(w0)
+  for g in grads:
+    updates, state = tx.update(jnp.asarray(g, jnp.float32), state, w)
+    w = w + updates
+    g = g + 0.3 * expected
+    buffer = 0.9 * buffer + g
+    expected = expected - 0.1 * (g + 0.9 * buffer)
+  np.testing.assert_allclose(np.asarray(w), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_optimizer_is_named():
+  with pytest.raises(ValueError, match="train.optimizer must be one of"):
+    optimizer.check_optimizer_config(_train_config(optimizer="adamw"), 1)

@@ -1,0 +1,104 @@
+"""The in-distribution encoder: a small residual CNN trained on the in-distribution labels, with an
+auxiliary rotation-prediction head (RotPred, Hendrycks et al. 2019).
+
+  stem:   h = GELU(BN(conv3x3(x)))                                     (B, 32, 32, stem_width)
+  block:  u = GELU(BN(maxpool2(conv3x3(h))));  h = u + GELU(BN(conv3x3(u)))   per entry of widths
+  pool:   f = max over (i, j) of h                                     (B, widths[-1]): `features`
+  heads:  class_logits = f @ W_c + b_c (B, num_classes);  rotation_logits = f @ W_r + b_r (B, 4)
+
+Every 3x3 convolution is `PatchConv3x3` (one matrix product per layer: faster than XLA's
+convolution on CPUs). The layout follows the fast CIFAR-10 recipes (airbench: conv-pool-BN-GELU
+blocks, max pooling to the features) with a residual second convolution. `features` (the
+penultimate layer) is what the post-hoc baselines and the feature flow see; with no labels
+(num_classes = 0) only the rotation head is trained (`inflow_jax.training.encoder_loss`).
+"""
+
+import functools
+from typing import Any, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inflow_jax.model.patch_conv import PatchConv3x3
+
+NUM_ROTATIONS = 4
+
+
+class TrainedEncoder(NamedTuple):
+  """A trained `ClassifierEncoder` and its variables ({"params", "batch_stats"})."""
+
+  model: "ClassifierEncoder"
+  variables: Any
+
+
+class EncoderOutput(NamedTuple):
+  class_logits: jnp.ndarray  # (B, num_classes); (B, 0) without labels
+  rotation_logits: jnp.ndarray  # (B, 4): which of 0, 90, 180, 270 degrees x was turned by
+  features: jnp.ndarray  # (B, widths[-1]) the pooled penultimate features
+
+
+def _norm_act(x: jnp.ndarray, train: bool) -> jnp.ndarray:
+  x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+  return nn.gelu(x)
+
+
+class ConvBlock(nn.Module):
+  """u = GELU(BN(maxpool2(conv3x3(h)))); u + GELU(BN(conv3x3(u))): halves H and W."""
+
+  width: int
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    x = PatchConv3x3(self.width)(x)
+    x = _norm_act(nn.max_pool(x, (2, 2), (2, 2)), train)
+    return x + _norm_act(PatchConv3x3(self.width)(x), train)
+
+
+class ClassifierEncoder(nn.Module):
+  """x (B, H, W, 3) float32 in [0, 1] -> EncoderOutput. `train`: batch statistics (and their
+  running averages updated: apply with mutable=['batch_stats']) instead of the running ones."""
+
+  num_classes: int = 10
+  stem_width: int = 32
+  widths: Sequence[int] = (48, 192, 192)
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> EncoderOutput:
+    h = _norm_act(PatchConv3x3(self.stem_width)(2.0 * x - 1.0), train)
+    for width in self.widths:
+      h = ConvBlock(width)(h, train)
+    features = jnp.max(h, axis=(1, 2))
+    class_logits = (
+      nn.Dense(self.num_classes, name="class_head")(features)
+      if self.num_classes
+      else jnp.zeros((x.shape[0], 0), features.dtype)
+    )
+    rotation_logits = nn.Dense(NUM_ROTATIONS, name="rotation_head")(features)
+    return EncoderOutput(class_logits, rotation_logits, features)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_apply(model: ClassifierEncoder, flip_average: bool):
+  def apply(variables, x):
+    out = model.apply(variables, x)
+    if not flip_average:
+      return out
+    flipped = model.apply(variables, x[:, :, ::-1])
+    return jax.tree.map(lambda a, b: 0.5 * (a + b), out, flipped)
+
+  return jax.jit(apply)
+
+
+def encode(
+  model: ClassifierEncoder, variables, x, *, batch_size: int = 500, flip_average: bool = True
+) -> EncoderOutput:
+  """The encoder's outputs for images x (N, H, W, 3) float32 in [0, 1], in batches, as numpy
+  arrays; flip_average: the mean of the outputs of x and its mirror image (test-time averaging)."""
+  apply = _jitted_apply(model, flip_average)
+  parts = [
+    jax.device_get(apply(variables, np.asarray(x[i : i + batch_size], np.float32)))
+    for i in range(0, len(x), batch_size)
+  ]
+  return EncoderOutput(*(np.concatenate(p) for p in zip(*parts)))
