@@ -24,7 +24,6 @@ from inflow_jax.model.feature_flow import FeatureFlow, check_features
 from inflow_jax.model.feature_flow import nll as feature_nll
 from inflow_jax.training.step import epoch_seed, fit_batches, host_copy
 
-
 # the feature flow's default shape (chosen by held-out likelihood: docs/results.md)
 DEFAULT_FEATURE_FLOW = FeatureFlow(num_blocks=4, width=256, depth=2)
 
