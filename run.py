@@ -5,11 +5,13 @@ Modes (--mode):
   train     train or resume only
   evaluate  fit the detector on the newest checkpoint (or a pretrained flow), write the report
             and save the detector to WORKDIR/detector/
-  score     score new images (--input) with the detector a job saved in --workdir; writes a CSV
+  score     score new images (--input) with the detector a job saved in --workdir, or with a
+            pretrained one (--detector cifar10: no training needed); writes a CSV
 
   python run.py --config configs/digits.py --workdir DIR [--mode=train|evaluate|all]
   python run.py --mode=score --workdir DIR --input folder:PATH [--output FILE] [--batch-size M]
       [--stream] [--resize]
+  python run.py --mode=score --detector cifar10 --input folder:PATH [--output FILE]
 
 Any config value can be set with --config.GROUP.KEY=VALUE. Mistakes are one line on stderr (exit 2;
 1 for a failure while running); --debug (or INFLOW_DEBUG=1) shows the traceback.
@@ -33,6 +35,9 @@ _INPUT = flags.DEFINE_string(
   "input", None, "images: folder:PATH, npz:PATH, npy:PATH or a tfds name"
 )
 _OUTPUT = flags.DEFINE_string("output", None, "the CSV (default WORKDIR/scores.csv)")
+_DETECTOR = flags.DEFINE_string(
+  "detector", None, "score with a pretrained detector (inflow_jax.pretrained), e.g. cifar10"
+)
 _SPLIT = flags.DEFINE_string("split", "test", "the split of --input")
 _BATCH_SIZE = flags.DEFINE_integer(
   "batch-size", None, "images per tested batch (default: detector's)"
@@ -49,6 +54,10 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "jax.distributed: this pr
 def score() -> None:
   if _CONFIG.value is not None:
     cli.fail("--mode=score takes no --config: the workdir holds the job's config")
+  if _WORKDIR.value is None and _DETECTOR.value is None:
+    cli.fail(
+      "--mode=score needs --workdir (a job's) or --detector (a pretrained one, e.g. cifar10)"
+    )
   if _INPUT.value is None:
     cli.fail("--mode=score needs --input (folder:PATH, npz:PATH, npy:PATH or a tfds name)")
   if _BATCH_SIZE.value is not None and _BATCH_SIZE.value < 2:
@@ -69,6 +78,7 @@ def score() -> None:
     batch_size=_BATCH_SIZE.value,
     stream=_STREAM.value,
     resize=_RESIZE.value,
+    detector_name=_DETECTOR.value,
   )
   if summary is not None:
     print(score_mode.summary_line(summary))
@@ -77,12 +87,12 @@ def score() -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-  if _WORKDIR.value is None:
-    cli.fail("--workdir is required")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _MODE.value == "score":
     return score()
+  if _WORKDIR.value is None:
+    cli.fail("--workdir is required")
   if _CONFIG.value is None:
     cli.fail("--config is required (except with --mode=score)")
   from inflow_jax.app import job  # noqa: PLC0415  (heavy: JAX)

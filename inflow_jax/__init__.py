@@ -9,6 +9,7 @@ this list; `tests/test_layout.py` checks it):
   training/     the jitted data-parallel step, the flow's loop, orbax checkpoints
   gates/        the tests that set the attention: MMD (random encoder), conformal, mean shift
   detector/     `InFlowDetector` (fit / score / predict / save / load), the gate in one place
+  pretrained/   detectors trained by the project's jobs, shipped in the package: `load(name)`
   evaluation/   metrics, baselines, one evaluator per protocol: tables
   adversarial/  attacks, the classifier they target, the adversarial evaluation (tables)
   report/       markdown tables, figures, the job's report files
@@ -48,6 +49,8 @@ _EXPORTS = {
   "evaluate_ood": "inflow_jax.report.evaluate",
   "format_table": "inflow_jax.report.tables",
   "InFlowDetector": "inflow_jax.detector",
+  "ClassifierEncoder": "inflow_jax.model",
+  "TrainedEncoder": "inflow_jax.model",
   "train_on_batches": "inflow_jax.training",
   "make_optimizer": "inflow_jax.training",
   "load_flow": "inflow_jax.training",
@@ -56,6 +59,8 @@ __all__ = list(_EXPORTS)
 
 
 def __getattr__(name):
+  if name == "pretrained":  # the subpackage, as inflow_jax.pretrained.load("cifar10")
+    return importlib.import_module("inflow_jax.pretrained")
   if name in _EXPORTS:
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value

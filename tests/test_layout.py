@@ -18,6 +18,7 @@ LAYERS = (
   "training",
   "gates",
   "detector",
+  "pretrained",
   "evaluation",
   "adversarial",
   "report",

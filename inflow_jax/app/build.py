@@ -5,7 +5,9 @@
 on the job's sets: the MMD test on the reference images (its encoder: the original's weights,
 attention.encoder_path, or a seeded one; bandwidth attention.sigma), the conformal gate on
 data.calibration_split (the density on attention.n_density training images or data.density_split)
-and, for the paper's gate, the threshold on the held-out images (data.heldout_split).
+and, for the paper's gate, the threshold on the held-out images (data.heldout_split); with
+config.encoder.enabled, the trained in-distribution encoder (`trained_encoder`) whose feature flow,
+fitted on the training images' features, joins the per-image density.
 """
 
 import jax
@@ -15,8 +17,9 @@ from inflow_jax.app.config_checks import density_components, mean_shift_componen
 from inflow_jax.detector import InFlowDetector
 from inflow_jax.gates import fit_mmd
 from inflow_jax.gates.encoder import load_reference_encoder, make_encoder
-from inflow_jax.model import InFlow, torch_checkpoint
+from inflow_jax.model import ClassifierEncoder, InFlow, TrainedEncoder, torch_checkpoint
 from inflow_jax.model.flow_file import is_flow_file, load_flow_file
+from inflow_jax.training.encoder import accuracy, train_encoder
 
 
 def load_model(config: ml_collections.ConfigDict):
@@ -46,7 +49,26 @@ def make_embed(config: ml_collections.ConfigDict):
   return make_encoder(settings.encoder_seed)
 
 
-def fitted_detector(config: ml_collections.ConfigDict, model, variables, sets) -> InFlowDetector:
+def trained_encoder(config: ml_collections.ConfigDict, workdir, sets, progress: bool = True):
+  """(TrainedEncoder or None, a summary for the report): the in-distribution encoder of
+  config.encoder trained (or resumed, or restored) on the training images, with their labels when
+  data.train has them, else on rotation prediction alone."""
+  c = config.encoder
+  if not c.enabled:
+    return None, None
+  labels = sets["encoder_labels"]
+  num_classes = c.model.num_classes if labels["train"] is not None else 0
+  model = ClassifierEncoder(**{**c.model.to_dict(), "num_classes": num_classes})
+  result = train_encoder(model, sets["train"], labels["train"], config, workdir, progress=progress)
+  summary = {"steps": int(c.train.num_steps), "labels": num_classes > 0}
+  if num_classes and labels["test"] is not None and "test" in sets:
+    summary["test_accuracy"] = accuracy(model, result.variables, sets["test"], labels["test"])
+  return TrainedEncoder(model, result.variables), summary
+
+
+def fitted_detector(
+  config: ml_collections.ConfigDict, model, variables, sets, encoder=None
+) -> InFlowDetector:
   """The config's detector, fitted on the job's preprocessed sets (`inflow_jax.app.datasets`). Every
   kind keeps the MMD test (the paper protocols evaluate it); the sets were checked at loading."""
   a = config.attention
@@ -65,6 +87,7 @@ def fitted_detector(config: ml_collections.ConfigDict, model, variables, sets) -
     mean_shift_components=mean_shift_components(config),
     jpeg_quality=config.data.jpeg_quality,
     seed=config.seed,
+    trained_encoder=encoder,
   )
   mmd_state = fit_mmd(sets["reference"], embed, a.n_permutations, a.level, a.sigma)
   uses_conformal = detector.uses_conformal
@@ -73,6 +96,7 @@ def fitted_detector(config: ml_collections.ConfigDict, model, variables, sets) -
     x_calibration=sets["calibration"] if uses_conformal else None,
     x_threshold=sets["heldout"],
     x_density=sets.get("density") if uses_conformal else None,
+    x_features=sets["train"] if encoder is not None else None,  # the encoder's training images
     mmd_state=mmd_state,
     preprocessed=True,  # the sets went through data.jpeg_quality at loading
   )

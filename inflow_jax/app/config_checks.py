@@ -14,6 +14,7 @@ from inflow_jax.evaluation.protocols import PROTOCOLS
 from inflow_jax.gates import BATCH_TESTS, COMBINATIONS, check_components
 from inflow_jax.gates.conformal import check_density_size
 from inflow_jax.training.flow import check_train_config
+from inflow_jax.training.optimizer import check_optimizer_config
 from inflow_jax.utils.checks import check_test_size
 
 MODES = ("train", "evaluate", "all")
@@ -59,6 +60,7 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
       )
   if mode != "train":
     check_evaluation_config(config)
+    check_encoder_config(config)
     if not config.data.ood:
       raise ValueError("data.ood is empty: give at least one OOD dataset")
     if config.adversarial.enabled:
@@ -82,6 +84,35 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
         classifier_lib.check_classifier_train_config(
           config.adversarial.train, jax.local_device_count(), prefix="adversarial.train"
         )
+
+
+def check_encoder_config(config: ml_collections.ConfigDict) -> None:
+  """config.encoder (when enabled): its optimiser, loss and shape settings, and a per-image gate
+  for its statistics to join."""
+  c = config.encoder
+  if not c.enabled:
+    return
+  if config.attention.kind == "mmd":
+    raise ValueError(
+      "encoder.enabled: the trained encoder's statistics join the per-image density; set "
+      "attention.kind to 'conformal' or 'combined' (with data.calibration_split)"
+    )
+  check_optimizer_config(c.train, jax.local_device_count(), prefix="encoder.train", min_steps=1)
+  if not 0.0 <= c.label_smoothing < 1.0:
+    raise ValueError(f"encoder.label_smoothing must lie in [0, 1), got {c.label_smoothing}")
+  if not 0.0 < c.rotation_fraction <= 1.0 or c.rotation_weight < 0.0:
+    raise ValueError(
+      f"encoder.rotation_fraction must lie in (0, 1] and encoder.rotation_weight be >= 0, got "
+      f"{c.rotation_fraction}, {c.rotation_weight}"
+    )
+  if c.translate < 0 or not c.model.widths or min(c.model.widths) < 1 or c.model.stem_width < 1:
+    raise ValueError(
+      f"encoder.translate must be >= 0 and encoder.model's widths positive, got {c.translate}, "
+      f"{c.model.stem_width}, {tuple(c.model.widths)}"
+    )
+  for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
+    if c.train[name] < 1:
+      raise ValueError(f"encoder.train.{name} must be >= 1, got {c.train[name]}")
 
 
 def check_evaluation_config(config: ml_collections.ConfigDict) -> None:

@@ -64,6 +64,7 @@ def load_data(config: ml_collections.ConfigDict, mode: str) -> Dict[str, Any]:
       sets["eval"] = load(name, split, t.eval_max_images)[0]
     except ValueError as error:
       raise ValueError(f"train.eval_data={name!r} train.eval_split={split!r}: {error}") from error
+  y_test = None
   if mode != "train":
     sets["test"], y_test = load(d.test, d.test_split, d.max_eval_images)
     sets["heldout"] = load(d.train, d.heldout_split)[0] if d.heldout_split else None
@@ -90,6 +91,11 @@ def load_data(config: ml_collections.ConfigDict, mode: str) -> Dict[str, Any]:
           f"adversarial.train.batch_size={config.adversarial.train.batch_size} exceeds "
           f"the {len(sets['train'])} images of {d.train!r} {d.train_split!r}"
         )
+  if config.encoder.enabled:  # train None: the encoder learns rotations alone (the report says)
+    sets["encoder_labels"] = {
+      "train": None if y_train is None else np.asarray(y_train, np.int64),
+      "test": None if mode == "train" or y_test is None else np.asarray(y_test, np.int64),
+    }
   sets = jpeg_sets(sets, d.jpeg_quality)
   sets["reference"] = reference_images(sets["train"], config.attention.n_reference, config.seed)
   return sets
@@ -103,7 +109,7 @@ def jpeg_sets(sets: Dict[str, Any], quality) -> Dict[str, Any]:
   return {
     k: (
       v
-      if k in ("train_shape", "labels")
+      if k in ("train_shape", "labels", "encoder_labels")
       else {name: convert(x) for name, x in v.items()}
       if k == "ood"
       else convert(v)

@@ -14,6 +14,7 @@ import ml_collections
 from inflow_jax.adversarial.evaluation import evaluate_adversarial
 from inflow_jax.adversarial.names import set_name_prefix
 from inflow_jax.detector import InFlowDetector
+from inflow_jax.evaluation.anchors import fit_anchors, near_far_averages
 from inflow_jax.evaluation.protocols import EvalSettings, detector_table
 
 
@@ -41,9 +42,22 @@ def evaluate(
   """(table, the scores its figures plot). Stage seconds go to `timings`; progress: a bar."""
   tick = time.perf_counter()
   key = jax.random.PRNGKey(config.seed)
+  anchor_state = None
+  labels = sets.get("encoder_labels", {}).get("train")
+  encoder = detector.trained_encoder
+  if encoder is not None and encoder.model.num_classes and labels is not None:
+    anchor_state = fit_anchors(encoder, sets["train"], labels)
   table, figure_scores = detector_table(
-    detector, sets["test"], sets["ood"], eval_settings(config), key, sets["heldout"], progress
+    detector,
+    sets["test"],
+    sets["ood"],
+    eval_settings(config),
+    key,
+    sets["heldout"],
+    progress,
+    anchor_state,
   )
+  table["averages"] = near_far_averages(table, config.eval.near_ood)
   table["settings"].update(attention=config.attention.kind, jpeg_quality=config.data.jpeg_quality)
   timings["evaluate"] = time.perf_counter() - tick
   if config.adversarial.enabled:

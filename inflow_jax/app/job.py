@@ -30,7 +30,7 @@ from absl import logging
 
 from inflow_jax import training
 from inflow_jax.app import workdir as workdir_lib
-from inflow_jax.app.build import fitted_detector, load_model
+from inflow_jax.app.build import fitted_detector, load_model, trained_encoder
 from inflow_jax.app.config_checks import check_config
 from inflow_jax.app.datasets import load_data
 from inflow_jax.app.evaluate import evaluate
@@ -120,9 +120,14 @@ def fit_evaluate_and_report(
   """After training: the detector fitted, evaluated and saved, the report written (the table before
   the figures, so a plotting error keeps it); returns the table."""
   tick = time.perf_counter()
-  detector = fitted_detector(config, model, training.host_copy(variables), sets)
+  encoder, encoder_summary = trained_encoder(config, workdir, sets, progress)
+  timings["encoder"] = time.perf_counter() - tick
+  tick = time.perf_counter()
+  detector = fitted_detector(config, model, training.host_copy(variables), sets, encoder)
   timings["fit_attention"] = time.perf_counter() - tick
   table, figure_scores = evaluate(detector, sets, config, timings, progress)
+  if encoder_summary is not None:
+    table["encoder"] = encoder_summary
   if stored_config.read_config(workdir) is None:  # training stores it with its first checkpoint
     stored_config.write_config(workdir, config.to_dict())
   save_job_detector(workdir, detector, sets["train_shape"])

@@ -35,6 +35,7 @@ import numpy as np
 import tqdm
 
 from inflow_jax import data as data_lib
+from inflow_jax import pretrained
 from inflow_jax.data import files as image_files
 from inflow_jax.detector import InFlowDetector
 from inflow_jax.detector.job_files import DETECTOR_DIR, INPUT_SHAPE_FILE
@@ -69,6 +70,18 @@ def load_job_detector(workdir) -> tuple:
   except (OSError, ValueError, KeyError) as error:
     raise ScoreError(f"cannot load the detector of {workdir}: {error}") from error
   return detector, config, input_shape
+
+
+def load_pretrained(name: str) -> tuple:
+  """(detector, a config dict with `data`, native input shape) of a pretrained detector, or
+  ScoreError naming the known names."""
+  try:
+    detector = pretrained.load(name)
+    meta = pretrained.manifest(name)
+  except (OSError, ValueError, KeyError) as error:
+    raise ScoreError(f"--detector {name}: {error}") from error
+  data = {"data_dir": None, "image_size": meta["image_size"]}
+  return detector, {"data": data}, tuple(meta["input_shape"])
 
 
 def load_inputs(source: str, split: str, config: Dict[str, Any], input_shape, resize: bool):
@@ -220,12 +233,19 @@ def run_score(
   resize: bool = False,
   progress: bool = True,
   devices=None,
+  detector_name: Optional[str] = None,
 ) -> Optional[Dict]:
-  """Scores `source` with `<workdir>/detector` and writes the CSV; returns the summary (process 0).
-  devices: the local devices the flow is split over (default: all of this process's)."""
-  workdir = pathlib.Path(workdir)
-  output = pathlib.Path(output) if output else workdir / SCORES_FILE
-  detector, config, input_shape = load_job_detector(workdir)
+  """Scores `source` with `<workdir>/detector` (or the pretrained detector `detector_name`, then
+  workdir may be None: the CSV goes to `output` or ./scores.csv) and writes the CSV; returns the
+  summary (process 0). devices: the local devices the flow is split over (default: all of this
+  process's)."""
+  if detector_name is not None:
+    detector, config, input_shape = load_pretrained(detector_name)
+    default_output = pathlib.Path(workdir or ".") / SCORES_FILE
+  else:
+    detector, config, input_shape = load_job_detector(workdir)
+    default_output = pathlib.Path(workdir) / SCORES_FILE
+  output = pathlib.Path(output) if output else default_output
   _check_output(output)
   batch_size = int(batch_size or detector.batch_size)
   if batch_size < 2:

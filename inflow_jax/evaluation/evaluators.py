@@ -12,6 +12,7 @@ the detector once, `inflow_jax.evaluation.protocols.evaluation_context`) and wri
           NLL - PNG bits/dim ('input_complexity', Serra et al. 2020) and the typicality test's
           flagged batches (Nalisnick et al. 2019).
 * image:  (a conformal gate) per-image conformal scores and the fraction of images with p < level.
+* anchors: (a trained encoder) OpenOOD's post-hoc baselines on it (`inflow_jax.evaluation.anchors`).
 * mixed:  OOD images mixed into in-distribution batches (`inflow_jax.evaluation.mixed`).
 """
 
@@ -79,6 +80,13 @@ def image(context, table: Dict, figures: Dict) -> None:
     figures["image_score"][name] = scores_out
 
 
+def anchors(context, table: Dict, figures: Dict) -> None:
+  scores_in = context.anchors["in"]
+  for name in context.ood_sets:
+    for baseline, scores_out in context.anchors[name].items():
+      table["ood"][name][baseline] = ood_metrics(scores_in[baseline], scores_out)
+
+
 def mixed(context, table: Dict, figures: Dict) -> None:
   settings = context.settings
   p_of = lambda name: None if context.image is None else context.image[name][1]
@@ -104,5 +112,6 @@ EVALUATORS: Dict[str, Callable] = {
   "strict": strict,
   "baselines": baselines,
   "image": image,
+  "anchors": anchors,
   "mixed": mixed,
 }

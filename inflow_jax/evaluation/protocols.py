@@ -32,6 +32,7 @@ import tqdm
 
 from inflow_jax.detector import InFlowDetector
 from inflow_jax.evaluation import baselines as baselines_lib
+from inflow_jax.evaluation.anchors import AnchorState, anchor_scores
 from inflow_jax.evaluation.evaluators import EVALUATORS
 from inflow_jax.evaluation.set_scores import SetScores, batch_row, score_set
 from inflow_jax.utils.batching import batch_starts
@@ -62,11 +63,12 @@ class EvalSettings:
   def needs_typicality(self) -> bool:
     return self.baselines or "mixed" in self.protocols
 
-  def evaluators(self, has_conformal: bool) -> Tuple[str, ...]:
+  def evaluators(self, has_conformal: bool, has_anchors: bool = False) -> Tuple[str, ...]:
     """The evaluators these settings choose, in the table's order."""
     chosen = [p for p in ("paper", "strict") if p in self.protocols]
     chosen += ["baselines"] if self.baselines else []
     chosen += ["image"] if has_conformal else []
+    chosen += ["anchors"] if has_anchors else []
     return tuple(chosen + (["mixed"] if "mixed" in self.protocols else []))
 
 
@@ -83,6 +85,7 @@ class EvalContext:
   out_scores: Dict[str, SetScores]
   typicality: Optional[baselines_lib.TypicalityState]
   image: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]]
+  anchors: Optional[Dict[str, Dict[str, np.ndarray]]] = None
 
 
 def check_inputs(
@@ -132,7 +135,14 @@ def fit_typicality(detector, x_heldout, sets, settings: EvalSettings):
 
 
 def evaluation_context(
-  detector, x_in, ood_sets, settings: EvalSettings, key, x_heldout, progress: bool = False
+  detector,
+  x_in,
+  ood_sets,
+  settings: EvalSettings,
+  key,
+  x_heldout,
+  progress: bool = False,
+  anchor_state: Optional[AnchorState] = None,
 ):
   """Scores every set once (the tests' key streams of the module docstring); `progress`: a bar of
   the sets on stderr."""
@@ -155,8 +165,13 @@ def evaluation_context(
     for name, x in [("in", x_in), *ood_sets.items()]:
       scores = detector.image_scores(x, preprocessed=True)
       image[name] = (scores, detector.p_values_of_scores(scores))
+  anchors = None
+  if anchor_state is not None:
+    anchors = {
+      name: anchor_scores(anchor_state, x) for name, x in [("in", x_in), *ood_sets.items()]
+    }
   return EvalContext(
-    detector, settings, key, x_in, dict(ood_sets), in_scores, out_scores, typicality, image
+    detector, settings, key, x_in, dict(ood_sets), in_scores, out_scores, typicality, image, anchors
   )
 
 
@@ -168,14 +183,18 @@ def detector_table(
   key,
   x_heldout=None,
   progress: bool = False,
+  anchor_state: Optional[AnchorState] = None,
 ) -> Tuple[Dict, Dict[str, Dict[str, np.ndarray]]]:
   """(table, figure scores) of a fitted detector holding the MMD test (and optionally a conformal
   state); the sets went through the detector's preprocessing already and are checked here.
-  progress: a progress bar on stderr while the sets are scored."""
+  progress: a progress bar on stderr while the sets are scored; anchor_state: the post-hoc
+  baselines on the detector's trained encoder (`inflow_jax.evaluation.anchors`)."""
   check_inputs(x_in, ood_sets, settings, x_heldout)
   x_in = np.asarray(x_in, np.float32)
   ood_sets = {k: np.asarray(v, np.float32) for k, v in ood_sets.items()}
-  context = evaluation_context(detector, x_in, ood_sets, settings, key, x_heldout, progress)
+  context = evaluation_context(
+    detector, x_in, ood_sets, settings, key, x_heldout, progress, anchor_state
+  )
   state = detector.mmd_state_
   table = {
     "settings": {
@@ -203,7 +222,7 @@ def detector_table(
   table["in_distribution"] = batch_row(context.in_scores)
   table["ood"] = {name: batch_row(s) for name, s in context.out_scores.items()}
   figures: Dict[str, Dict[str, np.ndarray]] = {}
-  for name in settings.evaluators(context.image is not None):
+  for name in settings.evaluators(context.image is not None, context.anchors is not None):
     EVALUATORS[name](context, table, figures)
   return table, figures
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from inflow_jax.model.patch_conv import PatchConv3x3
+from inflow_jax.utils.batching import fixed_size
 
 NUM_ROTATIONS = 4
 
@@ -92,13 +93,11 @@ def _jitted_apply(model: ClassifierEncoder, flip_average: bool):
 
 
 def encode(
-  model: ClassifierEncoder, variables, x, *, batch_size: int = 500, flip_average: bool = True
+  model: ClassifierEncoder, variables, x, *, batch_size: int = 250, flip_average: bool = True
 ) -> EncoderOutput:
-  """The encoder's outputs for images x (N, H, W, 3) float32 in [0, 1], in batches, as numpy
-  arrays; flip_average: the mean of the outputs of x and its mirror image (test-time averaging)."""
+  """The encoder's outputs for images x (N, H, W, 3) float32 in [0, 1] as numpy arrays, computed
+  in zero-padded chunks of exactly `batch_size` images (so an image's outputs do not depend on how
+  the caller batched x); flip_average: the mean of the outputs of x and its mirror image."""
   apply = _jitted_apply(model, flip_average)
-  parts = [
-    jax.device_get(apply(variables, np.asarray(x[i : i + batch_size], np.float32)))
-    for i in range(0, len(x), batch_size)
-  ]
-  return EncoderOutput(*(np.concatenate(p) for p in zip(*parts)))
+  x = np.asarray(x, np.float32)
+  return EncoderOutput(*fixed_size(lambda xb: tuple(apply(variables, xb)), x, batch_size))

@@ -20,6 +20,11 @@ _ROWS = (
   ("paper_score_a1", "paper score at a=1 (no attention)"),
   ("input_complexity", "input complexity (NLL - PNG bits/dim)"),
   ("image_score", "per-image score (density of the flow's statistics)"),
+  ("msp", "MSP (trained encoder)"),
+  ("energy", "energy (trained encoder)"),
+  ("mds", "Mahalanobis (trained encoder)"),
+  ("knn", "KNN, k=50 (trained encoder)"),
+  ("vim", "ViM (trained encoder)"),
 )
 
 
@@ -53,6 +58,25 @@ def _mixed_lines(mixed: Mapping) -> list:
           + " |"
         )
   return lines
+
+
+def _average_lines(averages: Mapping) -> list:
+  """Per-image AUROC averaged over the near-OOD and the far-OOD sets (OpenOOD's summary)."""
+  labels = dict(_ROWS)
+  lines = ["", "Per-image AUROC, averaged (near-OOD: eval.near_ood; far-OOD: the other sets):", ""]
+  lines += ["| score | near-OOD | far-OOD |", "| --- | --- | --- |"]
+  cell = lambda row, group: f"{row[group]:.3f}" if group in row else "-"
+  for score, row in averages.items():
+    lines.append(f"| {labels[score]} | {cell(row, 'near')} | {cell(row, 'far')} |")
+  return lines
+
+
+def _encoder_lines(encoder: Mapping) -> list:
+  what = "classes and rotations" if encoder["labels"] else "rotation prediction alone (no labels)"
+  line = f"Trained encoder: {encoder['steps']} steps on {what}"
+  if "test_accuracy" in encoder:
+    line += f"; test accuracy {encoder['test_accuracy']:.4f} (flip-averaged)"
+  return ["", line + "."]
 
 
 def format_table(table: Mapping) -> str:
@@ -99,6 +123,10 @@ def format_table(table: Mapping) -> str:
       f"{ind['image_false_alarm']:.3f}; "
       + ", ".join(f"{name} {row['image_flagged']:.3f}" for name, row in table["ood"].items()),
     ]
+  if table.get("averages"):
+    lines += _average_lines(table["averages"])
+  if "encoder" in table:
+    lines += _encoder_lines(table["encoder"])
   if "mixed" in table:
     lines += _mixed_lines(table["mixed"])
   if "figures" in table:

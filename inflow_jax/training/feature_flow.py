@@ -23,6 +23,7 @@ import numpy as np
 from inflow_jax.model.feature_flow import FeatureFlow, check_features
 from inflow_jax.model.feature_flow import nll as feature_nll
 from inflow_jax.training.step import epoch_seed, fit_batches, host_copy
+from inflow_jax.utils.batching import fixed_size
 
 # the feature flow's default shape (chosen by held-out likelihood: docs/results.md)
 DEFAULT_FEATURE_FLOW = FeatureFlow(num_blocks=4, width=256, depth=2)
@@ -108,11 +109,9 @@ def _jitted_nll(model: FeatureFlow):
   return jax.jit(lambda variables, u: feature_nll(model, variables, u, 1.0, per_dimension=True))
 
 
-def feature_flow_nll(fitted: FittedFeatureFlow, features, batch_size: int = 2048) -> np.ndarray:
+def feature_flow_nll(fitted: FittedFeatureFlow, features, batch_size: int = 250) -> np.ndarray:
   """(N,) NLL per dimension (nats) of features (N, D) under the fitted flow; higher = less
   typical."""
   u = (np.asarray(features, np.float32) - fitted.mean) / fitted.std
   nll = _jitted_nll(fitted.model)
-  return np.concatenate(
-    [np.asarray(nll(fitted.variables, u[i : i + batch_size])) for i in range(0, len(u), batch_size)]
-  )
+  return fixed_size(lambda ub: nll(fitted.variables, ub), u, batch_size)

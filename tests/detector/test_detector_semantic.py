@@ -1,0 +1,105 @@
+"""A detector with a trained in-distribution encoder (`trained_encoder`): its statistics join the
+per-image density, the scores do not depend on batching, the encoder's predictions are reachable,
+save/load keep everything, and mismatched parts fail with one line."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from inflow_jax import InFlowDetector, data
+from inflow_jax.detector import files
+from inflow_jax.gates import semantic as semantic_lib
+from inflow_jax.model import ClassifierEncoder, InFlow, TrainedEncoder
+from inflow_jax.training.encoder import train_encoder
+from inflow_jax.utils import integrity
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+  """A tiny encoder trained on 600 digits with labels, a tiny flow, the conformal gate calibrated on
+  200 unseen digits; the feature flow fitted on the encoder's training images."""
+  x, y = data.load_images("digits", "train")
+  encoder = ClassifierEncoder(num_classes=10, stem_width=4, widths=(16, 32))
+  config = default.get_config()
+  config.encoder.train.update(
+    num_steps=60, batch_size=32, learning_rate=0.01, warmup_steps=4, decay_steps=56, log_every=20
+  )
+  workdir = tmp_path_factory.mktemp("enc")
+  result = train_encoder(encoder, x[:600], y[:600], config, workdir, progress=False)
+  model = InFlow(num_blocks=2, width=8, paper_compat=True)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x[:2], 1.0)
+  detector = InFlowDetector(
+    model,
+    variables,
+    attention="conformal",
+    n_components=1,
+    trained_encoder=TrainedEncoder(encoder, result.variables),
+  )
+  detector.fit(x[:300], x_calibration=x[900:1100], x_features=x[:600])
+  return detector, x, y
+
+
+def test_semantic_statistics_join_the_density(fitted):
+  detector, x, y = fitted
+  state = detector.conformal_state_
+  assert state.semantic is not None and state.density["mean"].shape == (3 + 1,)
+  own = semantic_lib.semantic_statistics(state.semantic, x[1100:1110])
+  assert own.shape == (10, 1) and np.all(np.isfinite(own))
+  scores = detector.image_scores(x[1100:1140])
+  np.testing.assert_allclose(
+    scores,
+    np.concatenate([detector.image_scores(x[i : min(i + 7, 1140)]) for i in range(1100, 1140, 7)]),
+  )
+  p = detector.image_p_values(x[1100:1300])
+  assert np.all((p > 0) & (p <= 1))
+  noise = np.random.default_rng(0).random((20,) + x.shape[1:]).astype(np.float32)
+  assert np.mean(detector.image_p_values(noise) < 0.05) >= 0.9
+  logits = detector.class_logits(x[1100:1300])
+  assert logits.shape == (200, 10) and np.mean(logits.argmax(-1) == y[1100:1300]) > 0.4
+
+
+def test_save_and_load_keep_the_encoder_and_the_feature_flow(fitted, tmp_path):
+  detector, x, _ = fitted
+  detector.save(tmp_path / "det")
+  loaded = InFlowDetector.load(tmp_path / "det")
+  np.testing.assert_array_equal(
+    loaded.image_scores(x[1100:1120]), detector.image_scores(x[1100:1120])
+  )
+  np.testing.assert_array_equal(
+    loaded.class_logits(x[1100:1105]), detector.class_logits(x[1100:1105])
+  )
+  meta = json.loads((tmp_path / "det" / "config.json").read_text())
+  assert meta["format_version"] == files.FORMAT_VERSION
+
+
+def _tamper(directory, change):
+  path = directory / "config.json"
+  meta = json.loads(path.read_text())
+  change(meta)
+  path.write_text(json.dumps(meta))
+  (directory / integrity.MANIFEST).unlink(missing_ok=True)
+
+
+def test_mismatched_or_newer_files_fail_with_one_line(fitted, tmp_path):
+  detector, _, _ = fitted
+  newer = detector.save(tmp_path / "newer")
+  _tamper(newer, lambda m: m.update(format_version=files.FORMAT_VERSION + 1))
+  with pytest.raises(ValueError, match="saved by a newer inflow_jax"):
+    InFlowDetector.load(newer)
+  wider = detector.save(tmp_path / "wider")
+  _tamper(wider, lambda m: m["trained_encoder"].update(widths=[16, 64]))
+  with pytest.raises(ValueError, match="feature flow takes 32 features, the encoder gives 64"):
+    InFlowDetector.load(wider)
+
+
+def test_an_encoder_needs_a_per_image_gate(fitted):
+  detector, _, _ = fitted
+  with pytest.raises(ValueError, match="use attention 'conformal' or 'combined'"):
+    InFlowDetector(detector.model, detector.variables, trained_encoder=detector.trained_encoder)
+  with pytest.raises(TypeError, match="TrainedEncoder"):
+    InFlowDetector(
+      detector.model, detector.variables, attention="conformal", trained_encoder=(1, 2)
+    )
