@@ -18,7 +18,6 @@ from typing import Any, Dict
 from inflow_jax import pretrained
 from inflow_jax.detector.job_files import DETECTOR_DIR, INPUT_SHAPE_FILE
 
-
 SPLIT_KEYS = (
   "train",
   "train_split",
