@@ -94,7 +94,7 @@ def check_encoder_config(config: ml_collections.ConfigDict) -> None:
     return
   if config.attention.kind == "mmd":
     raise ValueError(
-      "encoder.enabled: the trained encoder's statistics join the per-image density; set "
+      "encoder.enabled: the trained encoder's score joins the per-image score; set "
       "attention.kind to 'conformal' or 'combined' (with data.calibration_split)"
     )
   check_optimizer_config(c.train, jax.local_device_count(), prefix="encoder.train", min_steps=1)

@@ -55,7 +55,6 @@ from inflow_jax.detector.files import check_finite_variables, load_detector, sav
 from inflow_jax.detector.scoring import DetectorScoring
 from inflow_jax.gates.encoder import Embedder, make_encoder
 from inflow_jax.gates.mean_shift import check_components as check_mean_shift_components
-from inflow_jax.gates.semantic import check_statistics
 from inflow_jax.model import InFlow
 from inflow_jax.model.classifier_encoder import TrainedEncoder
 from inflow_jax.model.density import (
@@ -86,9 +85,9 @@ class InFlowDetector(DetectorScoring):
     seed: seed of the encoder (when not given), the density fit and the permutation tests.
     trained_encoder: ("conformal", "combined") an in-distribution encoder
       (`inflow_jax.model.TrainedEncoder`: a trained `ClassifierEncoder` and its variables, or your
-      own Flax module with the same outputs) whose statistics join the flow's in the per-image
-      density (`inflow_jax.gates.semantic`); `class_logits` then gives its predictions.
-    semantic_statistics: which of them (`inflow_jax.gates.semantic.STATISTICS`).
+      own Flax module with the same outputs): a feature flow is fitted on its normalised features
+      and the per-image score combines both views (`inflow_jax.gates.semantic`); `class_logits`
+      then gives its predictions.
   """
 
   def __init__(
@@ -110,11 +109,9 @@ class InFlowDetector(DetectorScoring):
     jpeg_quality: Optional[int] = None,
     seed: int = 0,
     trained_encoder: Optional[TrainedEncoder] = None,
-    semantic_statistics=("feature_nll",),
   ):
     fitting.check_settings(attention, convention, batch_test, combination, false_positive_rate)
     self.trained_encoder = fitting.check_trained_encoder(trained_encoder, attention)
-    self.semantic_statistics = check_statistics(semantic_statistics)
     if batch_size < 2:
       raise ValueError(
         f"batch_size must be >= 2 (the attention test needs 2 images), got {batch_size}"

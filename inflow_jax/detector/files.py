@@ -45,7 +45,6 @@ SETTINGS = (
   "mean_shift_components",
   "jpeg_quality",
   "seed",
-  "semantic_statistics",
 )
 # the layout of config.json and arrays/: 2 added the trained encoder and the feature flow; a
 # detector saved by a newer version is refused (its arrays may mean something else)
@@ -129,6 +128,7 @@ def save_detector(detector, directory) -> pathlib.Path:
     if state.semantic is not None:
       flow = state.semantic.feature_flow
       arrays["feature_flow"] = {"variables": flow.variables, "mean": flow.mean, "std": flow.std}
+      arrays["view_calibration"] = state.view_calibration
       meta["feature_flow"] = model_config(flow.model)
     meta["conformal"] = {"level": state.level, "batch_test": state.batch_test}
     if state.mean_shift is not None:
@@ -153,7 +153,7 @@ def _encoder_entry(trained_encoder) -> tuple:
   return trained_encoder.variables, config
 
 
-def _semantic_state(meta, arrays, directory, statistics):
+def _semantic_state(meta, arrays, directory):
   """(TrainedEncoder or None, SemanticState or None) of a saved detector, checked against each
   other."""
   if "trained_encoder" not in arrays:
@@ -174,7 +174,7 @@ def _semantic_state(meta, arrays, directory, statistics):
     np.asarray(saved["mean"]),
     np.asarray(saved["std"]),
   )
-  return encoder, SemanticState(encoder.model, encoder.variables, flow, tuple(statistics))
+  return encoder, SemanticState(encoder.model, encoder.variables, flow)
 
 
 def load_detector(cls, directory):
@@ -196,9 +196,7 @@ def load_detector(cls, directory):
       f"reads up to {FORMAT_VERSION}): upgrade inflow_jax to load it"
     )
   arrays = _restore_as_numpy(directory / "arrays")
-  settings = dict(meta["settings"])
-  statistics = settings.pop("semantic_statistics", ["feature_nll"])
-  trained_encoder, semantic = _semantic_state(meta, arrays, directory, statistics)
+  trained_encoder, semantic = _semantic_state(meta, arrays, directory)
   model = InFlow(**{k: tuples_from_json(v) for k, v in meta["model"].items()})
   fields = {k: meta["encoder"][k] for k in ENCODER_FIELDS if k in meta["encoder"]}
   fields["features"] = tuple(fields["features"])
@@ -208,8 +206,7 @@ def load_detector(cls, directory):
     arrays["variables"],
     encoder=encoder,
     trained_encoder=trained_encoder,
-    semantic_statistics=statistics,
-    **settings,
+    **meta["settings"],
   )
   if "mmd" in arrays:
     detector.mmd_state_ = MMDState(
@@ -221,12 +218,12 @@ def load_detector(cls, directory):
     )
   if "conformal" in arrays:
     density = {k: np.asarray(v) for k, v in arrays["conformal"]["density"].items()}
-    expected = n_features(model) + (0 if semantic is None else len(semantic.statistics))
+    expected = n_features(model)
     if density["mean"].shape[0] != expected:
       raise ValueError(
         f"{directory}: the saved density takes {density['mean'].shape[0]} features per "
         f"image but this version computes {expected} for this flow "
-        "(inflow_jax.gates.features, gates.semantic): fit the detector again"
+        "(inflow_jax.gates.features): fit the detector again"
       )
     mean_shift = None
     if "mean_shift" in arrays:
@@ -240,6 +237,9 @@ def load_detector(cls, directory):
       calibration_scores=np.asarray(arrays["conformal"]["calibration_scores"]),
       mean_shift=mean_shift,
       semantic=semantic,
+      view_calibration=None
+      if semantic is None
+      else {k: np.asarray(v) for k, v in arrays["view_calibration"].items()},
       **meta["conformal"],
     )
   detector.threshold_ = meta["threshold"]

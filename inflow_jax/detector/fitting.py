@@ -136,7 +136,7 @@ def mmd_test(detector, x_ref, mmd_state):
 
 
 def check_trained_encoder(trained_encoder, attention: str):
-  """The trained encoder, or None; it needs a conformal kind (its statistics join that density)."""
+  """The trained encoder, or None; it needs a conformal kind (its score joins the per-image one)."""
   if trained_encoder is None:
     return None
   if not isinstance(trained_encoder, TrainedEncoder):
@@ -146,7 +146,7 @@ def check_trained_encoder(trained_encoder, attention: str):
     )
   if attention == "mmd":
     raise ValueError(
-      "a trained encoder's statistics join the per-image density: use attention 'conformal' or "
+      "a trained encoder's score joins the per-image score: use attention 'conformal' or "
       "'combined' (the paper's 'mmd' gate has no per-image density)"
     )
   return trained_encoder
@@ -157,9 +157,7 @@ def semantic_view(detector, x_features):
   if detector.trained_encoder is None:
     return None
   model, variables = detector.trained_encoder
-  return fit_semantic(
-    model, variables, x_features, statistics=detector.semantic_statistics, seed=detector.seed
-  )
+  return fit_semantic(model, variables, x_features, seed=detector.seed)
 
 
 def conformal_test(detector, x_ref, x_calibration, x_density, x_features=None):

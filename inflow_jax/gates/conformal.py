@@ -36,7 +36,7 @@ from inflow_jax.gates.density import (
   fit_density,
   min_density_images,
 )
-from inflow_jax.gates.features import CHUNK, flow_features
+from inflow_jax.gates.features import CHUNK, flow_features, image_features
 from inflow_jax.gates.mean_shift import MeanShiftState, fit_mean_shift
 from inflow_jax.gates.p_values import (
   BATCH_TESTS,
@@ -44,7 +44,13 @@ from inflow_jax.gates.p_values import (
   combine_p_values,
   conformal_p_values,
 )
-from inflow_jax.gates.semantic import SemanticState, semantic_statistics
+from inflow_jax.gates.semantic import (
+  SemanticState,
+  calibration_rank_counts,
+  fisher_statistic,
+  rank_counts,
+  semantic_scores,
+)
 from inflow_jax.utils.batching import fixed_size
 
 _density_scores = jax.jit(density_scores)
@@ -54,8 +60,9 @@ _density_scores = jax.jit(density_scores)
 class ConformalState:
   """density: the mixture's arrays (`inflow_jax.gates.density`); calibration_scores: (n,)
   ascending; mean_shift: the mean-shift test (`inflow_jax.gates.mean_shift`) or None; semantic:
-  the trained encoder's view (`inflow_jax.gates.semantic`), whose statistics join the flow's in the
-  density, or None."""
+  the trained encoder's view (`inflow_jax.gates.semantic`) or None. With it an image's score is
+  Fisher's statistic of its pixel and semantic p-values (calibrated on view_calibration's "pixel"
+  and "semantic" scores) and calibration_scores are those statistics of the calibration images."""
 
   density: Dict[str, np.ndarray]
   calibration_scores: np.ndarray
@@ -63,6 +70,7 @@ class ConformalState:
   batch_test: str = "auto"
   mean_shift: Optional[MeanShiftState] = None
   semantic: Optional[SemanticState] = None
+  view_calibration: Optional[Dict[str, np.ndarray]] = None  # with semantic: each view's, sorted
 
   @property
   def n_calibration(self) -> int:
@@ -132,15 +140,27 @@ def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> 
   return scores.astype(np.float64)
 
 
-def joint_features(
-  semantic: Optional[SemanticState], model, variables, x: np.ndarray, convention: str = "nll"
-) -> Tuple[np.ndarray, np.ndarray]:
-  """((N, d) the flow's per-image statistics, then the semantic view's when given; (N,) the flow's
-  `convention` score at a = 1) of preprocessed x."""
-  features, flow_score = flow_features(model, variables, x, convention)
-  if semantic is not None:
-    features = np.concatenate([features, semantic_statistics(semantic, x)], axis=1)
-  return features, flow_score
+def two_view_scores(
+  view_calibration: Dict[str, np.ndarray], pixel: np.ndarray, semantic: np.ndarray
+) -> np.ndarray:
+  """(N,) Fisher's statistic of the images' pixel and semantic p-values (`gates.semantic`)."""
+  pixel_counts = rank_counts(view_calibration["pixel"], pixel)
+  semantic_counts = rank_counts(view_calibration["semantic"], semantic)
+  return fisher_statistic(pixel_counts, semantic_counts, len(view_calibration["pixel"]))
+
+
+def _calibrate(
+  density, semantic, model, variables, x_calibration
+) -> Tuple[np.ndarray, Optional[Dict]]:
+  """(sorted calibration scores, each view's sorted calibration scores or None)."""
+  pixel = scores_of_features(density, image_features(model, variables, x_calibration))
+  if semantic is None:
+    return np.sort(pixel), None
+  sem = semantic_scores(semantic, x_calibration)
+  statistic = fisher_statistic(
+    calibration_rank_counts(pixel), calibration_rank_counts(sem), len(pixel)
+  )
+  return np.sort(statistic), {"pixel": np.sort(pixel), "semantic": np.sort(sem)}
 
 
 def fit_conformal(
@@ -161,8 +181,8 @@ def fit_conformal(
   """Fits the density on the features of x_density (None: x_ref) and calibrates on x_calibration
   (all (n, H, W, C) float32 in [0, 1], already preprocessed; x_train: the flow's training images,
   checked for overlap); with mean_shift_components K, also the mean-shift test (whitening of K
-  components fitted on x_ref, the calibration images as its permutation pool); with `semantic`,
-  its statistics join the flow's (`joint_features`)."""
+  components fitted on x_ref, the calibration images as its permutation pool); with `semantic`
+  (a fitted `gates.semantic.SemanticState`), the score is the two views' Fisher statistic."""
   if batch_test not in BATCH_TESTS:
     raise ValueError(f"batch_test must be one of {BATCH_TESTS}, got {batch_test!r}")
   mean_shift_components = mean_shift_lib.check_components(mean_shift_components)
@@ -179,10 +199,8 @@ def fit_conformal(
     level,
     {"x_ref": x_ref, "x_density": x_density, "the training images (x_train)": x_train},
   )
-  density = fit_density(joint_features(semantic, model, variables, x_fit)[0], n_components, seed)
-  calibration = np.sort(
-    scores_of_features(density, joint_features(semantic, model, variables, x_calibration)[0])
-  )
+  density = fit_density(image_features(model, variables, x_fit), n_components, seed)
+  calibration, view_calibration = _calibrate(density, semantic, model, variables, x_calibration)
   if not np.all(np.isfinite(calibration)):
     raise ValueError(
       "some calibration scores are NaN or infinite: the flow gives no finite density there"
@@ -199,14 +217,20 @@ def fit_conformal(
     batch_test=batch_test,
     mean_shift=mean_shift,
     semantic=semantic,
+    view_calibration=view_calibration,
   )
 
 
 def image_scores(state: ConformalState, model, variables, x: np.ndarray, convention: str = "nll"):
   """((N,) s(x), higher = more OOD; (N,) the flow's `convention` score at a = 1 from the same pass)
   of preprocessed x (unchecked)."""
-  features, flow_score = joint_features(state.semantic, model, variables, x, convention)
-  return scores_of_features(state.density, features), flow_score
+  features, flow_score = flow_features(model, variables, x, convention)
+  pixel = scores_of_features(state.density, features)
+  if state.semantic is None:
+    return pixel, flow_score
+  return two_view_scores(
+    state.view_calibration, pixel, semantic_scores(state.semantic, x)
+  ), flow_score
 
 
 def image_p_values(state: ConformalState, scores: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""A detector with a trained in-distribution encoder (`trained_encoder`): its statistics join the
-per-image density, the scores do not depend on batching, the encoder's predictions are reachable,
+"""A detector with a trained in-distribution encoder (`trained_encoder`): the per-image score is the
+Fisher statistic of the pixel and semantic conformal p-values (against a direct computation), the
+p-values are calibrated, scores do not depend on batching, the encoder's predictions are reachable,
 save/load keep everything, and mismatched parts fail with one line."""
 
 import json
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 
 from configs import default
-from inflow_jax import InFlowDetector, data
+from inflow_jax import InFlowDetector, data, gates
 from inflow_jax.detector import files
 from inflow_jax.gates import semantic as semantic_lib
+from inflow_jax.gates.features import image_features
 from inflow_jax.model import ClassifierEncoder, InFlow, TrainedEncoder
 from inflow_jax.training.encoder import train_encoder
 from inflow_jax.utils import integrity
@@ -42,19 +44,47 @@ def fitted(tmp_path_factory):
   return detector, x, y
 
 
-def test_semantic_statistics_join_the_density(fitted):
+def _rank_p(calibration, scores):
+  """(1 + #{c >= s}) / (1 + n), by direct counting."""
+  return np.array([(1 + np.sum(calibration >= s)) / (1 + len(calibration)) for s in scores])
+
+
+def test_the_score_is_fishers_statistic_of_the_two_views(fitted):
   detector, x, y = fitted
   state = detector.conformal_state_
-  assert state.semantic is not None and state.density["mean"].shape == (3 + 1,)
-  own = semantic_lib.semantic_statistics(state.semantic, x[1100:1110])
-  assert own.shape == (10, 1) and np.all(np.isfinite(own))
-  scores = detector.image_scores(x[1100:1140])
+  x_new, x_cal = x[1100:1140], x[900:1100]
+  pixel_cal = gates.conformal.scores_of_features(
+    state.density, image_features(detector.model, detector.variables, x_cal)
+  )
+  semantic_cal = semantic_lib.semantic_scores(state.semantic, x_cal)
+  pixel = gates.conformal.scores_of_features(
+    state.density, image_features(detector.model, detector.variables, x_new)
+  )
+  semantic = semantic_lib.semantic_scores(state.semantic, x_new)
+  expected = -np.log(_rank_p(pixel_cal, pixel)) - np.log(_rank_p(semantic_cal, semantic))
+  scores = detector.image_scores(x_new)
+  np.testing.assert_allclose(scores, expected, rtol=1e-12)
+  # p(x): the rank of T among the calibration images' T, each calibration image ranked among the
+  # others (its own score counted once); in integer counts, T >= T_i <=> a b <= a_i b_i
+  n = len(x_cal)
+  own = lambda c: np.array([1 + np.sum(np.delete(c, i) >= c[i]) for i in range(n)])
+  product_cal = own(pixel_cal) * own(semantic_cal)
+  product = (_rank_p(pixel_cal, pixel) * (1 + n)).round() * (
+    _rank_p(semantic_cal, semantic) * (1 + n)
+  ).round()
+  expected_p = np.array([(1 + np.sum(product_cal <= q)) / (1 + n) for q in product])
+  np.testing.assert_array_equal(detector.image_p_values(x_new), expected_p)
+  np.testing.assert_allclose(
+    state.calibration_scores, np.sort(2 * np.log(1 + n) - np.log(product_cal)), rtol=1e-12
+  )
   np.testing.assert_allclose(
     scores,
     np.concatenate([detector.image_scores(x[i : min(i + 7, 1140)]) for i in range(1100, 1140, 7)]),
   )
-  p = detector.image_p_values(x[1100:1300])
+  p = detector.image_p_values(x[1100:1400])
   assert np.all((p > 0) & (p <= 1))
+  # unseen digits: Binomial(300, <= 0.05) flagged; 36 is 5 standard deviations above 15
+  assert np.sum(p < 0.05) <= 36
   noise = np.random.default_rng(0).random((20,) + x.shape[1:]).astype(np.float32)
   assert np.mean(detector.image_p_values(noise) < 0.05) >= 0.9
   logits = detector.class_logits(x[1100:1300])
