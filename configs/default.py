@@ -223,7 +223,17 @@ def encoder_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(
     dict(
       enabled=False,
-      model=dict(num_classes=10, stem_width=32, widths=(48, 192, 192)),
+      # inflow_jax.model.ClassifierEncoder(**config.encoder.model); whiten: a frozen whitening stem,
+      # dirac: identity-initialised convolutions, zero_init_heads: heads start at 0 (airbench's
+      # initialisations)
+      model=dict(
+        num_classes=10,
+        stem_width=32,
+        widths=(48, 192, 192),
+        whiten=False,
+        dirac=False,
+        zero_init_heads=False,
+      ),
       label_smoothing=0.2,
       rotation_weight=0.5,  # weight of the rotation-prediction loss
       rotation_fraction=0.25,  # share of each batch also passed turned by k * 90 degrees

@@ -2,6 +2,7 @@
 auxiliary rotation-prediction head (RotPred, Hendrycks et al. 2019).
 
   stem:   h = GELU(BN(conv3x3(x)))                                     (B, 32, 32, stem_width)
+          or (whiten) the frozen whitening stem GELU(P(x) K + b)      (B, 32, 32, 54)
   block:  u = GELU(BN(maxpool2(conv3x3(h))));  h = u + GELU(BN(conv3x3(u)))   per entry of widths
   pool:   f = max over (i, j) of h                                     (B, widths[-1]): `features`
   heads:  class_logits = f @ W_c + b_c (B, num_classes);  rotation_logits = f @ W_r + b_r (B, 4)
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from inflow_jax.model.patch_conv import PatchConv3x3
+from inflow_jax.model.whitening import WhiteningStem
 from inflow_jax.utils.batching import fixed_size
 
 NUM_ROTATIONS = 4
@@ -49,12 +51,13 @@ class ConvBlock(nn.Module):
   """u = GELU(BN(maxpool2(conv3x3(h)))); u + GELU(BN(conv3x3(u))): halves H and W."""
 
   width: int
+  dirac: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    x = PatchConv3x3(self.width)(x)
+    x = PatchConv3x3(self.width, dirac=self.dirac)(x)
     x = _norm_act(nn.max_pool(x, (2, 2), (2, 2)), train)
-    return x + _norm_act(PatchConv3x3(self.width)(x), train)
+    return x + _norm_act(PatchConv3x3(self.width, dirac=self.dirac)(x), train)
 
 
 class ClassifierEncoder(nn.Module):
@@ -64,19 +67,26 @@ class ClassifierEncoder(nn.Module):
   num_classes: int = 10
   stem_width: int = 32
   widths: Sequence[int] = (48, 192, 192)
+  whiten: bool = False  # the stem: `WhiteningStem` (18 C channels; stem_width unused)
+  dirac: bool = False  # the blocks' convolutions start as identities (`dirac_init`)
+  zero_init_heads: bool = False  # the heads start at 0 (logits 0, loss log(num_classes))
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> EncoderOutput:
-    h = _norm_act(PatchConv3x3(self.stem_width)(2.0 * x - 1.0), train)
+    if self.whiten:
+      h = WhiteningStem()(x)
+    else:
+      h = _norm_act(PatchConv3x3(self.stem_width)(2.0 * x - 1.0), train)
     for width in self.widths:
-      h = ConvBlock(width)(h, train)
+      h = ConvBlock(width, self.dirac)(h, train)
     features = jnp.max(h, axis=(1, 2))
+    head_init = nn.initializers.zeros if self.zero_init_heads else nn.initializers.lecun_normal()
     class_logits = (
-      nn.Dense(self.num_classes, name="class_head")(features)
+      nn.Dense(self.num_classes, kernel_init=head_init, name="class_head")(features)
       if self.num_classes
       else jnp.zeros((x.shape[0], 0), features.dtype)
     )
-    rotation_logits = nn.Dense(NUM_ROTATIONS, name="rotation_head")(features)
+    rotation_logits = nn.Dense(NUM_ROTATIONS, kernel_init=head_init, name="rotation_head")(features)
     return EncoderOutput(class_logits, rotation_logits, features)
 
 

@@ -22,19 +22,29 @@ def patches3x3(x: jnp.ndarray) -> jnp.ndarray:
   )
 
 
+def dirac_init(key, shape, dtype=jnp.float32):
+  """LeCun-normal (3, 3, C, F), with the first min(C, F) filters the identity (centre tap 1 on its
+  own channel, 0 elsewhere): a block starts close to passing its input through (airbench's dirac
+  initialisation)."""
+  kernel = nn.initializers.lecun_normal()(key, shape, dtype)
+  n = min(shape[2], shape[3])
+  identity = jnp.zeros((3, 3, n, n), dtype).at[1, 1].set(jnp.eye(n, dtype=dtype))
+  return kernel.at[:, :, :n, :n].set(identity)
+
+
 class PatchConv3x3(nn.Module):
   """y = P(x) @ reshape(kernel, (9 C, features)) (+ bias): `nn.Conv(features, (3, 3))` computed as
-  one matrix product. x: (B, H, W, C) -> (B, H, W, features)."""
+  one matrix product. x: (B, H, W, C) -> (B, H, W, features). dirac: `dirac_init` for the kernel."""
 
   features: int
   use_bias: bool = False
+  dirac: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     channels = x.shape[-1]
-    kernel = self.param(
-      "kernel", nn.initializers.lecun_normal(), (3, 3, channels, self.features), jnp.float32
-    )
+    init = dirac_init if self.dirac else nn.initializers.lecun_normal()
+    kernel = self.param("kernel", init, (3, 3, channels, self.features), jnp.float32)
     y = patches3x3(x) @ kernel.reshape(9 * channels, self.features)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)

@@ -18,6 +18,7 @@ import numpy as np
 import tqdm
 
 from inflow_jax.model.classifier_encoder import encode
+from inflow_jax.model.whitening import set_whitening
 from inflow_jax.training import checkpoint as checkpoint_lib
 from inflow_jax.training.encoder_loss import EncoderLoss
 from inflow_jax.training.metrics import METRICS_FILE, _log_record, _truncate_metrics
@@ -62,19 +63,21 @@ def accuracy(model, variables, x: np.ndarray, labels: np.ndarray, batch_size: in
   return float(np.mean(np.argmax(logits, -1) == np.asarray(labels)))
 
 
-def _initial(model, config, sample: np.ndarray, mesh) -> tuple:
-  params, constants = split_variables(
-    jax.jit(model.init)(jax.random.PRNGKey(config.seed), jnp.asarray(sample))
-  )
+def _initial(model, config, x_train: np.ndarray, mesh) -> tuple:
+  variables = jax.jit(model.init)(jax.random.PRNGKey(config.seed), jnp.asarray(x_train[:2]))
+  if model.whiten:  # the frozen stem from 2000 seeded training images (a constant collection)
+    order = np.random.default_rng(config.seed).permutation(len(x_train))[:2000]
+    variables = set_whitening(variables, x_train[np.sort(order)])
+  params, constants = split_variables(variables)
   opt_state = make_optimizer(config.encoder.train).init(params)
   return replicate(TrainState(np.zeros((), np.int32), params, opt_state), mesh), replicate(
     constants, mesh
   )
 
 
-def _restore(model, config, sample, mesh, manager) -> tuple:
+def _restore(model, config, x_train, mesh, manager) -> tuple:
   """(state, constants, step) of the newest checkpoint, or the initial ones at step 0."""
-  state, constants = _initial(model, config, sample, mesh)
+  state, constants = _initial(model, config, x_train, mesh)
   abstract = jax.tree.map(
     lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
     {"state": state, "constants": constants},
@@ -120,7 +123,7 @@ def train_encoder(
   manager = checkpoint_lib.make_manager(
     workdir / CHECKPOINT_DIR, keep=c.keep_checkpoints, every=c.checkpoint_every
   )
-  state, constants, start = _restore(model, config, x_train[: c.batch_size], mesh, manager)
+  state, constants, start = _restore(model, config, x_train, mesh, manager)
   metrics_path = workdir / ("encoder_" + METRICS_FILE)
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)

@@ -26,3 +26,11 @@ def test_patches_zero_pad_the_border():
   assert p.shape == (3, 3, 9)
   np.testing.assert_array_equal(p[1, 1], np.arange(1.0, 10.0))  # the centre sees every pixel
   np.testing.assert_array_equal(p[0, 0], [0, 0, 0, 0, 1, 2, 0, 4, 5])
+
+
+def test_dirac_init_passes_the_first_channels_through():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 5, 3))
+  layer = PatchConv3x3(4, dirac=True)
+  y = layer.apply(layer.init(jax.random.PRNGKey(1), x), x)
+  np.testing.assert_allclose(y[..., :3], x, atol=1e-6)  # identity on the first C filters
+  assert float(jnp.abs(y[..., 3]).max()) > 0.1  # the others random
