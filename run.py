@@ -64,6 +64,9 @@ def score() -> None:
     cli.fail(
       f"--batch-size must be >= 2 (the attention test needs 2 images), got {_BATCH_SIZE.value}"
     )
+  problem = cli.score_input_problem(_INPUT.value, _WORKDIR.value, _DETECTOR.value)
+  if problem:  # before JAX loads: these answer within a second
+    cli.fail(problem)
   from inflow_jax.app import score as score_mode  # noqa: PLC0415  (heavy: JAX)
 
   if _NUM_PROCESSES.value:

@@ -97,6 +97,29 @@ def _flag_message(error) -> str:
   return text if text.startswith("--") else f"{text} (python run.py --help lists the flags)"
 
 
+def score_input_problem(source: str, workdir, detector) -> Optional[str]:
+  """The score mode's mistakes found without JAX (a bare path as --input, a missing workdir, an
+  unknown pretrained name), as one line; None when there is none."""
+  if ":" not in source and os.path.exists(source):
+    kind = "folder" if os.path.isdir(source) else "npz" if source.endswith(".npz") else "npy"
+    return (
+      f"--input {source} is a path: write --input {kind}:{source} (folder:PATH for a folder of "
+      "images, npz:PATH or npy:PATH for an array file)"
+    )
+  if detector is None and not os.path.isdir(workdir):
+    return (
+      f"--workdir {workdir} does not exist: give the workdir of a job run with --mode=all or "
+      "--mode=evaluate"
+    )
+  if detector is not None:
+    from inflow_jax import pretrained  # noqa: PLC0415  (no JAX: names only)
+
+    if detector not in pretrained.names():
+      names = ", ".join(pretrained.names()) or "none"
+      return f"--detector {detector}: no pretrained detector {detector!r}; the names: {names}"
+  return None
+
+
 def run_guarded(main, argv: Sequence[str]) -> None:
   """main(argv) with its errors as one line: USAGE_ERRORS exit 2, the rest 1 (not with --debug)."""
   try:
