@@ -48,7 +48,8 @@ class DetectorScoring:
       )
 
   def image_scores(self, x, *, preprocessed: bool = False) -> np.ndarray:
-    """(N,) per-image scores (the density of the flow's statistics), higher = more OOD; they do not
+    """(N,) per-image scores (the density of the flow's statistics; with a trained encoder, Fisher's
+    statistic of that and the feature flow's p-values), higher = more OOD; they do not
     depend on how x is batched. x: (N, H, W, C) float32 in [0, 1], N >= 1."""
     self._check_fitted(conformal_needed=True)
     x = self._prepared(x, preprocessed)

@@ -19,7 +19,7 @@ _ROWS = (
   ("likelihood", "flow likelihood (NLL bits/dim, a=1)"),
   ("paper_score_a1", "paper score at a=1 (no attention)"),
   ("input_complexity", "input complexity (NLL - PNG bits/dim)"),
-  ("image_score", "per-image score (density of the flow's statistics)"),
+  ("image_score", "InFlow per-image score (conformal; with an encoder: both views)"),
   ("msp", "MSP (trained encoder)"),
   ("energy", "energy (trained encoder)"),
   ("mds", "Mahalanobis (trained encoder)"),
