@@ -97,15 +97,22 @@ def _flag_message(error) -> str:
   return text if text.startswith("--") else f"{text} (python run.py --help lists the flags)"
 
 
+def bare_path_problem(source: str) -> Optional[str]:
+  """The one-line advice for a bare path given as --input (the likeliest mistake), else None."""
+  if ":" in source or not os.path.exists(source):
+    return None
+  kind = "folder" if os.path.isdir(source) else "npz" if source.endswith(".npz") else "npy"
+  return (
+    f"--input {source} is a path: write --input {kind}:{source} (folder:PATH for a folder of "
+    "images, npz:PATH or npy:PATH for an array file)"
+  )
+
+
 def score_input_problem(source: str, workdir, detector) -> Optional[str]:
   """The score mode's mistakes found without JAX (a bare path as --input, a missing workdir, an
   unknown pretrained name), as one line; None when there is none."""
-  if ":" not in source and os.path.exists(source):
-    kind = "folder" if os.path.isdir(source) else "npz" if source.endswith(".npz") else "npy"
-    return (
-      f"--input {source} is a path: write --input {kind}:{source} (folder:PATH for a folder of "
-      "images, npz:PATH or npy:PATH for an array file)"
-    )
+  if bare_path_problem(source):
+    return bare_path_problem(source)
   if detector is None and not os.path.isdir(workdir):
     return (
       f"--workdir {workdir} does not exist: give the workdir of a job run with --mode=all or "

@@ -24,94 +24,26 @@ Bad input raises `ScoreError`, whose one-line message run.py prints.
 """
 
 import csv
-import json
 import os
 import pathlib
 import time
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import jax
 import numpy as np
 import tqdm
 
-from inflow_jax import data as data_lib
-from inflow_jax import pretrained
-from inflow_jax.data import files as image_files
-from inflow_jax.detector import InFlowDetector
-from inflow_jax.detector.job_files import DETECTOR_DIR, INPUT_SHAPE_FILE
+from inflow_jax.app.cli import score_input_problem
+from inflow_jax.app.score_inputs import (  # noqa: F401  (ScoreError and load_inputs: public here too)
+  ScoreError,
+  load_inputs,
+  load_job_detector,
+  load_pretrained,
+)
 from inflow_jax.training.step import make_mesh
 from inflow_jax.utils.batching import batch_starts
 
 SCORES_FILE = "scores.csv"
-
-
-class ScoreError(ValueError):
-  """A bad input, workdir or output of the score mode (a one-line message)."""
-
-
-def load_job_detector(workdir) -> tuple:
-  """(detector, the job's config dict, native input shape) of a workdir, or ScoreError."""
-  workdir = pathlib.Path(workdir)
-  directory = workdir / DETECTOR_DIR
-  if not workdir.is_dir():
-    raise ScoreError(
-      f"--workdir {workdir} does not exist: give the workdir of a job run with --mode=all or "
-      "--mode=evaluate"
-    )
-  if not directory.is_dir():
-    raise ScoreError(
-      f"{workdir} holds no saved detector ({directory} is missing): run the job with "
-      "--mode=all or --mode=evaluate on it first"
-    )
-  try:
-    config = json.loads((workdir / "config.json").read_text())
-    input_shape = tuple(json.loads((directory / INPUT_SHAPE_FILE).read_text()))
-    detector = InFlowDetector.load(directory)
-  except (OSError, ValueError, KeyError) as error:
-    raise ScoreError(f"cannot load the detector of {workdir}: {error}") from error
-  return detector, config, input_shape
-
-
-def load_pretrained(name: str) -> tuple:
-  """(detector, a config dict with `data`, native input shape) of a pretrained detector, or
-  ScoreError naming the known names."""
-  try:
-    detector = pretrained.load(name)
-    meta = pretrained.manifest(name)
-  except (OSError, ValueError, KeyError) as error:
-    raise ScoreError(f"--detector {name}: {error}") from error
-  data = {"data_dir": None, "image_size": meta["image_size"]}
-  return detector, {"data": data}, tuple(meta["input_shape"])
-
-
-def load_inputs(source: str, split: str, config: Dict[str, Any], input_shape, resize: bool):
-  """(x float32 NHWC in [0, 1] at the detector's size, file paths or None) of `source`."""
-  data = config["data"]
-  if ":" not in source and os.path.exists(source):
-    kind = "folder" if os.path.isdir(source) else "npz" if source.endswith(".npz") else "npy"
-    raise ScoreError(
-      f"--input {source} is a path: write --input {kind}:{source} (folder:PATH for a folder of "
-      "images, npz:PATH or npy:PATH for an array file)"
-    )
-  try:
-    images, _ = data_lib.load_split(source, split, data["data_dir"])
-    paths = None
-    if data_lib.parse_name(source)[0] == "folder":
-      paths = [str(p) for p in image_files.folder_files(data_lib.parse_name(source)[1], split)[0]]
-  except (OSError, ValueError, TypeError) as error:
-    raise ScoreError(f"--input {source!r}: {error}") from error
-  if len(images) < 2:
-    raise ScoreError(
-      f"--input {source!r} holds {len(images)} image(s); the attention test needs >= 2"
-    )
-  if tuple(images.shape[1:]) != tuple(input_shape) and not resize:
-    raise ScoreError(
-      f"--input {source!r} holds {'x'.join(map(str, images.shape[1:]))} (HxWxC) images, "
-      f"but the detector was trained on {'x'.join(map(str, input_shape))} images; pass "
-      "--resize to resize them as the job's preprocessing does"
-    )
-  x = data_lib.preprocess(images, data["image_size"], data_lib.default_center_crop(source))
-  return x, paths
 
 
 def _score_block(
@@ -239,6 +171,9 @@ def run_score(
   workdir may be None: the CSV goes to `output` or ./scores.csv) and writes the CSV; returns the
   summary (process 0). devices: the local devices the flow is split over (default: all of this
   process's)."""
+  problem = score_input_problem(source, workdir, detector_name)
+  if problem:
+    raise ScoreError(problem)
   if detector_name is not None:
     detector, config, input_shape = load_pretrained(detector_name)
     default_output = pathlib.Path(workdir or ".") / SCORES_FILE

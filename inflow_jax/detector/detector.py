@@ -220,8 +220,7 @@ class InFlowDetector(DetectorScoring):
       x_density: ("conformal", "combined") optional in-distribution images, disjoint from
         x_calibration, the density is fitted on instead of x_ref: more of the flow's training
         images (more images support more mixture components) or unseen ones (`gates.conformal`).
-      x_features: (with a trained encoder) the images whose encoder features the feature flow is
-        trained on (default: x_density, else x_ref), e.g. the encoder's training images.
+      x_features: images the trained encoder's feature flow fits (default x_density or x_ref).
     """
     x_ref, prepare = fitting.prepare_inputs(self, x_ref, preprocessed)
     if x_threshold is not None and not self.uses_conformal:  # checked before anything is fitted
@@ -234,10 +233,7 @@ class InFlowDetector(DetectorScoring):
       )
     elif x_density is not None:
       raise ValueError("x_density is for the conformal density; attention='mmd' has none")
-    if x_features is not None:
-      if self.trained_encoder is None:
-        raise ValueError("x_features trains the feature flow of a trained encoder; none was given")
-      x_features = prepare(x_features, "x_features", min_batch=2)
+    x_features = fitting.feature_images(self, prepare, x_features)
     if x_train is not None:
       self.variables, self.train_losses_ = fitting.train_flow(self, x_train, config)
       self._score_fn = make_score_fn(self.model, self.variables, self.convention)

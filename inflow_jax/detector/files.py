@@ -177,6 +177,35 @@ def _semantic_state(meta, arrays, directory):
   return encoder, SemanticState(encoder.model, encoder.variables, flow)
 
 
+def _conformal_state(detector, model, meta, arrays, directory, semantic) -> ConformalState:
+  """The saved conformal state, checked against this version's per-image features."""
+  density = {k: np.asarray(v) for k, v in arrays["conformal"]["density"].items()}
+  expected = n_features(model)
+  if density["mean"].shape[0] != expected:
+    raise ValueError(
+      f"{directory}: the saved density takes {density['mean'].shape[0]} features per "
+      f"image but this version computes {expected} for this flow "
+      "(inflow_jax.gates.features): fit the detector again"
+    )
+  mean_shift = None
+  if "mean_shift" in arrays:
+    mean_shift = MeanShiftState(
+      **{k: jnp.asarray(arrays["mean_shift"][k]) for k in MEAN_SHIFT_ARRAYS}, **meta["mean_shift"]
+    )
+  elif detector.attention == "combined":  # saved before the mean-shift test existed
+    detector.mean_shift_components = None
+  return ConformalState(
+    density=density,
+    calibration_scores=np.asarray(arrays["conformal"]["calibration_scores"]),
+    mean_shift=mean_shift,
+    semantic=semantic,
+    view_calibration=None
+    if semantic is None
+    else {k: np.asarray(v) for k, v in arrays["view_calibration"].items()},
+    **meta["conformal"],
+  )
+
+
 def load_detector(cls, directory):
   """Reads a detector written by `save_detector` as an instance of `cls`."""
   directory = pathlib.Path(directory).resolve()
@@ -217,31 +246,7 @@ def load_detector(cls, directory):
       image_shape=tuple(meta["mmd"]["image_shape"]),
     )
   if "conformal" in arrays:
-    density = {k: np.asarray(v) for k, v in arrays["conformal"]["density"].items()}
-    expected = n_features(model)
-    if density["mean"].shape[0] != expected:
-      raise ValueError(
-        f"{directory}: the saved density takes {density['mean'].shape[0]} features per "
-        f"image but this version computes {expected} for this flow "
-        "(inflow_jax.gates.features): fit the detector again"
-      )
-    mean_shift = None
-    if "mean_shift" in arrays:
-      mean_shift = MeanShiftState(
-        **{k: jnp.asarray(arrays["mean_shift"][k]) for k in MEAN_SHIFT_ARRAYS}, **meta["mean_shift"]
-      )
-    elif detector.attention == "combined":  # saved before the mean-shift test existed
-      detector.mean_shift_components = None
-    detector.conformal_state_ = ConformalState(
-      density=density,
-      calibration_scores=np.asarray(arrays["conformal"]["calibration_scores"]),
-      mean_shift=mean_shift,
-      semantic=semantic,
-      view_calibration=None
-      if semantic is None
-      else {k: np.asarray(v) for k, v in arrays["view_calibration"].items()},
-      **meta["conformal"],
-    )
+    detector.conformal_state_ = _conformal_state(detector, model, meta, arrays, directory, semantic)
   detector.threshold_ = meta["threshold"]
   if meta.get("image_shape") is not None:  # absent in detectors saved before it was
     detector.image_shape_ = tuple(meta["image_shape"])

@@ -152,6 +152,15 @@ def check_trained_encoder(trained_encoder, attention: str):
   return trained_encoder
 
 
+def feature_images(detector, prepare, x_features):
+  """x_features preprocessed and checked (None stays None); only with a trained encoder."""
+  if x_features is None:
+    return None
+  if detector.trained_encoder is None:
+    raise ValueError("x_features trains the feature flow of a trained encoder; none was given")
+  return prepare(x_features, "x_features", min_batch=2)
+
+
 def semantic_view(detector, x_features):
   """The trained encoder's view fitted on x_features (preprocessed), or None without an encoder."""
   if detector.trained_encoder is None:

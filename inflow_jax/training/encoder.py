@@ -26,9 +26,9 @@ from inflow_jax.training.optimizer import check_optimizer_config, make_optimizer
 from inflow_jax.training.step import (
   TrainState,
   global_batch,
-  local_batches,
   make_mesh,
   make_step,
+  process_batches,
   replicate,
   split_variables,
 )
@@ -96,6 +96,28 @@ def _check(config, x_train, y_train, mesh) -> None:
     raise ValueError(f"{len(y_train)} labels for {len(x_train)} training images")
 
 
+def _publish(bar, record, metrics_path: pathlib.Path) -> None:
+  """The record on the progress bar and (process 0) appended to the metrics file."""
+  bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "eval_accuracy")})
+  if jax.process_index() == 0:
+    with metrics_path.open("a") as f:
+      f.write(json.dumps(record) + "\n")
+
+
+def _start(model, config, x_train, workdir: pathlib.Path, mesh) -> tuple:
+  """(manager, state, constants, start step, metrics path): resumed or initial."""
+  c = config.encoder.train
+  manager = checkpoint_lib.make_manager(
+    workdir / CHECKPOINT_DIR, keep=c.keep_checkpoints, every=c.checkpoint_every
+  )
+  state, constants, start = _restore(model, config, x_train, mesh, manager)
+  metrics_path = workdir / ("encoder_" + METRICS_FILE)
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    _truncate_metrics(metrics_path, start)
+  return manager, state, constants, start, metrics_path
+
+
 def train_encoder(
   model,
   x_train: np.ndarray,
@@ -107,36 +129,22 @@ def train_encoder(
   devices: Optional[Sequence[jax.Device]] = None,
   progress: bool = True,
 ) -> EncoderTrainResult:
-  """Trains (or resumes) `model` for `config.encoder.train.num_steps` steps.
-
-  Args:
-    model: a `ClassifierEncoder` (num_classes 0: rotation prediction only, y_train None).
-    x_train: (N, H, W, 3) float32 in [0, 1]; y_train: (N,) integer labels or None.
-    config: a full config (`seed`, `encoder`).
-    workdir: holds `encoder_checkpoints/` and `encoder_metrics.jsonl`; a checkpoint is resumed.
-    eval_set: (x, y) held-out images whose accuracy is logged every `encoder.train.eval_every`.
-  """
+  """Trains (or resumes) `model` for `config.encoder.train.num_steps` steps. Args:
+  model: a `ClassifierEncoder` (num_classes 0: rotation prediction only, y_train None).
+  x_train: (N, H, W, 3) float32 in [0, 1]; y_train: (N,) integer labels or None.
+  config: a full config (`seed`, `encoder`).
+  workdir: holds `encoder_checkpoints/` and `encoder_metrics.jsonl`; a checkpoint is resumed.
+  eval_set: (x, y) held-out images whose accuracy is logged every `encoder.train.eval_every`."""
   c = config.encoder.train
   mesh = make_mesh(devices)
   _check(config, x_train, y_train, mesh)
-  workdir = pathlib.Path(workdir)
-  manager = checkpoint_lib.make_manager(
-    workdir / CHECKPOINT_DIR, keep=c.keep_checkpoints, every=c.checkpoint_every
+  manager, state, constants, start, metrics_path = _start(
+    model, config, x_train, pathlib.Path(workdir), mesh
   )
-  state, constants, start = _restore(model, config, x_train, mesh, manager)
-  metrics_path = workdir / ("encoder_" + METRICS_FILE)
-  if jax.process_index() == 0:
-    workdir.mkdir(parents=True, exist_ok=True)
-    _truncate_metrics(metrics_path, start)
   step_fn = make_step(encoder_loss(model, config), c, mesh)
-  stream = local_batches(
-    x_train,
-    batch_size=c.batch_size,
-    seed=config.seed,
-    start_step=start,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-    labels=None if y_train is None else np.asarray(y_train, np.int32),
+  labels = None if y_train is None else np.asarray(y_train, np.int32)
+  stream = process_batches(
+    x_train, batch_size=c.batch_size, seed=config.seed, start_step=start, labels=labels
   )
   bar = tqdm.tqdm(total=c.num_steps, initial=start, disable=not progress, desc="encoder")
   steps, losses, pending, tick = [], [], [], (time.perf_counter(), start)
@@ -160,12 +168,7 @@ def train_encoder(
         steps += range(step - len(values) + 1, step + 1)
         losses += list(values)
         pending, tick = [], (time.perf_counter(), step)
-        bar.set_postfix(
-          {k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "eval_accuracy")}
-        )
-        if jax.process_index() == 0:
-          with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        _publish(bar, record, metrics_path)
       checkpoint_lib.save(
         manager, step, {"state": state, "constants": constants}, force=step == c.num_steps
       )

@@ -21,6 +21,7 @@ import tqdm
 from absl import logging
 
 from inflow_jax.training import checkpoint as checkpoint_lib
+from inflow_jax.training import step as step_lib
 from inflow_jax.training.losses import LOSSES, FlowLoss, check_8bit, heldout_bpd
 from inflow_jax.training.metrics import METRICS_FILE, _log_record, _truncate_metrics
 from inflow_jax.training.metrics import read_metrics as read_metrics  # re-exported
@@ -32,7 +33,7 @@ from inflow_jax.training.state import (
   eval_variables,
   initial_train_state,
 )
-from inflow_jax.training.step import fit_batches, global_batch, local_batches, make_mesh, make_step
+from inflow_jax.training.step import fit_batches, global_batch, make_mesh, make_step
 from inflow_jax.utils.checks import check_images
 
 
@@ -258,13 +259,8 @@ def _run_steps(
   """The training loop from `start_step`: steps, logging, held-out evaluation, checkpoints."""
   c, is_main = config.train, jax.process_index() == 0
   train_step = make_train_step(model, c, mesh, config.seed)
-  stream = local_batches(
-    x_train,
-    batch_size=c.batch_size,
-    seed=config.seed,
-    start_step=start_step,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
+  stream = step_lib.process_batches(
+    x_train, batch_size=c.batch_size, seed=config.seed, start_step=start_step
   )
   bar = tqdm.tqdm(
     total=c.num_steps,

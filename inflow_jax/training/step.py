@@ -193,6 +193,19 @@ def epoch_seed(seed: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+def process_batches(x_train, *, batch_size: int, seed: int, start_step: int, labels=None):
+  """`local_batches` for this process of `jax.process_count()` (its slice of each global batch)."""
+  return local_batches(
+    x_train,
+    batch_size=batch_size,
+    seed=seed,
+    start_step=start_step,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    labels=labels,
+  )
+
+
 def local_batches(
   x_train: np.ndarray,
   *,

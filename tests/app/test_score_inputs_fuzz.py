@@ -1,7 +1,8 @@
-"""Fuzzing the score mode's input reader (`inflow_jax.app.score.load_inputs`) with hypothesis: an
-npz / npy file or a folder of images, of any dtype, rank, size, count and corruption, named with the
-right, a wrong or no prefix, either becomes float32 images in [0, 1] at the detector's size (with
-the folder's file paths) or raises a one-line `ScoreError` naming --input and the source."""
+"""Fuzzing the score mode's input reader (`inflow_jax.app.score_inputs.load_inputs`) with
+hypothesis: an npz / npy file or a folder of images, of any dtype, rank, size, count and
+corruption, named with the right, a wrong or no prefix, either becomes float32 images in [0, 1] at
+the detector's size (with the folder's file paths) or raises a one-line `ScoreError` naming --input
+and the source."""
 
 import io
 import pathlib
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from inflow_jax.app.score import ScoreError, load_inputs
+from inflow_jax.app.score_inputs import ScoreError, load_inputs
 
 CONFIG = {"data": {"data_dir": None, "image_size": 8}}
 INPUT_SHAPE = (8, 8, 1)  # the native shape of the detector's training images
