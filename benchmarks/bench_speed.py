@@ -50,7 +50,8 @@ def _train_rate(loss_fn, variables, train_config, batch, steps: int):
     return loss
 
   times = [wall for wall, _ in common.call_times(one, steps)]
-  return len(batch[0]) / float(np.median(times)), flops / 1e9, times
+  images = len(batch[0] if isinstance(batch, tuple) else batch)
+  return images / float(np.median(times)), flops / 1e9, times
 
 
 def training_rows(steps: int):
@@ -60,7 +61,7 @@ def training_rows(steps: int):
   x = np.round(rng.random((glow.train.batch_size, 32, 32, 3)) * 255) / 255
   x = x.astype(np.float32)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), x[:2], 1.0)
-  rows = {"glow": _train_rate(FlowLoss(model, "bpd", 0), variables, glow.train, (x,), steps)}
+  rows = {"glow": _train_rate(FlowLoss(model, "bpd", 0), variables, glow.train, x, steps)}
   config = default.get_config()
   encoder = ClassifierEncoder(**config.encoder.model)
   batch = config.encoder.train.batch_size
