@@ -111,8 +111,9 @@ def bare_path_problem(source: str) -> Optional[str]:
 def score_input_problem(source: str, workdir, detector) -> Optional[str]:
   """The score mode's mistakes found without JAX (a bare path as --input, a missing workdir, an
   unknown pretrained name), as one line; None when there is none."""
-  if bare_path_problem(source):
-    return bare_path_problem(source)
+  problem = bare_path_problem(source)
+  if problem:
+    return problem
   if detector is None and not os.path.isdir(workdir):
     return (
       f"--workdir {workdir} does not exist: give the workdir of a job run with --mode=all or "

@@ -51,8 +51,9 @@ def load_pretrained(name: str) -> tuple:
 def load_inputs(source: str, split: str, config: Dict[str, Any], input_shape, resize: bool):
   """(x float32 NHWC in [0, 1] at the detector's size, file paths or None) of `source`."""
   data = config["data"]
-  if bare_path_problem(source):
-    raise ScoreError(bare_path_problem(source))
+  problem = bare_path_problem(source)
+  if problem:
+    raise ScoreError(problem)
   try:
     images, _ = data_lib.load_split(source, split, data["data_dir"])
     paths = None

@@ -17,6 +17,7 @@ from typing import Any, Dict
 
 from inflow_jax import pretrained
 from inflow_jax.detector.job_files import DETECTOR_DIR, INPUT_SHAPE_FILE
+from inflow_jax.utils import integrity
 
 SPLIT_KEYS = (
   "train",
@@ -52,7 +53,7 @@ def manifest_of(workdir: pathlib.Path, target: pathlib.Path) -> Dict[str, Any]:
     "figures": report.get("evaluation", {}),
     "image_size": data["image_size"],
     "input_shape": json.loads((workdir / DETECTOR_DIR / INPUT_SHAPE_FILE).read_text()),
-    "sha256": {str(p.relative_to(target)): pretrained.sha256(p) for p in files},
+    "sha256": {str(p.relative_to(target)): integrity.sha256(p) for p in files},
   }
 
 

@@ -5,8 +5,8 @@
 
 with P(x) the nine shifted copies of the zero-padded x concatenated along channels, in the
 (di, dj) order of K's leading axes (so K has `nn.Conv`'s (3, 3, C, F) layout and initialisation).
-Why: on this project's CPUs XLA runs one large matrix product faster than its convolution (a
-residual CNN's training step: 227 against 174 images/s, widths 48/192/192, batch 256).
+Why: on this project's CPUs XLA runs one large matrix product faster than its convolution
+(measurements: docs/results.md, "The trained encoder and the two views").
 """
 
 import flax.linen as nn

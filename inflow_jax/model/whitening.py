@@ -7,9 +7,9 @@ training images Sigma = V diag(lambda) V^T (patches inside the image only, no pa
   stem(x) = GELU(P(x') K + b)                                            (B, H, W, 18 C)
 
 K is fixed (a "whitening" variable collection: not trained, not decayed); the bias b is trained.
-Why: decorrelated, unit-variance inputs to the first layer let SGD take large steps from the start;
-the fast CIFAR-10 recipes (airbench's ablations) reach the same accuracy in ~40% fewer epochs with
-it. The sign-flipped copy keeps both halves of each direction through the GELU.
+Why: decorrelated, unit-variance inputs to the first layer let SGD take large steps from the start
+(the fast CIFAR-10 recipes, airbench, train in fewer epochs with it; not yet measured here). The
+sign-flipped copy keeps both halves of each direction through the GELU.
 """
 
 import flax.linen as nn

@@ -9,10 +9,11 @@ measured figures and the SHA-256 of every file, checked before loading (a damage
 is refused). Why shipped: a user scores images in minutes, without training for hours.
 """
 
-import hashlib
 import json
 import pathlib
 from typing import Any, Dict, List
+
+from inflow_jax.utils import integrity  # hashlib and json only: no JAX
 
 ROOT = pathlib.Path(__file__).resolve().parent
 MANIFEST = "manifest.json"
@@ -35,14 +36,6 @@ def manifest(name: str) -> Dict[str, Any]:
   return json.loads((_directory(name) / MANIFEST).read_text())
 
 
-def sha256(path: pathlib.Path) -> str:
-  digest = hashlib.sha256()
-  with path.open("rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def check_files(name: str) -> None:
   """Raises ValueError naming the first file of `name` whose SHA-256 is not the manifest's (or
   that is missing)."""
@@ -51,7 +44,7 @@ def check_files(name: str) -> None:
     path = directory / relative
     if not path.is_file():
       raise ValueError(f"pretrained detector {name!r} is incomplete: {relative} is missing")
-    if sha256(path) != expected:
+    if integrity.sha256(path) != expected:
       raise ValueError(f"pretrained detector {name!r} is damaged: {relative} fails its SHA-256")
 
 

@@ -15,7 +15,8 @@ MANIFEST = "MANIFEST.sha256.json"
 _CHUNK = 1 << 20
 
 
-def _sha256(path: pathlib.Path) -> str:
+def sha256(path: pathlib.Path) -> str:
+  """The SHA-256 hex digest of a file's bytes."""
   digest = hashlib.sha256()
   with path.open("rb") as f:
     for chunk in iter(lambda: f.read(_CHUNK), b""):
@@ -36,7 +37,7 @@ def write_manifest(directory) -> pathlib.Path:
   file."""
   directory = pathlib.Path(directory)
   entries = {
-    name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for name, p in _files(directory).items()
+    name: {"sha256": sha256(p), "bytes": p.stat().st_size} for name, p in _files(directory).items()
   }
   path = directory / MANIFEST
   tmp = path.with_suffix(".tmp")
@@ -66,6 +67,6 @@ def verify_manifest(directory) -> Optional[str]:
         f"the file {path} has {path.stat().st_size} bytes, {entry['bytes']} were written "
         "(truncated?)"
       )
-    if _sha256(path) != entry["sha256"]:
+    if sha256(path) != entry["sha256"]:
       return f"the file {path} does not match its SHA-256 checksum (its bytes changed)"
   return None

@@ -106,20 +106,15 @@ def test_stream_mode_flags_an_outlier_that_comes_first(workdir, tmp_path):
   assert int(rows[0]["is_ood"]) == 1 and int(rows[1]["is_ood"]) == 1
 
 
+def _score_argv(workdir, source, output, *extra):
+  """run.py's command line for the score mode."""
+  args = ["--mode=score", "--workdir", str(workdir), "--input", source, "--output", str(output)]
+  return [sys.executable, str(REPO / "run.py"), *args, *extra]
+
+
 def _score_process(workdir, output, extra=(), env=None):
   return subprocess.Popen(
-    [
-      sys.executable,
-      str(REPO / "run.py"),
-      "--mode=score",
-      "--workdir",
-      str(workdir),
-      "--input",
-      f"npz:{workdir / 'inputs.npz'}",
-      "--output",
-      str(output),
-      *extra,
-    ],
+    _score_argv(workdir, f"npz:{workdir / 'inputs.npz'}", output, *extra),
     cwd=REPO,
     env=env,
     stdout=subprocess.PIPE,
@@ -161,17 +156,7 @@ def test_bad_inputs_exit_with_one_line(workdir, tmp_path):
   np.savez(tmp_path / "small.npz", x=np.zeros((4, 28, 28, 3), np.uint8))
   for source, message in [(f"npz:{tmp_path / 'small.npz'}", "28x28x3")]:  # through run.py
     process = subprocess.run(
-      [
-        sys.executable,
-        str(REPO / "run.py"),
-        "--mode=score",
-        "--workdir",
-        str(workdir),
-        "--input",
-        source,
-        "--output",
-        str(tmp_path / "out.csv"),
-      ],
+      _score_argv(workdir, source, tmp_path / "out.csv"),
       cwd=REPO,
       capture_output=True,
       text=True,

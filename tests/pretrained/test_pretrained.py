@@ -10,6 +10,7 @@ import pytest
 import inflow_jax
 from inflow_jax import InFlowDetector, data, pretrained
 from inflow_jax.model import InFlow
+from inflow_jax.utils import integrity
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def shipped(tmp_path, monkeypatch):
   folder = tmp_path / "tiny"
   detector.save(folder / "detector")
   files = sorted(p for p in folder.rglob("*") if p.is_file())
-  sha = {str(p.relative_to(folder)): pretrained.sha256(p) for p in files}
+  sha = {str(p.relative_to(folder)): integrity.sha256(p) for p in files}
   (folder / pretrained.MANIFEST).write_text(json.dumps({"sha256": sha, "image_size": 32}))
   monkeypatch.setattr(pretrained, "ROOT", tmp_path)
   return folder, detector, x
