@@ -28,7 +28,6 @@ from inflow_jax.evaluation.metrics import auroc
 from inflow_jax.gates.density import density_scores, fit_density
 from inflow_jax.gates.features import flow_features
 from inflow_jax.gates.p_values import conformal_p_values
-from inflow_jax.gates.semantic import normalised_features
 from inflow_jax.model import ClassifierEncoder
 from inflow_jax.model.classifier_encoder import encode
 from inflow_jax.model.flow_file import load_flow_file
@@ -79,6 +78,18 @@ def _calibrated(scores, name, table):
   return p
 
 
+def _two_sided(scores):
+  """{set: (N,)} p = min(1, 2 min(p_high, p_low)), the conformal p-values of a score being too high
+  or too low (typicality: Nalisnick et al. 2019), calibrated on test[CAL]."""
+  cal = np.sort(scores["test"][CAL])
+  n = len(cal)
+  out = {}
+  for k, v in scores.items():
+    low = (1 + np.searchsorted(cal, v, side="right")) / (1 + n)
+    out[k] = np.minimum(1.0, 2 * np.minimum(conformal_p_values(cal, v), low))
+  return out
+
+
 def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--encoder_workdir", required=True)
@@ -108,7 +119,10 @@ def main(argv):
     "knn": {k: posthoc.knn_scores(knn, feats[k]) for k in names},
     "vim": {k: posthoc.vim_scores(vim, feats[k]) for k in names},
   }
-  normalised = {k: normalised_features(model, variables, sets[k][0]) for k in ("train",) + names}
+  normalised = {
+    k: feats[k] / np.maximum(np.linalg.norm(feats[k], axis=1, keepdims=True), 1e-12)
+    for k in ("train",) + names
+  }  # normalised_features of the flip-averaged features above
   flow = fit_feature_flow(normalised["train"], num_epochs=10)
   scores["feature_flow_l2"] = {k: feature_flow_nll(flow, normalised[k]) for k in names}
   pixel_flow, pixel_variables = load_flow_file(
@@ -126,9 +140,11 @@ def main(argv):
     k: np.asarray(density_scores(density, stats[k].astype(np.float32))) for k in names
   }
   p = {name: _calibrated(s, name, table) for name, s in scores.items()}
-  for other in ("feature_flow_l2", "energy", "vim"):
-    fisher = {k: -np.log(p["pixel"][k]) - np.log(p[other][k]) for k in names}
-    _calibrated(fisher, f"fisher(pixel, {other})", table)
+  p["pixel_two_sided"] = _two_sided(scores["pixel"])
+  for first in ("pixel", "pixel_two_sided"):
+    for other in ("feature_flow_l2", "energy", "vim", "knn"):
+      fisher = {k: -np.log(p[first][k]) - np.log(p[other][k]) for k in names}
+      _calibrated(fisher, f"fisher({first}, {other})", table)
   for row in table.values():
     if isinstance(row, dict):
       row["far_average"] = float(np.mean([row[k] for k in OOD[1:]]))

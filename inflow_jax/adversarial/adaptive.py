@@ -13,6 +13,9 @@ Each OOD set `{ood}` gives, within ||x' - x||_inf <= `adaptive_epsilon`, one set
 * `{ood}_adaptive_conformal_surrogate`: the same with the PNG lengths replaced during the ascent by
   a differentiable surrogate fitted to them (`complexity_surrogate`): the attack also keeps the
   image compressible.
+* `{ood}_adaptive_two_view`: PGD LOWERS the smoothed Fisher statistic of the pixel and semantic
+  p-values (`two_view_objective`), through the trained encoder, the feature flow and the pixel
+  flow: an attacker who knows the semantic detector.
 
 The PGD runs are `adaptive_pgd`'s, the before/after summary `adaptive_summary`'s.
 """
@@ -34,6 +37,7 @@ _TARGET_SUFFIX = {
   "conformal": "conformal",
   "conformal_surrogate": "conformal_surrogate",
   "mean_shift": "mean_shift",
+  "two_view": "two_view",
 }
 
 
@@ -66,7 +70,7 @@ def attack_detector(
       targets; with it the summary also gives the fraction of images its per-image test flags.
     jpeg_quality: the detector's JPEG round trip g, attacked through (BPDA); the images are g(x').
   Returns:
-    ({f"{name}_adaptive_{llh|mmd|mean_shift|conformal|conformal_surrogate}": images},
+    ({f"{name}_adaptive_{llh|mmd|mean_shift|conformal|conformal_surrogate|two_view}": images},
     {that name: its before/after summary, `adaptive_summary`}).
   """
   check_attack_config(attack_config, tuple(ood_sets))
@@ -96,6 +100,11 @@ def _check_targets(targets: Sequence[str], conformal_state) -> None:
     raise ValueError(
       "the 'conformal' adaptive targets need the conformal attention (attention.kind "
       "'conformal' or 'combined')"
+    )
+  if "two_view" in targets and (conformal_state is None or conformal_state.semantic is None):
+    raise ValueError(
+      "the 'two_view' adaptive target needs the semantic view (config.encoder.enabled with a "
+      "conformal or combined gate)"
     )
   if "mean_shift" in targets and (conformal_state is None or conformal_state.mean_shift is None):
     raise ValueError(

@@ -25,6 +25,7 @@ from inflow_jax.adversarial.objectives import (
 )
 from inflow_jax.adversarial.preprocessing import ThroughJPEG
 from inflow_jax.adversarial.settings import adaptive_steps
+from inflow_jax.adversarial.two_view_objective import LowerTwoViewScore, two_view_arrays
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.gates.features import complexity_bits
 from inflow_jax.model.density import exact_log_det
@@ -82,12 +83,28 @@ def adaptive_images(
 
 def _per_image(detector: AttackedDetector, target: str, x, run, coefficients) -> np.ndarray:
   """`run(objective, chunk, index, loss_args)` over the chunks of x, for the per-image targets
-  'log_likelihood', 'conformal' and 'conformal_surrogate'."""
+  'log_likelihood', 'conformal', 'conformal_surrogate' and 'two_view'."""
   chunk = int(detector.attack_config.batch_size)
   if target == "log_likelihood":
     return batched(lambda i, xb: run(LowerScore(detector.nll_fn), xb, i), x, chunk, with_index=True)
-  density = jax.tree.map(jnp.asarray, detector.conformal_state.density)
+  state = detector.conformal_state
+  density = jax.tree.map(jnp.asarray, state.density)
   log_det = exact_log_det(detector.model)
+  if target == "two_view":  # BPDA: the clean chunk's PNG lengths
+    semantic = state.semantic
+    objective = LowerTwoViewScore(log_det, semantic.encoder, semantic.feature_flow.model)
+    views = two_view_arrays(state)
+    return batched(
+      lambda i, xb: run(
+        objective,
+        xb,
+        i,
+        (detector.variables, density, jnp.asarray(complexity_bits(xb), jnp.float32), views),
+      ),
+      x,
+      chunk,
+      with_index=True,
+    )
   if target == "conformal":  # BPDA: the clean chunk's PNG lengths
     objective, complexity = LowerImageScore(log_det), complexity_bits
   else:  # the fitted surrogate's coefficients

@@ -5,8 +5,9 @@ test batches) and, each as [before, after]:
 
 * "nll_bpd": the mean NLL in bits/dim at a = 1 (lower = more likely); "mmd2": the mean MMD^2 over
   the test batches; "batches_flagged": the test batches the attention test flags;
-* with the conformal attention, "image_score" (the mean per-image score) and "images_flagged" (the
-  fraction with p < level); with its mean-shift test, "mean_shift_flagged" (the test batches it
+* with the conformal attention, "image_score" (the mean per-image score: with a semantic view the
+  two views' Fisher statistic) and "images_flagged" (the fraction with p < level); with its
+  mean-shift test, "mean_shift_flagged" (the test batches it
   flags) and "mean_shift_statistic" (their mean T, the 'mean_shift' attack's objective);
 * for the 'conformal' targets, "surrogate_score": the objective the attack lowers (the score with
   the clean images' PNG lengths, or with the surrogate's); for 'conformal_surrogate' also
@@ -24,10 +25,11 @@ from inflow_jax.adversarial.complexity_surrogate import (
   surrogate_complexity_bits,
   surrogate_residual_rms,
 )
-from inflow_jax.gates.conformal import scores_of_features
+from inflow_jax.gates.conformal import scores_of_features, two_view_scores
 from inflow_jax.gates.features import image_features
 from inflow_jax.gates.mean_shift import batch_statistic
 from inflow_jax.gates.mmd_batches import attention_tests
+from inflow_jax.gates.semantic import semantic_scores
 from inflow_jax.utils.batching import batched
 
 
@@ -51,6 +53,8 @@ def describe(
     described.update(_mean_shift_entries(state, x, tests.starts, test_key))
   features = image_features(detector.model, detector.variables, x)
   scores = scores_of_features(state.density, features)
+  if state.semantic is not None:  # the two views' statistic, as the detector scores x
+    scores = two_view_scores(state.view_calibration, scores, semantic_scores(state.semantic, x))
   described["image_score"] = float(np.mean(scores))
   described["images_flagged"] = float(
     np.mean(conformal.image_p_values(state, scores) < state.level)

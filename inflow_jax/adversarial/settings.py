@@ -13,7 +13,14 @@ import ml_collections
 
 from inflow_jax.adversarial.attacks import check_attack_parameters, default_step_size
 
-ADAPTIVE_TARGETS = ("log_likelihood", "mmd", "conformal", "conformal_surrogate", "mean_shift")
+ADAPTIVE_TARGETS = (
+  "log_likelihood",
+  "mmd",
+  "conformal",
+  "conformal_surrogate",
+  "mean_shift",
+  "two_view",
+)
 
 
 def check_attack_config(

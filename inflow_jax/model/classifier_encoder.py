@@ -2,7 +2,7 @@
 auxiliary rotation-prediction head (RotPred, Hendrycks et al. 2019).
 
   stem:   h = GELU(BN(conv3x3(x)))                                     (B, 32, 32, stem_width)
-          or (whiten) the frozen whitening stem GELU(P(x) K + b)      (B, 32, 32, 54)
+          or (whiten) the frozen whitening stem GELU(P(x) K + b)      (B, 32, 32, 2 n)
   block:  u = GELU(BN(maxpool2(conv3x3(h))));  h = u + GELU(BN(conv3x3(u)))   per entry of widths
   pool:   f = max over (i, j) of h                                     (B, widths[-1]): `features`
   heads:  class_logits = f @ W_c + b_c (B, num_classes);  rotation_logits = f @ W_r + b_r (B, 4)
@@ -42,9 +42,19 @@ class EncoderOutput(NamedTuple):
   features: jnp.ndarray  # (B, widths[-1]) the pooled penultimate features
 
 
-def _norm_act(x: jnp.ndarray, train: bool) -> jnp.ndarray:
-  x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
-  return nn.gelu(x)
+class NormAct(nn.Module):
+  """GELU(BN(x)): batch norm with running averages r <- momentum r + (1 - momentum) batch, and a
+  trained scale (gamma) unless `scale` is False (then gamma = 1: only the bias is trained)."""
+
+  momentum: float = 0.9
+  scale: bool = True
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    norm = nn.BatchNorm(
+      use_running_average=not train, momentum=self.momentum, epsilon=1e-5, use_scale=self.scale
+    )
+    return nn.gelu(norm(x))
 
 
 class ConvBlock(nn.Module):
@@ -52,12 +62,16 @@ class ConvBlock(nn.Module):
 
   width: int
   dirac: bool = False
+  bn_momentum: float = 0.9
+  bn_scale: bool = True
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     x = PatchConv3x3(self.width, dirac=self.dirac)(x)
-    x = _norm_act(nn.max_pool(x, (2, 2), (2, 2)), train)
-    return x + _norm_act(PatchConv3x3(self.width, dirac=self.dirac)(x), train)
+    x = NormAct(self.bn_momentum, self.bn_scale)(nn.max_pool(x, (2, 2), (2, 2)), train)
+    return x + NormAct(self.bn_momentum, self.bn_scale)(
+      PatchConv3x3(self.width, dirac=self.dirac)(x), train
+    )
 
 
 class ClassifierEncoder(nn.Module):
@@ -67,47 +81,78 @@ class ClassifierEncoder(nn.Module):
   num_classes: int = 10
   stem_width: int = 32
   widths: Sequence[int] = (48, 192, 192)
-  whiten: bool = False  # the stem: `WhiteningStem` (18 C channels; stem_width unused)
+  whiten: bool = False  # the stem: `WhiteningStem` (2 whiten_components channels; no stem_width)
+  whiten_components: int = 12
   dirac: bool = False  # the blocks' convolutions start as identities (`dirac_init`)
   zero_init_heads: bool = False  # the heads start at 0 (logits 0, loss log(num_classes))
+  bn_momentum: float = 0.9  # batch norm's running averages (`NormAct`)
+  bn_scale: bool = True  # False: batch norm without a trained scale (airbench's)
+  logit_scale: float = 1.0  # both heads' logits times this (airbench: 1/9)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> EncoderOutput:
     if self.whiten:
-      h = WhiteningStem()(x)
+      h = WhiteningStem(self.whiten_components)(x)
     else:
-      h = _norm_act(PatchConv3x3(self.stem_width)(2.0 * x - 1.0), train)
+      h = NormAct(self.bn_momentum, self.bn_scale)(
+        PatchConv3x3(self.stem_width)(2.0 * x - 1.0), train
+      )
     for width in self.widths:
-      h = ConvBlock(width, self.dirac)(h, train)
+      h = ConvBlock(width, self.dirac, self.bn_momentum, self.bn_scale)(h, train)
     features = jnp.max(h, axis=(1, 2))
     head_init = nn.initializers.zeros if self.zero_init_heads else nn.initializers.lecun_normal()
     class_logits = (
-      nn.Dense(self.num_classes, kernel_init=head_init, name="class_head")(features)
+      self.logit_scale
+      * nn.Dense(self.num_classes, kernel_init=head_init, name="class_head")(features)
       if self.num_classes
       else jnp.zeros((x.shape[0], 0), features.dtype)
     )
-    rotation_logits = nn.Dense(NUM_ROTATIONS, kernel_init=head_init, name="rotation_head")(features)
+    rotation_logits = self.logit_scale * nn.Dense(
+      NUM_ROTATIONS, kernel_init=head_init, name="rotation_head"
+    )(features)
     return EncoderOutput(class_logits, rotation_logits, features)
 
 
+def _shifted(x: jnp.ndarray, shift: int) -> jnp.ndarray:
+  """x (B, H, W, C) moved by `shift` pixels down and right (reflected at the edges)."""
+  height, width = x.shape[1], x.shape[2]
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+  return padded[:, 1 - shift : 1 - shift + height, 1 - shift : 1 - shift + width]
+
+
 @functools.lru_cache(maxsize=16)
-def _jitted_apply(model: ClassifierEncoder, flip_average: bool):
-  def apply(variables, x):
+def _jitted_apply(model: ClassifierEncoder, flip_average: bool, translate_average: bool):
+  def mirrored(variables, x):
     out = model.apply(variables, x)
     if not flip_average:
       return out
     flipped = model.apply(variables, x[:, :, ::-1])
     return jax.tree.map(lambda a, b: 0.5 * (a + b), out, flipped)
 
+  def apply(variables, x):
+    out = mirrored(variables, x)
+    if not translate_average:
+      return out
+    up, down = (mirrored(variables, _shifted(x, shift)) for shift in (-1, 1))
+    return jax.tree.map(lambda a, b, c: 0.5 * a + 0.25 * (b + c), out, up, down)
+
   return jax.jit(apply)
 
 
 def encode(
-  model: ClassifierEncoder, variables, x, *, batch_size: int = 250, flip_average: bool = True
+  model: ClassifierEncoder,
+  variables,
+  x,
+  *,
+  batch_size: int = 250,
+  flip_average: bool = True,
+  translate_average: bool = False,
 ) -> EncoderOutput:
   """The encoder's outputs for images x (N, H, W, 3) float32 in [0, 1] as numpy arrays, computed
   in zero-padded chunks of exactly `batch_size` images (so an image's outputs do not depend on how
-  the caller batched x); flip_average: the mean of the outputs of x and its mirror image."""
-  apply = _jitted_apply(model, flip_average)
+  the caller batched x). Test-time averages (airbench's): flip_average: o(x) = (f(x) + f(mirror
+  x)) / 2; translate_average: o(x) / 2 + (o(x shifted by -1) + o(x shifted by +1)) / 4, shifts of
+  one pixel along both axes with reflection (six passes)."""
+  apply = _jitted_apply(model, flip_average, translate_average)
   x = np.asarray(x, np.float32)
   return EncoderOutput(*fixed_size(lambda xb: tuple(apply(variables, xb)), x, batch_size))

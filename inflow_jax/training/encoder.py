@@ -154,15 +154,14 @@ def train_encoder(
       state, constants, loss = step_fn(state, constants, global_batch(batch, mesh, c.batch_size))
       pending.append(loss)
       bar.update(1)
-      if step % c.log_every == 0 or step == c.num_steps:
+      evaluate = eval_set is not None and c.eval_every and (
+        step % c.eval_every == 0 or step == c.num_steps
+      )
+      if evaluate or step % c.log_every == 0 or step == c.num_steps:
         values = np.asarray(jax.device_get(pending), np.float64)
         rate = (step - tick[1]) * c.batch_size / max(time.perf_counter() - tick[0], 1e-9)
         record = _log_record(step, values, rate)
-        if (
-          eval_set is not None
-          and c.eval_every
-          and (step % c.eval_every == 0 or step == c.num_steps)
-        ):
+        if evaluate:
           variables = {"params": state.params, **constants}
           record["eval_accuracy"] = accuracy(model, jax.device_get(variables), *eval_set)
         steps += range(step - len(values) + 1, step + 1)

@@ -13,6 +13,11 @@ parameters. All of it is optax; the paper's settings give exactly the original c
   ema <- d_t * ema + (1 - d_t) * w,  d_t = min(ema_decay, (1 + t) / (10 + t))
         (after update t = 0, 1, ...; the warm-up of tf.train.ExponentialMovingAverage's num_updates,
         so early averages are not dominated by the initial weights; ema_decay None: no EMA)
+  norm_bias_lr_scale: the gradients of batch-norm biases times this before the weight decay (so
+        their learning rate, not their decay, is scaled; airbench: 64). Optional key, default 1
+  lookahead_every: every k steps w <- s <- d_t s + (1 - d_t) w, d_t = 0.95^5 (t / num_steps)^3,
+        the slow weights s (Zhang et al. 2019's lookahead with airbench's schedule: no averaging
+        early, strong averaging at the end). Optional key, default 0: off
   skip_factor: steps whose raw gradient norm is non-finite or above skip_factor x its running
         geometric mean change nothing (`inflow_jax.training.skip`; None: every step is applied)
 
@@ -50,6 +55,15 @@ OPTIMIZER_KEYS = (
   "ema_decay",
   "skip_factor",
 )
+# Settings a train config may leave out, and their defaults.
+OPTIONAL_OPTIMIZER_KEYS = {"norm_bias_lr_scale": 1.0, "lookahead_every": 0}
+
+
+def optimizer_settings(train_config: ml_collections.ConfigDict) -> dict:
+  """The settings `make_optimizer` reads, the optional ones filled in with their defaults."""
+  settings = {k: train_config[k] for k in OPTIMIZER_KEYS}
+  settings.update({k: train_config.get(k, v) for k, v in OPTIONAL_OPTIMIZER_KEYS.items()})
+  return settings
 
 
 class ParamsEMA(NamedTuple):
@@ -74,6 +88,50 @@ def track_ema(decay: float) -> optax.GradientTransformation:
     return updates, ParamsEMA(count=state.count + 1, ema=ema)
 
   return optax.GradientTransformation(init, update)
+
+
+class LookaheadState(NamedTuple):
+  """Optimiser state of `lookahead`: the steps taken and the slow weights."""
+
+  count: Any
+  slow: Any
+
+
+def lookahead(every: int, num_steps: int, decay: float = 0.95**5) -> optax.GradientTransformation:
+  """Every `every` updates (and at the last) the parameters jump to the new slow weights
+  s <- d_t s + (1 - d_t) w, d_t = decay (t / num_steps)^3 (module docstring)."""
+
+  def init(params):
+    return LookaheadState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.asarray, params))
+
+  def update(updates, state, params):
+    new = optax.apply_updates(params, updates)
+    count = state.count + 1
+    d = decay * (count.astype(jnp.float32) / num_steps) ** 3
+    sync = (count % every == 0) | (count == num_steps)
+    slow = jax.tree.map(lambda s, w: jnp.where(sync, d * s + (1.0 - d) * w, s), state.slow, new)
+    updates = jax.tree.map(lambda s, p, u: jnp.where(sync, s - p, u), slow, params, updates)
+    return updates, LookaheadState(count, slow)
+
+  return optax.GradientTransformation(init, update)
+
+
+def _is_norm_bias(path) -> bool:
+  names = [str(getattr(k, "key", k)) for k in path]
+  return names[-1] == "bias" and any(n.startswith("BatchNorm") for n in names[:-1])
+
+
+def scale_norm_biases(multiplier: float) -> optax.GradientTransformation:
+  """The updates of batch-norm biases (a "bias" under a "BatchNorm" module) times multiplier."""
+
+  def label(params):
+    return jax.tree_util.tree_map_with_path(
+      lambda path, _: "norm_bias" if _is_norm_bias(path) else "other", params
+    )
+
+  return optax.multi_transform(
+    {"norm_bias": optax.scale(multiplier), "other": optax.identity()}, label
+  )
 
 
 def make_schedule(train_config: ml_collections.ConfigDict):
@@ -105,6 +163,8 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
   c = train_config
   schedule = make_schedule(c)
   parts = [] if c.clip_norm is None else [optax.clip_by_global_norm(c.clip_norm)]
+  if c.get("norm_bias_lr_scale", 1.0) != 1.0:
+    parts.append(scale_norm_biases(c.norm_bias_lr_scale))
   parts += [
     optax.add_decayed_weights(c.weight_decay),
     optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps)
@@ -114,6 +174,8 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
     if isinstance(schedule, float)
     else optax.scale_by_learning_rate(schedule),
   ]
+  if c.get("lookahead_every", 0):
+    parts.append(lookahead(c.lookahead_every, c.num_steps))
   if c.ema_decay is not None:
     parts.append(track_ema(c.ema_decay))
   chain = optax.chain(*parts)
@@ -177,6 +239,13 @@ def check_optimizer_config(
     raise ValueError(f"{prefix}.clip_norm must be > 0 (or None: no clipping), got {c.clip_norm}")
   if c.ema_decay is not None and not 0 < c.ema_decay < 1:
     raise ValueError(f"{prefix}.ema_decay must lie in (0, 1) (or None: no EMA), got {c.ema_decay}")
+  if not c.get("norm_bias_lr_scale", 1.0) > 0:
+    raise ValueError(f"{prefix}.norm_bias_lr_scale must be > 0, got {c.norm_bias_lr_scale}")
+  if not 0 <= c.get("lookahead_every", 0) <= c.num_steps:
+    raise ValueError(
+      f"{prefix}.lookahead_every must lie in [0, num_steps={c.num_steps}] (0: no lookahead), "
+      f"got {c.lookahead_every}"
+    )
   if c.skip_factor is not None and not c.skip_factor > 1:
     raise ValueError(
       f"{prefix}.skip_factor must be > 1 (or None: no skipping), got {c.skip_factor} "

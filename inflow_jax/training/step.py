@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from inflow_jax import data as data_lib
-from inflow_jax.training.optimizer import OPTIMIZER_KEYS, make_optimizer
+from inflow_jax.training.optimizer import make_optimizer, optimizer_settings
 from inflow_jax.utils.checks import check_images
 
 # loss_fn(variables, batch) -> scalar, or loss_fn(variables, batch, step) when it has a true
@@ -79,8 +79,8 @@ def make_step(
   declares `mutable`: batch-norm statistics). The jitted function is cached per (loss_fn,
   optimiser settings, mesh): repeated runs in one process compile once.
   """
-  settings = {k: train_config[k] for k in OPTIMIZER_KEYS}
-  if settings["schedule"] == "constant":
+  settings = optimizer_settings(train_config)
+  if settings["schedule"] == "constant" and not settings["lookahead_every"]:
     settings["num_steps"] = None  # unused: runs of other lengths share one compiled step
   if settings["schedule"] != "wsd":
     settings["decay_steps"] = None

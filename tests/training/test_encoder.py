@@ -2,6 +2,8 @@
 against a direct computation, learning a toy task, exact resume (batch-norm statistics included),
 rotation prediction alone without labels."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,9 +36,13 @@ def _config(num_steps=30):
     num_steps=num_steps,
     batch_size=16,
     learning_rate=0.05,
+    b1=0.9,  # the toy's own optimiser (the defaults are tuned for CIFAR-10)
+    weight_decay=5e-4,
+    norm_bias_lr_scale=1.0,
     warmup_steps=2,
     schedule="constant",  # independent of num_steps: a shorter run is a prefix of a longer one
     decay_steps=0,
+    lookahead_every=0,  # (its averaging depends on num_steps)
     log_every=3,
     eval_every=0,
     checkpoint_every=3,
@@ -86,3 +92,14 @@ def test_without_labels_only_rotations_are_learned(tmp_path):
   result = train_encoder(model, x, None, _config(9), tmp_path, progress=False)
   assert np.all(np.isfinite(result.losses))
   assert encode(model, result.variables, x[:3]).class_logits.shape == (3, 0)
+
+
+def test_held_out_accuracy_is_logged_every_eval_every_steps(tmp_path):
+  """eval_every need not be a multiple of log_every: steps 5 and the last (6) are evaluated."""
+  x, y = _stripes(64)
+  config = _config(6)
+  config.encoder.train.eval_every = 5
+  train_encoder(MODEL, x, y, config, tmp_path, eval_set=_stripes(20, seed=1), progress=False)
+  records = [json.loads(line) for line in (tmp_path / "encoder_metrics.jsonl").open()]
+  assert [r["step"] for r in records if "eval_accuracy" in r] == [5, 6]
+  assert [r["step"] for r in records] == [3, 5, 6]

@@ -116,6 +116,8 @@ def test_ema_tracks_the_parameters_with_its_warm_up():
     (dict(ema_decay=1.0), "ema_decay must lie in"),
     (dict(skip_factor=1.0), "skip_factor must be > 1"),
     (dict(schedule="linear"), "schedule must be one of"),
+    (dict(norm_bias_lr_scale=0.0), "norm_bias_lr_scale must be > 0"),
+    (dict(lookahead_every=21), r"lookahead_every must lie in \[0, num_steps=20\]"),
     (dict(schedule="wsd"), "decay_steps=0 must lie in"),
     (
       dict(schedule="wsd", warmup_steps=5, decay_steps=16),
@@ -150,3 +152,42 @@ def test_sgd_is_nesterov_momentum_with_coupled_weight_decay():
 def test_unknown_optimizer_is_named():
   with pytest.raises(ValueError, match="train.optimizer must be one of"):
     optimizer.check_optimizer_config(_train_config(optimizer="adamw"), 1)
+
+
+def test_lookahead_jumps_to_the_slow_weights_on_its_schedule():
+  """Against a numpy loop: plain SGD steps, and every 5th (and the last) step
+  w <- s <- d s + (1 - d) w with d = 0.95^5 (t / T)^3."""
+  config = _train_config(optimizer="sgd", learning_rate=0.1, lookahead_every=5, num_steps=12)
+  tx = optimizer.make_optimizer(config)
+  rng = np.random.default_rng(2)
+  w0 = rng.normal(size=3)
+  w, state = jnp.asarray(w0, jnp.float32), tx.init(jnp.asarray(w0, jnp.float32))
+  expected, slow = w0.copy(), w0.copy()
+  for t in range(1, 13):
+    g = rng.normal(size=3)
+    updates, state = tx.update(jnp.asarray(g, jnp.float32), state, w)
+    w = w + updates
+    expected = expected - 0.1 * g
+    if t % 5 == 0 or t == 12:
+      d = 0.95**5 * (t / 12) ** 3
+      slow = d * slow + (1 - d) * expected
+      expected = slow.copy()
+    np.testing.assert_allclose(np.asarray(w), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_norm_bias_lr_scale_scales_only_batch_norm_biases_before_the_decay():
+  """Gradients of leaves named bias under a BatchNorm module times the scale; the weight decay
+  (added after) and every other leaf unscaled: w <- w - lr (scale g + wd w) for those biases."""
+  config = _train_config(
+    optimizer="sgd", learning_rate=0.1, weight_decay=0.5, norm_bias_lr_scale=8.0
+  )
+  params = {
+    "Block": {"BatchNorm_0": {"bias": jnp.ones(2)}, "Conv": {"bias": jnp.ones(2)}},
+    "head": {"kernel": jnp.ones(2)},
+  }
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.25), params)
+  tx = optimizer.make_optimizer(config)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates["Block"]["BatchNorm_0"]["bias"], -0.1 * (8 * 0.25 + 0.5))
+  np.testing.assert_allclose(updates["Block"]["Conv"]["bias"], -0.1 * (0.25 + 0.5))
+  np.testing.assert_allclose(updates["head"]["kernel"], -0.1 * (0.25 + 0.5))

@@ -1,0 +1,92 @@
+"""The adaptive attack on the two-view score (`adversarial.two_view_objective`): its semantic score
+is the detector's, its smoothed statistic tends to Fisher's as the bandwidth shrinks and keeps a
+gradient beyond every calibration score, and PGD on it lowers the detector's statistic (PNG
+lengths held, as the attack holds them)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inflow_jax import InFlowDetector, data
+from inflow_jax.adversarial.attacks import pgd
+from inflow_jax.adversarial.two_view_objective import (
+  LowerTwoViewScore,
+  semantic_score,
+  smoothed_neg_log_p,
+  two_view_arrays,
+)
+from inflow_jax.gates.conformal import scores_of_features, two_view_scores
+from inflow_jax.gates.features import complexity_bits, image_features
+from inflow_jax.gates.semantic import semantic_scores
+from inflow_jax.model import ClassifierEncoder, InFlow, TrainedEncoder
+from inflow_jax.model.density import exact_log_det
+
+
+@pytest.fixture(scope="module")
+def state():
+  """A conformal gate with a semantic view (an untrained encoder: the objective's algebra does not
+  need a trained one) on digits; the flow and encoder at their initialisation."""
+  x, _ = data.load_images("digits", "train")
+  encoder = ClassifierEncoder(num_classes=10, stem_width=4, widths=(8,))
+  encoder_variables = jax.jit(encoder.init)(jax.random.PRNGKey(1), x[:2])
+  model = InFlow(num_blocks=2, width=8, paper_compat=True)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x[:2], 1.0)
+  detector = InFlowDetector(
+    model,
+    variables,
+    attention="conformal",
+    n_components=1,
+    trained_encoder=TrainedEncoder(encoder, encoder_variables),
+  )
+  detector.fit(x[:200], x_calibration=x[900:1000], x_features=x[:300])
+  return detector, x[1000:1008]
+
+
+def test_semantic_score_is_the_gates(state):
+  detector, x = state
+  semantic = detector.conformal_state_.semantic
+  views = two_view_arrays(detector.conformal_state_)
+  traced = jax.jit(
+    lambda xb: semantic_score(semantic.encoder, semantic.feature_flow.model, xb, views)
+  )(x)
+  np.testing.assert_allclose(traced, semantic_scores(semantic, x), rtol=1e-4, atol=1e-4)
+
+
+def test_smoothed_p_tends_to_the_conformal_p_and_keeps_a_gradient():
+  calibration = jnp.asarray(np.random.default_rng(0).normal(size=200), jnp.float32)
+  scores = jnp.asarray([-1.3, 0.1, 0.77, 2.9], jnp.float32)
+  exact = np.array([np.mean(np.asarray(calibration) >= s) for s in np.asarray(scores)])
+  smoothed = np.exp(-np.asarray(smoothed_neg_log_p(scores, calibration, 1e-4)))
+  np.testing.assert_allclose(smoothed, exact, atol=1e-6)
+  beyond = jax.grad(lambda s: smoothed_neg_log_p(s, calibration, 0.1).sum())(jnp.asarray([9.0]))
+  assert float(beyond[0]) == pytest.approx(10.0, rel=1e-3)  # d/ds (s - max c) / h
+
+
+def test_pgd_on_the_objective_lowers_the_detectors_statistic(state):
+  detector, x = state
+  conformal = detector.conformal_state_
+  semantic = conformal.semantic
+  objective = LowerTwoViewScore(
+    exact_log_det(detector.model), semantic.encoder, semantic.feature_flow.model
+  )
+  args = (
+    detector.variables,
+    jax.tree.map(jnp.asarray, conformal.density),
+    jnp.asarray(complexity_bits(x), jnp.float32),
+    two_view_arrays(conformal),
+  )
+  x_adv = np.asarray(
+    pgd(objective, x, 8 / 255, step_size=1 / 255, num_steps=10, random_start=False, loss_args=args)
+  )
+  assert np.max(np.abs(x_adv - x)) <= 8 / 255 + 1e-6
+  assert np.mean(objective(x_adv, *args)) > np.mean(objective(x, *args))
+
+  def statistic(images):
+    """The detector's Fisher statistic with the clean images' PNG lengths (what BPDA attacks)."""
+    features = image_features(detector.model, detector.variables, images)
+    features[:, -2:] = np.asarray(args[2])
+    pixel = scores_of_features(conformal.density, features)
+    return two_view_scores(conformal.view_calibration, pixel, semantic_scores(semantic, images))
+
+  assert np.mean(statistic(x_adv)) < np.mean(statistic(x))
