@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import semantic_detector
 
-from inflow_jax import InFlowDetector, data
+from inflow_jax import data
 from inflow_jax.adversarial.attacks import pgd
 from inflow_jax.adversarial.two_view_objective import (
   LowerTwoViewScore,
@@ -19,7 +20,7 @@ from inflow_jax.adversarial.two_view_objective import (
 from inflow_jax.gates.conformal import scores_of_features, two_view_scores
 from inflow_jax.gates.features import complexity_bits, image_features
 from inflow_jax.gates.semantic import semantic_scores
-from inflow_jax.model import ClassifierEncoder, InFlow, TrainedEncoder
+from inflow_jax.model import ClassifierEncoder, TrainedEncoder
 from inflow_jax.model.density import exact_log_det
 
 
@@ -30,17 +31,8 @@ def state():
   x, _ = data.load_images("digits", "train")
   encoder = ClassifierEncoder(num_classes=10, stem_width=4, widths=(8,))
   encoder_variables = jax.jit(encoder.init)(jax.random.PRNGKey(1), x[:2])
-  model = InFlow(num_blocks=2, width=8, paper_compat=True)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x[:2], 1.0)
-  detector = InFlowDetector(
-    model,
-    variables,
-    attention="conformal",
-    n_components=1,
-    trained_encoder=TrainedEncoder(encoder, encoder_variables),
-  )
-  detector.fit(x[:200], x_calibration=x[900:1000], x_features=x[:300])
-  return detector, x[1000:1008]
+  trained = TrainedEncoder(encoder, encoder_variables)
+  return semantic_detector(trained, x[:200], x[900:1000], x[:300]), x[1000:1008]
 
 
 def test_semantic_score_is_the_gates(state):

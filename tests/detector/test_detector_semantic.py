@@ -5,16 +5,16 @@ save/load keep everything, and mismatched parts fail with one line."""
 
 import json
 
-import jax
 import numpy as np
 import pytest
+from helpers import semantic_detector
 
 from configs import default
 from inflow_jax import InFlowDetector, data, gates
 from inflow_jax.detector import files
 from inflow_jax.gates import semantic as semantic_lib
 from inflow_jax.gates.features import image_features
-from inflow_jax.model import ClassifierEncoder, InFlow, TrainedEncoder
+from inflow_jax.model import ClassifierEncoder, TrainedEncoder
 from inflow_jax.training.encoder import train_encoder
 from inflow_jax.utils import integrity
 
@@ -31,16 +31,8 @@ def fitted(tmp_path_factory):
   )
   workdir = tmp_path_factory.mktemp("enc")
   result = train_encoder(encoder, x[:600], y[:600], config, workdir, progress=False)
-  model = InFlow(num_blocks=2, width=8, paper_compat=True)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x[:2], 1.0)
-  detector = InFlowDetector(
-    model,
-    variables,
-    attention="conformal",
-    n_components=1,
-    trained_encoder=TrainedEncoder(encoder, result.variables),
-  )
-  detector.fit(x[:300], x_calibration=x[900:1100], x_features=x[:600])
+  trained = TrainedEncoder(encoder, result.variables)
+  detector = semantic_detector(trained, x[:300], x[900:1100], x[:600])
   return detector, x, y
 
 
