@@ -154,8 +154,8 @@ def train_encoder(
       state, constants, loss = step_fn(state, constants, global_batch(batch, mesh, c.batch_size))
       pending.append(loss)
       bar.update(1)
-      evaluate = eval_set is not None and c.eval_every and (
-        step % c.eval_every == 0 or step == c.num_steps
+      evaluate = (
+        eval_set is not None and c.eval_every and (step % c.eval_every == 0 or step == c.num_steps)
       )
       if evaluate or step % c.log_every == 0 or step == c.num_steps:
         values = np.asarray(jax.device_get(pending), np.float64)
