@@ -82,12 +82,11 @@ def _two_sided(scores):
   """{set: (N,)} p = min(1, 2 min(p_high, p_low)), the conformal p-values of a score being too high
   or too low (typicality: Nalisnick et al. 2019), calibrated on test[CAL]."""
   cal = np.sort(scores["test"][CAL])
-  n = len(cal)
-  out = {}
-  for k, v in scores.items():
-    low = (1 + np.searchsorted(cal, v, side="right")) / (1 + n)
-    out[k] = np.minimum(1.0, 2 * np.minimum(conformal_p_values(cal, v), low))
-  return out
+  low_cal = np.sort(-cal)  # p_low(s) = p_high(-s) against the negated scores
+  return {
+    k: np.minimum(1.0, 2 * np.minimum(conformal_p_values(cal, v), conformal_p_values(low_cal, -v)))
+    for k, v in scores.items()
+  }
 
 
 def main(argv):

@@ -90,28 +90,21 @@ def _per_image(detector: AttackedDetector, target: str, x, run, coefficients) ->
   state = detector.conformal_state
   density = jax.tree.map(jnp.asarray, state.density)
   log_det = exact_log_det(detector.model)
+  views = ()  # the two-view objective's extra argument
   if target == "two_view":  # BPDA: the clean chunk's PNG lengths
     semantic = state.semantic
     objective = LowerTwoViewScore(log_det, semantic.encoder, semantic.feature_flow.model)
-    views = two_view_arrays(state)
-    return batched(
-      lambda i, xb: run(
-        objective,
-        xb,
-        i,
-        (detector.variables, density, jnp.asarray(complexity_bits(xb), jnp.float32), views),
-      ),
-      x,
-      chunk,
-      with_index=True,
-    )
-  if target == "conformal":  # BPDA: the clean chunk's PNG lengths
+    complexity, views = complexity_bits, (two_view_arrays(state),)
+  elif target == "conformal":  # BPDA: the clean chunk's PNG lengths
     objective, complexity = LowerImageScore(log_det), complexity_bits
   else:  # the fitted surrogate's coefficients
     objective, complexity = LowerImageScoreSurrogate(log_det), lambda _: coefficients
   return batched(
     lambda i, xb: run(
-      objective, xb, i, (detector.variables, density, jnp.asarray(complexity(xb), jnp.float32))
+      objective,
+      xb,
+      i,
+      (detector.variables, density, jnp.asarray(complexity(xb), jnp.float32), *views),
     ),
     x,
     chunk,

@@ -7,8 +7,8 @@ test batches) and, each as [before, after]:
   the test batches; "batches_flagged": the test batches the attention test flags;
 * with the conformal attention, "image_score" (the mean per-image score: with a semantic view the
   two views' Fisher statistic) and "images_flagged" (the fraction with p < level); with its
-  mean-shift test, "mean_shift_flagged" (the test batches it
-  flags) and "mean_shift_statistic" (their mean T, the 'mean_shift' attack's objective);
+  mean-shift test, "mean_shift_flagged" (the test batches it flags) and "mean_shift_statistic"
+  (their mean T, the 'mean_shift' attack's objective);
 * for the 'conformal' targets, "surrogate_score": the objective the attack lowers (the score with
   the clean images' PNG lengths, or with the surrogate's); for 'conformal_surrogate' also
   "surrogate_rms" (2,): the surrogate's error on the attacked images (bits/dim).

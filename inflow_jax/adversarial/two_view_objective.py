@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from inflow_jax.adversarial.objectives import image_score
+from inflow_jax.model.classifier_encoder import averaged_outputs
 from inflow_jax.model.feature_flow import nll as feature_nll
 
 BANDWIDTH_FRACTION = 0.1  # h_v = this x the interquartile range of the view's calibration scores
@@ -28,10 +29,7 @@ BANDWIDTH_FRACTION = 0.1  # h_v = this x the interquartile range of the view's c
 
 def semantic_score(encoder, feature_model, x: jax.Array, views: Dict[str, Any]) -> jax.Array:
   """(B,) s_sem(x) (traceable): `gates.semantic.semantic_scores` as one differentiable function."""
-  features = 0.5 * (
-    encoder.apply(views["encoder_variables"], x).features
-    + encoder.apply(views["encoder_variables"], x[:, :, ::-1]).features
-  )
+  features = averaged_outputs(encoder, views["encoder_variables"], x).features
   features = features / jnp.maximum(jnp.linalg.norm(features, axis=1, keepdims=True), 1e-12)
   u = (features - views["mean"]) / views["std"]
   return feature_nll(feature_model, views["flow_variables"], u, 1.0, per_dimension=True)

@@ -120,23 +120,35 @@ def _shifted(x: jnp.ndarray, shift: int) -> jnp.ndarray:
   return padded[:, 1 - shift : 1 - shift + height, 1 - shift : 1 - shift + width]
 
 
-@functools.lru_cache(maxsize=16)
-def _jitted_apply(model: ClassifierEncoder, flip_average: bool, translate_average: bool):
-  def mirrored(variables, x):
-    out = model.apply(variables, x)
+def averaged_outputs(
+  model: ClassifierEncoder,
+  variables,
+  x: jnp.ndarray,
+  flip_average: bool = True,
+  translate_average: bool = False,
+) -> EncoderOutput:
+  """The test-time averaged outputs of `encode` (module-level and traceable: differentiable in x,
+  for the adaptive attacks)."""
+
+  def mirrored(images):
+    out = model.apply(variables, images)
     if not flip_average:
       return out
-    flipped = model.apply(variables, x[:, :, ::-1])
+    flipped = model.apply(variables, images[:, :, ::-1])
     return jax.tree.map(lambda a, b: 0.5 * (a + b), out, flipped)
 
-  def apply(variables, x):
-    out = mirrored(variables, x)
-    if not translate_average:
-      return out
-    up, down = (mirrored(variables, _shifted(x, shift)) for shift in (-1, 1))
-    return jax.tree.map(lambda a, b, c: 0.5 * a + 0.25 * (b + c), out, up, down)
+  out = mirrored(x)
+  if not translate_average:
+    return out
+  up, down = (mirrored(_shifted(x, shift)) for shift in (-1, 1))
+  return jax.tree.map(lambda a, b, c: 0.5 * a + 0.25 * (b + c), out, up, down)
 
-  return jax.jit(apply)
+
+@functools.lru_cache(maxsize=16)
+def _jitted_apply(model: ClassifierEncoder, flip_average: bool, translate_average: bool):
+  return jax.jit(
+    lambda variables, x: averaged_outputs(model, variables, x, flip_average, translate_average)
+  )
 
 
 def encode(

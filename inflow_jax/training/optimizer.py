@@ -62,8 +62,13 @@ OPTIONAL_OPTIMIZER_KEYS = {"norm_bias_lr_scale": 1.0, "lookahead_every": 0}
 def optimizer_settings(train_config: ml_collections.ConfigDict) -> dict:
   """The settings `make_optimizer` reads, the optional ones filled in with their defaults."""
   settings = {k: train_config[k] for k in OPTIMIZER_KEYS}
-  settings.update({k: train_config.get(k, v) for k, v in OPTIONAL_OPTIMIZER_KEYS.items()})
+  settings.update({k: optional_setting(train_config, k) for k in OPTIONAL_OPTIMIZER_KEYS})
   return settings
+
+
+def optional_setting(train_config: ml_collections.ConfigDict, key: str):
+  """train_config[key], or its default in OPTIONAL_OPTIMIZER_KEYS when the config leaves it out."""
+  return train_config.get(key, OPTIONAL_OPTIMIZER_KEYS[key])
 
 
 class ParamsEMA(NamedTuple):
@@ -163,8 +168,9 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
   c = train_config
   schedule = make_schedule(c)
   parts = [] if c.clip_norm is None else [optax.clip_by_global_norm(c.clip_norm)]
-  if c.get("norm_bias_lr_scale", 1.0) != 1.0:
-    parts.append(scale_norm_biases(c.norm_bias_lr_scale))
+  norm_bias_lr_scale = optional_setting(c, "norm_bias_lr_scale")
+  if norm_bias_lr_scale != 1.0:
+    parts.append(scale_norm_biases(norm_bias_lr_scale))
   parts += [
     optax.add_decayed_weights(c.weight_decay),
     optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps)
@@ -174,7 +180,7 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
     if isinstance(schedule, float)
     else optax.scale_by_learning_rate(schedule),
   ]
-  if c.get("lookahead_every", 0):
+  if optional_setting(c, "lookahead_every"):
     parts.append(lookahead(c.lookahead_every, c.num_steps))
   if c.ema_decay is not None:
     parts.append(track_ema(c.ema_decay))
@@ -239,12 +245,15 @@ def check_optimizer_config(
     raise ValueError(f"{prefix}.clip_norm must be > 0 (or None: no clipping), got {c.clip_norm}")
   if c.ema_decay is not None and not 0 < c.ema_decay < 1:
     raise ValueError(f"{prefix}.ema_decay must lie in (0, 1) (or None: no EMA), got {c.ema_decay}")
-  if not c.get("norm_bias_lr_scale", 1.0) > 0:
-    raise ValueError(f"{prefix}.norm_bias_lr_scale must be > 0, got {c.norm_bias_lr_scale}")
-  if not 0 <= c.get("lookahead_every", 0) <= c.num_steps:
+  norm_bias_lr_scale, lookahead_every = (
+    optional_setting(c, k) for k in ("norm_bias_lr_scale", "lookahead_every")
+  )
+  if not norm_bias_lr_scale > 0:
+    raise ValueError(f"{prefix}.norm_bias_lr_scale must be > 0, got {norm_bias_lr_scale}")
+  if not 0 <= lookahead_every <= c.num_steps:
     raise ValueError(
       f"{prefix}.lookahead_every must lie in [0, num_steps={c.num_steps}] (0: no lookahead), "
-      f"got {c.lookahead_every}"
+      f"got {lookahead_every}"
     )
   if c.skip_factor is not None and not c.skip_factor > 1:
     raise ValueError(
