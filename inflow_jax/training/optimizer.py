@@ -245,18 +245,23 @@ def check_optimizer_config(
     raise ValueError(f"{prefix}.clip_norm must be > 0 (or None: no clipping), got {c.clip_norm}")
   if c.ema_decay is not None and not 0 < c.ema_decay < 1:
     raise ValueError(f"{prefix}.ema_decay must lie in (0, 1) (or None: no EMA), got {c.ema_decay}")
-  norm_bias_lr_scale, lookahead_every = (
-    optional_setting(c, k) for k in ("norm_bias_lr_scale", "lookahead_every")
-  )
-  if not norm_bias_lr_scale > 0:
-    raise ValueError(f"{prefix}.norm_bias_lr_scale must be > 0, got {norm_bias_lr_scale}")
-  if not 0 <= lookahead_every <= c.num_steps:
-    raise ValueError(
-      f"{prefix}.lookahead_every must lie in [0, num_steps={c.num_steps}] (0: no lookahead), "
-      f"got {lookahead_every}"
-    )
+  _check_optional_settings(c, prefix)
   if c.skip_factor is not None and not c.skip_factor > 1:
     raise ValueError(
       f"{prefix}.skip_factor must be > 1 (or None: no skipping), got {c.skip_factor} "
       "(a threshold at or below the typical gradient norm skips ordinary steps)"
+    )
+
+
+def _check_optional_settings(train_config: ml_collections.ConfigDict, prefix: str) -> None:
+  """Raises ValueError, naming the key, for bad OPTIONAL_OPTIMIZER_KEYS values."""
+  norm_bias_lr_scale, lookahead_every = (
+    optional_setting(train_config, k) for k in ("norm_bias_lr_scale", "lookahead_every")
+  )
+  if not norm_bias_lr_scale > 0:
+    raise ValueError(f"{prefix}.norm_bias_lr_scale must be > 0, got {norm_bias_lr_scale}")
+  if not 0 <= lookahead_every <= train_config.num_steps:
+    raise ValueError(
+      f"{prefix}.lookahead_every must lie in [0, num_steps={train_config.num_steps}] "
+      f"(0: no lookahead), got {lookahead_every}"
     )
