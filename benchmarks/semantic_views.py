@@ -23,8 +23,8 @@ import numpy as np
 from configs import default
 from inflow_jax import data
 from inflow_jax.data.jpeg import jpeg_round_trip
-from inflow_jax.evaluation import posthoc
 from inflow_jax.evaluation.metrics import auroc
+from inflow_jax.gates import posthoc
 from inflow_jax.gates.density import density_scores, fit_density
 from inflow_jax.gates.features import flow_features
 from inflow_jax.gates.p_values import conformal_p_values

@@ -247,6 +247,9 @@ def encoder_config() -> ml_collections.ConfigDict:
       rotation_weight=0.5,  # weight of the rotation-prediction loss
       rotation_fraction=0.25,  # share of each batch also passed turned by k * 90 degrees
       translate=2,  # random translation (pixels, reflected) of the augmentation; 0: flips only
+      # the semantic view's score (inflow_jax.gates.semantic): 'auto' (ViM with class labels,
+      # else the feature flow) | 'vim' | 'feature_flow'
+      semantic_score="auto",
       train=dict(
         optimizer="sgd",
         num_steps=1758,  # 9 epochs of 50,000 images

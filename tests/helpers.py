@@ -156,16 +156,21 @@ def apply_with_grads(layer, x):
   return y, log_det, variables, grads
 
 
-def semantic_detector(trained_encoder, x_ref, x_calibration, x_features):
+def semantic_detector(trained_encoder, x_ref, x_calibration, x_features, semantic_score="auto"):
   """A tiny paper-compatible flow (2 blocks, width 8, untrained) with the conformal gate and the
-  semantic view of `trained_encoder`, fitted on the given images."""
+  semantic view of `trained_encoder` (`semantic_score`), fitted on the given images."""
   from inflow_jax import InFlowDetector
   from inflow_jax.model import InFlow
 
   model = InFlow(num_blocks=2, width=8, paper_compat=True)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), x_ref[:2], 1.0)
   detector = InFlowDetector(
-    model, variables, attention="conformal", n_components=1, trained_encoder=trained_encoder
+    model,
+    variables,
+    attention="conformal",
+    n_components=1,
+    trained_encoder=trained_encoder,
+    semantic_score=semantic_score,
   )
   detector.fit(x_ref, x_calibration=x_calibration, x_features=x_features)
   return detector

@@ -8,8 +8,9 @@ the smoothed statistic instead,
 
 with c_v the view's calibration scores, h_v = IQR(c_v) / 10, s_pix the pixel flow's per-image
 score (`objectives.image_score`, PNG lengths held at the clean image's: BPDA) and s_sem the
-feature flow's NLL of the encoder's flip-averaged, normalised, standardised features: white-box
-through the encoder and both flows. p~_v -> p_v as h_v -> 0; log-sigmoid and log-mean-exp keep a
+semantic score of the encoder's flip-averaged features (ViM, or the feature flow's NLL of the
+normalised, standardised features): white-box through the encoder, the semantic score and the
+pixel flow. p~_v -> p_v as h_v -> 0; log-sigmoid and log-mean-exp keep a
 gradient where x lies beyond every calibration score (p~ ~ exp(-(s - max c) / h) there).
 """
 
@@ -28,11 +29,21 @@ BANDWIDTH_FRACTION = 0.1  # h_v = this x the interquartile range of the view's c
 
 
 def semantic_score(encoder, feature_model, x: jax.Array, views: Dict[str, Any]) -> jax.Array:
-  """(B,) s_sem(x) (traceable): `gates.semantic.semantic_scores` as one differentiable function."""
+  """(B,) s_sem(x) (traceable): `gates.semantic.semantic_scores` as one differentiable function;
+  feature_model: the feature flow's module, or None for the ViM score."""
   features = averaged_outputs(encoder, views["encoder_variables"], x).features
+  if feature_model is None:  # ViM: alpha ||(f - u) R|| - logsumexp(f W + b)
+    residual = jnp.linalg.norm((features - views["origin"]) @ views["residual_basis"], axis=1)
+    logits = features @ views["kernel"] + views["bias"]
+    return views["alpha"] * residual - jax.scipy.special.logsumexp(logits, axis=1)
   features = features / jnp.maximum(jnp.linalg.norm(features, axis=1, keepdims=True), 1e-12)
   u = (features - views["mean"]) / views["std"]
   return feature_nll(feature_model, views["flow_variables"], u, 1.0, per_dimension=True)
+
+
+def semantic_model(semantic):
+  """`semantic_score`'s feature_model for a fitted semantic view (None for ViM)."""
+  return None if semantic.score == "vim" else semantic.feature_flow.model
 
 
 def smoothed_neg_log_p(scores: jax.Array, calibration: jax.Array, bandwidth) -> jax.Array:
@@ -49,11 +60,14 @@ def two_view_arrays(conformal_state) -> Dict[str, Any]:
     v: BANDWIDTH_FRACTION * float(np.subtract(*np.percentile(calibration[v], [75, 25])))
     for v in ("pixel", "semantic")
   }
+  if semantic.score == "vim":
+    score_arrays = {k: np.asarray(v, np.float32) for k, v in semantic.vim._asdict().items()}
+  else:
+    flow = semantic.feature_flow
+    score_arrays = {"flow_variables": flow.variables, "mean": flow.mean, "std": flow.std}
   arrays = {
     "encoder_variables": semantic.encoder_variables,
-    "flow_variables": semantic.feature_flow.variables,
-    "mean": semantic.feature_flow.mean,
-    "std": semantic.feature_flow.std,
+    **score_arrays,
     **{f"{v}_calibration": np.asarray(calibration[v], np.float32) for v in bandwidths},
     **{f"{v}_bandwidth": np.float32(max(h, 1e-6)) for v, h in bandwidths.items()},
   }
@@ -65,7 +79,7 @@ class LowerTwoViewScore:
   """Objective -T~(x) (B,), `loss_args=(variables, density, complexity, views)`: the pixel flow's
   variables, its density, the clean images' (B, 2) PNG bits/dim and `two_view_arrays(state)`.
   pixel_model: the flow with the exact log-det (`model.density.exact_log_det`); encoder and
-  feature_model: the semantic view's modules."""
+  feature_model: the semantic view's modules (`semantic_model`: None for ViM)."""
 
   pixel_model: Any
   encoder: Any

@@ -88,6 +88,7 @@ def fitted_detector(
     jpeg_quality=config.data.jpeg_quality,
     seed=config.seed,
     trained_encoder=encoder,
+    semantic_score=config.encoder.semantic_score,
   )
   mmd_state = fit_mmd(sets["reference"], embed, a.n_permutations, a.level, a.sigma)
   uses_conformal = detector.uses_conformal

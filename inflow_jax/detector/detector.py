@@ -85,9 +85,11 @@ class InFlowDetector(DetectorScoring):
     seed: seed of the encoder (when not given), the density fit and the permutation tests.
     trained_encoder: ("conformal", "combined") an in-distribution encoder
       (`inflow_jax.model.TrainedEncoder`: a trained `ClassifierEncoder` and its variables, or your
-      own Flax module with the same outputs): a feature flow is fitted on its normalised features
-      and the per-image score combines both views (`inflow_jax.gates.semantic`); `class_logits`
-      then gives its predictions.
+      own Flax module with the same outputs): its semantic score is fitted on its outputs and the
+      per-image score combines both views (`inflow_jax.gates.semantic`); `class_logits` then
+      gives its predictions.
+    semantic_score: (with trained_encoder) "auto" (ViM for an encoder with class logits, else the
+      feature flow) | "vim" | "feature_flow" (`inflow_jax.gates.semantic`).
   """
 
   def __init__(
@@ -109,9 +111,11 @@ class InFlowDetector(DetectorScoring):
     jpeg_quality: Optional[int] = None,
     seed: int = 0,
     trained_encoder: Optional[TrainedEncoder] = None,
+    semantic_score: str = "auto",
   ):
     fitting.check_settings(attention, convention, batch_test, combination, false_positive_rate)
     self.trained_encoder = fitting.check_trained_encoder(trained_encoder, attention)
+    self.semantic_score = fitting.check_semantic_score(semantic_score, self.trained_encoder)
     if batch_size < 2:
       raise ValueError(
         f"batch_size must be >= 2 (the attention test needs 2 images), got {batch_size}"

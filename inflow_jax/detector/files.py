@@ -6,9 +6,11 @@ JPEG quality, ...), the threshold, the fitted images' shape, the encoder's stati
 test's image shape and the conformal state's static fields. arrays: the flow's variables, the
 encoder's parameters, the MMD reference statistics ("mmd" and "combined"), the density's arrays and
 the calibration scores ("conformal" and "combined"), the mean-shift test's whitening and pool
-("combined"). Detectors saved before the attention kinds existed load as "mmd"; "combined" ones
-saved before the mean-shift test load without it (their gate: the conformal and MMD tests); those
-saved before the fitted images' shape was stored check the MMD test's shape only.
+("combined"), a trained encoder's variables and its semantic score (ViM's arrays or the feature
+flow's variables) with each view's calibration scores. Detectors saved before the attention
+kinds existed load as "mmd"; "combined" ones saved before the mean-shift test load without it
+(their gate: the conformal and MMD tests); those saved before the fitted images' shape was stored
+check the MMD test's shape only.
 """
 
 import dataclasses
@@ -25,6 +27,7 @@ from inflow_jax.gates import ConformalState, MeanShiftState
 from inflow_jax.gates.encoder import Embedder
 from inflow_jax.gates.features import n_features
 from inflow_jax.gates.mmd import MMDState
+from inflow_jax.gates.posthoc import ViMState
 from inflow_jax.gates.semantic import SemanticState
 from inflow_jax.model import FeatureFlow, InFlow
 from inflow_jax.model.classifier_encoder import ClassifierEncoder, TrainedEncoder
@@ -45,10 +48,13 @@ SETTINGS = (
   "mean_shift_components",
   "jpeg_quality",
   "seed",
+  "semantic_score",
 )
-# the layout of config.json and arrays/: 2 added the trained encoder and the feature flow; a
-# detector saved by a newer version is refused (its arrays may mean something else)
-FORMAT_VERSION = 2
+# the layout of config.json and arrays/: 2 added the trained encoder and the feature flow, 3 the
+# ViM semantic score; a detector saved by a newer version is refused (its arrays may mean
+# something else)
+FORMAT_VERSION = 3
+VIM_ARRAYS = ("kernel", "bias", "origin", "residual_basis", "alpha")
 MEAN_SHIFT_ARRAYS = ("mean", "projection", "pool")
 MMD_ARRAYS = (
   "reference",
@@ -126,10 +132,8 @@ def save_detector(detector, directory) -> pathlib.Path:
     state = detector.conformal_state_
     arrays["conformal"] = {"density": state.density, "calibration_scores": state.calibration_scores}
     if state.semantic is not None:
-      flow = state.semantic.feature_flow
-      arrays["feature_flow"] = {"variables": flow.variables, "mean": flow.mean, "std": flow.std}
       arrays["view_calibration"] = state.view_calibration
-      meta["feature_flow"] = model_config(flow.model)
+      _semantic_entries(state.semantic, arrays, meta)
     meta["conformal"] = {"level": state.level, "batch_test": state.batch_test}
     if state.mean_shift is not None:
       arrays["mean_shift"] = {k: getattr(state.mean_shift, k) for k in MEAN_SHIFT_ARRAYS}
@@ -140,6 +144,16 @@ def save_detector(detector, directory) -> pathlib.Path:
   (directory / "config.json").write_text(json.dumps(meta, indent=2))
   integrity.write_manifest(directory)
   return directory
+
+
+def _semantic_entries(semantic, arrays, meta) -> None:
+  """Adds the fitted semantic score's arrays (and the feature flow's module settings)."""
+  if semantic.score == "vim":
+    arrays["vim"] = {k: np.asarray(getattr(semantic.vim, k)) for k in VIM_ARRAYS}
+    return
+  flow = semantic.feature_flow
+  arrays["feature_flow"] = {"variables": flow.variables, "mean": flow.mean, "std": flow.std}
+  meta["feature_flow"] = model_config(flow.model)
 
 
 def _encoder_entry(trained_encoder) -> tuple:
@@ -160,21 +174,31 @@ def _semantic_state(meta, arrays, directory):
     return None, None
   settings = {k: tuples_from_json(v) for k, v in meta["trained_encoder"].items()}
   encoder = TrainedEncoder(ClassifierEncoder(**settings), arrays["trained_encoder"])
+  num_features = encoder.model.widths[-1]
+  if "vim" in arrays:
+    vim = ViMState(**{k: np.asarray(arrays["vim"][k]) for k in VIM_ARRAYS})
+    vim = vim._replace(alpha=float(vim.alpha))
+    _check_feature_size(vim.kernel.shape[0], num_features, "ViM score", directory)
+    return encoder, SemanticState(encoder.model, encoder.variables, "vim", vim=vim)
   if "feature_flow" not in arrays:
     return encoder, None
   saved = arrays["feature_flow"]
-  if saved["mean"].shape[0] != encoder.model.widths[-1]:
-    raise ValueError(
-      f"{directory}: the saved feature flow takes {saved['mean'].shape[0]} features, the encoder "
-      f"gives {encoder.model.widths[-1]}: the detector's files do not belong together"
-    )
+  _check_feature_size(saved["mean"].shape[0], num_features, "feature flow", directory)
   flow = FittedFeatureFlow(
     FeatureFlow(**{k: tuples_from_json(v) for k, v in meta["feature_flow"].items()}),
     saved["variables"],
     np.asarray(saved["mean"]),
     np.asarray(saved["std"]),
   )
-  return encoder, SemanticState(encoder.model, encoder.variables, flow)
+  return encoder, SemanticState(encoder.model, encoder.variables, "feature_flow", flow)
+
+
+def _check_feature_size(saved: int, num_features: int, name: str, directory) -> None:
+  if saved != num_features:
+    raise ValueError(
+      f"{directory}: the saved {name} takes {saved} features, the encoder gives {num_features}: "
+      "the detector's files do not belong together"
+    )
 
 
 def _conformal_state(detector, model, meta, arrays, directory, semantic) -> ConformalState:
@@ -237,6 +261,8 @@ def load_detector(cls, directory):
     trained_encoder=trained_encoder,
     **meta["settings"],
   )
+  if semantic is not None and "semantic_score" not in meta["settings"]:  # saved by format 2
+    detector.semantic_score = semantic.score
   if "mmd" in arrays:
     detector.mmd_state_ = MMDState(
       embed=encoder,

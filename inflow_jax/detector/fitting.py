@@ -13,7 +13,7 @@ from inflow_jax import gates, training
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.detector.batch_scores import score_batches
 from inflow_jax.detector.files import check_finite_variables
-from inflow_jax.gates.semantic import fit_semantic
+from inflow_jax.gates.semantic import fit_semantic, resolved_score
 from inflow_jax.model.classifier_encoder import TrainedEncoder
 from inflow_jax.model.density import CONVENTIONS
 from inflow_jax.utils.checks import check_images
@@ -135,6 +135,13 @@ def mmd_test(detector, x_ref, mmd_state):
   return mmd_state
 
 
+def check_semantic_score(score: str, trained_encoder) -> str:
+  """The semantic score setting, checked (unknown names; "vim" for an encoder without classes)."""
+  num_classes = getattr(getattr(trained_encoder, "model", None), "num_classes", 1)
+  resolved_score(score, num_classes)
+  return score
+
+
 def check_trained_encoder(trained_encoder, attention: str):
   """The trained encoder, or None; it needs a conformal kind (its score joins the per-image one)."""
   if trained_encoder is None:
@@ -166,7 +173,9 @@ def semantic_view(detector, x_features):
   if detector.trained_encoder is None:
     return None
   model, variables = detector.trained_encoder
-  return fit_semantic(model, variables, x_features, seed=detector.seed)
+  return fit_semantic(
+    model, variables, x_features, score=detector.semantic_score, seed=detector.seed
+  )
 
 
 def conformal_test(detector, x_ref, x_calibration, x_density, x_features=None):

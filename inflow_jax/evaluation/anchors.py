@@ -1,8 +1,9 @@
 """The anchors: OpenOOD's post-hoc baselines on the detector's own trained encoder, so that the
 report shows InFlow's per-image rows beside what the OOD literature compares against, on the same
-network and data (`inflow_jax.evaluation.posthoc`: MSP, energy, MDS, KNN k = 50, ViM; every score
+network and data (`inflow_jax.gates.posthoc`: MSP, energy, MDS, KNN k = 50, ViM; every score
 higher = more OOD). MDS, KNN and ViM are fitted on the encoder's training images (their
-flip-averaged features and labels), as OpenOOD fits them on its training split.
+flip-averaged features and labels), as OpenOOD fits them on its training split; ViM's head is the
+network's own map from features to logits (`posthoc.linear_head`: a logit scale included).
 
     fit_anchors(trained_encoder, x_train, y_train) -> AnchorState
     anchor_scores(state, x) -> {baseline: (N,) scores}
@@ -12,7 +13,7 @@ from typing import Dict, NamedTuple
 
 import numpy as np
 
-from inflow_jax.evaluation import posthoc
+from inflow_jax.gates import posthoc
 from inflow_jax.model.classifier_encoder import TrainedEncoder, encode
 
 ANCHORS = ("msp", "energy", "mds", "knn", "vim")
@@ -28,13 +29,13 @@ class AnchorState(NamedTuple):
 def fit_anchors(encoder: TrainedEncoder, x_train: np.ndarray, y_train: np.ndarray) -> AnchorState:
   """The feature-based baselines fitted on the encoder's training images x_train (preprocessed) and
   their labels y_train (N,)."""
-  features = encode(*encoder, x_train).features.astype(np.float64)
-  head = encoder.variables["params"]["class_head"]
+  outputs = encode(*encoder, x_train)
+  features = outputs.features.astype(np.float64)
   return AnchorState(
     encoder,
     posthoc.fit_mds(features, y_train, encoder.model.num_classes),
     posthoc.fit_knn(features),
-    posthoc.fit_vim(features, np.asarray(head["kernel"]), np.asarray(head["bias"])),
+    posthoc.fit_vim(features, *posthoc.linear_head(features, outputs.class_logits)),
   )
 
 

@@ -13,6 +13,7 @@ from inflow_jax import data
 from inflow_jax.adversarial.attacks import pgd
 from inflow_jax.adversarial.two_view_objective import (
   LowerTwoViewScore,
+  semantic_model,
   semantic_score,
   smoothed_neg_log_p,
   two_view_arrays,
@@ -24,25 +25,31 @@ from inflow_jax.model import ClassifierEncoder, TrainedEncoder
 from inflow_jax.model.density import exact_log_det
 
 
-@pytest.fixture(scope="module")
-def state():
+def _state(semantic_score: str):
   """A conformal gate with a semantic view (an untrained encoder: the objective's algebra does not
   need a trained one) on digits; the flow and encoder at their initialisation."""
   x, _ = data.load_images("digits", "train")
   encoder = ClassifierEncoder(num_classes=10, stem_width=4, widths=(8,))
   encoder_variables = jax.jit(encoder.init)(jax.random.PRNGKey(1), x[:2])
   trained = TrainedEncoder(encoder, encoder_variables)
-  return semantic_detector(trained, x[:200], x[900:1000], x[:300]), x[1000:1008]
+  detector = semantic_detector(trained, x[:200], x[900:1000], x[:300], semantic_score)
+  return detector, x[1000:1008]
+
+
+@pytest.fixture(scope="module")
+def state():
+  """The default semantic view (ViM: the encoder has class logits)."""
+  return _state("auto")
 
 
 def test_semantic_score_is_the_gates(state):
-  detector, x = state
-  semantic = detector.conformal_state_.semantic
-  views = two_view_arrays(detector.conformal_state_)
-  traced = jax.jit(
-    lambda xb: semantic_score(semantic.encoder, semantic.feature_flow.model, xb, views)
-  )(x)
-  np.testing.assert_allclose(traced, semantic_scores(semantic, x), rtol=1e-4, atol=1e-4)
+  for detector, x in (state, _state("feature_flow")):
+    semantic = detector.conformal_state_.semantic
+    views = two_view_arrays(detector.conformal_state_)
+    model = semantic_model(semantic)
+    assert (model is None) == (semantic.score == "vim")
+    traced = jax.jit(lambda xb: semantic_score(semantic.encoder, model, xb, views))(x)
+    np.testing.assert_allclose(traced, semantic_scores(semantic, x), rtol=1e-4, atol=1e-4)
 
 
 def test_smoothed_p_tends_to_the_conformal_p_and_keeps_a_gradient():
@@ -60,7 +67,7 @@ def test_pgd_on_the_objective_lowers_the_detectors_statistic(state):
   conformal = detector.conformal_state_
   semantic = conformal.semantic
   objective = LowerTwoViewScore(
-    exact_log_det(detector.model), semantic.encoder, semantic.feature_flow.model
+    exact_log_det(detector.model), semantic.encoder, semantic_model(semantic)
   )
   args = (
     detector.variables,

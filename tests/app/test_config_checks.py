@@ -139,12 +139,20 @@ def _conformal_cases():
   target.adversarial.enabled = True
   target.adversarial.attack.adaptive_targets = ("mean_shift",)
   message = r"adaptive_targets has 'mean_shift', which attacks the combined gate's mean-shift test"
-  return out + [(target, "all", ValueError, message)]
+  semantic = tiny.get_config()
+  semantic.attention.kind = "conformal"
+  semantic.data.update(HELD_OUT)
+  semantic.encoder.update(enabled=True, semantic_score="knn")
+  semantic_message = r"encoder.semantic_score must be one of \('auto', 'vim', 'feature_flow'\)"
+  return out + [
+    (target, "all", ValueError, message),
+    (semantic, "all", ValueError, semantic_message),
+  ]
 
 
 def test_errors_before_any_training(tmp_path):
   cases = _plain_cases(tmp_path) + _adversarial_cases(tmp_path) + _conformal_cases()
-  assert len(cases) == 30
+  assert len(cases) == 31
   for i, (config, mode, error, message) in enumerate(cases):
     workdir = tmp_path / f"case{i}"
     with pytest.raises(error, match=message):

@@ -1,4 +1,5 @@
-"""A detector with a trained in-distribution encoder (`trained_encoder`): the per-image score is the
+"""A detector with a trained in-distribution encoder (`trained_encoder`): the semantic score is ViM
+of the encoder's outputs (or the feature flow's NLL), the per-image score is the
 Fisher statistic of the pixel and semantic conformal p-values (against a direct computation), the
 p-values are calibrated, scores do not depend on batching, the encoder's predictions are reachable,
 save/load keep everything, and mismatched parts fail with one line."""
@@ -12,10 +13,13 @@ from helpers import semantic_detector
 from configs import default
 from inflow_jax import InFlowDetector, data, gates
 from inflow_jax.detector import files
+from inflow_jax.gates import posthoc
 from inflow_jax.gates import semantic as semantic_lib
 from inflow_jax.gates.features import image_features
 from inflow_jax.model import ClassifierEncoder, TrainedEncoder
+from inflow_jax.model.classifier_encoder import encode
 from inflow_jax.training.encoder import train_encoder
+from inflow_jax.training.feature_flow import feature_flow_nll
 from inflow_jax.utils import integrity
 
 
@@ -83,8 +87,47 @@ def test_the_score_is_fishers_statistic_of_the_two_views(fitted):
   assert logits.shape == (200, 10) and np.mean(logits.argmax(-1) == y[1100:1300]) > 0.4
 
 
-def test_save_and_load_keep_the_encoder_and_the_feature_flow(fitted, tmp_path):
+@pytest.fixture(scope="module")
+def fitted_flow(fitted):
+  """The same encoder with the feature flow as the semantic score."""
+  detector, x, y = fitted
+  return (
+    semantic_detector(detector.trained_encoder, x[:300], x[900:1100], x[:600], "feature_flow"),
+    x,
+    y,
+  )
+
+
+def test_the_default_semantic_score_is_vim_of_the_encoders_outputs(fitted, fitted_flow):
+  """ViM from the encoder's own head parameters (numpy, `posthoc`), on the flip-averaged outputs;
+  the feature flow's NLL of the normalised features for semantic_score='feature_flow'."""
   detector, x, _ = fitted
+  semantic = detector.conformal_state_.semantic
+  assert detector.semantic_score == "auto" and semantic.score == "vim"
+  model, variables = detector.trained_encoder
+  head = variables["params"]["class_head"]
+  train = encode(model, variables, x[:600]).features.astype(np.float64)
+  vim = posthoc.fit_vim(train, np.asarray(head["kernel"]), np.asarray(head["bias"]))
+  features = encode(model, variables, x[1100:1140]).features
+  np.testing.assert_allclose(
+    semantic_lib.semantic_scores(semantic, x[1100:1140]),
+    posthoc.vim_scores(vim, features),
+    rtol=1e-5,
+    atol=1e-5,
+  )
+  flow_state = fitted_flow[0].conformal_state_.semantic
+  assert flow_state.score == "feature_flow" and flow_state.vim is None
+  unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+  np.testing.assert_allclose(
+    semantic_lib.semantic_scores(flow_state, x[1100:1140]),
+    feature_flow_nll(flow_state.feature_flow, unit),
+    rtol=1e-5,
+  )
+
+
+@pytest.mark.parametrize("name", ["fitted", "fitted_flow"])
+def test_save_and_load_keep_the_encoder_and_the_semantic_score(name, request, tmp_path):
+  detector, x, _ = request.getfixturevalue(name)
   detector.save(tmp_path / "det")
   loaded = InFlowDetector.load(tmp_path / "det")
   np.testing.assert_array_equal(
@@ -95,6 +138,8 @@ def test_save_and_load_keep_the_encoder_and_the_feature_flow(fitted, tmp_path):
   )
   meta = json.loads((tmp_path / "det" / "config.json").read_text())
   assert meta["format_version"] == files.FORMAT_VERSION
+  assert loaded.semantic_score == detector.semantic_score
+  assert loaded.conformal_state_.semantic.score == detector.conformal_state_.semantic.score
 
 
 def _tamper(directory, change):
@@ -105,16 +150,32 @@ def _tamper(directory, change):
   (directory / integrity.MANIFEST).unlink(missing_ok=True)
 
 
-def test_mismatched_or_newer_files_fail_with_one_line(fitted, tmp_path):
+def test_mismatched_or_newer_files_fail_with_one_line(fitted, fitted_flow, tmp_path):
   detector, _, _ = fitted
   newer = detector.save(tmp_path / "newer")
   _tamper(newer, lambda m: m.update(format_version=files.FORMAT_VERSION + 1))
   with pytest.raises(ValueError, match="saved by a newer inflow_jax"):
     InFlowDetector.load(newer)
-  wider = detector.save(tmp_path / "wider")
-  _tamper(wider, lambda m: m["trained_encoder"].update(widths=[16, 64]))
-  with pytest.raises(ValueError, match="feature flow takes 32 features, the encoder gives 64"):
-    InFlowDetector.load(wider)
+  for saved, name in ((detector, "ViM score"), (fitted_flow[0], "feature flow")):
+    wider = saved.save(tmp_path / name.replace(" ", "_"))
+    _tamper(wider, lambda m: m["trained_encoder"].update(widths=[16, 64]))
+    with pytest.raises(ValueError, match=f"{name} takes 32 features, the encoder gives 64"):
+      InFlowDetector.load(wider)
+
+
+def test_vim_needs_class_logits_and_unknown_scores_are_refused(fitted):
+  detector, _, _ = fitted
+  rotations_only = TrainedEncoder(
+    ClassifierEncoder(num_classes=0, stem_width=4, widths=(16, 32)),
+    detector.trained_encoder.variables,
+  )
+  kwargs = dict(attention="conformal", trained_encoder=rotations_only)
+  with pytest.raises(ValueError, match="'vim' needs an encoder with class logits"):
+    InFlowDetector(detector.model, detector.variables, semantic_score="vim", **kwargs)
+  with pytest.raises(ValueError, match="semantic_score must be one of"):
+    InFlowDetector(detector.model, detector.variables, semantic_score="knn", **kwargs)
+  auto = InFlowDetector(detector.model, detector.variables, **kwargs)
+  assert auto.semantic_score == "auto"  # resolves to the feature flow when fitted
 
 
 def test_an_encoder_needs_a_per_image_gate(fitted):

@@ -12,7 +12,7 @@ X = np.random.default_rng(0).random((6, 8, 8, 3)).astype(np.float32)
 def test_logit_scale_multiplies_both_heads_and_bn_scale_false_drops_gamma():
   plain = ClassifierEncoder(num_classes=3, stem_width=4, widths=(8,), bn_scale=False)
   scaled = plain.clone(logit_scale=1 / 9)
-  variables = plain.init(jax.random.PRNGKey(0), X)
+  variables = jax.jit(plain.init)(jax.random.PRNGKey(0), X)
   names = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(variables)}
   assert not any("scale" in n for n in names) and any("BatchNorm_0']['bias" in n for n in names)
   a, b = plain.apply(variables, X), scaled.apply(variables, X)
@@ -25,7 +25,7 @@ def test_encode_averages_mirror_and_one_pixel_translations():
   """translate_average: o(x) / 2 + (o(shift(x, -1)) + o(shift(x, +1))) / 4 with o the flip
   average and shift a move along both axes with reflected edges (numpy)."""
   model = ClassifierEncoder(num_classes=3, stem_width=4, widths=(8,))
-  variables = model.init(jax.random.PRNGKey(1), X)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(1), X)
 
   def flip_average(x):
     return 0.5 * (

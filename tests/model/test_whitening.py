@@ -40,7 +40,7 @@ def test_the_kernel_whitens_the_strongest_directions_of_the_patches(n_components
 def test_the_stem_uses_the_set_kernel_from_a_constant_collection():
   x = _images(4)
   stem = WhiteningStem()
-  variables = set_whitening(stem.init(jax.random.PRNGKey(0), x), _images())
+  variables = set_whitening(jax.jit(stem.init)(jax.random.PRNGKey(0), x), _images())
   assert set(variables) == {"params", "whitening"} and set(variables["params"]) == {"bias"}
   out = stem.apply(variables, x)
   kernel = variables["whitening"]["kernel"].reshape(27, 24)

@@ -200,6 +200,35 @@ def _check_head(kernel, bias, num_features: int):
   return kernel, bias
 
 
+def linear_head(features, logits, *, tolerance: float = 1e-3):
+  """(kernel (D, C), bias (C,)) with logits = features @ kernel + bias, by least squares on pairs
+  of a network's outputs: the head ViM needs, as the network computes it (a scale on the logits,
+  such as `ClassifierEncoder.logit_scale`, included), for any encoder whose logits are linear in
+  its features. Raises ValueError when they are not (relative residual above `tolerance`), or
+  when the features do not determine the head (N <= D)."""
+  features = _check_matrix(features, "features", min_rows=2)
+  logits = _check_matrix(logits, "logits")
+  if logits.shape[0] != features.shape[0]:
+    raise ValueError(
+      f"features and logits must have one row per image each, got {features.shape[0]} and "
+      f"{logits.shape[0]}"
+    )
+  if features.shape[0] <= features.shape[1]:
+    raise ValueError(
+      f"a linear head of {features.shape[1]} features needs more than {features.shape[1]} "
+      f"images, got {features.shape[0]}"
+    )
+  design = np.concatenate([features, np.ones((features.shape[0], 1))], axis=1)
+  solution = np.linalg.lstsq(design, logits, rcond=None)[0]
+  residual = np.linalg.norm(design @ solution - logits) / max(np.linalg.norm(logits), 1e-12)
+  if residual > tolerance:
+    raise ValueError(
+      f"the logits are not a linear function of the features (relative residual {residual:.2g}): "
+      "ViM needs a network whose last layer is linear"
+    )
+  return solution[:-1], solution[-1]
+
+
 def fit_vim(features_train, kernel, bias, dim: Optional[int] = None) -> ViMState:
   """Origin, residual subspace and matching constant alpha from the training features.
 

@@ -1,4 +1,4 @@
-"""The OpenOOD post-hoc baselines (`inflow_jax.evaluation.posthoc`) against independent per-image
+"""The OpenOOD post-hoc baselines (`inflow_jax.gates.posthoc`) against independent per-image
 computations (scipy's logsumexp and mahalanobis, brute-force sorted distances, an SVD for ViM's
 subspace), their ranking of a shifted cluster, and their input errors."""
 
@@ -7,7 +7,8 @@ import pytest
 from scipy.spatial import distance
 from scipy.special import logsumexp, softmax
 
-from inflow_jax.evaluation import metrics, posthoc
+from inflow_jax.evaluation import metrics
+from inflow_jax.gates import posthoc
 
 
 def test_msp_and_energy_against_scipy():
@@ -77,6 +78,22 @@ def test_vim_against_svd_reference():
   # OpenOOD's confidence is -alpha r + logsumexp(l): ours is its negative.
   np.testing.assert_allclose(state.origin, -np.linalg.pinv(kernel.T) @ bias, atol=1e-10)
   assert posthoc.fit_vim(train, kernel, bias).residual_basis.shape == (10, 5)  # dim = D // 2
+
+
+def test_linear_head_recovers_the_layer_and_refuses_a_nonlinear_one():
+  rng = np.random.default_rng(5)
+  features = rng.normal(0, 1, (300, 12))
+  kernel, bias = rng.normal(0, 1, (12, 5)), rng.normal(0, 1, 5)
+  logits = (features @ kernel + bias) / 9  # a logit scale, as ClassifierEncoder's
+  got_kernel, got_bias = posthoc.linear_head(features.astype(np.float32), logits)
+  np.testing.assert_allclose(got_kernel, kernel / 9, atol=1e-6)
+  np.testing.assert_allclose(got_bias, bias / 9, atol=1e-6)
+  with pytest.raises(ValueError, match="not a linear function of the features"):
+    posthoc.linear_head(features, np.tanh(features @ kernel))
+  with pytest.raises(ValueError, match="needs more than 12 images"):
+    posthoc.linear_head(features[:12], logits[:12])
+  with pytest.raises(ValueError, match="one row per image each"):
+    posthoc.linear_head(features, logits[:200])
 
 
 def test_vim_default_dim():
