@@ -25,11 +25,7 @@ from inflow_jax.adversarial.objectives import (
 )
 from inflow_jax.adversarial.preprocessing import ThroughJPEG
 from inflow_jax.adversarial.settings import adaptive_steps
-from inflow_jax.adversarial.two_view_objective import (
-  LowerTwoViewScore,
-  semantic_model,
-  two_view_arrays,
-)
+from inflow_jax.adversarial.two_view_objective import LowerTwoViewScore, two_view_arrays
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.gates.features import complexity_bits
 from inflow_jax.model.density import exact_log_det
@@ -96,8 +92,7 @@ def _per_image(detector: AttackedDetector, target: str, x, run, coefficients) ->
   log_det = exact_log_det(detector.model)
   views = ()  # the two-view objective's extra argument
   if target == "two_view":  # BPDA: the clean chunk's PNG lengths
-    semantic = state.semantic
-    objective = LowerTwoViewScore(log_det, semantic.encoder, semantic_model(semantic))
+    objective = LowerTwoViewScore.for_semantic(log_det, state.semantic)
     complexity, views = complexity_bits, (two_view_arrays(state),)
   elif target == "conformal":  # BPDA: the clean chunk's PNG lengths
     objective, complexity = LowerImageScore(log_det), complexity_bits

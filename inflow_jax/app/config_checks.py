@@ -13,7 +13,7 @@ from inflow_jax.detector import ATTENTION_KINDS
 from inflow_jax.evaluation.protocols import PROTOCOLS
 from inflow_jax.gates import BATCH_TESTS, COMBINATIONS, check_components
 from inflow_jax.gates.conformal import check_density_size
-from inflow_jax.gates.semantic import SEMANTIC_SCORES
+from inflow_jax.gates.semantic import resolved_scores
 from inflow_jax.training.flow import check_train_config
 from inflow_jax.training.optimizer import check_optimizer_config
 from inflow_jax.utils.checks import check_test_size
@@ -114,10 +114,10 @@ def check_encoder_config(config: ml_collections.ConfigDict) -> None:
   for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
     if c.train[name] < 1:
       raise ValueError(f"encoder.train.{name} must be >= 1, got {c.train[name]}")
-  if c.semantic_score not in SEMANTIC_SCORES:
-    raise ValueError(
-      f"encoder.semantic_score must be one of {SEMANTIC_SCORES}, got {c.semantic_score!r}"
-    )
+  try:
+    resolved_scores(c.semantic_score, 1)  # the names; whether the data have labels comes later
+  except ValueError as error:
+    raise ValueError(f"encoder.{error}") from None
 
 
 def check_evaluation_config(config: ml_collections.ConfigDict) -> None:

@@ -148,12 +148,13 @@ def save_detector(detector, directory) -> pathlib.Path:
 
 def _semantic_entries(semantic, arrays, meta) -> None:
   """Adds the fitted semantic score's arrays (and the feature flow's module settings)."""
-  if semantic.score == "vim":
+  meta["semantic_scores"] = list(semantic.scores)
+  if semantic.vim is not None:
     arrays["vim"] = {k: np.asarray(getattr(semantic.vim, k)) for k in VIM_ARRAYS}
-    return
-  flow = semantic.feature_flow
-  arrays["feature_flow"] = {"variables": flow.variables, "mean": flow.mean, "std": flow.std}
-  meta["feature_flow"] = model_config(flow.model)
+  if semantic.feature_flow is not None:
+    flow = semantic.feature_flow
+    arrays["feature_flow"] = {"variables": flow.variables, "mean": flow.mean, "std": flow.std}
+    meta["feature_flow"] = model_config(flow.model)
 
 
 def _encoder_entry(trained_encoder) -> tuple:
@@ -174,23 +175,26 @@ def _semantic_state(meta, arrays, directory):
     return None, None
   settings = {k: tuples_from_json(v) for k, v in meta["trained_encoder"].items()}
   encoder = TrainedEncoder(ClassifierEncoder(**settings), arrays["trained_encoder"])
+  if "view_calibration" not in arrays:
+    return encoder, None
+  scores = tuple(meta.get("semantic_scores", ("feature_flow",)))  # format 2: the feature flow
+  semantic = SemanticState(encoder.model, encoder.variables, scores)
   num_features = encoder.model.widths[-1]
   if "vim" in arrays:
     vim = ViMState(**{k: np.asarray(arrays["vim"][k]) for k in VIM_ARRAYS})
-    vim = vim._replace(alpha=float(vim.alpha))
     _check_feature_size(vim.kernel.shape[0], num_features, "ViM score", directory)
-    return encoder, SemanticState(encoder.model, encoder.variables, "vim", vim=vim)
-  if "feature_flow" not in arrays:
-    return encoder, None
-  saved = arrays["feature_flow"]
-  _check_feature_size(saved["mean"].shape[0], num_features, "feature flow", directory)
-  flow = FittedFeatureFlow(
-    FeatureFlow(**{k: tuples_from_json(v) for k, v in meta["feature_flow"].items()}),
-    saved["variables"],
-    np.asarray(saved["mean"]),
-    np.asarray(saved["std"]),
-  )
-  return encoder, SemanticState(encoder.model, encoder.variables, "feature_flow", flow)
+    semantic = semantic._replace(vim=vim._replace(alpha=float(vim.alpha)))
+  if "feature_flow" in arrays:
+    saved = arrays["feature_flow"]
+    _check_feature_size(saved["mean"].shape[0], num_features, "feature flow", directory)
+    flow = FittedFeatureFlow(
+      FeatureFlow(**{k: tuples_from_json(v) for k, v in meta["feature_flow"].items()}),
+      saved["variables"],
+      np.asarray(saved["mean"]),
+      np.asarray(saved["std"]),
+    )
+    semantic = semantic._replace(feature_flow=flow)
+  return encoder, semantic
 
 
 def _check_feature_size(saved: int, num_features: int, name: str, directory) -> None:
@@ -223,11 +227,15 @@ def _conformal_state(detector, model, meta, arrays, directory, semantic) -> Conf
     calibration_scores=np.asarray(arrays["conformal"]["calibration_scores"]),
     mean_shift=mean_shift,
     semantic=semantic,
-    view_calibration=None
-    if semantic is None
-    else {k: np.asarray(v) for k, v in arrays["view_calibration"].items()},
+    view_calibration=None if semantic is None else _view_calibration(arrays["view_calibration"]),
     **meta["conformal"],
   )
+
+
+def _view_calibration(saved) -> Dict[str, np.ndarray]:
+  """Each view's sorted calibration scores (format 2's "semantic" entry: the feature flow's)."""
+  names = {"semantic": "feature_flow"}
+  return {names.get(k, k): np.asarray(v) for k, v in saved.items()}
 
 
 def load_detector(cls, directory):
@@ -262,7 +270,7 @@ def load_detector(cls, directory):
     **meta["settings"],
   )
   if semantic is not None and "semantic_score" not in meta["settings"]:  # saved by format 2
-    detector.semantic_score = semantic.score
+    detector.semantic_score = "feature_flow"
   if "mmd" in arrays:
     detector.mmd_state_ = MMDState(
       embed=encoder,

@@ -13,7 +13,7 @@ from inflow_jax import gates, training
 from inflow_jax.data.jpeg import jpeg_round_trip
 from inflow_jax.detector.batch_scores import score_batches
 from inflow_jax.detector.files import check_finite_variables
-from inflow_jax.gates.semantic import fit_semantic, resolved_score
+from inflow_jax.gates.semantic import fit_semantic, resolved_scores
 from inflow_jax.model.classifier_encoder import TrainedEncoder
 from inflow_jax.model.density import CONVENTIONS
 from inflow_jax.utils.checks import check_images
@@ -136,9 +136,10 @@ def mmd_test(detector, x_ref, mmd_state):
 
 
 def check_semantic_score(score: str, trained_encoder) -> str:
-  """The semantic score setting, checked (unknown names; "vim" for an encoder without classes)."""
+  """The semantic score setting, checked (unknown names; class scores for an encoder without
+  classes)."""
   num_classes = getattr(getattr(trained_encoder, "model", None), "num_classes", 1)
-  resolved_score(score, num_classes)
+  resolved_scores(score, num_classes)
   return score
 
 

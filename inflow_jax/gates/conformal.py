@@ -62,7 +62,8 @@ class ConformalState:
   ascending; mean_shift: the mean-shift test (`inflow_jax.gates.mean_shift`) or None; semantic:
   the trained encoder's view (`inflow_jax.gates.semantic`) or None. With it an image's score is
   Fisher's statistic of its pixel and semantic p-values (calibrated on view_calibration's "pixel"
-  and "semantic" scores) and calibration_scores are those statistics of the calibration images."""
+  entry and one per semantic score) and calibration_scores are those statistics of the
+  calibration images."""
 
   density: Dict[str, np.ndarray]
   calibration_scores: np.ndarray
@@ -141,12 +142,13 @@ def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> 
 
 
 def two_view_scores(
-  view_calibration: Dict[str, np.ndarray], pixel: np.ndarray, semantic: np.ndarray
+  view_calibration: Dict[str, np.ndarray], pixel: np.ndarray, semantic: Dict[str, np.ndarray]
 ) -> np.ndarray:
-  """(N,) Fisher's statistic of the images' pixel and semantic p-values (`gates.semantic`)."""
-  pixel_counts = rank_counts(view_calibration["pixel"], pixel)
-  semantic_counts = rank_counts(view_calibration["semantic"], semantic)
-  return fisher_statistic(pixel_counts, semantic_counts, len(view_calibration["pixel"]))
+  """(N,) Fisher's statistic of the images' pixel and semantic p-values (`gates.semantic`;
+  semantic: {score name: (N,) scores}, calibrated on view_calibration's entry of that name)."""
+  counts = [rank_counts(view_calibration["pixel"], pixel)]
+  counts += [rank_counts(view_calibration[name], v) for name, v in semantic.items()]
+  return fisher_statistic(counts, len(view_calibration["pixel"]))
 
 
 def _calibrate(
@@ -156,11 +158,9 @@ def _calibrate(
   pixel = scores_of_features(density, image_features(model, variables, x_calibration))
   if semantic is None:
     return np.sort(pixel), None
-  sem = semantic_scores(semantic, x_calibration)
-  statistic = fisher_statistic(
-    calibration_rank_counts(pixel), calibration_rank_counts(sem), len(pixel)
-  )
-  return np.sort(statistic), {"pixel": np.sort(pixel), "semantic": np.sort(sem)}
+  views = {"pixel": pixel, **semantic_scores(semantic, x_calibration)}
+  statistic = fisher_statistic([calibration_rank_counts(v) for v in views.values()], len(pixel))
+  return np.sort(statistic), {name: np.sort(v) for name, v in views.items()}
 
 
 def fit_conformal(
@@ -182,7 +182,7 @@ def fit_conformal(
   (all (n, H, W, C) float32 in [0, 1], already preprocessed; x_train: the flow's training images,
   checked for overlap); with mean_shift_components K, also the mean-shift test (whitening of K
   components fitted on x_ref, the calibration images as its permutation pool); with `semantic`
-  (a fitted `gates.semantic.SemanticState`), the score is the two views' Fisher statistic."""
+  (a fitted `gates.semantic.SemanticState`), the score is the views' Fisher statistic."""
   if batch_test not in BATCH_TESTS:
     raise ValueError(f"batch_test must be one of {BATCH_TESTS}, got {batch_test!r}")
   mean_shift_components = mean_shift_lib.check_components(mean_shift_components)

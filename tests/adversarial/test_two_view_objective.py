@@ -13,7 +13,6 @@ from inflow_jax import data
 from inflow_jax.adversarial.attacks import pgd
 from inflow_jax.adversarial.two_view_objective import (
   LowerTwoViewScore,
-  semantic_model,
   semantic_score,
   smoothed_neg_log_p,
   two_view_arrays,
@@ -38,7 +37,7 @@ def _state(semantic_score: str):
 
 @pytest.fixture(scope="module")
 def state():
-  """The default semantic view (ViM: the encoder has class logits)."""
+  """The default semantic view (ViM and energy: the encoder has class logits)."""
   return _state("auto")
 
 
@@ -46,10 +45,17 @@ def test_semantic_score_is_the_gates(state):
   for detector, x in (state, _state("feature_flow")):
     semantic = detector.conformal_state_.semantic
     views = two_view_arrays(detector.conformal_state_)
-    model = semantic_model(semantic)
-    assert (model is None) == (semantic.score == "vim")
-    traced = jax.jit(lambda xb: semantic_score(semantic.encoder, model, xb, views))(x)
-    np.testing.assert_allclose(traced, semantic_scores(semantic, x), rtol=1e-4, atol=1e-4)
+    objective = LowerTwoViewScore.for_semantic(None, semantic)
+    assert (objective.feature_model is None) == ("feature_flow" not in semantic.scores)
+    traced = jax.jit(
+      lambda xb: semantic_score(
+        semantic.encoder, objective.feature_model, xb, views, semantic.scores
+      )
+    )(x)
+    expected = semantic_scores(semantic, x)
+    assert list(expected) == list(semantic.scores) and set(traced) == set(expected)
+    for name in semantic.scores:
+      np.testing.assert_allclose(traced[name], expected[name], rtol=1e-4, atol=1e-4)
 
 
 def test_smoothed_p_tends_to_the_conformal_p_and_keeps_a_gradient():
@@ -66,9 +72,7 @@ def test_pgd_on_the_objective_lowers_the_detectors_statistic(state):
   detector, x = state
   conformal = detector.conformal_state_
   semantic = conformal.semantic
-  objective = LowerTwoViewScore(
-    exact_log_det(detector.model), semantic.encoder, semantic_model(semantic)
-  )
+  objective = LowerTwoViewScore.for_semantic(exact_log_det(detector.model), semantic)
   args = (
     detector.variables,
     jax.tree.map(jnp.asarray, conformal.density),

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from helpers import semantic_detector
+from scipy.special import logsumexp
 
 from configs import default
 from inflow_jax import InFlowDetector, data, gates
@@ -49,29 +50,29 @@ def test_the_score_is_fishers_statistic_of_the_two_views(fitted):
   detector, x, y = fitted
   state = detector.conformal_state_
   x_new, x_cal = x[1100:1140], x[900:1100]
-  pixel_cal = gates.conformal.scores_of_features(
-    state.density, image_features(detector.model, detector.variables, x_cal)
-  )
-  semantic_cal = semantic_lib.semantic_scores(state.semantic, x_cal)
-  pixel = gates.conformal.scores_of_features(
-    state.density, image_features(detector.model, detector.variables, x_new)
-  )
-  semantic = semantic_lib.semantic_scores(state.semantic, x_new)
-  expected = -np.log(_rank_p(pixel_cal, pixel)) - np.log(_rank_p(semantic_cal, semantic))
+
+  def views(images):
+    """{view: (N,) scores}: the pixel density's and each semantic score's."""
+    pixel = gates.conformal.scores_of_features(
+      state.density, image_features(detector.model, detector.variables, images)
+    )
+    return {"pixel": pixel, **semantic_lib.semantic_scores(state.semantic, images)}
+
+  cal, new = views(x_cal), views(x_new)
+  assert list(new) == ["pixel", "vim", "energy"]
+  expected = -sum(np.log(_rank_p(cal[v], new[v])) for v in new)
   scores = detector.image_scores(x_new)
   np.testing.assert_allclose(scores, expected, rtol=1e-12)
   # p(x): the rank of T among the calibration images' T, each calibration image ranked among the
-  # others (its own score counted once); in integer counts, T >= T_i <=> a b <= a_i b_i
+  # others (its own score counted once); in integer counts, T >= T_i <=> prod a <= prod a_i
   n = len(x_cal)
   own = lambda c: np.array([1 + np.sum(np.delete(c, i) >= c[i]) for i in range(n)])
-  product_cal = own(pixel_cal) * own(semantic_cal)
-  product = (_rank_p(pixel_cal, pixel) * (1 + n)).round() * (
-    _rank_p(semantic_cal, semantic) * (1 + n)
-  ).round()
+  product_cal = np.prod([own(cal[v]) for v in cal], axis=0)
+  product = np.prod([(_rank_p(cal[v], new[v]) * (1 + n)).round() for v in new], axis=0)
   expected_p = np.array([(1 + np.sum(product_cal <= q)) / (1 + n) for q in product])
   np.testing.assert_array_equal(detector.image_p_values(x_new), expected_p)
   np.testing.assert_allclose(
-    state.calibration_scores, np.sort(2 * np.log(1 + n) - np.log(product_cal)), rtol=1e-12
+    state.calibration_scores, np.sort(3 * np.log(1 + n) - np.log(product_cal)), rtol=1e-12
   )
   np.testing.assert_allclose(
     scores,
@@ -98,28 +99,29 @@ def fitted_flow(fitted):
   )
 
 
-def test_the_default_semantic_score_is_vim_of_the_encoders_outputs(fitted, fitted_flow):
-  """ViM from the encoder's own head parameters (numpy, `posthoc`), on the flip-averaged outputs;
-  the feature flow's NLL of the normalised features for semantic_score='feature_flow'."""
+def test_the_default_semantic_scores_are_vim_and_energy_of_the_encoders_outputs(
+  fitted, fitted_flow
+):
+  """ViM from the encoder's own head parameters (numpy, `posthoc`) and the energy of its logits, on
+  the flip-averaged outputs; the feature flow's NLL of the normalised features for
+  semantic_score='feature_flow'."""
   detector, x, _ = fitted
   semantic = detector.conformal_state_.semantic
-  assert detector.semantic_score == "auto" and semantic.score == "vim"
+  assert detector.semantic_score == "auto" and semantic.scores == ("vim", "energy")
   model, variables = detector.trained_encoder
   head = variables["params"]["class_head"]
   train = encode(model, variables, x[:600]).features.astype(np.float64)
   vim = posthoc.fit_vim(train, np.asarray(head["kernel"]), np.asarray(head["bias"]))
-  features = encode(model, variables, x[1100:1140]).features
-  np.testing.assert_allclose(
-    semantic_lib.semantic_scores(semantic, x[1100:1140]),
-    posthoc.vim_scores(vim, features),
-    rtol=1e-5,
-    atol=1e-5,
-  )
+  outputs = encode(model, variables, x[1100:1140])
+  features, logits = outputs.features, np.asarray(outputs.class_logits, np.float64)
+  got = semantic_lib.semantic_scores(semantic, x[1100:1140])
+  np.testing.assert_allclose(got["vim"], posthoc.vim_scores(vim, features), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got["energy"], -logsumexp(logits, axis=1), rtol=1e-6)
   flow_state = fitted_flow[0].conformal_state_.semantic
-  assert flow_state.score == "feature_flow" and flow_state.vim is None
+  assert flow_state.scores == ("feature_flow",) and flow_state.vim is None
   unit = features / np.linalg.norm(features, axis=1, keepdims=True)
   np.testing.assert_allclose(
-    semantic_lib.semantic_scores(flow_state, x[1100:1140]),
+    semantic_lib.semantic_scores(flow_state, x[1100:1140])["feature_flow"],
     feature_flow_nll(flow_state.feature_flow, unit),
     rtol=1e-5,
   )
@@ -139,7 +141,7 @@ def test_save_and_load_keep_the_encoder_and_the_semantic_score(name, request, tm
   meta = json.loads((tmp_path / "det" / "config.json").read_text())
   assert meta["format_version"] == files.FORMAT_VERSION
   assert loaded.semantic_score == detector.semantic_score
-  assert loaded.conformal_state_.semantic.score == detector.conformal_state_.semantic.score
+  assert loaded.conformal_state_.semantic.scores == detector.conformal_state_.semantic.scores
 
 
 def _tamper(directory, change):
@@ -163,17 +165,18 @@ def test_mismatched_or_newer_files_fail_with_one_line(fitted, fitted_flow, tmp_p
       InFlowDetector.load(wider)
 
 
-def test_vim_needs_class_logits_and_unknown_scores_are_refused(fitted):
+def test_class_scores_need_class_logits_and_unknown_scores_are_refused(fitted):
   detector, _, _ = fitted
   rotations_only = TrainedEncoder(
     ClassifierEncoder(num_classes=0, stem_width=4, widths=(16, 32)),
     detector.trained_encoder.variables,
   )
   kwargs = dict(attention="conformal", trained_encoder=rotations_only)
-  with pytest.raises(ValueError, match="'vim' needs an encoder with class logits"):
-    InFlowDetector(detector.model, detector.variables, semantic_score="vim", **kwargs)
-  with pytest.raises(ValueError, match="semantic_score must be one of"):
-    InFlowDetector(detector.model, detector.variables, semantic_score="knn", **kwargs)
+  with pytest.raises(ValueError, match="'energy' needs an encoder with class logits"):
+    InFlowDetector(detector.model, detector.variables, semantic_score="energy", **kwargs)
+  for bad in ("knn", "vim+vim"):
+    with pytest.raises(ValueError, match="semantic_score must be 'auto' or distinct names"):
+      InFlowDetector(detector.model, detector.variables, semantic_score=bad, **kwargs)
   auto = InFlowDetector(detector.model, detector.variables, **kwargs)
   assert auto.semantic_score == "auto"  # resolves to the feature flow when fitted
 
