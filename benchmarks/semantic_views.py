@@ -89,6 +89,17 @@ def _two_sided(scores):
   }
 
 
+def _feature_flow_scores(feats, names):
+  """{set: (N,)} the feature flow's NLL of the normalised features (the gate's semantic score
+  'feature_flow'), fitted on the training features."""
+  normalised = {
+    k: feats[k] / np.maximum(np.linalg.norm(feats[k], axis=1, keepdims=True), 1e-12)
+    for k in ("train",) + names
+  }
+  flow = fit_feature_flow(normalised["train"], num_epochs=10)
+  return {k: feature_flow_nll(flow, normalised[k]) for k in names}
+
+
 def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--encoder_workdir", required=True)
@@ -107,10 +118,10 @@ def main(argv):
   }
   names = ("test",) + OOD
   feats = {k: enc[k].features.astype(np.float64) for k in enc}
-  head = variables["params"]["class_head"]
   mds = posthoc.fit_mds(feats["train"], y_train, 10)
   knn = posthoc.fit_knn(feats["train"])
-  vim = posthoc.fit_vim(feats["train"], np.asarray(head["kernel"]), np.asarray(head["bias"]))
+  head = posthoc.linear_head(feats["train"], enc["train"].class_logits)  # the logit scale included
+  vim = posthoc.fit_vim(feats["train"], *head)
   scores = {
     "msp": {k: posthoc.msp_scores(enc[k].class_logits) for k in names},
     "energy": {k: posthoc.energy_scores(enc[k].class_logits) for k in names},
@@ -118,12 +129,7 @@ def main(argv):
     "knn": {k: posthoc.knn_scores(knn, feats[k]) for k in names},
     "vim": {k: posthoc.vim_scores(vim, feats[k]) for k in names},
   }
-  normalised = {
-    k: feats[k] / np.maximum(np.linalg.norm(feats[k], axis=1, keepdims=True), 1e-12)
-    for k in ("train",) + names
-  }  # normalised_features of the flip-averaged features above
-  flow = fit_feature_flow(normalised["train"], num_epochs=10)
-  scores["feature_flow_l2"] = {k: feature_flow_nll(flow, normalised[k]) for k in names}
+  scores["feature_flow_l2"] = _feature_flow_scores(feats, names)
   pixel_flow, pixel_variables = load_flow_file(
     common.SHARED / "fixtures" / "inflow_glow_cifar10.npz"
   )
@@ -144,6 +150,8 @@ def main(argv):
     for other in ("feature_flow_l2", "energy", "vim", "knn"):
       fisher = {k: -np.log(p[first][k]) - np.log(p[other][k]) for k in names}
       _calibrated(fisher, f"fisher({first}, {other})", table)
+  fisher = {k: -np.log(p["pixel"][k]) - np.log(p["vim"][k]) - np.log(p["energy"][k]) for k in names}
+  _calibrated(fisher, "fisher(pixel, vim, energy) (the default)", table)
   for row in table.values():
     if isinstance(row, dict):
       row["far_average"] = float(np.mean([row[k] for k in OOD[1:]]))
