@@ -6,8 +6,8 @@ JPEG quality, ...), the threshold, the fitted images' shape, the encoder's stati
 test's image shape and the conformal state's static fields. arrays: the flow's variables, the
 encoder's parameters, the MMD reference statistics ("mmd" and "combined"), the density's arrays and
 the calibration scores ("conformal" and "combined"), the mean-shift test's whitening and pool
-("combined"), a trained encoder's variables and its semantic score (ViM's arrays or the feature
-flow's variables) with each view's calibration scores. Detectors saved before the attention
+("combined"), a trained encoder's variables, its semantic scores' arrays (ViM's; the feature
+flow's variables) and each view's calibration scores. Detectors saved before the attention
 kinds existed load as "mmd"; "combined" ones saved before the mean-shift test load without it
 (their gate: the conformal and MMD tests); those saved before the fitted images' shape was stored
 check the MMD test's shape only.

@@ -165,6 +165,28 @@ def test_mismatched_or_newer_files_fail_with_one_line(fitted, fitted_flow, tmp_p
       InFlowDetector.load(wider)
 
 
+def test_a_format_2_detector_loads_with_its_feature_flow(fitted_flow, tmp_path):
+  """Format 2 stored neither the setting nor the score names: its semantic view is the flow."""
+  detector, x, _ = fitted_flow
+  old = detector.save(tmp_path / "old")
+
+  def as_format_2(meta):
+    meta.update(format_version=2)
+    del meta["semantic_scores"], meta["settings"]["semantic_score"]
+
+  _tamper(old, as_format_2)
+  loaded = InFlowDetector.load(old)
+  assert loaded.semantic_score == "feature_flow"
+  assert loaded.conformal_state_.semantic.scores == ("feature_flow",)
+  np.testing.assert_array_equal(
+    loaded.image_scores(x[1100:1110]), detector.image_scores(x[1100:1110])
+  )
+  assert files._view_calibration({"pixel": [1.0], "semantic": [2.0]}).keys() == {
+    "pixel",
+    "feature_flow",
+  }
+
+
 def test_class_scores_need_class_logits_and_unknown_scores_are_refused(fitted):
   detector, _, _ = fitted
   rotations_only = TrainedEncoder(
