@@ -45,3 +45,23 @@ def test_unknown_names_and_damaged_files_are_refused(shipped):
   (folder / "detector" / "config.json").write_text("{}")
   with pytest.raises(ValueError, match="is damaged: detector/config.json fails its SHA-256"):
     pretrained.load("tiny")
+
+
+@pytest.mark.skipif(
+  "cifar10" not in pretrained.names(), reason="no shipped cifar10 detector in this checkout"
+)
+def test_the_shipped_cifar10_detector_scores_images_without_training():
+  """What a fresh clone does (no ../shared): load by name, score images; p-values lie in (0, 1],
+  the classifier's logits have 10 classes, uniform noise is flagged, and the manifest names the
+  calibration split it was calibrated on."""
+  detector = pretrained.load("cifar10")
+  rng = np.random.default_rng(0)
+  noise = rng.random((6, 32, 32, 3)).astype(np.float32)
+  scores = detector.image_scores(noise)
+  np.testing.assert_allclose(detector.image_scores(noise[:3]), scores[:3], rtol=1e-6)
+  p = detector.image_p_values(noise)
+  assert p.shape == (6,) and np.all((p > 0) & (p < 0.05))
+  assert detector.class_logits(noise[:2]).shape == (2, 10)
+  batch = detector.test_batch(noise, jax.random.PRNGKey(0))
+  assert batch.attention == 0.0 and 0.0 < batch.p_value < 0.05
+  assert pretrained.manifest("cifar10")["splits"]["calibration_split"] == "test[:2500]"
