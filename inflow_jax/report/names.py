@@ -40,10 +40,11 @@ GLOSSARY = (
    "in-distribution images (the score rewards simple images); it shows what the attention adds."),
   ("input complexity", "Serra et al. 2020: NLL minus the PNG length, in bits per dimension."),
   ("trained encoder", "with config.encoder.enabled, a residual CNN trained on the in-distribution "
-   "labels (plus rotation prediction; rotations alone without labels). Its feature flow's NLL "
-   "joins the per-image score; the rows MSP, energy, Mahalanobis, KNN and ViM are OpenOOD's "
-   "post-hoc baselines on the same network, the anchors InFlow's per-image score is compared "
-   "with."),
+   "labels (plus rotation prediction; rotations alone without labels). Its semantic scores "
+   "(encoder.semantic_score: ViM and energy with labels, else its feature flow's NLL) join the "
+   "per-image score, each as its own conformal p-value; the rows MSP, energy, Mahalanobis, "
+   "KNN and ViM are OpenOOD's post-hoc baselines on the same network, the anchors InFlow's "
+   "per-image score is compared with."),
   ("AUROC, AUPR, FPR95", "OOD is the positive class. AUROC 0.5 is chance and 1 perfect; below "
    "0.5 the score ranks the sets the wrong way round. FPR95: the fraction of in-distribution "
    "images flagged when 95% of the OOD images are."),
