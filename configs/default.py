@@ -247,8 +247,8 @@ def encoder_config() -> ml_collections.ConfigDict:
       rotation_weight=0.5,  # weight of the rotation-prediction loss
       rotation_fraction=0.25,  # share of each batch also passed turned by k * 90 degrees
       translate=2,  # random translation (pixels, reflected) of the augmentation; 0: flips only
-      # the semantic view's score (inflow_jax.gates.semantic): 'auto' (ViM with class labels,
-      # else the feature flow) | 'vim' | 'feature_flow'
+      # the semantic view's scores (inflow_jax.gates.semantic): 'auto' ('vim+energy' with class
+      # labels, else 'feature_flow'), or names of 'vim', 'energy', 'feature_flow' joined by '+'
       semantic_score="auto",
       train=dict(
         optimizer="sgd",

@@ -88,8 +88,9 @@ class InFlowDetector(DetectorScoring):
       own Flax module with the same outputs): its semantic score is fitted on its outputs and the
       per-image score combines both views (`inflow_jax.gates.semantic`); `class_logits` then
       gives its predictions.
-    semantic_score: (with trained_encoder) "auto" (ViM for an encoder with class logits, else the
-      feature flow) | "vim" | "feature_flow" (`inflow_jax.gates.semantic`).
+    semantic_score: (with trained_encoder) "auto" ("vim+energy" for an encoder with class
+      logits, else "feature_flow") or names of "vim", "energy", "feature_flow" joined by "+"
+      (`inflow_jax.gates.semantic`).
   """
 
   def __init__(
