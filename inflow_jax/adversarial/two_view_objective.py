@@ -35,13 +35,10 @@ def semantic_score(
   function; feature_model: the feature flow's module (with "feature_flow" in scores)."""
   outputs = averaged_outputs(encoder, views["encoder_variables"], x)
   features, energy = outputs.features, -jax.scipy.special.logsumexp(outputs.class_logits, axis=1)
-  out = {}
-  if "vim" in scores:  # alpha ||(f - u) R|| - logsumexp(f W + b)
+  out = {"energy": energy}
+  if "vim" in scores:  # alpha ||(f - u) R|| - logsumexp(l): W, b are the network's own head
     residual = jnp.linalg.norm((features - views["origin"]) @ views["residual_basis"], axis=1)
-    logits = features @ views["kernel"] + views["bias"]
-    out["vim"] = views["alpha"] * residual - jax.scipy.special.logsumexp(logits, axis=1)
-  if "energy" in scores:
-    out["energy"] = energy
+    out["vim"] = views["alpha"] * residual + energy
   if "feature_flow" in scores:
     unit = features / jnp.maximum(jnp.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     u = (unit - views["mean"]) / views["std"]
@@ -66,7 +63,8 @@ def two_view_arrays(conformal_state) -> Dict[str, Any]:
   }
   arrays = {"encoder_variables": semantic.encoder_variables}
   if semantic.vim is not None:
-    arrays.update({k: np.asarray(v, np.float32) for k, v in semantic.vim._asdict().items()})
+    vim = semantic.vim
+    arrays.update(origin=vim.origin, residual_basis=vim.residual_basis, alpha=vim.alpha)
   if semantic.feature_flow is not None:
     flow = semantic.feature_flow
     arrays.update(flow_variables=flow.variables, mean=flow.mean, std=flow.std)
