@@ -6,10 +6,11 @@ list, CIFAR-10 classes removed). Far-OOD: SVHN, MNIST, Fashion-MNIST, CelebA. Fa
 every set goes through JPEG q75 (`data.jpeg_quality`, the detector's own preprocessing), as the
 CIFAR-10 and TinyImageNet copies already did.
 
-Splits (say which is which): the encoder, the pixel flow and the feature flow are trained on all
-50k CIFAR-10 training images; the MMD reference = 5000 of them, the per-image density's fitting set
-= 40000 of them (`attention.n_density`); calibration = cifar10_test_5k[:2500] (unseen by
-everything fitted); in-distribution evaluation = cifar10_test_5k[2500:]; OOD = the first 2500 of
+Splits (say which is which): the encoder, the pixel flow and the semantic scores are fitted on all
+50k CIFAR-10 training images; the per-image density's fitting set = 40000 of them
+(`attention.n_density`); calibration = cifar10_test_5k[:2500] (unseen by everything fitted), also
+the reference of the MMD test, which embeds with the trained encoder's features
+(`attention.encoder`); in-distribution evaluation = cifar10_test_5k[2500:]; OOD = the first 2500 of
 each set (Fashion-MNIST: its 1000); the typicality held-out set = the last 2000 training images.
 The pixel flow is the Glow fixture (`cifar10_glow_conformal_shared`'s) until the project's own Glow
 run replaces it. Metrics: per image (AUROC, AUPR, FPR95; near/far averages), batches of 5 and 10
@@ -32,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = cifar10_glow_conformal_shared.get_config()
   config.data.ood = NEAR_OOD + tuple(config.data.ood)
   config.encoder.enabled = True
+  config.attention.encoder = "trained"  # the MMD test on the encoder's features
   config.eval.update(
     protocols=("strict", "mixed"),
     baselines=False,

@@ -8,10 +8,10 @@ scores; the attack ascends the smoothed statistic instead,
 
 with c_v the view's calibration scores, h_v = IQR(c_v) / 10, s_pix the pixel flow's per-image
 score (`objectives.image_score`, PNG lengths held at the clean image's: BPDA) and the semantic
-scores of the encoder's flip-averaged outputs (ViM, energy, the feature flow's NLL of the
-normalised, standardised features): white-box through the encoder, the semantic scores and the
-pixel flow. p~_v -> p_v as h_v -> 0; log-sigmoid and log-mean-exp keep a gradient where x lies
-beyond every calibration score (p~ ~ exp(-(s - max c) / h) there).
+scores of the encoder's outputs, flip-averaged where the view's are (ViM, energy, the feature
+flow's NLL of the normalised, standardised features): white-box through the encoder, the
+semantic scores and the pixel flow. p~_v -> p_v as h_v -> 0; log-sigmoid and log-mean-exp keep a
+gradient where x lies beyond every calibration score (p~ ~ exp(-(s - max c) / h) there).
 """
 
 import dataclasses
@@ -29,11 +29,16 @@ BANDWIDTH_FRACTION = 0.1  # h_v = this x the interquartile range of the view's c
 
 
 def semantic_score(
-  encoder, feature_model, x: jax.Array, views: Dict[str, Any], scores: Tuple[str, ...]
+  encoder,
+  feature_model,
+  x: jax.Array,
+  views: Dict[str, Any],
+  scores: Tuple[str, ...],
+  flip_average: bool = True,
 ) -> Dict[str, jax.Array]:
   """{name: (B,) s_name(x)} (traceable): `gates.semantic.semantic_scores` as one differentiable
   function; feature_model: the feature flow's module (with "feature_flow" in scores)."""
-  outputs = averaged_outputs(encoder, views["encoder_variables"], x)
+  outputs = averaged_outputs(encoder, views["encoder_variables"], x, flip_average)
   features, energy = outputs.features, -jax.scipy.special.logsumexp(outputs.class_logits, axis=1)
   out = {"energy": energy}
   if "vim" in scores:  # alpha ||(f - u) R|| - logsumexp(l): W, b are the network's own head
@@ -84,16 +89,20 @@ class LowerTwoViewScore:
   encoder: Any
   feature_model: Any
   scores: Tuple[str, ...]
+  flip_average: bool = True
 
   @classmethod
   def for_semantic(cls, pixel_model, semantic) -> "LowerTwoViewScore":
     """The objective on the pixel flow and a fitted `gates.semantic.SemanticState`."""
     flow = semantic.feature_flow
-    return cls(pixel_model, semantic.encoder, None if flow is None else flow.model, semantic.scores)
+    feature_model = None if flow is None else flow.model
+    return cls(pixel_model, semantic.encoder, feature_model, semantic.scores, semantic.flip_average)
 
   def __call__(self, x, variables, density, complexity, views) -> jax.Array:
     pixel = image_score(self.pixel_model, x, variables, density, complexity)
-    semantic = semantic_score(self.encoder, self.feature_model, x, views, self.scores)
+    semantic = semantic_score(
+      self.encoder, self.feature_model, x, views, self.scores, self.flip_average
+    )
     total = smoothed_neg_log_p(pixel, views["pixel_calibration"], views["pixel_bandwidth"])
     for name, score in semantic.items():
       total += smoothed_neg_log_p(score, views[f"{name}_calibration"], views[f"{name}_bandwidth"])

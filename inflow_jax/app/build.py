@@ -3,7 +3,8 @@
 `load_model(config)`: `InFlow(**config.model)`, or a pretrained flow (config.checkpoint_path).
 `fitted_detector(config, model, variables, sets)`: the `InFlowDetector` of config.attention, fitted
 on the job's sets: the MMD test on the reference images (its encoder: the original's weights,
-attention.encoder_path, or a seeded one; bandwidth attention.sigma), the conformal gate on
+attention.encoder_path, or a seeded one; the trained encoder's features with attention.encoder
+'trained'; bandwidth attention.sigma), the conformal gate on
 data.calibration_split (the density on attention.n_density training images or data.density_split)
 and, for the paper's gate, the threshold on the held-out images (data.heldout_split); with
 config.encoder.enabled, the trained in-distribution encoder (`trained_encoder`) whose feature flow,
@@ -17,6 +18,7 @@ from inflow_jax.app.config_checks import density_components, mean_shift_componen
 from inflow_jax.detector import InFlowDetector
 from inflow_jax.gates import fit_mmd
 from inflow_jax.gates.encoder import load_reference_encoder, make_encoder
+from inflow_jax.gates.trained_embedder import TrainedEmbedder
 from inflow_jax.model import ClassifierEncoder, InFlow, TrainedEncoder, torch_checkpoint
 from inflow_jax.model.flow_file import is_flow_file, load_flow_file
 from inflow_jax.training.encoder import accuracy, train_encoder
@@ -60,7 +62,12 @@ def trained_encoder(config: ml_collections.ConfigDict, workdir, sets, progress: 
   num_classes = c.model.num_classes if labels["train"] is not None else 0
   model = ClassifierEncoder(**{**c.model.to_dict(), "num_classes": num_classes})
   result = train_encoder(model, sets["train"], labels["train"], config, workdir, progress=progress)
-  summary = {"steps": int(c.train.num_steps), "labels": num_classes > 0}
+  summary = {
+    "steps": int(c.train.num_steps),
+    "labels": num_classes > 0,
+    "rotations": num_classes == 0 or c.rotation_fraction > 0,
+    "mmd_encoder": config.attention.encoder,
+  }
   if num_classes and labels["test"] is not None and "test" in sets:
     summary["test_accuracy"] = accuracy(model, result.variables, sets["test"], labels["test"])
   return TrainedEncoder(model, result.variables), summary
@@ -72,11 +79,13 @@ def fitted_detector(
   """The config's detector, fitted on the job's preprocessed sets (`inflow_jax.app.datasets`). Every
   kind keeps the MMD test (the paper protocols evaluate it); the sets were checked at loading."""
   a = config.attention
-  embed = make_embed(config)
+  random_embed = make_embed(config)
+  flip = config.encoder.flip_average
+  embed = random_embed if a.encoder == "random" else TrainedEmbedder.of(encoder, flip)
   detector = InFlowDetector(
     model,
     variables,
-    encoder=embed,
+    encoder=random_embed,
     attention=a.kind,
     n_permutations=a.n_permutations,
     level=a.level,
@@ -89,8 +98,11 @@ def fitted_detector(
     seed=config.seed,
     trained_encoder=encoder,
     semantic_score=config.encoder.semantic_score,
+    mmd_encoder=a.encoder,
+    semantic_flip_average=flip,
   )
-  mmd_state = fit_mmd(sets["reference"], embed, a.n_permutations, a.level, a.sigma)
+  reference = sets["reference"] if a.encoder == "random" else sets["calibration"]  # unseen images
+  mmd_state = fit_mmd(reference, embed, a.n_permutations, a.level, a.sigma)
   uses_conformal = detector.uses_conformal
   return detector.fit(
     sets["reference"],

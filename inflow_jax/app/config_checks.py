@@ -89,8 +89,17 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
 
 def check_encoder_config(config: ml_collections.ConfigDict) -> None:
   """config.encoder (when enabled): its optimiser, loss and shape settings, and a per-image gate
-  for its statistics to join."""
+  for its statistics to join; attention.encoder 'trained' only with it."""
   c = config.encoder
+  if config.attention.encoder not in ("random", "trained"):
+    raise ValueError(
+      f"attention.encoder must be 'random' or 'trained', got {config.attention.encoder!r}"
+    )
+  if config.attention.encoder == "trained" and not c.enabled:
+    raise ValueError(
+      "attention.encoder='trained' embeds the MMD test's images with the trained encoder: set "
+      "encoder.enabled=True"
+    )
   if not c.enabled:
     return
   if config.attention.kind == "mmd":
@@ -101,9 +110,9 @@ def check_encoder_config(config: ml_collections.ConfigDict) -> None:
   check_optimizer_config(c.train, jax.local_device_count(), prefix="encoder.train", min_steps=1)
   if not 0.0 <= c.label_smoothing < 1.0:
     raise ValueError(f"encoder.label_smoothing must lie in [0, 1), got {c.label_smoothing}")
-  if not 0.0 < c.rotation_fraction <= 1.0 or c.rotation_weight < 0.0:
+  if not 0.0 <= c.rotation_fraction <= 1.0 or c.rotation_weight < 0.0:
     raise ValueError(
-      f"encoder.rotation_fraction must lie in (0, 1] and encoder.rotation_weight be >= 0, got "
+      f"encoder.rotation_fraction must lie in [0, 1] and encoder.rotation_weight be >= 0, got "
       f"{c.rotation_fraction}, {c.rotation_weight}"
     )
   if c.translate < 0 or not c.model.widths or min(c.model.widths) < 1 or c.model.stem_width < 1:

@@ -55,6 +55,7 @@ from inflow_jax.detector.files import check_finite_variables, load_detector, sav
 from inflow_jax.detector.scoring import DetectorScoring
 from inflow_jax.gates.encoder import Embedder, make_encoder
 from inflow_jax.gates.mean_shift import check_components as check_mean_shift_components
+from inflow_jax.gates.trained_embedder import TrainedEmbedder
 from inflow_jax.model import InFlow
 from inflow_jax.model.classifier_encoder import TrainedEncoder
 from inflow_jax.model.density import (
@@ -91,6 +92,10 @@ class InFlowDetector(DetectorScoring):
     semantic_score: (with trained_encoder) "auto" ("vim+energy" for an encoder with class
       logits, else "feature_flow") or names of "vim", "energy", "feature_flow" joined by "+"
       (`inflow_jax.gates.semantic`).
+    mmd_encoder: what the MMD test embeds images with: "random" (`encoder`, the paper's) or
+      "trained" (the trained encoder's features, `inflow_jax.gates.trained_embedder`).
+    semantic_flip_average: (with trained_encoder) its outputs averaged over x and its mirror image
+      in the semantic scores and the trained MMD embedding (twice the encoder's time).
   """
 
   def __init__(
@@ -113,10 +118,14 @@ class InFlowDetector(DetectorScoring):
     seed: int = 0,
     trained_encoder: Optional[TrainedEncoder] = None,
     semantic_score: str = "auto",
+    mmd_encoder: str = "random",
+    semantic_flip_average: bool = True,
   ):
     fitting.check_settings(attention, convention, batch_test, combination, false_positive_rate)
     self.trained_encoder = fitting.check_trained_encoder(trained_encoder, attention)
     self.semantic_score = fitting.check_semantic_score(semantic_score, self.trained_encoder)
+    self.mmd_encoder = fitting.check_mmd_encoder(mmd_encoder, self.trained_encoder)
+    self.semantic_flip_average = bool(semantic_flip_average)
     if batch_size < 2:
       raise ValueError(
         f"batch_size must be >= 2 (the attention test needs 2 images), got {batch_size}"
@@ -142,14 +151,19 @@ class InFlowDetector(DetectorScoring):
   def from_states(
     cls, model, variables, mmd_state, conformal_state=None, *, combination="bonferroni", **settings
   ) -> "InFlowDetector":
-    """A detector around tests fitted elsewhere: the MMD test's state (its encoder, permutations and
-    level) and, optionally, a conformal state (then attention "combined" with its mean-shift test
-    when the state has one, else "mmd"). No threshold: for evaluating the tests."""
+    """A detector around tests fitted elsewhere: the MMD test's state (its encoder, random or
+    trained, its permutations and level) and, optionally, a conformal state (then attention
+    "combined" with its mean-shift test when the state has one, else "mmd"). No threshold: for
+    evaluating the tests."""
     mean_shift = None if conformal_state is None else conformal_state.mean_shift
+    embed, trained = mmd_state.embed, isinstance(mmd_state.embed, TrainedEmbedder)
+    if trained:  # the test on the trained encoder's features
+      settings = dict(mmd_encoder="trained", semantic_flip_average=embed.flip_average, **settings)
+      settings.setdefault("trained_encoder", TrainedEncoder(embed.model, embed.variables))
     detector = cls(
       model,
       variables,
-      encoder=mmd_state.embed,
+      encoder=None if trained else embed,
       attention="mmd" if conformal_state is None else "combined",
       n_permutations=mmd_state.n_permutations,
       level=mmd_state.level,
@@ -160,6 +174,13 @@ class InFlowDetector(DetectorScoring):
     )
     detector.mmd_state_, detector.conformal_state_ = mmd_state, conformal_state
     return detector
+
+  @property
+  def mmd_embedder(self):
+    """What the MMD test embeds images with (`mmd_encoder`)."""
+    if self.mmd_encoder == "trained":
+      return TrainedEmbedder.of(self.trained_encoder, self.semantic_flip_average)
+    return self.encoder
 
   @property
   def uses_mmd(self) -> bool:
@@ -213,18 +234,17 @@ class InFlowDetector(DetectorScoring):
         the density's fitting set; may be the flow's training images).
       x_calibration: ("conformal", "combined") in-distribution images unseen by the flow's training
         and disjoint from x_ref (and from x_train): their scores calibrate the p-values. >= 1/level.
-      x_threshold: ("mmd") in-distribution images whose a = 1 scores set the threshold (default
-        x_ref).
-      x_train: optional training images: the flow is trained on them with `config.train` first.
-      config: a full config (e.g. `configs/cifar10.py`), needed with x_train.
+      x_threshold: ("mmd") images whose a = 1 scores set the threshold (default x_ref).
+      x_train, config: optional training images: the flow is trained on them with `config.train`
+        (a full config, e.g. `configs/cifar10.py`) first.
       mmd_state: the MMD test already fitted on x_ref with this encoder (`fit_mmd`), used as it is
-        (kept by every kind: the conformal gate does not use it, `test_batch` reports it).
+        (kept by every kind: the conformal gate does not use it, `test_batch` reports it). With
+        mmd_encoder "trained" its reference is x_calibration (`fitting.mmd_reference`).
       conformal_state: the conformal attention already fitted (`gates.fit_conformal` on x_ref and a
         calibration set, with this level and batch test), used as it is.
       preprocessed: the images already went through the detector's preprocessing (JPEG): skip it.
       x_density: ("conformal", "combined") optional in-distribution images, disjoint from
-        x_calibration, the density is fitted on instead of x_ref: more of the flow's training
-        images (more images support more mixture components) or unseen ones (`gates.conformal`).
+        x_calibration, the density is fitted on instead of x_ref (`gates.conformal`).
       x_features: images the trained encoder's feature flow fits (default x_density or x_ref).
     """
     x_ref, prepare = fitting.prepare_inputs(self, x_ref, preprocessed)
@@ -232,6 +252,7 @@ class InFlowDetector(DetectorScoring):
       x_threshold = prepare(x_threshold, "x_threshold", min_batch=2)
     if conformal_state is not None:
       fitting.check_conformal_state(self, conformal_state, x_density)
+      x_calibration = None if x_calibration is None else prepare(x_calibration, "x_calibration")
     elif self.uses_conformal:
       x_calibration, x_density = fitting.conformal_inputs(
         self, prepare, x_ref, x_calibration, x_train, x_density
@@ -243,7 +264,7 @@ class InFlowDetector(DetectorScoring):
       self.variables, self.train_losses_ = fitting.train_flow(self, x_train, config)
       self._score_fn = make_score_fn(self.model, self.variables, self.convention)
     if self.uses_mmd or mmd_state is not None:
-      self.mmd_state_ = fitting.mmd_test(self, x_ref, mmd_state)
+      self.mmd_state_ = fitting.mmd_test(self, x_ref, x_calibration, mmd_state)
     if self.uses_conformal:
       self.conformal_state_ = conformal_state or fitting.conformal_test(
         self, x_ref, x_calibration, x_density, x_features

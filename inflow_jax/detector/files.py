@@ -6,7 +6,8 @@ JPEG quality, ...), the threshold, the fitted images' shape, the encoder's stati
 test's image shape and the conformal state's static fields. arrays: the flow's variables, the
 encoder's parameters, the MMD reference statistics ("mmd" and "combined"), the density's arrays and
 the calibration scores ("conformal" and "combined"), the mean-shift test's whitening and pool
-("combined"), a trained encoder's variables, its semantic scores' arrays (ViM's; the feature
+("combined"), a trained encoder's variables (which the MMD test embeds with when its setting
+`mmd_encoder` is "trained"), its semantic scores' arrays (ViM's; the feature
 flow's variables) and each view's calibration scores. Detectors saved before the attention
 kinds existed load as "mmd"; "combined" ones saved before the mean-shift test load without it
 (their gate: the conformal and MMD tests); those saved before the fitted images' shape was stored
@@ -49,11 +50,14 @@ SETTINGS = (
   "jpeg_quality",
   "seed",
   "semantic_score",
+  "mmd_encoder",
+  "semantic_flip_average",
 )
 # the layout of config.json and arrays/: 2 added the trained encoder and the feature flow, 3 the
-# ViM semantic score; a detector saved by a newer version is refused (its arrays may mean
+# ViM semantic score, 4 the MMD test on the trained encoder's features (settings' mmd_encoder) and
+# semantic_flip_average; a detector saved by a newer version is refused (its arrays may mean
 # something else)
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 VIM_ARRAYS = ("kernel", "bias", "origin", "residual_basis", "alpha")
 MEAN_SHIFT_ARRAYS = ("mean", "projection", "pool")
 MMD_ARRAYS = (
@@ -178,7 +182,8 @@ def _semantic_state(meta, arrays, directory):
   if "view_calibration" not in arrays:
     return encoder, None
   scores = tuple(meta.get("semantic_scores", ("feature_flow",)))  # format 2: the feature flow
-  semantic = SemanticState(encoder.model, encoder.variables, scores)
+  flip_average = meta["settings"].get("semantic_flip_average", True)  # format <= 3: flipped
+  semantic = SemanticState(encoder.model, encoder.variables, scores, flip_average=flip_average)
   num_features = encoder.model.widths[-1]
   if "vim" in arrays:
     vim = ViMState(**{k: np.asarray(arrays["vim"][k]) for k in VIM_ARRAYS})
@@ -273,7 +278,7 @@ def load_detector(cls, directory):
     detector.semantic_score = "feature_flow"
   if "mmd" in arrays:
     detector.mmd_state_ = MMDState(
-      embed=encoder,
+      embed=detector.mmd_embedder,
       **{k: jnp.asarray(arrays["mmd"][k]) for k in MMD_ARRAYS},
       n_permutations=detector.n_permutations,
       level=detector.level,

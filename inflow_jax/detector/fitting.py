@@ -122,11 +122,28 @@ def train_flow(detector, x_train, config):
   return variables, losses
 
 
-def mmd_test(detector, x_ref, mmd_state):
-  """The MMD test on x_ref with the detector's encoder, or the given state after checking that its
-  permutations and level are the detector's."""
+def mmd_reference(detector, x_ref, x_calibration):
+  """The MMD test's reference images: x_ref, or with mmd_encoder "trained" the calibration images.
+  Why: the trained encoder's features of its own training images are tighter than those of unseen
+  images, so a reference of images it saw would not be exchangeable with new in-distribution
+  batches; the calibration images are unseen by everything fitted (the Bonferroni combination with
+  the conformal test stays valid under any dependence)."""
+  if detector.mmd_encoder != "trained":
+    return x_ref
+  if x_calibration is None:
+    raise ValueError(
+      "mmd_encoder='trained' fits the MMD test on the calibration images: pass x_calibration "
+      "(or a fitted mmd_state)"
+    )
+  return x_calibration
+
+
+def mmd_test(detector, x_ref, x_calibration, mmd_state):
+  """The MMD test on `mmd_reference`'s images with the detector's encoder, or the given state after
+  checking that its permutations and level are the detector's."""
   if mmd_state is None:
-    return gates.fit_mmd(x_ref, detector.encoder, detector.n_permutations, detector.level)
+    reference = mmd_reference(detector, x_ref, x_calibration)
+    return gates.fit_mmd(reference, detector.mmd_embedder, detector.n_permutations, detector.level)
   if (mmd_state.n_permutations, mmd_state.level) != (detector.n_permutations, detector.level):
     raise ValueError(
       f"mmd_state has n_permutations={mmd_state.n_permutations}, level="
@@ -141,6 +158,18 @@ def check_semantic_score(score: str, trained_encoder) -> str:
   num_classes = getattr(getattr(trained_encoder, "model", None), "num_classes", 1)
   resolved_scores(score, num_classes)
   return score
+
+
+MMD_ENCODERS = ("random", "trained")
+
+
+def check_mmd_encoder(mmd_encoder: str, trained_encoder) -> str:
+  """The MMD test's embedding setting, checked ("trained" needs the trained encoder)."""
+  if mmd_encoder not in MMD_ENCODERS:
+    raise ValueError(f"mmd_encoder must be one of {MMD_ENCODERS}, got {mmd_encoder!r}")
+  if mmd_encoder == "trained" and trained_encoder is None:
+    raise ValueError("mmd_encoder='trained' embeds with the trained encoder: pass trained_encoder")
+  return mmd_encoder
 
 
 def check_trained_encoder(trained_encoder, attention: str):
@@ -175,7 +204,12 @@ def semantic_view(detector, x_features):
     return None
   model, variables = detector.trained_encoder
   return fit_semantic(
-    model, variables, x_features, score=detector.semantic_score, seed=detector.seed
+    model,
+    variables,
+    x_features,
+    score=detector.semantic_score,
+    seed=detector.seed,
+    flip_average=detector.semantic_flip_average,
   )
 
 

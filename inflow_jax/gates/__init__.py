@@ -1,6 +1,7 @@
 """The gates: tests that decide whether images are in-distribution, and the attention a they set.
 
 encoder.py      the untrained random conv encoder that embeds images (the paper's)
+trained_embedder.py  the trained in-distribution encoder's features as the MMD test's embedding
 kernels.py      Gaussian kernels as matrix products, the median heuristic, random subsets
 mmd_fit.py      MMDState, fit_mmd: fitting the MMD test on the reference images
 mmd.py          mmd_test: the paper's kernel MMD permutation test (re-exports fit_mmd, MMDState)
@@ -45,3 +46,4 @@ from inflow_jax.gates.p_values import (
   conformal_p_values,
 )
 from inflow_jax.gates.streaming import StreamingGate, gate_stream
+from inflow_jax.gates.trained_embedder import TrainedEmbedder

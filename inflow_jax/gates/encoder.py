@@ -14,7 +14,7 @@ kernels and biases); `load_reference_encoder(path)` imports the original's `torc
 weights.
 """
 
-from typing import Callable, Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import flax
 import flax.linen as nn
@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from inflow_jax.utils.batching import map_in_chunks
 from inflow_jax.utils.checks import check_images
 
 Array = jax.Array
@@ -146,26 +147,13 @@ class Embedder:
     return _embed(self, x)
 
 
-def _map_in_chunks(fn: Callable[[Array], Array], x: Array, chunk_size: int) -> Array:
-  """fn over ceil(n / chunk_size) equal chunks of x's leading axis (the last padded), one after
-  another under `lax.map`: peak memory is one chunk's activations."""
-  n = x.shape[0]
-  num_chunks = -(-n // chunk_size)
-  if num_chunks == 1:
-    return fn(x)
-  chunk = -(-n // num_chunks)
-  x = jnp.pad(x, ((0, num_chunks * chunk - n),) + ((0, 0),) * (x.ndim - 1))
-  out = jax.lax.map(fn, x.reshape(num_chunks, chunk, *x.shape[1:]))
-  return out.reshape(num_chunks * chunk, *out.shape[2:])[:n]
-
-
 @jax.jit
 def _embed(embedder: Embedder, x: Array) -> Array:
   variables, module, split = {"params": embedder.params}, embedder.module, embedder.early_layers
   early = lambda images: module.apply(variables, images, stop=split)
   late = lambda hidden: module.apply(variables, hidden, start=split)
-  return _map_in_chunks(
-    lambda chunk: late(_map_in_chunks(early, chunk, embedder.early_chunk_size)),
+  return map_in_chunks(
+    lambda chunk: late(map_in_chunks(early, chunk, embedder.early_chunk_size)),
     jnp.asarray(x, jnp.float32),
     embedder.chunk_size,
   )

@@ -1,8 +1,9 @@
 """The semantic view: per-image scores from a trained in-distribution encoder, combined with the
 pixel flow's into one conformal p-value.
 
-For an image x with encoder features f(x) (`ClassifierEncoder`'s pooled penultimate layer, flip
-averaged) and class logits l(x) = f(x) W + b, the semantic scores s_v are some of
+For an image x with encoder features f(x) (`ClassifierEncoder`'s pooled penultimate layer, averaged
+over x and its mirror image with `flip_average`, at twice the encoder's time) and class logits
+l(x) = f(x) W + b, the semantic scores s_v are some of
 
     "vim":          alpha ||(f(x) - u) R|| - logsumexp_c l_c(x)     (ViM, Wang et al. 2022,
                     `gates.posthoc`: the features' residual off the training features' principal
@@ -55,6 +56,7 @@ class SemanticState(NamedTuple):
   scores: Tuple[str, ...]
   feature_flow: Optional[FittedFeatureFlow] = None
   vim: Optional[posthoc.ViMState] = None
+  flip_average: bool = True  # the encoder's outputs averaged over x and its mirror image
 
 
 def resolved_scores(setting: str, num_classes: int) -> Tuple[str, ...]:
@@ -90,12 +92,13 @@ def fit_semantic(
   score: str = "auto",
   num_epochs: int = 10,
   seed: int = 0,
+  flip_average: bool = True,
 ) -> SemanticState:
   """Fits the semantic scores (module docstring) on the encoder's outputs of x (N, H, W, 3) in
   [0, 1], preprocessed; N > D with "vim"."""
-  outputs = encode(encoder, encoder_variables, x)
+  outputs = encode(encoder, encoder_variables, x, flip_average=flip_average)
   scores = resolved_scores(score, outputs.class_logits.shape[1])
-  state = SemanticState(encoder, encoder_variables, scores)
+  state = SemanticState(encoder, encoder_variables, scores, flip_average=flip_average)
   if "vim" in scores:
     features = np.asarray(outputs.features, np.float64)
     head = posthoc.linear_head(features, outputs.class_logits)
@@ -108,7 +111,7 @@ def fit_semantic(
 
 def semantic_scores(state: SemanticState, x: np.ndarray) -> Dict[str, np.ndarray]:
   """{name: (N,) s_name} of preprocessed x (unchecked), higher = less typical."""
-  outputs = encode(state.encoder, state.encoder_variables, x)
+  outputs = encode(state.encoder, state.encoder_variables, x, flip_average=state.flip_average)
   compute = {
     "vim": lambda: posthoc.vim_scores(state.vim, outputs.features),
     "energy": lambda: posthoc.energy_scores(outputs.class_logits),

@@ -1,9 +1,11 @@
-"""The in-distribution encoder: a small residual CNN trained on the in-distribution labels, with an
-auxiliary rotation-prediction head (RotPred, Hendrycks et al. 2019).
+"""The in-distribution encoder: a small CNN trained on the in-distribution labels, with a
+rotation-prediction head (RotPred, Hendrycks et al. 2019: trained beside the classes with
+`encoder.rotation_fraction`, alone without labels).
 
   stem:   h = GELU(BN(conv3x3(x)))                                     (B, 32, 32, stem_width)
           or (whiten) the frozen whitening stem GELU(P(x) K + b)      (B, 32, 32, 2 n)
   block:  u = GELU(BN(maxpool2(conv3x3(h))));  h = u + GELU(BN(conv3x3(u)))   per entry of widths
+          (residual False: h = GELU(BN(conv3x3(u))), airbench's block)
   pool:   f = max over (i, j) of h                                     (B, widths[-1]): `features`
   heads:  class_logits = f @ W_c + b_c (B, num_classes);  rotation_logits = f @ W_r + b_r (B, 4)
 
@@ -58,20 +60,23 @@ class NormAct(nn.Module):
 
 
 class ConvBlock(nn.Module):
-  """u = GELU(BN(maxpool2(conv3x3(h)))); u + GELU(BN(conv3x3(u))): halves H and W."""
+  """u = GELU(BN(maxpool2(conv3x3(h)))); u + GELU(BN(conv3x3(u))) (without `residual`: the second
+  term alone): halves H and W."""
 
   width: int
   dirac: bool = False
   bn_momentum: float = 0.9
   bn_scale: bool = True
+  residual: bool = True
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     x = PatchConv3x3(self.width, dirac=self.dirac)(x)
     x = NormAct(self.bn_momentum, self.bn_scale)(nn.max_pool(x, (2, 2), (2, 2)), train)
-    return x + NormAct(self.bn_momentum, self.bn_scale)(
+    y = NormAct(self.bn_momentum, self.bn_scale)(
       PatchConv3x3(self.width, dirac=self.dirac)(x), train
     )
+    return x + y if self.residual else y
 
 
 class ClassifierEncoder(nn.Module):
@@ -88,6 +93,7 @@ class ClassifierEncoder(nn.Module):
   bn_momentum: float = 0.9  # batch norm's running averages (`NormAct`)
   bn_scale: bool = True  # False: batch norm without a trained scale (airbench's)
   logit_scale: float = 1.0  # both heads' logits times this (airbench: 1/9)
+  residual: bool = True  # False: the blocks without their skip connection (airbench's)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> EncoderOutput:
@@ -98,7 +104,7 @@ class ClassifierEncoder(nn.Module):
         PatchConv3x3(self.stem_width)(2.0 * x - 1.0), train
       )
     for width in self.widths:
-      h = ConvBlock(width, self.dirac, self.bn_momentum, self.bn_scale)(h, train)
+      h = ConvBlock(width, self.dirac, self.bn_momentum, self.bn_scale, self.residual)(h, train)
     features = jnp.max(h, axis=(1, 2))
     head_init = nn.initializers.zeros if self.zero_init_heads else nn.initializers.lecun_normal()
     class_logits = (

@@ -39,8 +39,9 @@ GLOSSARY = (
    "score on its own: an AUROC near 0 means it ranks the OOD set as more typical than the "
    "in-distribution images (the score rewards simple images); it shows what the attention adds."),
   ("input complexity", "Serra et al. 2020: NLL minus the PNG length, in bits per dimension."),
-  ("trained encoder", "with config.encoder.enabled, a residual CNN trained on the in-distribution "
-   "labels (plus rotation prediction; rotations alone without labels). Its semantic scores "
+  ("trained encoder", "with config.encoder.enabled, a small CNN trained on the in-distribution "
+   "labels (rotation prediction beside them with encoder.rotation_fraction; rotations alone "
+   "without labels). Its semantic scores "
    "(encoder.semantic_score: ViM and energy with labels, else its feature flow's NLL) join the "
    "per-image score, each as its own conformal p-value; the rows MSP, energy, Mahalanobis, "
    "KNN and ViM are OpenOOD's post-hoc baselines on the same network, the anchors InFlow's "

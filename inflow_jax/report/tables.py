@@ -72,10 +72,14 @@ def _average_lines(averages: Mapping) -> list:
 
 
 def _encoder_lines(encoder: Mapping) -> list:
-  what = "classes and rotations" if encoder["labels"] else "rotation prediction alone (no labels)"
+  what = "rotation prediction alone (no labels)"
+  if encoder["labels"]:
+    what = "classes and rotations" if encoder.get("rotations", True) else "classes"
   line = f"Trained encoder: {encoder['steps']} steps on {what}"
   if "test_accuracy" in encoder:
     line += f"; test accuracy {encoder['test_accuracy']:.4f} (flip-averaged)"
+  if encoder.get("mmd_encoder") == "trained":
+    line += "; the MMD test embeds images with its features (attention.encoder='trained')"
   return ["", line + "."]
 
 

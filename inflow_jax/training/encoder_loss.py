@@ -5,8 +5,9 @@
 aug: random translation and flip (`inflow_jax.data.augment`); CE_ls: cross-entropy with label
 smoothing eps (targets (1 - eps) one_hot(y) + eps / C); the rotation term on the first
 ceil(rotation_fraction * B) images of the batch, each turned by k ~ U{0, 1, 2, 3} and passed through
-the network with the others (one forward pass; batch-norm statistics over both). Without labels
-(`use_labels` False) the class term is dropped and every image gets a rotation. Augmentation and
+the network with the others (one forward pass; batch-norm statistics over both);
+rotation_fraction = 0 drops the rotation term (a plain classifier). Without labels (`use_labels`
+False) the class term is dropped and every image gets a rotation. Augmentation and
 rotations are drawn with fold_in(PRNGKey(seed), step): a pure function of (seed, step).
 """
 
@@ -46,9 +47,11 @@ class EncoderLoss:
     k = jax.random.randint(rotation_key, (n_rotated,), 0, NUM_ROTATIONS)
     inputs = rotate90(x, k) if y is None else jnp.concatenate([x, rotate90(x[:n_rotated], k)])
     out, updated = self.model.apply(variables, inputs, train=True, mutable=["batch_stats"])
-    rotation_loss = optax.softmax_cross_entropy_with_integer_labels(
-      out.rotation_logits[-n_rotated:], k
-    ).mean()
+    rotation_loss = (
+      optax.softmax_cross_entropy_with_integer_labels(out.rotation_logits[-n_rotated:], k).mean()
+      if n_rotated
+      else 0.0
+    )
     if y is None:
       return rotation_loss, updated
     logits = out.class_logits[: len(y)]

@@ -7,11 +7,14 @@
 * `fixed_size(fn, x, size, host_work)`: the same over slices of exactly `size` rows (the last one
   zero-padded), so a row's result does not depend on where it sat in x (one compilation; no
   batch-size dependent rounding of vectorised kernels); host work may overlap the computation.
+* `map_in_chunks(fn, x, chunk_size)`: the same inside a traced (jitted) function, one chunk after
+  another under `lax.map` (peak memory one chunk's activations).
 """
 
 from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 Arrays = Union[np.ndarray, Sequence[np.ndarray]]
@@ -74,3 +77,16 @@ def fixed_size(
     lambda *p: np.concatenate([np.asarray(a) for a in p])[:n], *jax.device_get(parts)
   )
   return out if host_work is None else (out, extra)
+
+
+def map_in_chunks(fn: Callable[[jax.Array], jax.Array], x: jax.Array, chunk_size: int) -> jax.Array:
+  """fn over ceil(n / chunk_size) equal chunks of x's leading axis (the last padded), one after
+  another under `lax.map`: peak memory is one chunk's activations."""
+  n = x.shape[0]
+  num_chunks = -(-n // chunk_size)
+  if num_chunks == 1:
+    return fn(x)
+  chunk = -(-n // num_chunks)
+  x = jnp.pad(x, ((0, num_chunks * chunk - n),) + ((0, 0),) * (x.ndim - 1))
+  out = jax.lax.map(fn, x.reshape(num_chunks, chunk, *x.shape[1:]))
+  return out.reshape(num_chunks * chunk, *out.shape[2:])[:n]

@@ -144,15 +144,27 @@ def _conformal_cases():
   semantic.data.update(HELD_OUT)
   semantic.encoder.update(enabled=True, semantic_score="knn")
   semantic_message = r"encoder.semantic_score must be 'auto' or distinct names of"
+  trained_mmd = tiny.get_config()  # the MMD test on the trained encoder's features needs one
+  trained_mmd.attention.update(kind="combined", encoder="trained")
+  trained_mmd.data.update(HELD_OUT)
+  unknown_mmd = tiny.get_config()
+  unknown_mmd.attention.encoder = "pixels"
   return out + [
     (target, "all", ValueError, message),
     (semantic, "all", ValueError, semantic_message),
+    (trained_mmd, "all", ValueError, r"attention.encoder='trained' embeds .* encoder.enabled=True"),
+    (
+      unknown_mmd,
+      "all",
+      ValueError,
+      r"attention.encoder must be 'random' or 'trained', got 'pixels'",
+    ),
   ]
 
 
 def test_errors_before_any_training(tmp_path):
   cases = _plain_cases(tmp_path) + _adversarial_cases(tmp_path) + _conformal_cases()
-  assert len(cases) == 31
+  assert len(cases) == 33
   for i, (config, mode, error, message) in enumerate(cases):
     workdir = tmp_path / f"case{i}"
     with pytest.raises(error, match=message):

@@ -24,7 +24,10 @@ def _config(**data):
 
 
 def test_the_job_reports_the_anchors_beside_the_per_image_score(tmp_path):
-  table = job.run_job(_config(), tmp_path, "all", progress=False)
+  config = _config()
+  config.attention.encoder = "trained"  # the MMD test on the encoder's features
+  config.encoder.rotation_fraction = 0.0  # a plain classifier
+  table = job.run_job(config, tmp_path, "all", progress=False)
   assert table["encoder"]["labels"] and 0.0 <= table["encoder"]["test_accuracy"] <= 1.0
   for row in table["ood"].values():
     for score in ("image_score", "msp", "energy", "mds", "knn", "vim"):
@@ -34,9 +37,12 @@ def test_the_job_reports_the_anchors_beside_the_per_image_score(tmp_path):
   assert averages["knn"]["far"] == table["ood"]["uniform_noise"]["knn"]["auroc"]
   report = (tmp_path / "report.md").read_text()
   assert "KNN, k=50 (trained encoder)" in report and "near-OOD" in report
+  assert "steps on classes; test accuracy" in report
+  assert "the MMD test embeds images with its features (attention.encoder='trained')" in report
   detector = InFlowDetector.load(tmp_path / "detector")  # the saved detector keeps the encoder
   x = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
   assert detector.class_logits(x).shape == (3, 10)
+  assert detector.mmd_encoder == "trained" and 0.0 < detector.test_batch(x).p_mmd <= 1.0
 
 
 def test_without_labels_the_encoder_learns_rotations_and_the_report_says_so(tmp_path):
@@ -45,6 +51,11 @@ def test_without_labels_the_encoder_learns_rotations_and_the_report_says_so(tmp_
   config = _config(train=f"npz:{tmp_path / 'unlabelled.npz'}", train_split="train")
   config.data.heldout_split = "test"
   table = job.run_job(config, tmp_path / "run", "all", progress=False)
-  assert table["encoder"] == {"steps": 8, "labels": False}
+  assert table["encoder"] == {
+    "steps": 8,
+    "labels": False,
+    "rotations": True,
+    "mmd_encoder": "random",
+  }
   assert "msp" not in table["ood"]["constant"]  # no classes: no classifier baselines
   assert "rotation prediction alone (no labels)" in (tmp_path / "run" / "report.md").read_text()

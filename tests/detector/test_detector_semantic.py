@@ -2,10 +2,12 @@
 of the encoder's outputs (or the feature flow's NLL), the per-image score is the
 Fisher statistic of the pixel and semantic conformal p-values (against a direct computation), the
 p-values are calibrated, scores do not depend on batching, the encoder's predictions are reachable,
-save/load keep everything, and mismatched parts fail with one line."""
+save/load keep everything, the MMD test may embed with the encoder's features, and mismatched parts
+fail with one line."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from helpers import semantic_detector
@@ -125,6 +127,15 @@ def test_the_default_semantic_scores_are_vim_and_energy_of_the_encoders_outputs(
     feature_flow_nll(flow_state.feature_flow, unit),
     rtol=1e-5,
   )
+  # flip_average False: the energy of one pass's logits (not the mirror-averaged ones)
+  single = semantic_lib.fit_semantic(model, variables, x[:600], score="energy", flip_average=False)
+  plain = encode(model, variables, x[1100:1140], flip_average=False).class_logits
+  np.testing.assert_allclose(
+    semantic_lib.semantic_scores(single, x[1100:1140])["energy"],
+    -logsumexp(np.asarray(plain, np.float64), axis=1),
+    rtol=1e-6,
+  )
+  assert not np.allclose(plain, outputs.class_logits)
 
 
 @pytest.mark.parametrize("name", ["fitted", "fitted_flow"])
@@ -211,3 +222,38 @@ def test_an_encoder_needs_a_per_image_gate(fitted):
     InFlowDetector(
       detector.model, detector.variables, attention="conformal", trained_encoder=(1, 2)
     )
+
+
+def test_the_mmd_test_on_the_trained_encoders_features_survives_save_and_load(fitted, tmp_path):
+  """mmd_encoder='trained': the combined gate's MMD p-value is the permutation test of the
+  encoder's features (one pass: semantic_flip_average False) against the calibration images'
+  (direct: fit_mmd_embedded on them), before and after save."""
+  detector, x, _ = fitted
+  trained = InFlowDetector(
+    detector.model,
+    detector.variables,
+    attention="combined",
+    n_components=1,
+    mean_shift_components=None,
+    n_permutations=50,
+    trained_encoder=detector.trained_encoder,
+    mmd_encoder="trained",
+    semantic_flip_average=False,
+  ).fit(x[:300], x_calibration=x[900:1100], x_features=x[:600])
+  model, variables = detector.trained_encoder
+  features = lambda images: encode(model, variables, images, flip_average=False).features
+  reference = gates.fit_mmd_embedded(features(x[900:1100]), None, n_permutations=50)
+  key = jax.random.PRNGKey(7)
+  batch = x[1100:1105]
+  expected = gates.mmd_test_embedded(reference, features(batch), jax.random.fold_in(key, 0))
+  got = trained.test_batch(batch, key)
+  np.testing.assert_allclose(got.p_mmd, float(expected.p_value))
+  trained.save(tmp_path / "trained")
+  loaded = InFlowDetector.load(tmp_path / "trained")
+  assert loaded.mmd_encoder == "trained" and not loaded.semantic_flip_average
+  np.testing.assert_array_equal(loaded.image_scores(batch), trained.image_scores(batch))
+  np.testing.assert_array_equal(loaded.test_batch(batch, key).p_mmd, got.p_mmd)
+  with pytest.raises(ValueError, match="mmd_encoder='trained' embeds with the trained encoder"):
+    InFlowDetector(detector.model, detector.variables, attention="combined", mmd_encoder="trained")
+  with pytest.raises(ValueError, match="mmd_encoder must be one of"):
+    InFlowDetector(detector.model, detector.variables, mmd_encoder="pixels")

@@ -1,10 +1,11 @@
 """The encoder's network options (`inflow_jax.model.classifier_encoder`): logit scaling, batch norm
-without a scale, and `encode`'s test-time averages against direct computations."""
+without a scale, blocks without the skip connection, and `encode`'s test-time averages against
+direct computations."""
 
 import jax
 import numpy as np
 
-from inflow_jax.model.classifier_encoder import ClassifierEncoder, encode
+from inflow_jax.model.classifier_encoder import ClassifierEncoder, ConvBlock, encode
 
 X = np.random.default_rng(0).random((6, 8, 8, 3)).astype(np.float32)
 
@@ -19,6 +20,18 @@ def test_logit_scale_multiplies_both_heads_and_bn_scale_false_drops_gamma():
   np.testing.assert_allclose(b.class_logits, a.class_logits / 9, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(b.rotation_logits, a.rotation_logits / 9, rtol=1e-5, atol=1e-7)
   np.testing.assert_array_equal(b.features, a.features)
+
+
+def test_a_block_without_residual_is_its_second_branch_alone():
+  """residual=False: h = GELU(BN(conv(u))); with it, u + that, u = GELU(BN(pool(conv(x))))."""
+  x = np.random.default_rng(1).random((4, 8, 8, 5)).astype(np.float32)
+  with_skip = ConvBlock(6, residual=True)
+  variables = with_skip.init(jax.random.PRNGKey(0), x, False)
+  out, state = with_skip.apply(variables, x, False, capture_intermediates=True)
+  u = state["intermediates"]["NormAct_0"]["__call__"][0]
+  plain = ConvBlock(6, residual=False).apply(variables, x, False)
+  np.testing.assert_allclose(plain, out - u, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(plain, out)
 
 
 def test_encode_averages_mirror_and_one_pixel_translations():

@@ -69,6 +69,12 @@ def test_loss_is_smoothed_cross_entropy_plus_weighted_rotation_loss():
   rotation_loss = -np.mean(log_r[np.arange(2), np.asarray(k)])
   assert float(value) == pytest.approx(class_loss + 0.5 * rotation_loss, rel=1e-5)
   assert set(updated) == {"batch_stats"}
+  # rotation_fraction 0: the class term alone, on the augmented images only (a plain classifier)
+  plain = EncoderLoss(MODEL, label_smoothing=0.2, rotation_weight=0.5, rotation_fraction=0.0)
+  value, _ = jax.jit(plain)(variables, (jnp.asarray(x), jnp.asarray(y)), 5)
+  out, _ = apply(variables, xa)
+  log_p = np.asarray(jax.nn.log_softmax(out.class_logits), np.float64)
+  assert float(value) == pytest.approx(-np.mean(np.sum(targets * log_p, -1)), rel=1e-5)
 
 
 def test_encoder_learns_a_toy_task_and_resumes_exactly(tmp_path):
