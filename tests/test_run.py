@@ -24,17 +24,10 @@ TIMEOUT_S = 400
 
 
 @pytest.fixture(scope="module")
-def subprocess_env(tmp_path_factory):
-  """Environment of run.py subprocesses: CPU, 8 devices (as the tests), a shared compilation
-  cache."""
-  env = dict(os.environ)
-  env.update(
-    JAX_PLATFORMS="cpu",
-    JAX_NUM_CPU_DEVICES="8",
-    JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-  )
-  return env
+def subprocess_env():
+  """Environment of run.py subprocesses: CPU, 8 devices (as the tests), and the test run's
+  compilation cache (tests/conftest.py), shared with the in-process runs of the same programs."""
+  return dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="8")
 
 
 def run_py(args, env, **kwargs):

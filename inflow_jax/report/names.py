@@ -6,6 +6,7 @@ GATES = {
   "conformal": "conformal",
   "combined": "combined",
 }
+TRAINED_MMD_GATES = {**GATES, "inflow": "MMD (trained encoder)"}  # attention.encoder='trained'
 
 # score name -> (title, x-axis label with units); every score is higher = more OOD
 SCORES = {
@@ -28,6 +29,9 @@ GLOSSARY = (
   ("MMD (paper)", "the paper's gate: a kernel MMD permutation test of a batch against reference "
    "training images embedded by an untrained random conv encoder; a flagged batch gets a = 0 and "
    "is OOD as a whole."),
+  ("MMD (trained encoder)", "the same permutation test on the trained encoder's features "
+   "(attention.encoder='trained'), its reference the calibration images, which the encoder never "
+   "saw; it replaces the paper's MMD test in every gate and protocol of the report."),
   ("typicality", "Nalisnick et al. 2019: a batch is flagged when its mean NLL is far from the "
    "flow's entropy on held-out in-distribution images (a batch-level baseline)."),
   ("conformal", "per-image p-values: the rank of an image's score (the density of the flow's "

@@ -11,7 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from inflow_jax.adversarial.names import eps_name, set_name_prefix
-from inflow_jax.report.names import GATES, GLOSSARY
+from inflow_jax.report.names import GATES, GLOSSARY, TRAINED_MMD_GATES
 
 _ROWS = (
   ("paper", "InFlow, paper protocol"),
@@ -32,8 +32,9 @@ def _rho_name(rho: float) -> str:
   return "one image" if rho == 0 else f"{rho:g}"
 
 
-def _mixed_lines(mixed: Mapping) -> list:
-  """The mixed protocol: one row per (set, OOD fraction, gate), one column per batch size."""
+def _mixed_lines(mixed: Mapping, gates: Mapping = GATES) -> list:
+  """The mixed protocol: one row per (set, OOD fraction, gate named by `gates`), one column per
+  batch size."""
   sizes = mixed["batch_sizes"]
   cell = lambda rate: "-" if rate != rate else f"{rate:.2f}"  # NaN: the gate cannot test that m
   lines = [
@@ -45,7 +46,7 @@ def _mixed_lines(mixed: Mapping) -> list:
   ]
   for method, rates in mixed["false_alarm"].items():
     lines.append(
-      f"| in-distribution (false alarms) | 0 | {GATES[method]} | "
+      f"| in-distribution (false alarms) | 0 | {gates[method]} | "
       + " | ".join(cell(r) for r in rates)
       + " |"
     )
@@ -53,7 +54,7 @@ def _mixed_lines(mixed: Mapping) -> list:
     for r, rho in enumerate(mixed["rhos"]):
       for method, rows in power.items():
         lines.append(
-          f"| {name} | {_rho_name(rho)} | {GATES[method]} | "
+          f"| {name} | {_rho_name(rho)} | {gates[method]} | "
           + " | ".join(cell(v) for v in rows[r])
           + " |"
         )
@@ -132,7 +133,8 @@ def format_table(table: Mapping) -> str:
   if "encoder" in table:
     lines += _encoder_lines(table["encoder"])
   if "mixed" in table:
-    lines += _mixed_lines(table["mixed"])
+    trained = table.get("encoder", {}).get("mmd_encoder") == "trained"
+    lines += _mixed_lines(table["mixed"], TRAINED_MMD_GATES if trained else GATES)
   if "figures" in table:
     lines += ["", "Figures: " + ", ".join(table["figures"].values())]
   return "\n".join(lines)

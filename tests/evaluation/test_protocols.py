@@ -127,6 +127,11 @@ def test_outputs_json_markdown_png(table):
     "| uniform_noise | 1 | ",
   ):
     assert needle in text
+  assert "| MMD (paper) |" in text and "MMD (trained encoder)" not in text
+  trained = {**table, "encoder": {"steps": 1, "labels": True, "mmd_encoder": "trained"}}
+  text = tables.format_table(trained)  # the MMD test on the trained encoder's features
+  assert "| MMD (trained encoder) |" in text and "| MMD (paper) |" not in text
+  assert "the MMD test embeds images with its features" in text
   for path in table["figures"].values():
     with open(path, "rb") as f:
       assert f.read(4) == b"\x89PNG"
