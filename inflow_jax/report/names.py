@@ -8,6 +8,13 @@ GATES = {
 }
 TRAINED_MMD_GATES = {**GATES, "inflow": "MMD (trained encoder)"}  # attention.encoder='trained'
 
+
+def gate_names(table) -> dict:
+  """The gates' names for an evaluation table: the MMD test's says which encoder it embeds with."""
+  trained = table.get("encoder", {}).get("mmd_encoder") == "trained"
+  return TRAINED_MMD_GATES if trained else GATES
+
+
 # score name -> (title, x-axis label with units); every score is higher = more OOD
 SCORES = {
   "paper": ("InFlow score, paper protocol", "paper score, nats per image (higher = more OOD)"),

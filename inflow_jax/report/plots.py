@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-from inflow_jax.report.names import GATES, SCORES
+from inflow_jax.report.names import GATES, SCORES, gate_names
 
 
 def _save(fig, path: str) -> str:
@@ -27,14 +27,17 @@ def _save(fig, path: str) -> str:
 STYLES = {"inflow": "-", "typicality": "--", "conformal": ":", "combined": "-."}
 
 
-def plot_mixed_power(mixed: Mapping, path: str, title: Optional[str] = None) -> str:
+def plot_mixed_power(
+  mixed: Mapping, path: str, title: Optional[str] = None, labels: Mapping = GATES
+) -> str:
   """Detection power vs. batch size: a grid of panels (at most 3 a row), one per OOD set, one
   colour per OOD fraction rho, one line style per gate; one legend for all panels.
 
   Args:
     mixed: the `mixed` entry of an `evaluate_ood` table: `batch_sizes`, `rhos`,
       `false_alarm` {gate: [rate per batch size]}, `power` {set: {gate: [[rate per batch size]
-      per rho]}}, gates named as `inflow_jax.report.names.GATES`.
+      per rho]}}, gates named as `inflow_jax.report.names.GATES`; labels: their legend labels
+      (`names.gate_names`).
   """
   batch_sizes, rhos, names = list(mixed["batch_sizes"]), list(mixed["rhos"]), list(mixed["power"])
   ncols = min(3, len(names))
@@ -63,7 +66,7 @@ def plot_mixed_power(mixed: Mapping, path: str, title: Optional[str] = None) -> 
     matplotlib.lines.Line2D([], [], color="red", label="in-distribution (false alarms)")
   )
   handles += [
-    matplotlib.lines.Line2D([], [], color="black", linestyle=STYLES[g], label=GATES[g])
+    matplotlib.lines.Line2D([], [], color="black", linestyle=STYLES[g], label=labels[g])
     for g in gates
   ]
   fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8,
@@ -169,7 +172,10 @@ def plot_all(
   paths = {}
   if "mixed" in table:
     paths["mixed_power"] = plot_mixed_power(
-      table["mixed"], os.path.join(directory, "mixed_power.png"), "mixed protocol"
+      table["mixed"],
+      os.path.join(directory, "mixed_power.png"),
+      "mixed protocol",
+      gate_names(table),
     )
   for score_name, sets in scores.items():
     outs = {k: v for k, v in sets.items() if k != "in"}

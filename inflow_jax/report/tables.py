@@ -11,7 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from inflow_jax.adversarial.names import eps_name, set_name_prefix
-from inflow_jax.report.names import GATES, GLOSSARY, TRAINED_MMD_GATES
+from inflow_jax.report.names import GATES, GLOSSARY, gate_names
 
 _ROWS = (
   ("paper", "InFlow, paper protocol"),
@@ -133,8 +133,7 @@ def format_table(table: Mapping) -> str:
   if "encoder" in table:
     lines += _encoder_lines(table["encoder"])
   if "mixed" in table:
-    trained = table.get("encoder", {}).get("mmd_encoder") == "trained"
-    lines += _mixed_lines(table["mixed"], TRAINED_MMD_GATES if trained else GATES)
+    lines += _mixed_lines(table["mixed"], gate_names(table))
   if "figures" in table:
     lines += ["", "Figures: " + ", ".join(table["figures"].values())]
   return "\n".join(lines)

@@ -15,7 +15,7 @@ from inflow_jax.gates.encoder import make_encoder
 from inflow_jax.gates.mmd import fit_mmd, mmd_test
 from inflow_jax.model import InFlow
 from inflow_jax.model.density import make_score_fn
-from inflow_jax.report import evaluate, tables
+from inflow_jax.report import evaluate, names, tables
 
 BATCH = 20
 MIXED_STREAM = 10_000  # the mixed protocol's key: fold_in(key, 10_000)
@@ -132,6 +132,8 @@ def test_outputs_json_markdown_png(table):
   text = tables.format_table(trained)  # the MMD test on the trained encoder's features
   assert "| MMD (trained encoder) |" in text and "| MMD (paper) |" not in text
   assert "the MMD test embeds images with its features" in text
+  assert names.gate_names(trained)["inflow"] == "MMD (trained encoder)"  # tables and plots
+  assert names.gate_names(table)["inflow"] == "MMD (paper)"
   for path in table["figures"].values():
     with open(path, "rb") as f:
       assert f.read(4) == b"\x89PNG"
