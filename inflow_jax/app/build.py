@@ -16,9 +16,9 @@ import ml_collections
 
 from inflow_jax.app.config_checks import density_components, mean_shift_components
 from inflow_jax.detector import InFlowDetector
+from inflow_jax.detector.fitting import mmd_reference
 from inflow_jax.gates import fit_mmd
 from inflow_jax.gates.encoder import load_reference_encoder, make_encoder
-from inflow_jax.gates.trained_embedder import TrainedEmbedder
 from inflow_jax.model import ClassifierEncoder, InFlow, TrainedEncoder, torch_checkpoint
 from inflow_jax.model.flow_file import is_flow_file, load_flow_file
 from inflow_jax.training.encoder import accuracy, train_encoder
@@ -79,13 +79,10 @@ def fitted_detector(
   """The config's detector, fitted on the job's preprocessed sets (`inflow_jax.app.datasets`). Every
   kind keeps the MMD test (the paper protocols evaluate it); the sets were checked at loading."""
   a = config.attention
-  random_embed = make_embed(config)
-  flip = config.encoder.flip_average
-  embed = random_embed if a.encoder == "random" else TrainedEmbedder.of(encoder, flip)
   detector = InFlowDetector(
     model,
     variables,
-    encoder=random_embed,
+    encoder=make_embed(config),
     attention=a.kind,
     n_permutations=a.n_permutations,
     level=a.level,
@@ -99,10 +96,10 @@ def fitted_detector(
     trained_encoder=encoder,
     semantic_score=config.encoder.semantic_score,
     mmd_encoder=a.encoder,
-    semantic_flip_average=flip,
+    semantic_flip_average=config.encoder.flip_average,
   )
-  reference = sets["reference"] if a.encoder == "random" else sets["calibration"]  # unseen images
-  mmd_state = fit_mmd(reference, embed, a.n_permutations, a.level, a.sigma)
+  reference = mmd_reference(detector, sets["reference"], sets.get("calibration"))
+  mmd_state = fit_mmd(reference, detector.mmd_embedder, a.n_permutations, a.level, a.sigma)
   uses_conformal = detector.uses_conformal
   return detector.fit(
     sets["reference"],

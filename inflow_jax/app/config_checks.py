@@ -10,6 +10,7 @@ from inflow_jax.adversarial import classifier as classifier_lib
 from inflow_jax.adversarial.settings import check_attack_config
 from inflow_jax.data.jpeg import check_jpeg_quality
 from inflow_jax.detector import ATTENTION_KINDS
+from inflow_jax.detector.fitting import MMD_ENCODERS
 from inflow_jax.evaluation.protocols import PROTOCOLS
 from inflow_jax.gates import BATCH_TESTS, COMBINATIONS, check_components
 from inflow_jax.gates.conformal import check_density_size
@@ -91,9 +92,10 @@ def check_encoder_config(config: ml_collections.ConfigDict) -> None:
   """config.encoder (when enabled): its optimiser, loss and shape settings, and a per-image gate
   for its statistics to join; attention.encoder 'trained' only with it."""
   c = config.encoder
-  if config.attention.encoder not in ("random", "trained"):
+  if config.attention.encoder not in MMD_ENCODERS:
     raise ValueError(
-      f"attention.encoder must be 'random' or 'trained', got {config.attention.encoder!r}"
+      f"attention.encoder must be {' or '.join(map(repr, MMD_ENCODERS))}, got "
+      f"{config.attention.encoder!r}"
     )
   if config.attention.encoder == "trained" and not c.enabled:
     raise ValueError(
