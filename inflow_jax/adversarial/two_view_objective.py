@@ -8,10 +8,11 @@ scores; the attack ascends the smoothed statistic instead,
 
 with c_v the view's calibration scores, h_v = IQR(c_v) / 10, s_pix the pixel flow's per-image
 score (`objectives.image_score`, PNG lengths held at the clean image's: BPDA) and the semantic
-scores of the encoder's outputs, flip-averaged where the view's are (ViM, energy, the feature
-flow's NLL of the normalised, standardised features): white-box through the encoder, the
-semantic scores and the pixel flow. p~_v -> p_v as h_v -> 0; log-sigmoid and log-mean-exp keep a
-gradient where x lies beyond every calibration score (p~ ~ exp(-(s - max c) / h) there).
+scores of the encoder's outputs, flip-averaged where the view's are (ViM, energy, the rotation
+head's -log p(upright), the feature flow's NLL of the normalised, standardised features):
+white-box through the encoder, the semantic scores and the pixel flow. p~_v -> p_v as h_v -> 0;
+log-sigmoid and log-mean-exp keep a gradient where x lies beyond every calibration score
+(p~ ~ exp(-(s - max c) / h) there).
 """
 
 import dataclasses
@@ -41,6 +42,9 @@ def semantic_score(
   outputs = averaged_outputs(encoder, views["encoder_variables"], x, flip_average)
   features, energy = outputs.features, -jax.scipy.special.logsumexp(outputs.class_logits, axis=1)
   out = {"energy": energy}
+  if "rotation" in scores:  # -log softmax(r)_0: the rotation head's doubt that x is upright
+    rotation = outputs.rotation_logits
+    out["rotation"] = jax.scipy.special.logsumexp(rotation, axis=1) - rotation[:, 0]
   if "vim" in scores:  # alpha ||(f - u) R|| - logsumexp(l): W, b are the network's own head
     residual = jnp.linalg.norm((features - views["origin"]) @ views["residual_basis"], axis=1)
     out["vim"] = views["alpha"] * residual + energy

@@ -126,8 +126,9 @@ def fit_evaluate_and_report(
   detector = fitted_detector(config, model, training.host_copy(variables), sets, encoder)
   timings["fit_attention"] = time.perf_counter() - tick
   table, figure_scores = evaluate(detector, sets, config, timings, progress)
-  if encoder_summary is not None:
-    table["encoder"] = encoder_summary
+  if encoder_summary is not None:  # a trained encoder joins a conformal state's per-image view
+    semantic_scores = list(detector.conformal_state_.semantic.scores)
+    table["encoder"] = {**encoder_summary, "semantic_scores": semantic_scores}
   if stored_config.read_config(workdir) is None:  # training stores it with its first checkpoint
     stored_config.write_config(workdir, config.to_dict())
   save_job_detector(workdir, detector, sets["train_shape"])

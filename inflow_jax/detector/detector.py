@@ -89,8 +89,9 @@ class InFlowDetector(DetectorScoring):
       own Flax module with the same outputs): its semantic score is fitted on its outputs and the
       per-image score combines both views (`inflow_jax.gates.semantic`); `class_logits` then
       gives its predictions.
-    semantic_score: (with trained_encoder) "auto" ("vim+energy" for an encoder with class
-      logits, else "feature_flow") or names of "vim", "energy", "feature_flow" joined by "+"
+    semantic_score: (with trained_encoder) "auto" ("vim+energy+rotation" for an encoder with
+      class logits, without "rotation" when its rotation head is untrained, else "feature_flow")
+      or names of "vim", "energy", "rotation", "feature_flow" joined by "+"
       (`inflow_jax.gates.semantic`).
     mmd_encoder: what the MMD test embeds images with: "random" (`encoder`, the paper's) or
       "trained" (the trained encoder's features, `inflow_jax.gates.trained_embedder`).

@@ -10,12 +10,16 @@ l(x) = f(x) W + b, the semantic scores s_v are some of
                     subspace, matched to the logits' scale, minus the logits' energy; W, b, u, R,
                     alpha from the encoder's training images; W, b the network's own head)
     "energy":       -logsumexp_c l_c(x)                             (Liu et al. 2020)
+    "rotation":     -log softmax(r(x))_0 = logsumexp_k r_k(x) - r_0(x)
+                    (the rotation head's doubt that x is upright: RotPred, Hendrycks et al.
+                    2019, on x itself only, so it costs nothing beside the class logits)
     "feature_flow": -log p_F(u(x)) / D,  u(x) = standardise(f(x) / ||f(x)||)
                     (nats per dimension; p_F: an InFlow on features, `training.feature_flow`,
                     trained by maximum likelihood on the encoder's training images)
 
-named by `semantic_score`: one name or several joined by "+" ("auto": "vim+energy" for an encoder
-with class logits, else "feature_flow"), and for the views v = pixel and each semantic score,
+named by `semantic_score`: one name or several joined by "+" ("auto": "vim+energy+rotation" for an
+encoder with class logits and a trained rotation head, "vim+energy" without one, else
+"feature_flow"), and for the views v = pixel and each semantic score,
 
     p_v(x)   = (1 + #{calibration scores of view v >= s_v(x)}) / (1 + n)
     T(x)     = -sum_v log p_v(x)                                     (Fisher's statistic)
@@ -26,25 +30,33 @@ once, as a new image's is), so p(x) is a conformal p-value of the statistic T, v
 dependence between the views (not Fisher's chi-square law, which needs independence), up to the
 1/(1 + n) by which a calibration image's rank can differ from the one it would have beside x.
 
-Why "vim+energy" by default: on the trained CIFAR-10 encoder, with the pixel view, it had the best
-near- and far-OOD averages of the measured choices (ViM alone: far-OOD, faces; energy: near-OOD;
-the feature flow, which the encoder's memorised training features make see unseen in-distribution
-images as atypical, was behind both); why normalised features for the flow: a density of the raw
+Why "vim+energy+rotation" by default: on the trained CIFAR-10 encoder, with the pixel view, it had
+the best near- and far-OOD averages of the measured choices (ViM: faces and digits; energy:
+near-OOD; the rotation head: SVHN and faces, the best far-OOD average alone; the feature flow,
+which the encoder's memorised training features make see unseen in-distribution images as
+atypical, was behind them). A rotation head counts as trained when it tells the four turns of the
+fit images apart at least twice as often as chance (`rotation_accuracy`): an encoder trained
+without rotations (`encoder.rotation_fraction = 0`) has an untrained head. Why normalised features
+for the flow: a density of the raw
 ones follows the feature norm, which OOD images shrink; why Fisher: it beat one mixture density of
 the views' statistics and the minimum p-value (measurements: docs/results.md, "The trained encoder
 and the two views", "The semantic view on encoder run 2").
 """
 
+import math
 from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy.special import logsumexp
 
 from inflow_jax.gates import posthoc
 from inflow_jax.model.classifier_encoder import ClassifierEncoder, encode
 from inflow_jax.training.feature_flow import FittedFeatureFlow, feature_flow_nll, fit_feature_flow
 
-SCORE_NAMES = ("vim", "energy", "feature_flow")
+SCORE_NAMES = ("vim", "energy", "rotation", "feature_flow")
 CLASS_SCORES = ("vim", "energy")  # need class logits
+ROTATION_CHECK_IMAGES = 500  # fit images the rotation head is checked on, in each of 4 turns
+TRAINED_ROTATION_ACCURACY = 0.5  # twice chance: the head was trained on rotations
 
 
 class SemanticState(NamedTuple):
@@ -59,11 +71,16 @@ class SemanticState(NamedTuple):
   flip_average: bool = True  # the encoder's outputs averaged over x and its mirror image
 
 
-def resolved_scores(setting: str, num_classes: int) -> Tuple[str, ...]:
+def resolved_scores(
+  setting: str, num_classes: int, rotation_trained: bool = True
+) -> Tuple[str, ...]:
   """The semantic scores that `setting` ("auto", or names of SCORE_NAMES joined by "+") gives for
-  an encoder with num_classes class logits; ValueError naming the problem."""
+  an encoder with num_classes class logits and a rotation head trained or not; ValueError naming
+  the problem."""
   if setting == "auto":
-    return CLASS_SCORES if num_classes else ("feature_flow",)
+    if not num_classes:
+      return ("feature_flow",)
+    return CLASS_SCORES + ("rotation",) if rotation_trained else CLASS_SCORES
   names = tuple(str(setting).split("+"))
   if any(n not in SCORE_NAMES for n in names) or len(set(names)) != len(names):
     raise ValueError(
@@ -75,7 +92,33 @@ def resolved_scores(setting: str, num_classes: int) -> Tuple[str, ...]:
       f"semantic_score={setting!r} needs an encoder with class logits (this one has none: "
       "trained without labels); use 'feature_flow' or 'auto'"
     )
+  if "rotation" in names and not rotation_trained:
+    raise ValueError(
+      f"semantic_score={setting!r} needs a trained rotation head: this encoder's tells the turns "
+      f"of the fit images apart less than {TRAINED_ROTATION_ACCURACY:.0%} of the time (it was "
+      "trained without rotations); drop 'rotation'"
+    )
   return names
+
+
+def rotation_accuracy(encoder: ClassifierEncoder, encoder_variables, x: np.ndarray) -> float:
+  """The rotation head's accuracy at telling x[:ROTATION_CHECK_IMAGES] turned by k = 0, 1, 2, 3
+  quarter turns (np.rot90 over H, W, the training's turns) apart: one pass each, no mirror average
+  (a mirrored turn is another turn); 0.0 for an encoder without a 4-way rotation head. Chance is
+  0.25."""
+  x = np.asarray(x[:ROTATION_CHECK_IMAGES], np.float32)
+  turned = np.concatenate([np.rot90(x, k, axes=(1, 2)) for k in range(4)])
+  outputs = encode(encoder, encoder_variables, turned, flip_average=False)
+  logits = np.asarray(outputs.rotation_logits)
+  if logits.ndim != 2 or logits.shape[1] != 4:
+    return 0.0
+  return float(np.mean(np.argmax(logits, axis=1) == np.repeat(np.arange(4), len(x))))
+
+
+def rotation_scores(rotation_logits) -> np.ndarray:
+  """(N, 4) rotation logits -> (N,) -log softmax(r)_0: the head's doubt that x is upright."""
+  r = np.asarray(rotation_logits, np.float64)
+  return logsumexp(r, axis=1) - r[:, 0]
 
 
 def _normalised(features) -> np.ndarray:
@@ -97,7 +140,13 @@ def fit_semantic(
   """Fits the semantic scores (module docstring) on the encoder's outputs of x (N, H, W, 3) in
   [0, 1], preprocessed; N > D with "vim"."""
   outputs = encode(encoder, encoder_variables, x, flip_average=flip_average)
-  scores = resolved_scores(score, outputs.class_logits.shape[1])
+  num_classes = outputs.class_logits.shape[1]
+  maybe_rotation = score != "auto" and "rotation" in str(score).split("+")
+  if score == "auto" and num_classes or maybe_rotation:
+    rotation_trained = rotation_accuracy(encoder, encoder_variables, x) >= TRAINED_ROTATION_ACCURACY
+  else:
+    rotation_trained = False
+  scores = resolved_scores(score, num_classes, rotation_trained)
   state = SemanticState(encoder, encoder_variables, scores, flip_average=flip_average)
   if "vim" in scores:
     features = np.asarray(outputs.features, np.float64)
@@ -115,6 +164,7 @@ def semantic_scores(state: SemanticState, x: np.ndarray) -> Dict[str, np.ndarray
   compute = {
     "vim": lambda: posthoc.vim_scores(state.vim, outputs.features),
     "energy": lambda: posthoc.energy_scores(outputs.class_logits),
+    "rotation": lambda: rotation_scores(outputs.rotation_logits),
     "feature_flow": lambda: feature_flow_nll(
       state.feature_flow, _normalised(outputs.features)
     ).astype(np.float64),
@@ -136,8 +186,12 @@ def calibration_rank_counts(scores: np.ndarray) -> np.ndarray:
 
 def fisher_statistic(counts: Sequence[np.ndarray], n: int) -> np.ndarray:
   """T = -sum_v log p_v = k log(1 + n) - log(prod_v a_v) from the k views' rank counts a_v
-  (module docstring), higher = more OOD. From the integer product (exact in float64 for
-  (1 + n)^k < 2^53), so equal p-value tuples, and tuples of equal product, give bit-identical T
-  (ties stay ties in the final rank)."""
-  product = np.prod([np.asarray(c, np.float64) for c in counts], axis=0)
-  return len(counts) * np.log1p(n) - np.log(product)
+  (module docstring), higher = more OOD. From the exact integer product (float64 while
+  (1 + n)^k < 2^53, Python integers beyond), so equal p-value tuples, and tuples of equal product,
+  give bit-identical T (ties stay ties in the final rank)."""
+  if float(n + 1) ** len(counts) < 2.0**53:
+    log_product = np.log(np.prod([np.asarray(c, np.float64) for c in counts], axis=0))
+  else:
+    rows = zip(*(np.asarray(c, np.int64).tolist() for c in counts))
+    log_product = np.array([math.log(math.prod(row)) for row in rows], np.float64)
+  return len(counts) * np.log1p(n) - log_product

@@ -15,6 +15,14 @@ def gate_names(table) -> dict:
   return TRAINED_MMD_GATES if trained else GATES
 
 
+# the trained encoder's semantic scores (`inflow_jax.gates.semantic`)
+SEMANTIC_SCORES = {
+  "vim": "ViM",
+  "energy": "energy",
+  "rotation": "rotation head's -log p(upright)",
+  "feature_flow": "feature flow's NLL",
+}
+
 # score name -> (title, x-axis label with units); every score is higher = more OOD
 SCORES = {
   "paper": ("InFlow score, paper protocol", "paper score, nats per image (higher = more OOD)"),
@@ -53,7 +61,8 @@ GLOSSARY = (
   ("trained encoder", "with config.encoder.enabled, a small CNN trained on the in-distribution "
    "labels (rotation prediction beside them with encoder.rotation_fraction; rotations alone "
    "without labels). Its semantic scores "
-   "(encoder.semantic_score: ViM and energy with labels, else its feature flow's NLL) join the "
+   "(encoder.semantic_score: ViM, energy and the rotation head's doubt that the image is upright "
+   "with labels, else its feature flow's NLL) join the "
    "per-image score, each as its own conformal p-value; the rows MSP, energy, Mahalanobis, "
    "KNN and ViM are OpenOOD's post-hoc baselines on the same network, the anchors InFlow's "
    "per-image score is compared with."),

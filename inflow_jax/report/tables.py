@@ -11,7 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from inflow_jax.adversarial.names import eps_name, set_name_prefix
-from inflow_jax.report.names import GATES, GLOSSARY, gate_names
+from inflow_jax.report.names import GATES, GLOSSARY, SEMANTIC_SCORES, gate_names
 
 _ROWS = (
   ("paper", "InFlow, paper protocol"),
@@ -79,6 +79,9 @@ def _encoder_lines(encoder: Mapping) -> list:
   line = f"Trained encoder: {encoder['steps']} steps on {what}"
   if "test_accuracy" in encoder:
     line += f"; test accuracy {encoder['test_accuracy']:.4f} (flip-averaged)"
+  if "semantic_scores" in encoder:
+    views = ", ".join(SEMANTIC_SCORES[s] for s in encoder["semantic_scores"])
+    line += f"; its scores in the per-image view: {views}"
   if encoder.get("mmd_encoder") == "trained":
     line += "; the MMD test embeds images with its features (attention.encoder='trained')"
   return ["", line + "."]

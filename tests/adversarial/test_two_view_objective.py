@@ -56,6 +56,12 @@ def test_semantic_score_is_the_gates(state):
     assert list(expected) == list(semantic.scores) and set(traced) == set(expected)
     for name in semantic.scores:
       np.testing.assert_allclose(traced[name], expected[name], rtol=1e-4, atol=1e-4)
+  # the rotation score (this encoder's head is untrained, so "auto" leaves it out: set it here)
+  semantic = state[0].conformal_state_.semantic._replace(scores=("energy", "rotation"))
+  views = two_view_arrays(state[0].conformal_state_)
+  traced = jax.jit(lambda xb: semantic_score(semantic.encoder, None, xb, views, semantic.scores))
+  expected = semantic_scores(semantic, state[1])["rotation"]
+  np.testing.assert_allclose(traced(state[1])["rotation"], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_smoothed_p_tends_to_the_conformal_p_and_keeps_a_gradient():

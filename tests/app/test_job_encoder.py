@@ -39,6 +39,9 @@ def test_the_job_reports_the_anchors_beside_the_per_image_score(tmp_path):
   assert "KNN, k=50 (trained encoder)" in report and "near-OOD" in report
   assert "steps on classes; test accuracy" in report
   assert "the MMD test embeds images with its features (attention.encoder='trained')" in report
+  # trained without rotations: its rotation head stays out of the per-image view
+  assert table["encoder"]["semantic_scores"] == ["vim", "energy"]
+  assert "its scores in the per-image view: ViM, energy; the MMD test" in report
   detector = InFlowDetector.load(tmp_path / "detector")  # the saved detector keeps the encoder
   x = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
   assert detector.class_logits(x).shape == (3, 10)
@@ -56,6 +59,7 @@ def test_without_labels_the_encoder_learns_rotations_and_the_report_says_so(tmp_
     "labels": False,
     "rotations": True,
     "mmd_encoder": "random",
+    "semantic_scores": ["feature_flow"],
   }
   assert "msp" not in table["ood"]["constant"]  # no classes: no classifier baselines
   assert "rotation prediction alone (no labels)" in (tmp_path / "run" / "report.md").read_text()

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 from helpers import semantic_detector
-from scipy.special import logsumexp
+from scipy.special import log_softmax, logsumexp
 
 from configs import default
 from inflow_jax import InFlowDetector, data, gates
@@ -61,7 +61,7 @@ def test_the_score_is_fishers_statistic_of_the_two_views(fitted):
     return {"pixel": pixel, **semantic_lib.semantic_scores(state.semantic, images)}
 
   cal, new = views(x_cal), views(x_new)
-  assert list(new) == ["pixel", "vim", "energy"]
+  assert list(new) == ["pixel", "vim", "energy", "rotation"]
   expected = -sum(np.log(_rank_p(cal[v], new[v])) for v in new)
   scores = detector.image_scores(x_new)
   np.testing.assert_allclose(scores, expected, rtol=1e-12)
@@ -74,7 +74,7 @@ def test_the_score_is_fishers_statistic_of_the_two_views(fitted):
   expected_p = np.array([(1 + np.sum(product_cal <= q)) / (1 + n) for q in product])
   np.testing.assert_array_equal(detector.image_p_values(x_new), expected_p)
   np.testing.assert_allclose(
-    state.calibration_scores, np.sort(3 * np.log(1 + n) - np.log(product_cal)), rtol=1e-12
+    state.calibration_scores, np.sort(4 * np.log(1 + n) - np.log(product_cal)), rtol=1e-12
   )
   np.testing.assert_allclose(
     scores,
@@ -101,15 +101,16 @@ def fitted_flow(fitted):
   )
 
 
-def test_the_default_semantic_scores_are_vim_and_energy_of_the_encoders_outputs(
+def test_the_default_semantic_scores_are_vim_energy_and_rotation_of_the_encoders_outputs(
   fitted, fitted_flow
 ):
-  """ViM from the encoder's own head parameters (numpy, `posthoc`) and the energy of its logits, on
-  the flip-averaged outputs; the feature flow's NLL of the normalised features for
+  """ViM from the encoder's own head parameters (numpy, `posthoc`), the energy of its logits and
+  -log softmax of its rotation logits at 'upright', on the flip-averaged outputs (the encoder was
+  trained on rotations); the feature flow's NLL of the normalised features for
   semantic_score='feature_flow'."""
   detector, x, _ = fitted
   semantic = detector.conformal_state_.semantic
-  assert detector.semantic_score == "auto" and semantic.scores == ("vim", "energy")
+  assert detector.semantic_score == "auto" and semantic.scores == ("vim", "energy", "rotation")
   model, variables = detector.trained_encoder
   head = variables["params"]["class_head"]
   train = encode(model, variables, x[:600]).features.astype(np.float64)
@@ -119,6 +120,8 @@ def test_the_default_semantic_scores_are_vim_and_energy_of_the_encoders_outputs(
   got = semantic_lib.semantic_scores(semantic, x[1100:1140])
   np.testing.assert_allclose(got["vim"], posthoc.vim_scores(vim, features), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got["energy"], -logsumexp(logits, axis=1), rtol=1e-6)
+  rotation = np.asarray(outputs.rotation_logits, np.float64)
+  np.testing.assert_allclose(got["rotation"], -log_softmax(rotation, axis=1)[:, 0], rtol=1e-6)
   flow_state = fitted_flow[0].conformal_state_.semantic
   assert flow_state.scores == ("feature_flow",) and flow_state.vim is None
   unit = features / np.linalg.norm(features, axis=1, keepdims=True)
