@@ -8,7 +8,8 @@ and test, TinyImageNet, SVHN, MNIST, Fashion-MNIST, CelebA) goes through `data.p
 JPEG q75 round trip. In-distribution = cifar10_test_5k[2500:], calibration = [:2500]; the feature
 flow and the post-hoc baselines are fitted on the 50k training images' features; the pixel view is
 the Glow fixture's per-image density (`gates.features`), fitted on 5000 training images. Prints the
-per-image AUROC of every score and combination, and the false alarms of the calibrated ones.
+per-image AUROC of every score and combination (each score a view, or the semantic scores pooled
+into one view: `gates.views`), and the false alarms of the calibrated ones.
 Intermediate arrays are cached in --out.
 """
 
@@ -28,6 +29,8 @@ from inflow_jax.gates import posthoc
 from inflow_jax.gates.density import density_scores, fit_density
 from inflow_jax.gates.features import flow_features
 from inflow_jax.gates.p_values import conformal_p_values
+from inflow_jax.gates.semantic import rotation_scores
+from inflow_jax.gates.views import calibrate_views, views_statistic
 from inflow_jax.model import ClassifierEncoder
 from inflow_jax.model.classifier_encoder import encode
 from inflow_jax.model.flow_file import load_flow_file
@@ -100,6 +103,16 @@ def _feature_flow_scores(feats, names):
   return {k: feature_flow_nll(flow, normalised[k]) for k in names}
 
 
+def _pooled(scores, semantic):
+  """{set: (N,) T} of `gates.views` with the semantic scores pooled, calibrated on test[CAL]."""
+  calibration = {v: scores[v]["test"][CAL] for v in ("pixel",) + semantic}
+  _, view_calibration = calibrate_views(calibration, pooled=True)
+  return {
+    k: views_statistic(view_calibration, s, {v: scores[v][k] for v in semantic}, pooled=True)
+    for k, s in scores["pixel"].items()
+  }
+
+
 def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--encoder_workdir", required=True)
@@ -128,6 +141,7 @@ def main(argv):
     "mds": {k: posthoc.mds_scores(mds, feats[k]) for k in names},
     "knn": {k: posthoc.knn_scores(knn, feats[k]) for k in names},
     "vim": {k: posthoc.vim_scores(vim, feats[k]) for k in names},
+    "rotation": {k: rotation_scores(enc[k].rotation_logits) for k in names},
   }
   scores["feature_flow_l2"] = _feature_flow_scores(feats, names)
   pixel_flow, pixel_variables = load_flow_file(
@@ -150,8 +164,10 @@ def main(argv):
     for other in ("feature_flow_l2", "energy", "vim", "knn"):
       fisher = {k: -np.log(p[first][k]) - np.log(p[other][k]) for k in names}
       _calibrated(fisher, f"fisher({first}, {other})", table)
-  fisher = {k: -np.log(p["pixel"][k]) - np.log(p["vim"][k]) - np.log(p["energy"][k]) for k in names}
-  _calibrated(fisher, "fisher(pixel, vim, energy) (the default)", table)
+  for semantic in (("vim", "energy"), ("vim", "energy", "rotation")):
+    fisher = {k: -sum(np.log(p[v][k]) for v in ("pixel",) + semantic) for k in names}
+    _calibrated(fisher, f"fisher(pixel, {', '.join(semantic)})", table)
+    _calibrated(_pooled(scores, semantic), f"pooled(pixel, [{', '.join(semantic)}])", table)
   for row in table.values():
     if isinstance(row, dict):
       row["far_average"] = float(np.mean([row[k] for k in OOD[1:]]))

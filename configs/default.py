@@ -252,9 +252,8 @@ def encoder_config() -> ml_collections.ConfigDict:
       rotation_weight=0.5,  # weight of the rotation-prediction loss
       rotation_fraction=0.25,  # share of a batch also passed turned by k * 90 degrees (RotPred)
       translate=2,  # random translation (pixels, reflected) of the augmentation; 0: flips only
-      # the semantic view's scores (inflow_jax.gates.semantic): 'auto' ('vim+energy+rotation'
-      # with class labels, without 'rotation' when its head is untrained, else 'feature_flow'), or
-      # names of 'vim', 'energy', 'rotation', 'feature_flow' joined by '+'
+      # the semantic view's scores (inflow_jax.gates.semantic): 'auto' ('vim+energy+rotation',
+      # less an untrained rotation head, with labels; else 'feature_flow') or names joined by '+'
       semantic_score="auto",
       flip_average=True,  # outputs averaged with the mirror image's (2x the encoder's time)
       train=dict(

@@ -29,7 +29,6 @@ from inflow_jax.gates.conformal import scores_of_features, two_view_scores
 from inflow_jax.gates.features import image_features
 from inflow_jax.gates.mean_shift import batch_statistic
 from inflow_jax.gates.mmd_batches import attention_tests
-from inflow_jax.gates.semantic import semantic_scores
 from inflow_jax.utils.batching import batched
 
 
@@ -54,7 +53,7 @@ def describe(
   features = image_features(detector.model, detector.variables, x)
   scores = scores_of_features(state.density, features)
   if state.semantic is not None:  # the two views' statistic, as the detector scores x
-    scores = two_view_scores(state.view_calibration, scores, semantic_scores(state.semantic, x))
+    scores = two_view_scores(state, scores, x)
   described["image_score"] = float(np.mean(scores))
   described["images_flagged"] = float(
     np.mean(conformal.image_p_values(state, scores) < state.level)

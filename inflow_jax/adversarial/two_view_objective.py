@@ -1,18 +1,20 @@
 """The adaptive attack's objective on the two-view per-image score (`inflow_jax.gates.semantic`).
 
-The detector flags x when Fisher's statistic T(x) = -sum_v log p_v(x) of its views' conformal
-p-values (the pixel view and each semantic score) is large. The p-values are step functions of the
-scores; the attack ascends the smoothed statistic instead,
+The detector flags x when the statistic T(x) of its views' conformal p-values (`gates.views`:
+the pixel view's and the semantic scores', pooled or each its own) is large. The p-values are step
+functions of the scores; the attack ascends the smoothed statistic instead,
 
-    T~(x) = -sum_v log p~_v(x),   p~_v(x) = mean_i sigmoid((c_{v,i} - s_v(x)) / h_v),
+    T~(x) = -log p~_pixel(x) - log p~_S(F~(x)),   F~(x) = -sum_{v in S} log p~_v(x)   (pooled)
+    T~(x) = -sum_v log p~_v(x)                                     (each score a view)
+    p~_v(s) = mean_i sigmoid((c_{v,i} - s) / h_v),
 
-with c_v the view's calibration scores, h_v = IQR(c_v) / 10, s_pix the pixel flow's per-image
-score (`objectives.image_score`, PNG lengths held at the clean image's: BPDA) and the semantic
-scores of the encoder's outputs, flip-averaged where the view's are (ViM, energy, the rotation
-head's -log p(upright), the feature flow's NLL of the normalised, standardised features):
-white-box through the encoder, the semantic scores and the pixel flow. p~_v -> p_v as h_v -> 0;
-log-sigmoid and log-mean-exp keep a gradient where x lies beyond every calibration score
-(p~ ~ exp(-(s - max c) / h) there).
+with c_v the view's calibration scores (c_S the calibration images' F), h_v = IQR(c_v) / 10,
+s_pix the pixel flow's per-image score (`objectives.image_score`, PNG lengths held at the clean
+image's: BPDA) and the semantic scores of the encoder's outputs, flip-averaged where the view's
+are (ViM, energy, the rotation head's -log p(upright), the feature flow's NLL of the normalised,
+standardised features): white-box through the encoder, the semantic scores and the pixel flow.
+p~_v -> p_v as h_v -> 0; log-sigmoid and log-mean-exp keep a gradient where x lies beyond every
+calibration score (p~ ~ exp(-(s - max c) / h) there).
 """
 
 import dataclasses
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from inflow_jax.adversarial.objectives import image_score
+from inflow_jax.gates.views import SEMANTIC_STATISTIC
 from inflow_jax.model.classifier_encoder import averaged_outputs
 from inflow_jax.model.feature_flow import nll as feature_nll
 
@@ -66,9 +69,10 @@ def two_view_arrays(conformal_state) -> Dict[str, Any]:
   """The arrays `LowerTwoViewScore` reads (its `views` argument) from a conformal state with a
   semantic view."""
   semantic, calibration = conformal_state.semantic, conformal_state.view_calibration
+  pooled = (SEMANTIC_STATISTIC,) if SEMANTIC_STATISTIC in calibration else ()
   bandwidths = {
     v: BANDWIDTH_FRACTION * float(np.subtract(*np.percentile(calibration[v], [75, 25])))
-    for v in ("pixel",) + tuple(semantic.scores)
+    for v in ("pixel",) + tuple(semantic.scores) + pooled
   }
   arrays = {"encoder_variables": semantic.encoder_variables}
   if semantic.vim is not None:
@@ -94,20 +98,26 @@ class LowerTwoViewScore:
   feature_model: Any
   scores: Tuple[str, ...]
   flip_average: bool = True
+  pooled: bool = False  # the semantic scores pooled into one view (several of them)
 
   @classmethod
   def for_semantic(cls, pixel_model, semantic) -> "LowerTwoViewScore":
     """The objective on the pixel flow and a fitted `gates.semantic.SemanticState`."""
     flow = semantic.feature_flow
     feature_model = None if flow is None else flow.model
-    return cls(pixel_model, semantic.encoder, feature_model, semantic.scores, semantic.flip_average)
+    pooled = semantic.pooled and len(semantic.scores) > 1
+    encoder, scores = semantic.encoder, semantic.scores
+    return cls(pixel_model, encoder, feature_model, scores, semantic.flip_average, pooled)
 
   def __call__(self, x, variables, density, complexity, views) -> jax.Array:
     pixel = image_score(self.pixel_model, x, variables, density, complexity)
     semantic = semantic_score(
       self.encoder, self.feature_model, x, views, self.scores, self.flip_average
     )
-    total = smoothed_neg_log_p(pixel, views["pixel_calibration"], views["pixel_bandwidth"])
-    for name, score in semantic.items():
-      total += smoothed_neg_log_p(score, views[f"{name}_calibration"], views[f"{name}_bandwidth"])
-    return -total
+    neg_log_p = lambda name, s: smoothed_neg_log_p(
+      s, views[f"{name}_calibration"], views[f"{name}_bandwidth"]
+    )
+    semantic_total = sum(neg_log_p(name, score) for name, score in semantic.items())
+    if self.pooled:
+      semantic_total = neg_log_p(SEMANTIC_STATISTIC, semantic_total)
+    return -(neg_log_p("pixel", pixel) + semantic_total)

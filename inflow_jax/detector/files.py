@@ -55,9 +55,10 @@ SETTINGS = (
 )
 # the layout of config.json and arrays/: 2 added the trained encoder and the feature flow, 3 the
 # ViM semantic score, 4 the MMD test on the trained encoder's features (settings' mmd_encoder) and
-# semantic_flip_average; a detector saved by a newer version is refused (its arrays may mean
-# something else)
-FORMAT_VERSION = 4
+# semantic_flip_average, 5 the semantic scores pooled into one view (semantic_pooled; earlier
+# formats load with each score a view, as they were calibrated); a detector saved by a newer
+# version is refused (its arrays may mean something else)
+FORMAT_VERSION = 5
 VIM_ARRAYS = ("kernel", "bias", "origin", "residual_basis", "alpha")
 MEAN_SHIFT_ARRAYS = ("mean", "projection", "pool")
 MMD_ARRAYS = (
@@ -153,6 +154,7 @@ def save_detector(detector, directory) -> pathlib.Path:
 def _semantic_entries(semantic, arrays, meta) -> None:
   """Adds the fitted semantic score's arrays (and the feature flow's module settings)."""
   meta["semantic_scores"] = list(semantic.scores)
+  meta["semantic_pooled"] = bool(semantic.pooled)
   if semantic.vim is not None:
     arrays["vim"] = {k: np.asarray(getattr(semantic.vim, k)) for k in VIM_ARRAYS}
   if semantic.feature_flow is not None:
@@ -183,7 +185,10 @@ def _semantic_state(meta, arrays, directory):
     return encoder, None
   scores = tuple(meta.get("semantic_scores", ("feature_flow",)))  # format 2: the feature flow
   flip_average = meta["settings"].get("semantic_flip_average", True)  # format <= 3: flipped
-  semantic = SemanticState(encoder.model, encoder.variables, scores, flip_average=flip_average)
+  pooled = meta.get("semantic_pooled", False)  # format <= 4: each score a view
+  semantic = SemanticState(
+    encoder.model, encoder.variables, scores, flip_average=flip_average, pooled=pooled
+  )
   num_features = encoder.model.widths[-1]
   if "vim" in arrays:
     vim = ViMState(**{k: np.asarray(arrays["vim"][k]) for k in VIM_ARRAYS})

@@ -44,13 +44,8 @@ from inflow_jax.gates.p_values import (
   combine_p_values,
   conformal_p_values,
 )
-from inflow_jax.gates.semantic import (
-  SemanticState,
-  calibration_rank_counts,
-  fisher_statistic,
-  rank_counts,
-  semantic_scores,
-)
+from inflow_jax.gates.semantic import SemanticState, semantic_scores
+from inflow_jax.gates.views import calibrate_views, views_statistic
 from inflow_jax.utils.batching import fixed_size
 
 _density_scores = jax.jit(density_scores)
@@ -61,9 +56,8 @@ class ConformalState:
   """density: the mixture's arrays (`inflow_jax.gates.density`); calibration_scores: (n,)
   ascending; mean_shift: the mean-shift test (`inflow_jax.gates.mean_shift`) or None; semantic:
   the trained encoder's view (`inflow_jax.gates.semantic`) or None. With it an image's score is
-  Fisher's statistic of its pixel and semantic p-values (calibrated on view_calibration's "pixel"
-  entry and one per semantic score) and calibration_scores are those statistics of the
-  calibration images."""
+  the statistic T of its pixel and semantic p-values (`inflow_jax.gates.views`, calibrated on
+  view_calibration) and calibration_scores are the calibration images' T."""
 
   density: Dict[str, np.ndarray]
   calibration_scores: np.ndarray
@@ -71,7 +65,7 @@ class ConformalState:
   batch_test: str = "auto"
   mean_shift: Optional[MeanShiftState] = None
   semantic: Optional[SemanticState] = None
-  view_calibration: Optional[Dict[str, np.ndarray]] = None  # with semantic: each view's, sorted
+  view_calibration: Optional[Dict[str, np.ndarray]] = None  # with semantic: `gates.views`
 
   @property
   def n_calibration(self) -> int:
@@ -141,14 +135,11 @@ def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> 
   return scores.astype(np.float64)
 
 
-def two_view_scores(
-  view_calibration: Dict[str, np.ndarray], pixel: np.ndarray, semantic: Dict[str, np.ndarray]
-) -> np.ndarray:
-  """(N,) Fisher's statistic of the images' pixel and semantic p-values (`gates.semantic`;
-  semantic: {score name: (N,) scores}, calibrated on view_calibration's entry of that name)."""
-  counts = [rank_counts(view_calibration["pixel"], pixel)]
-  counts += [rank_counts(view_calibration[name], v) for name, v in semantic.items()]
-  return fisher_statistic(counts, len(view_calibration["pixel"]))
+def two_view_scores(state: "ConformalState", pixel: np.ndarray, x: np.ndarray) -> np.ndarray:
+  """(N,) the statistic T of `gates.views` of preprocessed images x (unchecked) with pixel scores
+  `pixel`, from the state's semantic view and its calibration."""
+  semantic = semantic_scores(state.semantic, x)
+  return views_statistic(state.view_calibration, pixel, semantic, state.semantic.pooled)
 
 
 def _calibrate(
@@ -159,8 +150,7 @@ def _calibrate(
   if semantic is None:
     return np.sort(pixel), None
   views = {"pixel": pixel, **semantic_scores(semantic, x_calibration)}
-  statistic = fisher_statistic([calibration_rank_counts(v) for v in views.values()], len(pixel))
-  return np.sort(statistic), {name: np.sort(v) for name, v in views.items()}
+  return calibrate_views(views, semantic.pooled)
 
 
 def fit_conformal(
@@ -228,9 +218,7 @@ def image_scores(state: ConformalState, model, variables, x: np.ndarray, convent
   pixel = scores_of_features(state.density, features)
   if state.semantic is None:
     return pixel, flow_score
-  return two_view_scores(
-    state.view_calibration, pixel, semantic_scores(state.semantic, x)
-  ), flow_score
+  return two_view_scores(state, pixel, x), flow_score
 
 
 def image_p_values(state: ConformalState, scores: np.ndarray) -> np.ndarray:

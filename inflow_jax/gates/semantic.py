@@ -19,16 +19,8 @@ l(x) = f(x) W + b, the semantic scores s_v are some of
 
 named by `semantic_score`: one name or several joined by "+" ("auto": "vim+energy+rotation" for an
 encoder with class logits and a trained rotation head, "vim+energy" without one, else
-"feature_flow"), and for the views v = pixel and each semantic score,
-
-    p_v(x)   = (1 + #{calibration scores of view v >= s_v(x)}) / (1 + n)
-    T(x)     = -sum_v log p_v(x)                                     (Fisher's statistic)
-    p(x)     = (1 + #{T_i >= T(x)}) / (1 + n)
-
-T_i for calibration image i uses its ranks among the calibration images (its own score counted
-once, as a new image's is), so p(x) is a conformal p-value of the statistic T, valid whatever the
-dependence between the views (not Fisher's chi-square law, which needs independence), up to the
-1/(1 + n) by which a calibration image's rank can differ from the one it would have beside x.
+"feature_flow"). The pixel view and these scores become one conformal p-value in
+`inflow_jax.gates.views`.
 
 Why "vim+energy+rotation" by default: on the trained CIFAR-10 encoder, with the pixel view, it had
 the best near- and far-OOD averages of the measured choices (ViM: faces and digits; energy:
@@ -37,14 +29,12 @@ which the encoder's memorised training features make see unseen in-distribution 
 atypical, was behind them). A rotation head counts as trained when it tells the four turns of the
 fit images apart at least twice as often as chance (`rotation_accuracy`): an encoder trained
 without rotations (`encoder.rotation_fraction = 0`) has an untrained head. Why normalised features
-for the flow: a density of the raw
-ones follows the feature norm, which OOD images shrink; why Fisher: it beat one mixture density of
-the views' statistics and the minimum p-value (measurements: docs/results.md, "The trained encoder
-and the two views", "The semantic view on encoder run 2").
+for the flow: a density of the raw ones follows the feature norm, which OOD images shrink
+(measurements: docs/results.md, "The trained encoder and the two views", "The semantic view on
+encoder run 2", "The semantic view: the rotation head, pooled").
 """
 
-import math
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 from scipy.special import logsumexp
@@ -69,6 +59,7 @@ class SemanticState(NamedTuple):
   feature_flow: Optional[FittedFeatureFlow] = None
   vim: Optional[posthoc.ViMState] = None
   flip_average: bool = True  # the encoder's outputs averaged over x and its mirror image
+  pooled: bool = True  # the scores form one view beside the pixel view (`gates.views`)
 
 
 def resolved_scores(
@@ -170,28 +161,3 @@ def semantic_scores(state: SemanticState, x: np.ndarray) -> Dict[str, np.ndarray
     ).astype(np.float64),
   }
   return {name: compute[name]() for name in state.scores}
-
-
-def rank_counts(calibration_sorted: np.ndarray, scores: np.ndarray) -> np.ndarray:
-  """(N,) 1 + #{calibration scores >= s}: (1 + n) p(s) as an exact integer count."""
-  n = calibration_sorted.shape[0]
-  return 1 + n - np.searchsorted(calibration_sorted, np.asarray(scores, np.float64), side="left")
-
-
-def calibration_rank_counts(scores: np.ndarray) -> np.ndarray:
-  """(n,) 1 + #{j != i: s_j >= s_i} for each calibration score (in their order): its own counted
-  once, as a new image's is."""
-  return rank_counts(np.sort(scores), scores) - 1
-
-
-def fisher_statistic(counts: Sequence[np.ndarray], n: int) -> np.ndarray:
-  """T = -sum_v log p_v = k log(1 + n) - log(prod_v a_v) from the k views' rank counts a_v
-  (module docstring), higher = more OOD. From the exact integer product (float64 while
-  (1 + n)^k < 2^53, Python integers beyond), so equal p-value tuples, and tuples of equal product,
-  give bit-identical T (ties stay ties in the final rank)."""
-  if float(n + 1) ** len(counts) < 2.0**53:
-    log_product = np.log(np.prod([np.asarray(c, np.float64) for c in counts], axis=0))
-  else:
-    rows = zip(*(np.asarray(c, np.int64).tolist() for c in counts))
-    log_product = np.array([math.log(math.prod(row)) for row in rows], np.float64)
-  return len(counts) * np.log1p(n) - log_product

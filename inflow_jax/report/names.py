@@ -63,7 +63,8 @@ GLOSSARY = (
    "without labels). Its semantic scores "
    "(encoder.semantic_score: ViM, energy and the rotation head's doubt that the image is upright "
    "with labels, else its feature flow's NLL) join the "
-   "per-image score, each as its own conformal p-value; the rows MSP, energy, Mahalanobis, "
+   "per-image score as one semantic p-value (Fisher's statistic of theirs) beside the pixel "
+   "flow's, weighed equally; the rows MSP, energy, Mahalanobis, "
    "KNN and ViM are OpenOOD's post-hoc baselines on the same network, the anchors InFlow's "
    "per-image score is compared with."),
   ("AUROC, AUPR, FPR95", "OOD is the positive class. AUROC 0.5 is chance and 1 perfect; below "

@@ -96,6 +96,6 @@ def test_pgd_on_the_objective_lowers_the_detectors_statistic(state):
     features = image_features(detector.model, detector.variables, images)
     features[:, -2:] = np.asarray(args[2])
     pixel = scores_of_features(conformal.density, features)
-    return two_view_scores(conformal.view_calibration, pixel, semantic_scores(semantic, images))
+    return two_view_scores(conformal, pixel, images)
 
   assert np.mean(statistic(x_adv)) < np.mean(statistic(x))

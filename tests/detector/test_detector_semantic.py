@@ -48,33 +48,46 @@ def _rank_p(calibration, scores):
   return np.array([(1 + np.sum(calibration >= s)) / (1 + len(calibration)) for s in scores])
 
 
-def test_the_score_is_fishers_statistic_of_the_two_views(fitted):
+def _views(detector, images):
+  """{view: (N,) scores}: the pixel density's and each semantic score's."""
+  state = detector.conformal_state_
+  pixel = gates.conformal.scores_of_features(
+    state.density, image_features(detector.model, detector.variables, images)
+  )
+  return {"pixel": pixel, **semantic_lib.semantic_scores(state.semantic, images)}
+
+
+def _leave_one_out_counts(c):
+  """1 + #{j != i: c_j >= c_i} for each calibration score, by direct counting."""
+  return np.array([1 + np.sum(np.delete(c, i) >= c[i]) for i in range(len(c))])
+
+
+def test_the_score_is_the_pooled_statistic_of_the_pixel_and_semantic_views(fitted):
+  """T = -log p_pixel - log p_S, p_S the rank of the semantic scores' Fisher statistic F among the
+  calibration images' F (`gates.views`), recomputed here by direct counting: in integer counts
+  F >= F_i <=> prod a <= prod a_i, so no float ties decide a rank."""
   detector, x, y = fitted
   state = detector.conformal_state_
   x_new, x_cal = x[1100:1140], x[900:1100]
-
-  def views(images):
-    """{view: (N,) scores}: the pixel density's and each semantic score's."""
-    pixel = gates.conformal.scores_of_features(
-      state.density, image_features(detector.model, detector.variables, images)
-    )
-    return {"pixel": pixel, **semantic_lib.semantic_scores(state.semantic, images)}
-
-  cal, new = views(x_cal), views(x_new)
-  assert list(new) == ["pixel", "vim", "energy", "rotation"]
-  expected = -sum(np.log(_rank_p(cal[v], new[v])) for v in new)
-  scores = detector.image_scores(x_new)
-  np.testing.assert_allclose(scores, expected, rtol=1e-12)
-  # p(x): the rank of T among the calibration images' T, each calibration image ranked among the
-  # others (its own score counted once); in integer counts, T >= T_i <=> prod a <= prod a_i
+  cal, new = _views(detector, x_cal), _views(detector, x_new)
+  assert list(new) == ["pixel", "vim", "energy", "rotation"] and state.semantic.pooled
   n = len(x_cal)
-  own = lambda c: np.array([1 + np.sum(np.delete(c, i) >= c[i]) for i in range(n)])
-  product_cal = np.prod([own(cal[v]) for v in cal], axis=0)
-  product = np.prod([(_rank_p(cal[v], new[v]) * (1 + n)).round() for v in new], axis=0)
-  expected_p = np.array([(1 + np.sum(product_cal <= q)) / (1 + n) for q in product])
+  count = lambda calibration, s: (_rank_p(calibration, s) * (1 + n)).round()
+  semantic = ("vim", "energy", "rotation")
+  product_cal = np.prod([_leave_one_out_counts(cal[v]) for v in semantic], axis=0)
+  product_new = np.prod([count(cal[v], new[v]) for v in semantic], axis=0)
+  a_semantic_new = np.array([1 + np.sum(product_cal <= q) for q in product_new])
+  a_semantic_cal = _leave_one_out_counts(-product_cal)  # higher F = lower product
+  a_pixel_new, a_pixel_cal = count(cal["pixel"], new["pixel"]), _leave_one_out_counts(cal["pixel"])
+  scores = detector.image_scores(x_new)
+  expected = 2 * np.log(1 + n) - np.log(a_pixel_new * a_semantic_new)
+  np.testing.assert_allclose(scores, expected, rtol=1e-12)
+  # p(x): the rank of T among the calibration images' T, each ranked among the others
+  t_product_cal, t_product_new = a_pixel_cal * a_semantic_cal, a_pixel_new * a_semantic_new
+  expected_p = np.array([(1 + np.sum(t_product_cal <= q)) / (1 + n) for q in t_product_new])
   np.testing.assert_array_equal(detector.image_p_values(x_new), expected_p)
   np.testing.assert_allclose(
-    state.calibration_scores, np.sort(4 * np.log(1 + n) - np.log(product_cal)), rtol=1e-12
+    state.calibration_scores, np.sort(2 * np.log(1 + n) - np.log(t_product_cal)), rtol=1e-12
   )
   np.testing.assert_allclose(
     scores,
@@ -260,3 +273,22 @@ def test_the_mmd_test_on_the_trained_encoders_features_survives_save_and_load(fi
     InFlowDetector(detector.model, detector.variables, attention="combined", mmd_encoder="trained")
   with pytest.raises(ValueError, match="mmd_encoder must be one of"):
     InFlowDetector(detector.model, detector.variables, mmd_encoder="pixels")
+
+
+def test_a_format_4_detector_keeps_each_semantic_score_a_view(fitted, tmp_path):
+  """Formats <= 4 were calibrated with T = -sum_v log p_v over the pixel view and every semantic
+  score: loaded, they score that way (the direct sum of the views' log p-values)."""
+  detector, x, _ = fitted
+  old = detector.save(tmp_path / "old")
+
+  def as_format_4(meta):
+    meta.update(format_version=4)
+    del meta["semantic_pooled"]
+
+  _tamper(old, as_format_4)
+  loaded = InFlowDetector.load(old)
+  assert not loaded.conformal_state_.semantic.pooled
+  cal, new = _views(detector, x[900:1100]), _views(detector, x[1100:1120])
+  expected = -sum(np.log(_rank_p(cal[v], new[v])) for v in new)
+  np.testing.assert_allclose(loaded.image_scores(x[1100:1120]), expected, rtol=1e-12)
+  assert not np.allclose(detector.image_scores(x[1100:1120]), expected)

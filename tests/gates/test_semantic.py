@@ -1,9 +1,7 @@
 """The semantic view's rotation score and the rule that adds it by default: an encoder whose
 rotation head tells the four turns of the fit images apart (checked on hand-made heads whose
-accuracy is known: a head reading which edge is bright, and a constant one), the score against
-numpy's log-softmax, and Fisher's statistic exact beyond float64's integers."""
-
-import math
+accuracy is known: a head reading which edge is bright, and a constant one), and the score against
+numpy's log-softmax."""
 
 import flax.linen as nn
 import jax
@@ -72,18 +70,3 @@ def test_the_rotation_score_joins_auto_only_with_a_trained_head():
   np.testing.assert_allclose(got, -log_softmax(r.astype(np.float64), axis=1)[:, 0], rtol=1e-5)
   turned = semantic_lib.semantic_scores(state, np.rot90(new, 2, axes=(1, 2)).copy())["rotation"]
   assert np.all(turned > got)  # upside down: the head doubts it is upright
-
-
-def test_fishers_statistic_is_exact_beyond_float64s_integers():
-  """(1 + n)^k >= 2^53: the product of the counts in Python integers, equal products equal T."""
-  n, rng = 10**4, np.random.default_rng(0)
-  counts = [rng.integers(1, n + 2, 50) for _ in range(5)]
-  counts[0][1], counts[1][1] = counts[1][0], counts[0][0]  # row 1 a permutation of row 0's
-  for c in counts[2:]:
-    c[1] = c[0]
-  got = semantic_lib.fisher_statistic(counts, n)
-  expected = [
-    5 * math.log(1 + n) - math.log(math.prod(int(c[i]) for c in counts)) for i in range(50)
-  ]
-  np.testing.assert_allclose(got, expected, rtol=1e-13)
-  assert got[0] == got[1]
