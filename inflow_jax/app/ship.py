@@ -5,10 +5,12 @@
 copies WORKDIR/detector (saved by the job) and writes manifest.json: the job's config, the commit
 the repository was at, the data splits, the report's measured figures, the native input shape and
 image size, and the SHA-256 of every shipped file (`inflow_jax.pretrained.check_files` verifies them
-before loading). Refuses to overwrite an existing name.
+before loading). Data paths are written relative to the repository (`../shared/data/...`), not as
+the shipping machine's absolute paths. Refuses to overwrite an existing name.
 """
 
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -31,6 +33,24 @@ SPLIT_KEYS = (
 )
 
 
+REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
+
+
+def portable(value):
+  """`value` (JSON: dicts, lists, strings) with every absolute path, bare or in a "SOURCE:PATH"
+  data name, in values and keys, relative to the repository."""
+  if isinstance(value, dict):
+    return {portable(k): portable(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return [portable(v) for v in value]
+  if not isinstance(value, str):
+    return value
+  source, colon, path = value.partition(":") if not value.startswith("/") else ("", "", value)
+  if not os.path.isabs(path):
+    return value
+  return source + colon + os.path.relpath(path, REPOSITORY)
+
+
 def _commit() -> str:
   try:
     out = subprocess.run(
@@ -42,15 +62,15 @@ def _commit() -> str:
 
 
 def manifest_of(workdir: pathlib.Path, target: pathlib.Path) -> Dict[str, Any]:
-  config = json.loads((workdir / "config.json").read_text())
-  report = json.loads((workdir / "report.json").read_text())
+  config = portable(json.loads((workdir / "config.json").read_text()))
+  report = portable(json.loads((workdir / "report.json").read_text()))
   data = config["data"]
   files = sorted(p for p in target.rglob("*") if p.is_file() and p.name != pretrained.MANIFEST)
   return {
     "commit": _commit(),
     "config": config,
     "splits": {k: data.get(k) for k in SPLIT_KEYS},
-    "figures": report.get("evaluation", {}),
+    "figures": {k: v for k, v in report.get("evaluation", {}).items() if k != "figures"},
     "image_size": data["image_size"],
     "input_shape": json.loads((workdir / DETECTOR_DIR / INPUT_SHAPE_FILE).read_text()),
     "sha256": {str(p.relative_to(target)): integrity.sha256(p) for p in files},

@@ -19,7 +19,22 @@ def test_a_shipped_job_detector_loads_by_name_with_its_manifest(tmp_path, monkey
   manifest = pretrained.manifest("tiny")
   assert manifest["input_shape"] == [32, 32, 3] and manifest["splits"]["train"] == "digits"
   assert "detector/config.json" in manifest["sha256"] and manifest["figures"]["ood"]
+  assert "figures" not in manifest["figures"]  # the job's plots stay in its workdir
   x = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
   assert detector.score(x).shape == (4,)
   with pytest.raises(FileExistsError, match="remove it first"):
     ship.ship(workdir, "tiny")
+
+
+def test_the_manifest_holds_data_paths_relative_to_the_repository():
+  shared = ship.REPOSITORY.parent / "shared" / "data"
+  config = {"data": {"ood": [f"npz:{shared / 'svhn.npz'}", "digits"], "data_dir": str(shared)}}
+  assert ship.portable(config) == {
+    "data": {"ood": ["npz:../shared/data/svhn.npz", "digits"], "data_dir": "../shared/data"}
+  }
+  assert ship.portable({f"npz:{shared / 'svhn.npz'}": 0.9}) == {"npz:../shared/data/svhn.npz": 0.9}
+  assert ship.portable({"n": 3, "name": "tfds:cifar10", "split": "test[:2500]"}) == {
+    "n": 3,
+    "name": "tfds:cifar10",
+    "split": "test[:2500]",
+  }
