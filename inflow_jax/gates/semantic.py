@@ -132,11 +132,10 @@ def fit_semantic(
   [0, 1], preprocessed; N > D with "vim"."""
   outputs = encode(encoder, encoder_variables, x, flip_average=flip_average)
   num_classes = outputs.class_logits.shape[1]
-  maybe_rotation = score != "auto" and "rotation" in str(score).split("+")
-  if score == "auto" and num_classes or maybe_rotation:
-    rotation_trained = rotation_accuracy(encoder, encoder_variables, x) >= TRAINED_ROTATION_ACCURACY
-  else:
-    rotation_trained = False
+  wants_rotation = "rotation" in str(score).split("+") or (score == "auto" and num_classes > 0)
+  rotation_trained = (
+    wants_rotation and rotation_accuracy(encoder, encoder_variables, x) >= TRAINED_ROTATION_ACCURACY
+  )
   scores = resolved_scores(score, num_classes, rotation_trained)
   state = SemanticState(encoder, encoder_variables, scores, flip_average=flip_average)
   if "vim" in scores:
