@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from inflow_jax import gates
+from inflow_jax.gates.semantic import encoder_outputs
 from inflow_jax.utils.batching import batch_starts
 
 
@@ -51,7 +52,8 @@ def gate_batches(
 
   Batches are `batch_starts(len(x), batch_size)`; batch i's tests use the keys of batch
   first_batch + i (x a slice of a larger set). image_p: the images' conformal p-values when the
-  caller has them already (the flow is then not run). The MMD test needs 2 images: with
+  caller has them already (the flow is then not run). With the MMD test on the trained encoder's
+  features, the encoder runs once for both tests. The MMD test needs 2 images: with
   batch_size 1 it is not run (NaN) and the combination leaves it out.
   """
   starts = np.arange(len(x) + 1) if batch_size == 1 else batch_starts(len(x), batch_size)
@@ -61,13 +63,17 @@ def gate_batches(
   flow_score = None
   mmd_state, conformal_state = detector.mmd_state_, detector.conformal_state_
   mmd_run = mmd_state is not None and batch_size >= 2
+  shared = _shared_encoder_outputs(detector, x) if mmd_run and image_p is None else None
   if mmd_run:
-    tests = gates.attention_tests(mmd_state, x, batch_size, key, first_batch=first_batch)
+    embedded = None if shared is None else shared.features
+    tests = gates.attention_tests(
+      mmd_state, x, batch_size, key, first_batch=first_batch, embedded=embedded
+    )
     p_mmd = tests.p_values
   if conformal_state is not None:
     if image_p is None:
       scores, flow_score = gates.image_scores(
-        conformal_state, detector.model, detector.variables, x, detector.convention
+        conformal_state, detector.model, detector.variables, x, detector.convention, shared
       )
       image_p = gates.image_p_values(conformal_state, scores)
     p_conformal = gates.batch_p_values(conformal_state, image_p, starts)
@@ -86,3 +92,18 @@ def gate_batches(
   return GatePValues(
     p_value, attention, p_mmd, p_conformal, p_mean_shift, p_combined, image_p, flow_score, starts
   )
+
+
+def _shared_encoder_outputs(detector, x: np.ndarray):
+  """The trained encoder's outputs of x when the MMD test embeds with it as the semantic view reads
+  it (mmd_encoder 'trained': the same model, variables and flip average), so one pass serves both;
+  else None (each runs its own)."""
+  conformal_state = detector.conformal_state_
+  semantic = None if conformal_state is None else conformal_state.semantic
+  embed = detector.mmd_state_.embed
+  if semantic is None or not isinstance(embed, gates.TrainedEmbedder):
+    return None
+  same = (embed.model, embed.flip_average) == (semantic.encoder, semantic.flip_average)
+  if not same or embed.variables is not semantic.encoder_variables:
+    return None
+  return encoder_outputs(semantic, x)

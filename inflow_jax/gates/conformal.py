@@ -135,10 +135,13 @@ def scores_of_features(density: Dict[str, np.ndarray], features: np.ndarray) -> 
   return scores.astype(np.float64)
 
 
-def two_view_scores(state: "ConformalState", pixel: np.ndarray, x: np.ndarray) -> np.ndarray:
+def two_view_scores(
+  state: "ConformalState", pixel: np.ndarray, x: np.ndarray, encoder_outputs=None
+) -> np.ndarray:
   """(N,) the statistic T of `gates.views` of preprocessed images x (unchecked) with pixel scores
-  `pixel`, from the state's semantic view and its calibration."""
-  semantic = semantic_scores(state.semantic, x)
+  `pixel`, from the state's semantic view (on `encoder_outputs` of x when given) and its
+  calibration."""
+  semantic = semantic_scores(state.semantic, x, encoder_outputs)
   return views_statistic(state.view_calibration, pixel, semantic, state.semantic.pooled)
 
 
@@ -211,14 +214,22 @@ def fit_conformal(
   )
 
 
-def image_scores(state: ConformalState, model, variables, x: np.ndarray, convention: str = "nll"):
+def image_scores(
+  state: ConformalState,
+  model,
+  variables,
+  x: np.ndarray,
+  convention: str = "nll",
+  encoder_outputs=None,
+):
   """((N,) s(x), higher = more OOD; (N,) the flow's `convention` score at a = 1 from the same pass)
-  of preprocessed x (unchecked)."""
+  of preprocessed x (unchecked); encoder_outputs: the semantic view's encoder outputs of x when the
+  caller has them (`gates.semantic.encoder_outputs`)."""
   features, flow_score = flow_features(model, variables, x, convention)
   pixel = scores_of_features(state.density, features)
   if state.semantic is None:
     return pixel, flow_score
-  return two_view_scores(state, pixel, x), flow_score
+  return two_view_scores(state, pixel, x, encoder_outputs), flow_score
 
 
 def image_p_values(state: ConformalState, scores: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from inflow_jax.gates import posthoc
-from inflow_jax.model.classifier_encoder import ClassifierEncoder, encode
+from inflow_jax.model.classifier_encoder import ClassifierEncoder, EncoderOutput, encode
 from inflow_jax.training.feature_flow import FittedFeatureFlow, feature_flow_nll, fit_feature_flow
 
 SCORE_NAMES = ("vim", "energy", "rotation", "feature_flow")
@@ -148,9 +148,17 @@ def fit_semantic(
   return state
 
 
-def semantic_scores(state: SemanticState, x: np.ndarray) -> Dict[str, np.ndarray]:
-  """{name: (N,) s_name} of preprocessed x (unchecked), higher = less typical."""
-  outputs = encode(state.encoder, state.encoder_variables, x, flip_average=state.flip_average)
+def encoder_outputs(state: SemanticState, x: np.ndarray) -> EncoderOutput:
+  """The encoder's outputs of preprocessed x (unchecked) as the semantic scores read them."""
+  return encode(state.encoder, state.encoder_variables, x, flip_average=state.flip_average)
+
+
+def semantic_scores(
+  state: SemanticState, x: np.ndarray, outputs: Optional[EncoderOutput] = None
+) -> Dict[str, np.ndarray]:
+  """{name: (N,) s_name} of preprocessed x (unchecked), higher = less typical; outputs:
+  `encoder_outputs(state, x)` when the caller has them (the encoder is then not run)."""
+  outputs = encoder_outputs(state, x) if outputs is None else outputs
   compute = {
     "vim": lambda: posthoc.vim_scores(state.vim, outputs.features),
     "energy": lambda: posthoc.energy_scores(outputs.class_logits),

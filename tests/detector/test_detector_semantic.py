@@ -16,7 +16,8 @@ from scipy.special import log_softmax, logsumexp
 from configs import default
 from inflow_jax import InFlowDetector, data, gates
 from inflow_jax.detector import files
-from inflow_jax.gates import posthoc
+from inflow_jax.detector import gate as gate_lib
+from inflow_jax.gates import posthoc, trained_embedder
 from inflow_jax.gates import semantic as semantic_lib
 from inflow_jax.gates.features import image_features
 from inflow_jax.model import ClassifierEncoder, TrainedEncoder
@@ -240,10 +241,13 @@ def test_an_encoder_needs_a_per_image_gate(fitted):
     )
 
 
-def test_the_mmd_test_on_the_trained_encoders_features_survives_save_and_load(fitted, tmp_path):
+def test_the_mmd_test_on_the_trained_encoders_features_survives_save_and_load(
+  fitted, tmp_path, monkeypatch
+):
   """mmd_encoder='trained': the combined gate's MMD p-value is the permutation test of the
   encoder's features (one pass: semantic_flip_average False) against the calibration images'
-  (direct: fit_mmd_embedded on them), before and after save."""
+  (direct: fit_mmd_embedded on them), before and after save; a batch test runs the encoder once
+  for both tests, with the p-values of two separate passes."""
   detector, x, _ = fitted
   trained = InFlowDetector(
     detector.model,
@@ -262,8 +266,17 @@ def test_the_mmd_test_on_the_trained_encoders_features_survives_save_and_load(fi
   key = jax.random.PRNGKey(7)
   batch = x[1100:1105]
   expected = gates.mmd_test_embedded(reference, features(batch), jax.random.fold_in(key, 0))
+  calls = {"semantic": 0, "mmd": 0}
+  count = lambda name, run: lambda *a, **k: calls.update({name: calls[name] + 1}) or run(*a, **k)
+  monkeypatch.setattr(semantic_lib, "encode", count("semantic", semantic_lib.encode))
+  monkeypatch.setattr(trained_embedder, "_embed", count("mmd", trained_embedder._embed))
   got = trained.test_batch(batch, key)
   np.testing.assert_allclose(got.p_mmd, float(expected.p_value))
+  assert calls == {"semantic": 1, "mmd": 0}
+  monkeypatch.setattr(gate_lib, "_shared_encoder_outputs", lambda *args: None)
+  np.testing.assert_array_equal(trained.test_batch(batch, key), got)  # NaN mean shift: equal
+  assert calls == {"semantic": 2, "mmd": 1}
+  monkeypatch.undo()
   trained.save(tmp_path / "trained")
   loaded = InFlowDetector.load(tmp_path / "trained")
   assert loaded.mmd_encoder == "trained" and not loaded.semantic_flip_average
