@@ -1,9 +1,10 @@
-"""One process of the 2-process `jax.distributed` test (tests/test_run.py): trains the tiny config.
+"""One process of the 2-process `jax.distributed` test (tests/test_run.py): trains the tiny config's
+flow, then a tiny in-distribution encoder (`app.build.trained_encoder`, as the job's train mode).
 
   python tests/distributed_worker.py PORT PROCESS_ID WORKDIR OUT.npz
 
 Each process has 2 CPU devices (4 in all) and feeds its half of every batch; it saves every local
-copy of the trained parameters and the losses to OUT.npz.
+copy of the trained parameters, the losses, and the encoder's variables and losses to OUT.npz.
 """
 
 import sys
@@ -15,7 +16,7 @@ jax.config.update("jax_num_cpu_devices", 2)
 import numpy as np  # noqa: E402
 
 from configs import tiny  # noqa: E402
-from inflow_jax.app import job  # noqa: E402
+from inflow_jax.app import build, job  # noqa: E402
 from inflow_jax.app.build import load_model  # noqa: E402
 from inflow_jax.app.datasets import load_data  # noqa: E402
 from inflow_jax.training import flow as train  # noqa: E402
@@ -34,13 +35,21 @@ def main(port: str, process_id: str, workdir: str, out: str) -> None:
     jax.process_count(),
     jax.device_count(),
   )
+  config.encoder.update(enabled=True, rotation_fraction=0.25)
+  config.encoder.model.update(stem_width=4, widths=(8,))
+  config.encoder.train.update(
+    num_steps=5, batch_size=16, warmup_steps=1, decay_steps=4, log_every=5, eval_every=0
+  )
   model, _ = load_model(config)
-  x_train = load_data(config, "train")["train"]
-  result = train.train(model, x_train, config, workdir, progress=False)
+  sets = load_data(config, "train")
+  result = train.train(model, sets["train"], config, workdir, progress=False)
   copies = {}
   for i, leaf in enumerate(jax.tree_util.tree_leaves(result.variables["params"])):
     for j, shard in enumerate(leaf.addressable_shards):
       copies[f"leaf{i}_device{j}"] = np.asarray(shard.data)
+  encoder, _ = build.trained_encoder(config, workdir, sets, progress=False)
+  for i, leaf in enumerate(jax.tree_util.tree_leaves(encoder.variables)):
+    copies[f"encoder{i}"] = np.asarray(leaf)
   np.savez(out, losses=result.losses, steps=result.steps, **copies)
 
 

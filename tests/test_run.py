@@ -141,6 +141,9 @@ def test_two_processes_end_on_the_one_process_parameters(tmp_path):
   assert results[0].files == results[1].files
   for key in results[0].files:
     np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)
+  encoder = [k for k in results[0].files if k.startswith("encoder")]  # equal on both: above
+  assert encoder and all(np.all(np.isfinite(results[0][k])) for k in encoder)
+  assert (tmp_path / "workdir" / "encoder_checkpoints" / "5").is_dir()
   copies = [k for k in results[0].files if k.startswith("leaf")]
   assert {k.split("_")[1] for k in copies} == {"device0", "device1"}  # 2 local devices each
   for key in copies:  # and every local copy is the same

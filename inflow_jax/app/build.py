@@ -51,17 +51,22 @@ def make_embed(config: ml_collections.ConfigDict):
   return make_encoder(settings.encoder_seed)
 
 
-def trained_encoder(config: ml_collections.ConfigDict, workdir, sets, progress: bool = True):
+def trained_encoder(
+  config: ml_collections.ConfigDict, workdir, sets, progress: bool = True, devices=None
+):
   """(TrainedEncoder or None, a summary for the report): the in-distribution encoder of
   config.encoder trained (or resumed, or restored) on the training images, with their labels when
-  data.train has them, else on rotation prediction alone."""
+  data.train has them, else on rotation prediction alone; data-parallel over `devices` (None:
+  every process's, as the flow trains)."""
   c = config.encoder
   if not c.enabled:
     return None, None
   labels = sets["encoder_labels"]
   num_classes = c.model.num_classes if labels["train"] is not None else 0
   model = ClassifierEncoder(**{**c.model.to_dict(), "num_classes": num_classes})
-  result = train_encoder(model, sets["train"], labels["train"], config, workdir, progress=progress)
+  result = train_encoder(
+    model, sets["train"], labels["train"], config, workdir, devices=devices, progress=progress
+  )
   summary = {
     "steps": int(c.train.num_steps),
     "labels": num_classes > 0,

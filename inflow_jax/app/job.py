@@ -12,8 +12,9 @@ or restored (`training`) -> the detector built from the config and fitted (`app.
 evaluated through its methods (`app.evaluate`) -> saved to `<workdir>/detector/`
 (`detector.job_files`) -> report (`report`).
 
-Modes: `train` (train or resume up to config.train.num_steps), `evaluate` (restore the newest
-checkpoint, or the pretrained one, and write the report), `all` (both). Every input (config keys,
+Modes: `train` (train or resume up to config.train.num_steps; with config.encoder.enabled the
+encoder too, on every process), `evaluate` (restore the newest checkpoints, or the pretrained one,
+and write the report), `all` (both). Every input (config keys,
 dataset names, labels, batch sizes vs devices, attack settings, checkpoints) is checked before any
 training starts. The workdir holds `checkpoints/`, `metrics.jsonl`, `report.json`, `report.md`, the
 PNG figures and `detector/`.
@@ -82,6 +83,10 @@ def run_job(
     variables, step = _trained_variables(
       config, workdir, mode, model, variables, sets, stored_step, timings, progress
     )
+    if mode != "evaluate" and config.encoder.enabled:  # every process, beside the flow
+      tick = time.perf_counter()
+      trained_encoder(config, workdir, sets, progress)
+      timings["encoder"] = time.perf_counter() - tick
     if mode == "train" or not is_main:
       return None  # the evaluation is single-process; process 0 writes the report
     return fit_evaluate_and_report(
@@ -119,9 +124,9 @@ def fit_evaluate_and_report(
 ):
   """After training: the detector fitted, evaluated and saved, the report written (the table before
   the figures, so a plotting error keeps it); returns the table."""
-  tick = time.perf_counter()
-  encoder, encoder_summary = trained_encoder(config, workdir, sets, progress)
-  timings["encoder"] = time.perf_counter() - tick
+  tick = time.perf_counter()  # trained above (mode train, all), or here on process 0 alone
+  encoder, encoder_summary = trained_encoder(config, workdir, sets, progress, jax.local_devices())
+  timings["encoder"] = timings.get("encoder", 0.0) + time.perf_counter() - tick
   tick = time.perf_counter()
   detector = fitted_detector(config, model, training.host_copy(variables), sets, encoder)
   timings["fit_attention"] = time.perf_counter() - tick

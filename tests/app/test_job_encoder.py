@@ -49,11 +49,17 @@ def test_the_job_reports_the_anchors_beside_the_per_image_score(tmp_path):
 
 
 def test_without_labels_the_encoder_learns_rotations_and_the_report_says_so(tmp_path):
+  """Also: --mode=train trains the encoder beside the flow (on every process of a multi-host job)
+  and --mode=evaluate restores it (no step run again)."""
   images, _ = load_split("digits", "train")
   np.savez(tmp_path / "unlabelled.npz", x_train=images[:256], x_test=images[256:320])
   config = _config(train=f"npz:{tmp_path / 'unlabelled.npz'}", train_split="train")
   config.data.heldout_split = "test"
-  table = job.run_job(config, tmp_path / "run", "all", progress=False)
+  assert job.run_job(config, tmp_path / "run", "train", progress=False) is None
+  metrics = (tmp_path / "run" / "encoder_metrics.jsonl").read_text()
+  assert (tmp_path / "run" / "encoder_checkpoints" / "8").is_dir() and '"step": 8' in metrics
+  table = job.run_job(config, tmp_path / "run", "evaluate", progress=False)
+  assert (tmp_path / "run" / "encoder_metrics.jsonl").read_text() == metrics
   assert table["encoder"] == {
     "steps": 8,
     "labels": False,
