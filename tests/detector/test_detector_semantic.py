@@ -197,12 +197,8 @@ def test_a_format_2_detector_loads_with_its_feature_flow(fitted_flow, tmp_path):
   """Format 2 stored neither the setting nor the score names: its semantic view is the flow."""
   detector, x, _ = fitted_flow
   old = detector.save(tmp_path / "old")
-
-  def as_format_2(meta):
-    meta.update(format_version=2)
-    del meta["semantic_scores"], meta["settings"]["semantic_score"]
-
-  _tamper(old, as_format_2)
+  drop = lambda m: (m.pop("semantic_scores"), m["settings"].pop("semantic_score"))
+  _tamper(old, lambda meta: (meta.update(format_version=2), drop(meta)))
   loaded = InFlowDetector.load(old)
   assert loaded.semantic_score == "feature_flow"
   assert loaded.conformal_state_.semantic.scores == ("feature_flow",)
@@ -293,12 +289,7 @@ def test_a_format_4_detector_keeps_each_semantic_score_a_view(fitted, tmp_path):
   score: loaded, they score that way (the direct sum of the views' log p-values)."""
   detector, x, _ = fitted
   old = detector.save(tmp_path / "old")
-
-  def as_format_4(meta):
-    meta.update(format_version=4)
-    del meta["semantic_pooled"]
-
-  _tamper(old, as_format_4)
+  _tamper(old, lambda meta: (meta.update(format_version=4), meta.pop("semantic_pooled")))
   loaded = InFlowDetector.load(old)
   assert not loaded.conformal_state_.semantic.pooled
   cal, new = _views(detector, x[900:1100]), _views(detector, x[1100:1120])
