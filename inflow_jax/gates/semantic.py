@@ -95,9 +95,11 @@ def resolved_scores(
 def rotation_accuracy(encoder: ClassifierEncoder, encoder_variables, x: np.ndarray) -> float:
   """The rotation head's accuracy at telling x[:ROTATION_CHECK_IMAGES] turned by k = 0, 1, 2, 3
   quarter turns (np.rot90 over H, W, the training's turns) apart: one pass each, no mirror average
-  (a mirrored turn is another turn); 0.0 for an encoder without a 4-way rotation head. Chance is
-  0.25."""
+  (a mirrored turn is another turn); 0.0 for an encoder without a 4-way rotation head, or for
+  images that are not square (no rotation head can be trained on them). Chance is 0.25."""
   x = np.asarray(x[:ROTATION_CHECK_IMAGES], np.float32)
+  if x.shape[1] != x.shape[2]:
+    return 0.0
   turned = np.concatenate([np.rot90(x, k, axes=(1, 2)) for k in range(4)])
   outputs = encode(encoder, encoder_variables, turned, flip_average=False)
   logits = np.asarray(outputs.rotation_logits)

@@ -54,6 +54,7 @@ def test_the_rotation_score_joins_auto_only_with_a_trained_head():
   trained, untrained = _encoder(10.0), _encoder(0.0)
   assert semantic_lib.rotation_accuracy(*trained, x) == 1.0
   assert semantic_lib.rotation_accuracy(*untrained, x) == 0.25  # argmax 0 for every turn
+  assert semantic_lib.rotation_accuracy(*trained, x[:, :6]) == 0.0  # not square: no turns
   state = semantic_lib.fit_semantic(*trained, x)
   assert state.scores == ("vim", "energy", "rotation")
   assert semantic_lib.fit_semantic(*untrained, x).scores == ("vim", "energy")
