@@ -83,14 +83,15 @@ def run_job(
     variables, step = _trained_variables(
       config, workdir, mode, model, variables, sets, stored_step, timings, progress
     )
+    trained = None
     if mode != "evaluate" and config.encoder.enabled:  # every process, beside the flow
       tick = time.perf_counter()
-      trained_encoder(config, workdir, sets, progress)
+      trained = trained_encoder(config, workdir, sets, progress)
       timings["encoder"] = time.perf_counter() - tick
     if mode == "train" or not is_main:
       return None  # the evaluation is single-process; process 0 writes the report
     return fit_evaluate_and_report(
-      config, workdir, model, variables, sets, step, timings, start, progress
+      config, workdir, model, variables, sets, step, timings, start, progress, trained
     )
 
 
@@ -120,13 +121,16 @@ def _trained_variables(
 
 
 def fit_evaluate_and_report(
-  config, workdir, model, variables, sets, step, timings, start, progress=True
+  config, workdir, model, variables, sets, step, timings, start, progress=True, trained=None
 ):
   """After training: the detector fitted, evaluated and saved, the report written (the table before
-  the figures, so a plotting error keeps it); returns the table."""
-  tick = time.perf_counter()  # trained above (mode train, all), or here on process 0 alone
-  encoder, encoder_summary = trained_encoder(config, workdir, sets, progress, jax.local_devices())
-  timings["encoder"] = timings.get("encoder", 0.0) + time.perf_counter() - tick
+  the figures, so a plotting error keeps it); returns the table. trained: `trained_encoder`'s
+  (encoder, summary) when the training phase made it, else restored here on process 0 alone."""
+  if trained is None:
+    tick = time.perf_counter()
+    trained = trained_encoder(config, workdir, sets, progress, jax.local_devices())
+    timings["encoder"] = time.perf_counter() - tick
+  encoder, encoder_summary = trained
   tick = time.perf_counter()
   detector = fitted_detector(config, model, training.host_copy(variables), sets, encoder)
   timings["fit_attention"] = time.perf_counter() - tick
